@@ -1,0 +1,232 @@
+"""Feature cache: encode once per (encoder fingerprint, item id), memmapped on disk.
+
+Layout under ``root`` (a workspace's ``features/``)::
+
+    <fingerprint>/<modality>/chunks/chunk-000000.npz   ids, pooled, lengths, seq, present
+    <fingerprint>/<modality>/pooled.npy, seq.npy, offsets.npy, present.npy, ids.txt   (consolidated)
+
+Chunks are written atomically (temp file + rename) after each batch, so an interrupted
+run keeps everything it finished and a re-run encodes only the missing ids. Items that
+lack the modality are recorded as absent (``present = False``) and never re-tried.
+``load`` consolidates the chunks into memmappable ``.npy`` files once and then maps them.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+from mmal.errors import WorkspaceError
+from mmal.features.types import SequenceFeatures
+from mmal.utils import atomic_write_bytes, progress_bar
+
+SEQ_DTYPE = np.float16
+
+
+class FeatureCache:
+    """Per-(fingerprint, modality) store of pooled and per-token encoder outputs."""
+
+    def __init__(self, root):
+        self.root = Path(root)
+
+    def folder(self, fingerprint: str, modality: str) -> Path:
+        return self.root / fingerprint / modality
+
+    # ---- what is done -----------------------------------------------------------------
+    def done_ids(self, fingerprint: str, modality: str) -> set[str]:
+        folder = self.folder(fingerprint, modality)
+        done: set[str] = set()
+        for chunk in sorted((folder / "chunks").glob("chunk-*.npz")):
+            with np.load(chunk, allow_pickle=False) as z:
+                done.update(z["ids"].tolist())
+        return done
+
+    def missing(self, fingerprint: str, modality: str, ids) -> list[str]:
+        done = self.done_ids(fingerprint, modality)
+        return [i for i in ids if i not in done]
+
+    # ---- writing ----------------------------------------------------------------------
+    def write_chunk(self, fingerprint: str, modality: str, ids, pooled, seqs, present) -> Path:
+        """Atomically store one batch. ``seqs``: list of [T_i, d] (empty for absent items)."""
+        folder = self.folder(fingerprint, modality) / "chunks"
+        folder.mkdir(parents=True, exist_ok=True)
+        existing = sorted(folder.glob("chunk-*.npz"))
+        nxt = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        dim = int(pooled.shape[1])
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        seq = np.concatenate([np.asarray(s, SEQ_DTYPE) for s in seqs if len(s)], 0) if lengths.sum() else np.zeros((0, dim), SEQ_DTYPE)
+        buf = io.BytesIO()
+        np.savez(
+            buf,
+            ids=np.asarray(ids, dtype=str),
+            pooled=np.asarray(pooled, np.float32),
+            lengths=lengths,
+            seq=seq,
+            present=np.asarray(present, bool),
+        )
+        path = folder / f"chunk-{nxt:06d}.npz"
+        atomic_write_bytes(path, buf.getvalue())
+        stale = self.folder(fingerprint, modality) / "ids.txt"
+        if stale.exists():
+            stale.unlink()  # consolidated view is out of date
+        return path
+
+    # ---- reading ----------------------------------------------------------------------
+    def consolidate(self, fingerprint: str, modality: str) -> Path:
+        folder = self.folder(fingerprint, modality)
+        chunks = sorted((folder / "chunks").glob("chunk-*.npz"))
+        if not chunks:
+            raise WorkspaceError(f"no cached features for {modality} ({fingerprint}); run `mmal encode` first")
+        ids, pooled, lengths, present, seq_parts = [], [], [], [], []
+        for c in chunks:
+            with np.load(c, allow_pickle=False) as z:
+                ids.append(z["ids"])
+                pooled.append(z["pooled"])
+                lengths.append(z["lengths"])
+                present.append(z["present"])
+                seq_parts.append(z["seq"])
+        ids_a = np.concatenate(ids)
+        dim = pooled[0].shape[1]
+        total = int(sum(len(s) for s in seq_parts))
+        np.save(folder / "pooled.npy", np.concatenate(pooled).astype(np.float32))
+        np.save(folder / "present.npy", np.concatenate(present))
+        lens = np.concatenate(lengths)
+        offsets = np.zeros(len(lens) + 1, np.int64)
+        np.cumsum(lens, out=offsets[1:])
+        np.save(folder / "offsets.npy", offsets)
+        seq = np.lib.format.open_memmap(folder / "seq.npy", mode="w+", dtype=SEQ_DTYPE, shape=(total, dim))
+        pos = 0
+        for s in seq_parts:
+            seq[pos : pos + len(s)] = s
+            pos += len(s)
+        seq.flush()
+        del seq
+        atomic_write_bytes(folder / "ids.txt", "\n".join(ids_a.tolist()).encode())
+        return folder
+
+    def load(self, fingerprint: str, modality: str, ids=None) -> SequenceFeatures:
+        """Memory-mapped features; with ``ids``, reordered to that order (missing -> error)."""
+        folder = self.folder(fingerprint, modality)
+        if not (folder / "ids.txt").exists():
+            self.consolidate(fingerprint, modality)
+        text = (folder / "ids.txt").read_text()
+        cached_ids = np.array(text.split("\n") if text else [], dtype=object).astype(str)
+        feats = SequenceFeatures(
+            ids=cached_ids,
+            pooled=np.load(folder / "pooled.npy", mmap_mode="r"),
+            offsets=np.load(folder / "offsets.npy"),
+            seq=np.load(folder / "seq.npy", mmap_mode="r"),
+            present=np.load(folder / "present.npy"),
+        )
+        if ids is None:
+            return feats
+        pos = {k: i for i, k in enumerate(cached_ids.tolist())}
+        want = [str(i) for i in ids]
+        absent = [i for i in want if i not in pos]
+        if absent:
+            raise WorkspaceError(
+                f"{len(absent)} items have no cached {modality} features (e.g. {absent[0]!r}); run `mmal encode`"
+            )
+        idx = np.array([pos[i] for i in want], dtype=np.int64)
+        if np.array_equal(idx, np.arange(len(cached_ids))):
+            return feats
+        return feats.take(idx)
+
+
+def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *, batch_size: int = 16,
+                 n_frames: int = 3, encoder_params: dict | None = None, progress: bool = True) -> dict:
+    """Fill the cache for one modality of a normalised items table.
+
+    The encoder is loaded only when something is missing, so a finished cache costs
+    no model load and no encoder call.
+
+    Returns ``{"fingerprint", "encoded", "cached", "absent"}``.
+    """
+    from mmal import encoders
+    from mmal.data import media
+
+    encoder_params = dict(encoder_params or {})
+    fp = encoders.fingerprint(encoder_spec, **encoder_params)
+    ids = table.column("id").to_pylist()
+    todo = cache.missing(fp, modality, ids)
+    stats = {"fingerprint": fp, "encoded": 0, "cached": len(ids) - len(todo), "absent": 0, "modality": modality, "encoder": encoder_spec}
+    if not todo:
+        return stats
+    names = table.column_names
+    if modality == "image":
+        img = table.column("image").to_pylist() if "image" in names else [None] * len(ids)
+        vid = table.column("video").to_pylist() if "video" in names else [None] * len(ids)
+        source = {i: (("image", a) if a else ("video", b) if b else None) for i, a, b in zip(ids, img, vid)}
+    elif modality in ("text", "audio"):
+        col = table.column(modality).to_pylist() if modality in names else [None] * len(ids)
+        source = {i: ((modality, v) if v not in (None, "") else None) for i, v in zip(ids, col)}
+    else:
+        raise WorkspaceError(f"unknown modality {modality!r}")
+
+    enc = encoders.load(encoder_spec, **encoder_params)
+    if enc.fingerprint != fp:  # pragma: no cover - guards a registry bug
+        raise WorkspaceError(f"encoder {encoder_spec}: fingerprint mismatch {enc.fingerprint} != {fp}")
+    dim = enc.dim
+    with progress_bar(progress) as bar:
+        task = bar.add_task(f"encode {modality} ({encoder_spec})", total=len(todo))
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            inputs, owners = [], []  # owners[j] = (item position in batch, n inputs)
+            for b, item in enumerate(batch):
+                src = source[item]
+                if src is None:
+                    continue
+                kind, value = src
+                if kind == "text":
+                    inputs.append(value)
+                    owners.append((b, 1))
+                elif kind == "image":
+                    inputs.append(media.load_image(value))
+                    owners.append((b, 1))
+                elif kind == "video":
+                    frames = media.load_video_frames(value, n_frames)
+                    inputs.extend(frames)
+                    owners.append((b, len(frames)))
+                else:
+                    inputs.append(media.load_audio(value))
+                    owners.append((b, 1))
+            pooled = np.zeros((len(batch), dim), np.float32)
+            seqs = [np.zeros((0, dim), np.float32) for _ in batch]
+            present = np.zeros(len(batch), bool)
+            if inputs:
+                p, s = enc.encode(inputs)
+                k = 0
+                for b, m in owners:
+                    pooled[b] = np.asarray(p[k : k + m]).mean(0)  # video: mean over frames
+                    seqs[b] = np.concatenate([np.asarray(x) for x in s[k : k + m]], 0)  # [m*T, d]
+                    present[b] = True
+                    k += m
+            cache.write_chunk(fp, modality, batch, pooled, seqs, present)
+            stats["encoded"] += int(present.sum())
+            stats["absent"] += int((~present).sum())
+            bar.advance(task, len(batch))
+    return stats
+
+
+def features_status(cache: FeatureCache, table, encoder_specs: dict[str, str], encoder_params: dict | None = None) -> dict:
+    """For ``mmal info``: per modality, how many items are cached under the current encoder."""
+    from mmal import encoders
+
+    ids = table.column("id").to_pylist()
+    out = {}
+    for modality, spec in encoder_specs.items():
+        try:
+            fp = encoders.fingerprint(spec, **(encoder_params or {}).get(modality, {}))
+        except Exception as e:  # noqa: BLE001 - report, do not crash `info`
+            out[modality] = {"encoder": spec, "error": str(e)}
+            continue
+        done = cache.done_ids(fp, modality)
+        out[modality] = {"encoder": spec, "fingerprint": fp, "cached": sum(1 for i in ids if i in done), "total": len(ids)}
+    return out
+
+
+def env_threads() -> int:
+    return int(os.environ.get("MMAL_THREADS", "0") or 0)
