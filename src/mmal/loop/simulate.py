@@ -1,0 +1,219 @@
+"""Simulated active learning: the real loop with an oracle that reveals held-back labels.
+
+Every strategy of a seed starts from the same initial labeled set and the same round-0
+model. Each round: train -> score -> select -> reveal. Writes ``results.json`` (schema in
+the issue / README) and ``report.html``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+
+from mmal.errors import ConfigError
+from mmal.loop.core import aubc, score_pool, train_model
+
+STAT_STRATEGIES = {"random", "least-confidence", "margin", "entropy"}
+
+
+def _needs(spec: str) -> dict:
+    names = [p.split(":")[0].strip() for p in spec.split(",")]
+    return {
+        "coalitions": any(n == "bmmal" for n in names),
+        "mc": any(n == "bald" for n in names),
+        "unimodal": any(n == "bmmal" for n in names),
+    }
+
+
+def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: int) -> np.ndarray:
+    """``n0`` candidates drawn at random, at least one per class when n0 >= #classes (seeded)."""
+    rng = np.random.default_rng(seed)
+    classes = np.unique(labels[candidates])
+    picked = []
+    if n0 >= len(classes):
+        for c in classes:
+            rows = candidates[labels[candidates] == c]
+            picked.append(int(rows[rng.integers(len(rows))]))
+    rest = np.setdiff1d(candidates, picked)
+    picked += rng.choice(rest, size=max(0, n0 - len(picked)), replace=False).tolist()
+    return np.sort(np.array(picked, np.int64))
+
+
+def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0, 1, 2), out,
+             encoders: str | None = None, model: dict | None = None, train: dict | None = None,
+             strategy_params: dict | None = None, val_fraction: float = 0.2, mc_samples: int = 10,
+             progress: bool = True, log=print) -> dict:
+    """Run the simulation and write ``out/results.json`` and ``out/report.html``.
+
+    Parameters
+    ----------
+    items : items file (every non-test item must carry its gold label: the oracle reveals it).
+    strategies : list of strategy specs (names or mixes like ``"entropy:0.8,lsb-lt:0.2"``).
+    init, budget, rounds : initial labeled set size, labels per round, number of rounds.
+    seeds : one run per seed; each seed draws its own initial set and round-0 model.
+    out : output folder; its ``workspace/`` holds the validated items and the feature cache
+        (reused on a re-run with the same items file).
+    encoders : comma list of encoder specs overriding the defaults.
+    model, train : overrides of ModelConfig / TrainConfig fields (e.g. ``{"fusion": "vlmae"}``).
+    strategy_params : per strategy name, extra keyword params for :func:`mmal.select.select`.
+    mc_samples : MC-dropout passes T for BALD.
+    """
+    from mmal.features.pipeline import encode_workspace, load_features
+    from mmal.metrics import compute
+    from mmal.select import select
+    from mmal.workspace import Workspace, init_workspace
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    strategies = list(strategies)
+    if not strategies:
+        raise ConfigError("--strategies: give at least one strategy")
+    if init < 1 or budget < 1 or rounds < 1:
+        raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
+    t_start = time.time()
+    wsdir = out / "workspace"
+    items = Path(items).resolve()
+    ws = None
+    if (wsdir / "mmal.toml").exists():
+        ws = Workspace(wsdir)
+        if ws.config["task"].get("items_source") != str(items):
+            ws = None
+    if ws is None:
+        ws = init_workspace(wsdir, items, force=True, progress=progress)
+    if encoders:
+        specs = dict(ws.config.get("encoders", {}))
+        for s in encoders.split(","):
+            specs[s.split(":")[0]] = s.strip()
+        ws.config["encoders"] = specs
+        ws.save_config()
+    encode_workspace(wsdir, progress=progress)
+    table = ws.items
+    ids = np.asarray(table.column("id").to_pylist())
+    gold = np.array([-1 if v is None else v for v in table.column("label").to_pylist()], np.int64)
+    split = np.asarray(table.column("split").to_pylist())
+    features = load_features(ws)
+    test_idx = np.flatnonzero((split == "test") & (gold >= 0))
+    cand = np.flatnonzero((split != "test") & (gold >= 0))
+    if len(test_idx) == 0:
+        raise ConfigError(f"{items}: no labeled test items (split == 'test'); simulate needs a test set")
+    if init + budget * rounds > len(cand):
+        raise ConfigError(f"init + budget x rounds = {init + budget * rounds} exceeds the {len(cand)} labeled non-test items")
+    n_classes = int(gold.max()) + 1
+    needs_uni = any(_needs(s)["unimodal"] for s in strategies)
+    model = dict(model or {})
+    if needs_uni:
+        model["heads"] = "fused+unimodal"
+    results = {"strategies": {s: {"per_seed": {}} for s in strategies}, "config": {
+        "items": str(items), "strategies": strategies, "init": init, "budget": budget, "rounds": rounds,
+        "seeds": list(seeds), "encoders": ws.config.get("encoders"), "model": model, "train": train or {},
+        "val_fraction": val_fraction, "n_items": len(ids), "n_test": int(len(test_idx)), "n_candidates": int(len(cand)),
+        "n_classes": n_classes, "modalities": sorted(features),
+    }}
+    case_study = {}
+    sp = strategy_params or {}
+
+    def test_metrics(m):
+        from mmal.train import predict_proba
+
+        p = predict_proba(m, features, test_idx)
+        return compute(gold[test_idx], p), p
+
+    for seed in seeds:
+        lab0 = initial_labeled(cand, gold, init, seed)
+        m0, _, _, _ = train_model(features, gold, lab0, n_classes, model_overrides=model, train_overrides=train,
+                                  val_fraction=val_fraction, seed=seed)
+        met0, _ = test_metrics(m0)
+        for spec in strategies:
+            need = _needs(spec)
+            log(f"[simulate] seed {seed} strategy {spec}")
+            labeled = np.zeros(len(ids), bool)
+            labeled[lab0] = True
+            mdl = m0
+            recs = [{"round": 0, "n_labeled": int(labeled.sum()), "test": met0}]
+            for r in range(1, rounds + 1):
+                known = np.where(labeled, gold, -1)
+                pool = score_pool(mdl, features, ids, labels=known, split=split, coalitions=need["coalitions"],
+                                  mc_samples=mc_samples if need["mc"] else 0, seed=seed * 1000 + r)
+                # items without a gold label cannot be revealed: treat them as unavailable
+                unavailable = labeled | (gold < 0)
+                params = {}
+                for part in spec.split(","):
+                    params.update(sp.get(part.split(":")[0].strip(), {}))
+                sel = select(spec, pool, budget, labeled_mask=unavailable, seed=seed * 1000 + r, **params)
+                rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
+                batch_loss = compute(gold[rows], np.asarray(pool.probs)[rows])["multiclass_loss"] if len(rows) else float("nan")
+                labeled[rows] = True
+                mdl, _, _, _ = train_model(features, gold, np.flatnonzero(labeled), n_classes, model_overrides=model,
+                                           train_overrides=train, val_fraction=val_fraction, seed=seed)
+                met, _ = test_metrics(mdl)
+                rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,
+                       "n_selected": int(len(rows))}
+                info = sel.info or {}
+                if "lookalike_auc" in info:
+                    rec["lookalike_auc"] = info["lookalike_auc"]
+                for k in ("mean_phi", "modality_contribution"):
+                    if k in info:
+                        rec["modality_contribution"] = info[k]
+                if pool.extras:
+                    uni = {k.split(":", 1)[1]: v for k, v in pool.extras.items() if k.startswith("probs:")}
+                    if uni:
+                        from mmal.train import score
+
+                        res = score(mdl, features, test_idx, progress=False)
+                        rec["unimodal_test_accuracy"] = {m: float((p.argmax(1) == gold[test_idx]).mean()) for m, p in res["unimodal_probs"].items()}
+                recs.append(rec)
+                if seed == list(seeds)[0] and spec not in case_study and any(s for s in sel.reason if s):
+                    case_study[spec] = _case_rows(sel, pool, ids, gold, table)
+            acc = [x["test"]["accuracy"] for x in recs]
+            results["strategies"][spec]["per_seed"][str(seed)] = {"rounds": recs, "aubc": aubc([x["n_labeled"] for x in recs], acc)}
+    for spec, d in results["strategies"].items():
+        vals = [v["aubc"] for v in d["per_seed"].values()]
+        d["mean_aubc"] = float(np.mean(vals))
+        d["std_aubc"] = float(np.std(vals))
+    results["config"]["seconds"] = round(time.time() - t_start, 1)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
+    from mmal.report import write_report
+
+    write_report(results, out / "report.html", case_study=case_study)
+    return results
+
+
+def _sorted(a) -> bool:
+    return bool(np.all(a[:-1] <= a[1:])) if len(a) > 1 else True
+
+
+def _rows_of(ids, chosen):
+    pos = {k: i for i, k in enumerate(ids.tolist())}
+    return np.array([pos[c] for c in chosen], np.int64)
+
+
+def _case_rows(sel, pool, ids, gold, table, limit: int = 8):
+    """Seed bad cases next to their kNN neighbours (000 Table 3 style)."""
+    pos = {k: i for i, k in enumerate(ids.tolist())}
+    names = table.column_names
+    text = table.column("text").to_pylist() if "text" in names else [None] * len(ids)
+    image = table.column("image").to_pylist() if "image" in names else [None] * len(ids)
+    probs = np.asarray(pool.probs)
+    groups: dict = {}
+    for i, r in zip(sel.ids, sel.reason):
+        if r and r in pos:
+            groups.setdefault(r, []).append(i)
+    out = []
+    for seed_id, nbrs in list(groups.items())[:limit]:
+        def item(k):
+            j = pos[k]
+            return {"id": k, "text": text[j], "image": image[j], "label": int(gold[j]),
+                    "pred": int(probs[j].argmax()), "p_pred": float(probs[j].max())}
+        out.append({"seed": item(seed_id), "neighbours": [item(k) for k in nbrs[:3]]})
+    return out
+
+
+def _json_default(o):
+    if isinstance(o, (np.floating, np.integer)):
+        return o.item()
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    return str(o)
