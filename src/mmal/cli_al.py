@@ -9,6 +9,9 @@ from typing import Optional
 import typer
 
 DEMO_STRATEGIES = ["random", "entropy", "entropy:0.5,margin:0.5", "lsb-knn", "entropy:0.8,lsb-lt:0.2"]
+#: A small fusion model so the demo's 3 seeds x 5 strategies x rounds fit in minutes on 2 cores.
+DEMO_MODEL = {"fusion": "vlmae", "d_model": 64, "n_layers": 1, "n_heads": 2, "mlp_hidden": 128}
+DEMO_TRAIN = {"epochs": 20, "patience": 3}
 
 
 def _parse_params(items: list[str]) -> dict:
@@ -79,9 +82,9 @@ def register(app: typer.Typer) -> None:
     def demo(
         out: Path = typer.Option(Path("demo"), "--out", help="folder for the dataset, cache and report"),
         seeds: str = typer.Option("0,1,2", "--seeds"),
-        rounds: int = typer.Option(4, "--rounds"),
-        init: int = typer.Option(60, "--init"),
-        budget: int = typer.Option(60, "--budget"),
+        rounds: int = typer.Option(3, "--rounds"),
+        init: int = typer.Option(50, "--init"),
+        budget: int = typer.Option(50, "--budget"),
     ):
         """The main job: simulate AL on Tux Paint (random, entropy, stat mix, lsb-knn, stat+lsb-lt; VLMAE fusion)."""
         from mmal.data.datasets import build
@@ -93,7 +96,7 @@ def register(app: typer.Typer) -> None:
             typer.echo("demo: building the Tux Paint dataset")
             items = build("tuxpaint", out / "tuxpaint", seed=0, progress=_progress())
         res = run(items, DEMO_STRATEGIES, init=init, budget=budget, rounds=rounds, seeds=[int(s) for s in seeds.split(",")],
-                  out=out / "simulation", model={"fusion": "vlmae"}, progress=_progress())
+                  out=out / "simulation", model=dict(DEMO_MODEL), train=dict(DEMO_TRAIN), progress=_progress())
         for spec, d in res["strategies"].items():
             typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
         typer.echo(f"report: {(out / 'simulation' / 'report.html').resolve()}")

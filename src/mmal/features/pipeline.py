@@ -55,13 +55,16 @@ def encode_workspace(directory, *, encoders: str | None = None, batch_size: int 
 
 def load_features(ws: Workspace, ids=None) -> dict:
     """modality -> SequenceFeatures for the workspace's encoders, aligned to ``ids``."""
-    from mmal import encoders as enc_mod
+    from mmal.errors import WorkspaceError
+    from mmal.features.cache import resolve_fingerprint
 
     cache = FeatureCache(ws.features_dir)
     ids = ws.items.column("id").to_pylist() if ids is None else ids
     out = {}
     for modality, spec in workspace_encoders(ws).items():
-        fp = enc_mod.fingerprint(spec, **encoder_params(ws, modality))
+        fp = resolve_fingerprint(cache, spec, encoder_params(ws, modality))
+        if fp is None:
+            raise WorkspaceError(f"{ws.dir}: no cached {modality} features for {spec}; run `mmal encode {ws.dir}` first")
         out[modality] = cache.load(fp, modality, ids)
     return out
 

@@ -1,0 +1,248 @@
+"""Benchmark the diversity strategies: time and peak RSS, factorised vs materialised.
+
+Every measurement runs in its own subprocess, so each gets its own peak RSS
+(``ru_maxrss``). Data are synthetic (seeded Gaussian features, softmax of Gaussian logits);
+data generation is not timed but its memory is part of the peak (reported separately as
+``rss_after_data_mb``).
+
+Measurements (sizes are flags):
+
+* ``badge`` / ``bmmal`` factorised on ``--n`` items, ``--classes`` classes, ``--dim``-d
+  features (BMMAL: two modalities of ``dim/2`` each, so the gradient embedding has the
+  same ``C·dim`` size), budget ``--budget``;
+* the materialised baselines (dense ``N x C·D`` float32 matrix + the same k-means++
+  seeding) on a ``--dense-n`` subsample for ``--dense-picks`` picks, extrapolated to
+  ``--n`` / ``--budget`` (time per pick and memory grow linearly in N);
+* the factorised versions on the same subsample (direct comparison);
+* ``badge`` on ``--n-large`` items within 8 GB (budget ``--budget-large``);
+* ``coreset`` (k-center greedy) on ``--coreset-n`` x ``--coreset-dim``, budget
+  ``--coreset-budget``.
+
+Usage::
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/select.py            # everything
+    .venv/bin/python bench/select.py --n 20000 --n-large 50000 --coreset-n 50000  # quick
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+# This file is named like the stdlib module `select`; drop its own folder from the path
+# before anything imports `subprocess` (which imports `select`).
+_HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != _HERE]
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import platform  # noqa: E402
+import resource  # noqa: E402
+import subprocess  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rss_mb() -> float:
+    """Peak RSS of this process so far, MiB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def current_rss_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
+def gaussian(rng, n, d, chunk=65536):
+    out = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, chunk):
+        out[s : s + chunk] = rng.standard_normal((min(chunk, n - s), d), dtype=np.float32)
+    return out
+
+
+def probs_of(rng, n, c, scale=2.0):
+    lg = rng.standard_normal((n, c), dtype=np.float32) * scale
+    lg -= lg.max(1, keepdims=True)
+    np.exp(lg, out=lg)
+    lg /= lg.sum(1, keepdims=True)
+    return lg
+
+
+# ---------------------------------------------------------------------------------------
+# child: one measurement
+# ---------------------------------------------------------------------------------------
+def child(spec: dict) -> dict:
+    from mmal.select.badge import GradientSpace, gradient_embedding, kmeanspp_dense, kmeanspp_seed, pseudo_label_residual
+    from mmal.select.bmmal import balance_weights, contribution_share, modality_contributions
+    from mmal.select.coreset import kcenter_greedy
+    from mmal.select.types import ScoredPool
+
+    kind, n, c, d, budget = spec["kind"], spec["n"], spec["classes"], spec["dim"], spec["budget"]
+    rng = np.random.default_rng(spec.get("seed", 0))
+    out = dict(spec)
+    if kind == "coreset":
+        x = gaussian(rng, n, d)
+        labeled = np.zeros(n, bool)
+        labeled[rng.choice(n, size=spec.get("labeled", 0), replace=False)] = True
+        out["rss_after_data_mb"] = current_rss_mb()
+        t = time.perf_counter()
+        picks, _ = kcenter_greedy(x, budget, np.flatnonzero(~labeled), np.flatnonzero(labeled),
+                                  np.random.default_rng(0))
+        out["seconds"] = time.perf_counter() - t
+        out["picks"] = int(len(picks))
+    elif kind in ("badge", "badge-dense"):
+        probs = probs_of(rng, n, c)
+        z = gaussian(rng, n, d)
+        out["rss_after_data_mb"] = current_rss_mb()
+        t = time.perf_counter()
+        if kind == "badge":
+            space = GradientSpace(pseudo_label_residual(probs), [z])
+            picks, _ = kmeanspp_seed(space, budget, np.arange(n), np.random.default_rng(0))
+        else:
+            g = gradient_embedding(probs, z)  # [N, C·D] float32, the materialised matrix
+            out["dense_matrix_mb"] = g.nbytes / 2**20
+            picks, _ = kmeanspp_dense(g, budget, np.arange(n), np.random.default_rng(0))
+        out["seconds"] = time.perf_counter() - t
+        out["picks"] = int(len(picks))
+    elif kind in ("bmmal", "bmmal-dense"):
+        probs = probs_of(rng, n, c)
+        half = d // 2
+        modality = {"audio": gaussian(rng, n, half), "video": gaussian(rng, n, d - half)}
+        extras = {"coalition:": probs_of(rng, n, c), "coalition:audio": probs_of(rng, n, c),
+                  "coalition:video": probs_of(rng, n, c)}
+        pool = ScoredPool(ids=np.arange(n).astype(str), probs=probs, modality=modality, extras=extras)
+        out["rss_after_data_mb"] = current_rss_mb()
+        t = time.perf_counter()
+        _, Phi, names = modality_contributions(pool)
+        w = balance_weights(Phi)
+        zs = [pool.modality[m] for m in names]
+        if kind == "bmmal":
+            space = GradientSpace(pseudo_label_residual(probs), zs, weights=w)
+            picks, _ = kmeanspp_seed(space, budget, np.arange(n), np.random.default_rng(0))
+        else:
+            g = gradient_embedding(probs, zs, weights=w)
+            out["dense_matrix_mb"] = g.nbytes / 2**20
+            picks, _ = kmeanspp_dense(g, budget, np.arange(n), np.random.default_rng(0))
+        out["seconds"] = time.perf_counter() - t
+        out["picks"] = int(len(picks))
+    else:
+        raise SystemExit(f"unknown kind {kind}")
+    out["seconds_per_pick"] = out["seconds"] / max(out["picks"], 1)
+    out["peak_rss_mb"] = rss_mb()
+    return out
+
+
+def run_child(spec: dict, threads: int) -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
+               OPENBLAS_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
+    env["PYTHONPATH"] = str(ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    print(f"-> {spec}", file=sys.stderr, flush=True)
+    res = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)], env=env,
+                         capture_output=True, text=True)
+    if res.returncode != 0:
+        return dict(spec, error=res.stderr[-2000:], returncode=res.returncode)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    print(f"   {out['seconds']:.1f}s, {out['seconds_per_pick'] * 1e3:.1f} ms/pick, "
+          f"peak {out['peak_rss_mb']:.0f} MiB", file=sys.stderr, flush=True)
+    return out
+
+
+def extrapolate(dense: dict, full: dict, n: int, budget: int) -> dict:
+    """Scale a materialised subsample run to ``n`` items / ``budget`` picks.
+
+    Per-pick time and the dense matrix grow linearly in N. The memory estimate is a lower
+    bound: the dense matrix at N plus the pool data the factorised run at N held.
+    """
+    scale = n / dense["n"]
+    g_mb = dense["dense_matrix_mb"] * scale
+    return {
+        "n": n, "budget": budget, "extrapolated_from_n": dense["n"],
+        "dense_matrix_mb": g_mb,
+        "peak_rss_mb_lower_bound": g_mb + full["rss_after_data_mb"],
+        "seconds_per_pick_estimate": dense["seconds_per_pick"] * scale,
+        "seconds_estimate": dense["seconds_per_pick"] * scale * budget,
+        "note": "linear extrapolation from the subsample: dense matrix size and per-pick time grow linearly in N",
+    }
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--n", type=int, default=200_000)
+    ap.add_argument("--classes", type=int, default=10)
+    ap.add_argument("--dim", type=int, default=768)
+    ap.add_argument("--budget", type=int, default=2000)
+    ap.add_argument("--dense-n", type=int, default=20_000, help="subsample for the materialised baseline")
+    ap.add_argument("--dense-picks", type=int, default=200)
+    ap.add_argument("--n-large", type=int, default=1_000_000)
+    ap.add_argument("--budget-large", type=int, default=1000)
+    ap.add_argument("--coreset-n", type=int, default=1_000_000)
+    ap.add_argument("--coreset-dim", type=int, default=384)
+    ap.add_argument("--coreset-budget", type=int, default=1000)
+    ap.add_argument("--coreset-labeled", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--only", default="", help="comma list of: badge,bmmal,large,coreset")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "select.json"))
+    args = ap.parse_args(argv)
+    if args.child:
+        print(json.dumps(child(json.loads(args.child))))
+        return
+
+    only = set(filter(None, args.only.split(","))) or {"badge", "bmmal", "large", "coreset"}
+    common = {"classes": args.classes, "dim": args.dim}
+    results: dict = {}
+    for name in ("badge", "bmmal"):
+        if name not in only:
+            continue
+        full = run_child({"kind": name, "n": args.n, "budget": args.budget, **common}, args.threads)
+        sub = run_child({"kind": name, "n": args.dense_n, "budget": args.dense_picks, **common}, args.threads)
+        dense = run_child({"kind": f"{name}-dense", "n": args.dense_n, "budget": args.dense_picks, **common},
+                          args.threads)
+        entry = {"factorised": full, "factorised_subsample": sub, "materialised_subsample": dense}
+        if "error" not in dense and "error" not in full:
+            entry["materialised_extrapolated"] = extrapolate(dense, full, args.n, args.budget)
+            entry["speedup_per_pick_subsample"] = dense["seconds_per_pick"] / sub["seconds_per_pick"]
+            entry["speedup_extrapolated"] = entry["materialised_extrapolated"]["seconds_estimate"] / full["seconds"]
+        results[name] = entry
+    if "large" in only:
+        results["badge_large"] = run_child(
+            {"kind": "badge", "n": args.n_large, "budget": args.budget_large, **common}, args.threads)
+        results["badge_large"]["within_8gb"] = results["badge_large"].get("peak_rss_mb", 1e9) < 8192
+    if "coreset" in only:
+        results["coreset"] = run_child(
+            {"kind": "coreset", "n": args.coreset_n, "dim": args.coreset_dim, "classes": args.classes,
+             "budget": args.coreset_budget, "labeled": args.coreset_labeled}, args.threads)
+
+    import psutil
+
+    meta = {
+        "command": "bench/select.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "threads": args.threads,
+        "cpu_count": os.cpu_count(),
+        "mem_total_gb": psutil.virtual_memory().total / 2**30,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "machine_note": "shared 2-core machine (~6 engineers working at once); timings are noisy upper bounds",
+        "materialised_note": (
+            f"the dense N x C·D float32 matrix at N={args.n} would take "
+            f"{args.n * args.classes * args.dim * 4 / 2**30:.1f} GiB, too big for the shared machine, so it was "
+            f"measured on a {args.dense_n}-item subsample for {args.dense_picks} picks and extrapolated linearly"
+        ),
+        "time": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    prev = json.loads(out.read_text()) if out.exists() and args.only else {}
+    prev.update(results)
+    prev["meta"] = meta
+    out.write_text(json.dumps(prev, indent=2, default=float))
+    print(f"wrote {out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""BADGE: gradient embeddings + k-means++ seeding, without materialising N x C·D.
+
+Implements METHODS.md E (thesis 002 ch. 3, eq. 3.3; Ash et al., "Deep Batch Active
+Learning by Diverse, Uncertain Gradient Lower Bounds", ICLR 2020, ref. JordanAsh/badge).
+
+The gradient embedding of item ``i`` w.r.t. the last linear layer is
+``g_i = (p_i - e_ŷi) ⊗ z_i`` with pseudo label ``ŷ_i = argmax p_i``. Written as a
+concatenation of ``M`` weighted blocks (BMMAL, 002 eq. 3.14) it is
+``g_i = ⊕_m w_im (p_i - e_ŷi) ⊗ z_im``; BADGE is the case ``M = 1, w = 1``. Because
+
+    ⟨g_i, g_j⟩ = ⟨a_i, a_j⟩ · Σ_m w_im w_jm ⟨z_im, z_jm⟩,   a_i = p_i - e_ŷi,
+
+every squared distance ``||g_i - g_j||² = ||g_i||² + ||g_j||² - 2⟨g_i, g_j⟩`` costs
+``O(C + Σ_m D_m)`` instead of ``O(C · Σ_m D_m)``, and nothing of size ``N x C·D`` is ever
+built. The k-means++ seeding keeps one running min-D² vector over the candidates and
+updates it, block by block, against the newest centre only (``O(N·(C+D))`` per pick).
+
+References
+----------
+J. T. Ash, C. Zhang, A. Krishnamurthy, J. Langford, A. Agarwal. Deep Batch Active
+Learning by Diverse, Uncertain Gradient Lower Bounds. ICLR 2020.
+D. Arthur, S. Vassilvitskii. k-means++: The Advantages of Careful Seeding. SODA 2007.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmal.errors import ConfigError
+from mmal.select.registry import register
+from mmal.select.types import ScoredPool, Selection
+
+DEFAULT_BLOCK = 8192
+
+
+# ---------------------------------------------------------------------------------------
+# gradient-embedding space (factorised)
+# ---------------------------------------------------------------------------------------
+def pseudo_label_residual(probs) -> np.ndarray:
+    """``a_i = p_i - e_ŷi`` with ``ŷ_i = argmax_c p_ic`` (METHODS.md E, 002 eq. 3.3).
+
+    Parameters
+    ----------
+    probs : float array [N, C]
+
+    Returns
+    -------
+    float64 array [N, C]
+    """
+    a = np.array(probs, dtype=np.float64)  # [N, C] (copy)
+    if a.ndim != 2:
+        raise ConfigError(f"probs must be [N, C], got shape {a.shape}")
+    a[np.arange(len(a)), np.argmax(a, axis=1)] -= 1.0
+    return a
+
+
+def gradient_embedding(probs, z, weights=None) -> np.ndarray:
+    """Materialised gradient embedding, for small inputs, tests and benchmarks only.
+
+    Implements METHODS.md E / 002 eq. 3.3 (one block) and eq. 3.14 (several blocks).
+
+    Parameters
+    ----------
+    probs : float array [N, C]
+    z : float array [N, D] or list of float arrays [N, D_m]
+        One feature block per modality.
+    weights : float array [N, M], optional
+        Per-item block weights ``w_im`` (BMMAL); ``None`` = all ones.
+
+    Returns
+    -------
+    float32 array [N, C · Σ_m D_m]
+        Block ``m`` is ``w_im · (a_i ⊗ z_im)`` flattened class-major.
+    """
+    zs = list(z) if isinstance(z, (list, tuple)) else [z]
+    a = pseudo_label_residual(probs).astype(np.float32)  # [N, C]
+    n, c = a.shape
+    dims = [int(zm.shape[1]) for zm in zs]
+    out = np.empty((n, c * sum(dims)), dtype=np.float32)  # [N, C·ΣD_m], filled in place
+    off = 0
+    for m, zm in enumerate(zs):
+        zm = np.asarray(zm, dtype=np.float32)  # [N, D_m]
+        if weights is not None:
+            zm = zm * np.asarray(weights, dtype=np.float32)[:, m : m + 1]
+        for k in range(c):  # block m, class k: w_im · a_ik · z_im
+            out[:, off + k * dims[m] : off + (k + 1) * dims[m]] = a[:, k : k + 1] * zm
+        off += c * dims[m]
+    return out
+
+
+@dataclass
+class GradientSpace:
+    """Factorised view of ``g_i = ⊕_m w_im (a_i ⊗ z_im)`` (METHODS.md E).
+
+    Parameters
+    ----------
+    a : float64 array [N, C]
+        ``p_i - e_ŷi`` from :func:`pseudo_label_residual`.
+    zs : list of float arrays [N, D_m]
+        Feature blocks (numpy arrays or memmaps; read block-wise, never copied whole).
+    weights : float array [N, M], optional
+        Block weights; ``None`` means 1 everywhere (plain BADGE).
+    """
+
+    a: np.ndarray
+    zs: list
+    weights: np.ndarray | None = None
+
+    def __post_init__(self):
+        n = len(self.a)
+        for m, zm in enumerate(self.zs):
+            if zm.ndim != 2 or zm.shape[0] != n:
+                raise ConfigError(f"feature block {m} must be [N={n}, D], got {zm.shape}")
+        if self.weights is not None:
+            self.weights = np.asarray(self.weights, dtype=np.float64)
+            if self.weights.shape != (n, len(self.zs)):
+                raise ConfigError(
+                    f"block weights must be [N={n}, M={len(self.zs)}], got {self.weights.shape}"
+                )
+
+    def __len__(self) -> int:
+        return len(self.a)
+
+    def _rows(self, arr, rows):
+        """``arr[rows]``; a slice stays a view (memmaps are then read lazily)."""
+        return arr[rows]
+
+    def zdots(self, rows, j: int) -> np.ndarray:
+        """``[R, M]`` matrix of ``⟨z_im, z_jm⟩`` for ``i`` in ``rows``."""
+        out = []
+        for zm in self.zs:
+            zr = self._rows(zm, rows)  # [R, D_m]
+            zj = np.asarray(zm[j])  # [D_m]
+            out.append(np.asarray(zr @ zj.astype(zr.dtype, copy=False), dtype=np.float64))  # [R]
+        return np.stack(out, axis=1)  # [R, M]
+
+    def sqnorm(self, rows) -> np.ndarray:
+        """``||g_i||² = ||a_i||² · Σ_m w_im² ||z_im||²`` for ``i`` in ``rows`` -> [R]."""
+        a = self.a[rows]
+        cols = []
+        for zm in self.zs:
+            zr = np.asarray(self._rows(zm, rows), dtype=np.float64)  # [R, D_m]
+            cols.append(np.einsum("nd,nd->n", zr, zr))
+        zn = np.stack(cols, axis=1)  # [R, M]
+        if self.weights is not None:
+            zn = zn * self.weights[rows] ** 2
+        return np.einsum("nc,nc->n", a, a) * zn.sum(axis=1)
+
+    def inner(self, rows, j: int) -> np.ndarray:
+        """``⟨g_i, g_j⟩`` for ``i`` in ``rows`` -> [R] (factorised, METHODS.md E)."""
+        zd = self.zdots(rows, j)  # [R, M]
+        if self.weights is not None:
+            zd = zd * (self.weights[rows] * self.weights[j])  # [R, M]
+        return (self.a[rows] @ self.a[j]) * zd.sum(axis=1)  # [R]
+
+    def sqdist(self, rows, j: int, sqn_rows=None, sqn_j=None) -> np.ndarray:
+        """``||g_i - g_j||²`` for ``i`` in ``rows`` -> [R], clipped at 0."""
+        if sqn_rows is None:
+            sqn_rows = self.sqnorm(rows)
+        if sqn_j is None:
+            sqn_j = float(self.sqnorm(np.array([j]))[0])
+        d = sqn_rows + sqn_j - 2.0 * self.inner(rows, j)
+        return np.maximum(d, 0.0)
+
+
+# ---------------------------------------------------------------------------------------
+# k-means++ seeding
+# ---------------------------------------------------------------------------------------
+def _progress(total: int, desc: str, enabled: bool):
+    from rich.progress import Progress
+
+    prog = Progress(disable=not enabled, transient=True)
+    task = prog.add_task(desc, total=total)
+    return prog, task
+
+
+def _check_common(budget, candidates, n):
+    if int(budget) < 0:
+        raise ConfigError(f"budget must be >= 0, got {budget}")
+    candidates = np.asarray(candidates)
+    if candidates.dtype == bool:
+        if candidates.shape != (n,):
+            raise ConfigError(f"candidate mask must have shape [{n}], got {candidates.shape}")
+        candidates = np.flatnonzero(candidates)
+    candidates = candidates.astype(np.int64)
+    if candidates.size and (candidates.min() < 0 or candidates.max() >= n):
+        raise ConfigError(f"candidate indices must lie in [0, {n}), got range "
+                          f"[{candidates.min()}, {candidates.max()}]")
+    if len(np.unique(candidates)) != len(candidates):
+        raise ConfigError("candidate indices must be unique")
+    return candidates
+
+
+def _d2_sample(d2: np.ndarray, rng: np.random.Generator) -> int:
+    """Draw a position with probability ``d2 / Σ d2`` (``Σ d2 > 0``)."""
+    cdf = np.cumsum(d2)  # [R]
+    u = rng.random() * cdf[-1]
+    k = int(np.searchsorted(cdf, u, side="right"))
+    k = min(k, len(d2) - 1)
+    while d2[k] <= 0.0:  # only reachable through float edge cases at the cdf's ends
+        k = (k + 1) % len(d2)
+    return k
+
+
+def kmeanspp_seed(
+    space: GradientSpace,
+    budget: int,
+    candidates,
+    rng: np.random.Generator,
+    *,
+    block: int = DEFAULT_BLOCK,
+    zero_tol: float = 1e-6,
+    progress: bool = False,
+):
+    """k-means++ seeding over a factorised gradient space (METHODS.md E, **(ref)** BADGE).
+
+    First centre = the candidate of largest ``||g||`` (ties: lowest index); every further
+    centre is drawn with probability ∝ ``D²`` (squared distance to the nearest chosen
+    centre). Chosen items have ``D² = 0``, so they are never drawn again — this equals the
+    reference's "redraw duplicates" in distribution. If every remaining ``D²`` is 0 (the
+    rest are duplicates of centres), the remaining picks are drawn uniformly at random
+    without replacement. No Lloyd steps.
+
+    Parameters
+    ----------
+    space : GradientSpace
+    budget : int
+        Number of centres; the result has ``min(budget, len(candidates))`` entries.
+    candidates : int array [K] or bool mask [N]
+        Rows that may be chosen; all others are ignored entirely.
+    rng : numpy.random.Generator
+    block : int
+        Rows per distance block (memory per block ≈ ``block · Σ_m D_m`` floats).
+    zero_tol : float
+        A factorised ``D²`` below ``zero_tol · (||g_i||² + ||g_c||²)`` is set to 0: the
+        cancellation in ``||g_i||² + ||g_c||² - 2⟨g_i,g_c⟩`` leaves float noise for exact
+        duplicates, which would otherwise be drawn with tiny but non-zero probability.
+    progress : bool
+        Show a ``rich`` progress bar.
+
+    Returns
+    -------
+    picks : int64 array [B]
+        Row indices into the pool, in pick order.
+    score : float64 array [B]
+        ``D²`` of each pick at the moment it was drawn (first pick: ``||g||²``; NaN for
+        picks filled at random).
+    """
+    n = len(space)
+    cand = _check_common(budget, candidates, n)
+    k_total = min(int(budget), len(cand))
+    if block < 1:
+        raise ConfigError(f"block must be >= 1, got {block}")
+    picks = np.empty(k_total, dtype=np.int64)
+    score = np.full(k_total, np.nan)
+    if k_total == 0:
+        return picks, score
+    full = len(cand) == n and (n == 0 or (cand[0] == 0 and cand[-1] == n - 1 and np.all(np.diff(cand) == 1)))
+
+    def rows_of(s, e):  # candidate positions [s, e) -> pool rows (slice when contiguous)
+        return slice(s, e) if full else cand[s:e]
+
+    # squared norms of all candidates, block-wise -> [K]
+    sqn = np.empty(len(cand))
+    for s in range(0, len(cand), block):
+        sqn[s : s + block] = space.sqnorm(rows_of(s, min(s + block, len(cand))))
+
+    first = int(np.argmax(sqn))
+    picks[0], score[0] = cand[first], sqn[first]
+    d2 = np.full(len(cand), np.inf)  # running min-D² over candidates
+    chosen = np.zeros(len(cand), dtype=bool)
+    chosen[first] = True
+    newest = first
+
+    prog, task = _progress(k_total, "k-means++ seeding", progress)
+    with prog:
+        prog.advance(task)
+        for k in range(1, k_total):
+            c_row, c_sqn = int(cand[newest]), sqn[newest]
+            for s in range(0, len(cand), block):
+                e = min(s + block, len(cand))
+                nd = space.sqdist(rows_of(s, e), c_row, sqn[s:e], c_sqn)  # [R]
+                nd[nd <= zero_tol * (sqn[s:e] + c_sqn)] = 0.0
+                np.minimum(d2[s:e], nd, out=d2[s:e])
+            d2[chosen] = 0.0
+            total = float(d2.sum())
+            if not np.isfinite(total):
+                raise ConfigError("BADGE: non-finite gradient distances (NaN/inf in probs or features)")
+            if total <= 0.0:  # everything left duplicates a centre: fill at random
+                rest = np.flatnonzero(~chosen)
+                fill = rng.choice(rest, size=k_total - k, replace=False)
+                picks[k:] = cand[fill]
+                break
+            newest = _d2_sample(d2, rng)
+            chosen[newest] = True
+            picks[k], score[k] = cand[newest], d2[newest]
+            prog.advance(task)
+    return picks, score
+
+
+def kmeanspp_dense(g, budget: int, candidates, rng: np.random.Generator, *, zero_tol: float = 1e-6):
+    """Reference k-means++ seeding over a materialised embedding ``g`` [N, E].
+
+    Same algorithm, same random draws as :func:`kmeanspp_seed`; used to test the
+    factorised version and as the "materialised" baseline in ``bench/select.py``.
+    """
+    g = np.asarray(g)
+    cand = _check_common(budget, candidates, len(g))
+    k_total = min(int(budget), len(cand))
+    picks = np.empty(k_total, dtype=np.int64)
+    score = np.full(k_total, np.nan)
+    if k_total == 0:
+        return picks, score
+    gc = g if len(cand) == len(g) and np.array_equal(cand, np.arange(len(g))) else g[cand]  # [K, E]
+    sqn = np.einsum("ne,ne->n", gc, gc, dtype=np.float64)
+    first = int(np.argmax(sqn))
+    picks[0], score[0] = cand[first], sqn[first]
+    d2 = np.full(len(cand), np.inf)
+    chosen = np.zeros(len(cand), dtype=bool)
+    chosen[first] = True
+    newest = first
+    for k in range(1, k_total):
+        # ||g_i - g_c||² = ||g_i||² + ||g_c||² - 2 g_i·g_c over the dense [K, C·D] matrix
+        nd = np.maximum(sqn + sqn[newest] - 2.0 * np.asarray(gc @ gc[newest], dtype=np.float64), 0.0)
+        nd[nd <= zero_tol * (sqn + sqn[newest])] = 0.0
+        np.minimum(d2, nd, out=d2)
+        d2[chosen] = 0.0
+        if d2.sum() <= 0.0:
+            rest = np.flatnonzero(~chosen)
+            picks[k:] = cand[rng.choice(rest, size=k_total - k, replace=False)]
+            break
+        newest = _d2_sample(d2, rng)
+        chosen[newest] = True
+        picks[k], score[k] = cand[newest], d2[newest]
+    return picks, score
+
+
+def badge_select(
+    probs,
+    z,
+    budget: int,
+    candidates,
+    rng: np.random.Generator,
+    *,
+    block: int = DEFAULT_BLOCK,
+    zero_tol: float = 1e-6,
+    progress: bool = False,
+):
+    """BADGE selection as a pure function of arrays (METHODS.md E, 002 eq. 3.3).
+
+    Parameters
+    ----------
+    probs : float array [N, C]
+        Class probabilities of the current model.
+    z : float array [N, D]
+        Input of the last linear layer (penultimate features); may be a memmap.
+    budget : int
+    candidates : int array [K] or bool mask [N]
+        Selectable rows.
+    rng : numpy.random.Generator
+    block, zero_tol, progress :
+        See :func:`kmeanspp_seed`.
+
+    Returns
+    -------
+    picks : int64 array [min(budget, K)]
+        Row indices in pick order.
+    score : float64 array
+        ``D²`` at pick time (see :func:`kmeanspp_seed`).
+    """
+    probs = np.asarray(probs)
+    if z.ndim != 2 or z.shape[0] != probs.shape[0]:
+        raise ConfigError(f"BADGE: features must be [N={probs.shape[0]}, D], got {z.shape}")
+    space = GradientSpace(pseudo_label_residual(probs), [z])
+    return kmeanspp_seed(space, budget, candidates, rng, block=block, zero_tol=zero_tol, progress=progress)
+
+
+def _features(pool: ScoredPool, feature: str):
+    """Pick the feature matrix named by ``feature`` (``auto``/``penultimate``/``embedding``)."""
+    if feature not in ("auto", "penultimate", "embedding"):
+        raise ConfigError(f"feature must be 'auto', 'penultimate' or 'embedding', got '{feature}'")
+    if feature in ("auto", "penultimate") and "penultimate" in pool.extras:
+        return pool.extras["penultimate"]
+    if feature == "penultimate":
+        raise ConfigError("feature='penultimate' needs pool.extras['penultimate'] ([N, D])")
+    if pool.embedding is None:
+        raise ConfigError("this strategy needs pool.embedding ([N, D]) or pool.extras['penultimate']")
+    return pool.embedding
+
+
+@register("badge")
+def badge(
+    pool: ScoredPool,
+    budget: int,
+    *,
+    labeled_mask=None,
+    rng: np.random.Generator | None = None,
+    feature: str = "auto",
+    block: int = DEFAULT_BLOCK,
+    zero_tol: float = 1e-6,
+    progress: bool = False,
+) -> Selection:
+    """BADGE strategy (METHODS.md E): gradient embeddings + k-means++ seeding.
+
+    Parameters
+    ----------
+    pool : ScoredPool
+    budget : int
+    labeled_mask : bool array [N], optional
+        Labeled items are never selected (nor are ``split == "test"`` items).
+    rng : numpy.random.Generator
+        Required for reproducibility; ``None`` means ``default_rng(0)``.
+    feature : {"auto", "penultimate", "embedding"}
+        Which ``z`` to use: ``auto`` = ``pool.extras["penultimate"]`` when present (the
+        input of the classifier's last linear layer, as in the reference), else
+        ``pool.embedding``.
+    block, zero_tol, progress :
+        See :func:`kmeanspp_seed`.
+
+    Returns
+    -------
+    Selection
+        Ids in pick order; ``score`` = ``D²`` at pick time.
+    """
+    rng = np.random.default_rng(0) if rng is None else rng
+    z = _features(pool, feature)
+    cand = np.flatnonzero(pool.selectable(labeled_mask))
+    picks, score = badge_select(pool.probs, z, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress)
+    return Selection(
+        ids=pool.ids[picks], strategy="badge", score=score, reason=None,
+        info={"n_candidates": int(len(cand))},
+    )

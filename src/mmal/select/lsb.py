@@ -1,0 +1,393 @@
+"""Latent Space Broadening (LSB) with the lookalike threshold (METHODS.md B; 000 §3.1, Alg. 1).
+
+Pipeline: seed bad cases among labeled items -> k nearest unlabeled candidates of each
+seed by CLS embedding -> (``lsb-lt`` only) keep candidates the lookalike model flags,
+``g(h) > l_t`` -> rank -> budget.
+
+Ranking (the paper leaves it open): each broadened candidate carries its closest seed
+(``reason``); candidates are ordered by that seed's badness (descending), then by
+closeness to it (similarity descending / distance ascending), then by pool row. The
+``score`` column is that seed badness.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from mmal.errors import ConfigError
+from mmal.index import Index, build_index
+from mmal.select.api import empty_selection
+from mmal.select.lookalike import lookalike_filter, lookalike_fit
+from mmal.select.registry import register
+from mmal.select.types import Selection
+
+#: index the full embedding (and filter results) instead of copying the candidate rows
+#: when candidates are at least this fraction of the pool
+FULL_INDEX_FRACTION = 0.9
+
+
+def badness(probs, labels) -> np.ndarray:
+    """``|E_p[y] - y|`` per item: expected label under ``p`` vs the human label.
+
+    METHODS.md B step 1 (000 §3.1, eq. 11 per item). For binary this is ``|p_1 - y|``.
+    ``probs [N, C], labels [N] -> [N]``.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.float64)
+    expected = p @ np.arange(p.shape[1], dtype=np.float64)  # [N, C] -> [N]
+    return np.abs(expected - y)
+
+
+def seed_bad_cases(probs, labels, labeled_mask, *, s_t: float | None = None, top_s: int | None = None):
+    """Seed bad cases: labeled items whose prediction disagrees most with the label.
+
+    Implements METHODS.md B step 1 (000 §3.1, Algorithm 1 line 1-2).
+
+    Parameters
+    ----------
+    probs : float array [N, C]
+    labels : int array [N]
+        ``-1`` where unknown.
+    labeled_mask : bool array [N]
+        Items eligible as seeds (labeled; callers exclude test items).
+    s_t : float, optional
+        Keep labeled items with badness strictly above ``s_t``.
+    top_s : int, optional
+        Keep the ``top_s`` worst (after ``s_t`` if both are given).
+
+    With neither ``s_t`` nor ``top_s`` the default keeps every labeled *mistake*
+    (``argmax p != label``); with only ``top_s`` the top-S by badness among all labeled
+    items.
+
+    Returns
+    -------
+    rows : int64 [S]
+        Seed rows, ordered by badness descending (ties: smaller row first).
+    scores : float64 [S]
+        Their badness.
+    """
+    p = np.asarray(probs)
+    y = np.asarray(labels)
+    mask = np.asarray(labeled_mask, dtype=bool)
+    if p.ndim != 2 or y.shape != (p.shape[0],) or mask.shape != y.shape:
+        raise ConfigError(f"seed_bad_cases: need probs [N, C], labels [N], labeled_mask [N]; got {p.shape}, {y.shape}, {mask.shape}")
+    rows = np.flatnonzero(mask)
+    lab = y[rows].astype(np.int64)
+    bad_label = (lab < 0) | (lab >= p.shape[1])
+    if bad_label.any():
+        raise ConfigError(
+            f"seed_bad_cases: {int(bad_label.sum())} labeled rows have a label outside [0, {p.shape[1] - 1}] "
+            f"(first row {int(rows[bad_label][0])}, label {int(lab[bad_label][0])})"
+        )
+    pr = np.asarray(p[rows], dtype=np.float64)  # [L, C]
+    if not np.isfinite(pr).all():
+        raise ConfigError(f"seed_bad_cases: {int((~np.isfinite(pr).all(axis=1)).sum())} labeled rows have non-finite probs")
+    score = badness(pr, lab)  # [L]
+    if s_t is not None:
+        keep = score > float(s_t)
+    elif top_s is None:
+        keep = pr.argmax(axis=1) != lab
+    else:
+        keep = np.ones(len(rows), dtype=bool)
+    rows, score = rows[keep], score[keep]
+    order = np.argsort(-score, kind="stable")
+    if top_s is not None:
+        if isinstance(top_s, bool) or int(top_s) < 0:
+            raise ConfigError(f"top_s must be a non-negative integer, got {top_s!r}")
+        order = order[: int(top_s)]
+    return rows[order], score[order]
+
+
+@dataclass
+class LSBExpansion:
+    """Result of :func:`lsb_expand`: unique broadened candidates with their closest seed.
+
+    ``rows`` (pool rows), ``seed`` (pool row of the closest seed), ``score`` (similarity
+    for cosine/ip, squared distance for l2, to that seed), ``rank`` (0-based neighbour rank
+    in that seed's list), all ``[M]``; ``n_pairs`` counts seed->neighbour links before
+    de-duplication.
+    """
+
+    rows: np.ndarray
+    seed: np.ndarray
+    score: np.ndarray
+    rank: np.ndarray
+    n_pairs: int
+    larger_is_closer: bool
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+
+def _as_mask(candidates, n: int, seeds: np.ndarray) -> np.ndarray:
+    if candidates is None:
+        mask = np.ones(n, dtype=bool)
+        mask[seeds] = False
+        return mask
+    c = np.asarray(candidates)
+    if c.dtype == bool:
+        if c.shape != (n,):
+            raise ConfigError(f"candidate mask must have shape [{n}], got {c.shape}")
+        return c
+    mask = np.zeros(n, dtype=bool)
+    mask[c.astype(np.int64)] = True
+    return mask
+
+
+def build_candidate_index(embedding, candidate_mask, *, metric: str = "cosine", backend: str = "auto",
+                          **index_params):
+    """kNN index for LSB broadening; returns ``(index, index_rows)``.
+
+    ``index_rows [ntotal]`` maps index rows to pool rows. When candidates are at least
+    ``FULL_INDEX_FRACTION`` of the pool, or ``embedding`` is a memmap, the full embedding is
+    indexed (no copy) and non-candidates are filtered at search time; otherwise only the
+    candidate rows are copied and indexed.
+    """
+    mask = np.asarray(candidate_mask, dtype=bool)
+    n = embedding.shape[0]
+    if isinstance(embedding, np.memmap) or mask.sum() >= FULL_INDEX_FRACTION * n:
+        return build_index(embedding, metric=metric, backend=backend, **index_params), np.arange(n, dtype=np.int64)
+    rows = np.flatnonzero(mask)
+    return build_index(np.asarray(embedding[rows], dtype=np.float32), metric=metric, backend=backend, **index_params), rows
+
+
+def _search_allowed(index: Index, queries, k: int, allowed: np.ndarray):
+    """Top-k among index rows with ``allowed[row]``; grows the search until found or exhausted.
+
+    ``allowed [ntotal]``. Returns ``scores, rows [Q, k]`` with ``-1`` rows where fewer exist.
+    """
+    nq = queries.shape[0]
+    out_s = np.zeros((nq, k), dtype=np.float32)
+    out_r = np.full((nq, k), -1, dtype=np.int64)
+    todo = np.arange(nq)
+    n_allowed = int(allowed.sum())
+    n_excluded = index.ntotal - n_allowed
+    kk = min(index.ntotal, k + n_excluded if n_excluded <= 4 * k else 2 * k)
+    while len(todo):
+        s, r = index.search(queries[todo], kk)  # [q, kk]
+        ok = (r >= 0) & allowed[np.maximum(r, 0)]
+        order = np.argsort(~ok, axis=1, kind="stable")[:, :k]  # allowed first, in rank order
+        s_k = np.take_along_axis(s, order, axis=1)
+        r_k = np.where(np.take_along_axis(ok, order, axis=1), np.take_along_axis(r, order, axis=1), -1)
+        kw = r_k.shape[1]
+        out_s[todo, :kw], out_r[todo, :kw] = s_k, r_k
+        done = (ok.sum(axis=1) >= min(k, n_allowed)) | (kk >= index.ntotal)
+        todo = todo[~done]
+        kk = min(index.ntotal, kk * 4)
+    return out_s, out_r
+
+
+def lsb_expand(index_or_embedding, seeds, candidates=None, *, k: int = 3, metric: str = "cosine",
+               queries=None, index_rows=None, backend: str = "auto", index_params: dict | None = None
+               ) -> LSBExpansion:
+    """kNN broadening of seed bad cases (METHODS.md B step 2; 000 §3.1, Algorithm 1).
+
+    For every seed, its ``k`` nearest candidates by CLS embedding (paper: k = 3, cosine).
+    A candidate reached from several seeds is listed once, with the closest seed
+    (ties: smaller seed row) as ``seed`` -- the paper does not de-duplicate.
+
+    Parameters
+    ----------
+    index_or_embedding : float array [N, D] or Index
+        The pool embedding (an index is built over the candidates), or a prebuilt
+        :class:`mmal.index.Index` (then ``queries`` is required and ``index_rows`` maps its
+        rows to pool rows; default identity).
+    seeds : int array [S]
+        Pool rows of the seeds.
+    candidates : int array [M] or bool mask [N], optional
+        Allowed neighbours (pool rows). Default: every row except the seeds.
+    k : int
+        Neighbours per seed.
+    metric : {"cosine", "ip", "l2"}
+    queries : float array [S, D], optional
+        Seed embeddings; default ``embedding[seeds]``.
+    backend, index_params :
+        Passed to :func:`mmal.index.build_index` when an index is built here.
+
+    Returns
+    -------
+    LSBExpansion
+    """
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ConfigError(f"LSB k must be a positive integer, got {k!r}")
+    seeds = np.asarray(seeds, dtype=np.int64)
+    if isinstance(index_or_embedding, Index):
+        index = index_or_embedding
+        if queries is None:
+            raise ConfigError("lsb_expand with a prebuilt index needs the seed embeddings (queries=)")
+        index_rows = np.arange(index.ntotal, dtype=np.int64) if index_rows is None else np.asarray(index_rows, dtype=np.int64)
+        n = int(index_rows.max()) + 1 if candidates is None or np.asarray(candidates).dtype != bool else len(candidates)
+        n = max(n, int(seeds.max()) + 1 if len(seeds) else 0)
+        larger = index.larger_is_closer
+    else:
+        emb = index_or_embedding
+        if emb is None or emb.ndim != 2:
+            raise ConfigError("lsb_expand needs an embedding [N, D] (pool.embedding is missing)")
+        n = emb.shape[0]
+        if len(seeds) and (seeds.min() < 0 or seeds.max() >= n):
+            raise ConfigError(f"lsb_expand: seed rows must be in [0, {n}), got range [{seeds.min()}, {seeds.max()}]")
+        queries = np.asarray(emb[seeds], dtype=np.float32) if queries is None else queries
+        index = None
+        larger = metric in ("cosine", "ip")
+    cand_mask = _as_mask(candidates, n, seeds)
+    empty = LSBExpansion(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32),
+                         np.zeros(0, np.int64), 0, larger)
+    if len(seeds) == 0 or not cand_mask.any():
+        return empty
+    if index is None:
+        index, index_rows = build_candidate_index(emb, cand_mask, metric=metric, backend=backend, **(index_params or {}))
+    allowed = cand_mask[index_rows]  # [ntotal]
+    sims, nbr = _search_allowed(index, np.asarray(queries, dtype=np.float32), int(k), allowed)  # [S, k]
+    seed_rep = np.repeat(seeds, nbr.shape[1])  # [S*k]
+    rank = np.tile(np.arange(nbr.shape[1]), len(seeds))
+    flat_r, flat_s = nbr.ravel(), sims.ravel()
+    ok = flat_r >= 0
+    cand = index_rows[flat_r[ok]]
+    seed_rep, rank, flat_s = seed_rep[ok], rank[ok], flat_s[ok]
+    closeness = -flat_s if larger else flat_s
+    order = np.lexsort((seed_rep, closeness, cand))  # by candidate, then closest, then seed row
+    cand, seed_rep, rank, flat_s = cand[order], seed_rep[order], rank[order], flat_s[order]
+    first = np.r_[True, cand[1:] != cand[:-1]]  # closest seed per candidate
+    return LSBExpansion(cand[first], seed_rep[first], flat_s[first], rank[first], int(ok.sum()), larger)
+
+
+def _rank_expansion(exp: LSBExpansion, seed_score: dict) -> np.ndarray:
+    """Order of ``exp``: seed badness desc, closeness to it, pool row."""
+    bad = np.array([seed_score[s] for s in exp.seed.tolist()], dtype=np.float64)
+    closeness = -exp.score if exp.larger_is_closer else exp.score
+    return np.lexsort((exp.rows, closeness, -bad)), bad
+
+
+def _lsb(pool, budget, *, labeled_mask, name: str, lookalike: bool, k: int = 3, s_t=None, top_s=None,
+         l_t: float = 0.3, metric: str = "cosine", index="auto", fill: str = "none", fill_max_k: int | None = None,
+         index_params: dict | None = None, C: float = 1.0, class_weight="balanced", holdout: float = 0.25,
+         lookalike_seed: int = 0) -> Selection:
+    if fill not in ("none", "knn"):
+        raise ConfigError(f"{name}: fill must be 'none' or 'knn', got {fill!r}")
+    if pool.embedding is None:
+        raise ConfigError(f"{name} needs pool.embedding (the fused CLS embedding)")
+    if pool.labels is None:
+        raise ConfigError(f"{name} needs pool.labels to find seed bad cases")
+    labeled = np.zeros(len(pool), bool) if labeled_mask is None else np.asarray(labeled_mask, bool)
+    not_test = np.ones(len(pool), bool) if pool.split is None else pool.split != "test"
+    eligible = labeled & not_test & (np.asarray(pool.labels) >= 0)  # seeds / lookalike training never use test items
+    seeds, seed_bad = seed_bad_cases(pool.probs, pool.labels, eligible, s_t=s_t, top_s=top_s)
+    info = {"n_seeds": int(len(seeds)), "k": int(k), "metric": metric,
+            "ranking": "seed badness desc, closeness to seed, pool row"}
+    cand_mask = pool.selectable(labeled)
+    if budget == 0 or len(seeds) == 0 or not cand_mask.any():
+        if len(seeds) == 0:
+            info["note"] = "no seed bad cases among labeled items; nothing selected"
+        info.update(n_broadened=0, n_after_filter=0, shortfall=int(budget))
+        return empty_selection(name, info)
+
+    g_model = None
+    if lookalike:
+        lab_rows = np.flatnonzero(eligible)
+        lab_y = np.asarray(pool.labels)[lab_rows].astype(np.int64)
+        is_mistake = np.asarray(pool.probs[lab_rows]).argmax(axis=1) != lab_y
+        try:
+            g_model, auc = lookalike_fit(np.asarray(pool.embedding[lab_rows], dtype=np.float32), is_mistake,
+                                         C=C, class_weight=class_weight, holdout=holdout, seed=lookalike_seed)
+        except ConfigError as e:
+            info.update(n_broadened=0, n_after_filter=0, shortfall=int(budget), lookalike_auc=float("nan"),
+                        note=f"lookalike model not fitted ({e}); nothing selected")
+            return empty_selection(name, info)
+        info["lookalike_auc"] = auc
+        info["l_t"] = float(l_t)
+
+    if isinstance(index, Index):
+        idx, idx_rows = index, np.arange(index.ntotal, dtype=np.int64)
+        if index.ntotal != len(pool):
+            raise ConfigError(f"{name}: a prebuilt index must cover the whole pool ({len(pool)} rows), has {index.ntotal}")
+    elif isinstance(index, str):
+        idx, idx_rows = build_candidate_index(pool.embedding, cand_mask, metric=metric, backend=index, **(index_params or {}))
+    else:
+        raise ConfigError(f"{name}: index must be 'auto', a backend string or an mmal.index.Index")
+    queries = np.asarray(pool.embedding[seeds], dtype=np.float32)  # [S, D]
+    seed_score = dict(zip(seeds.tolist(), seed_bad.tolist()))
+    n_cand = int(cand_mask.sum())
+    max_k = int(fill_max_k) if fill_max_k else 32 * int(k)
+    k_cur = int(k)
+    while True:
+        exp = lsb_expand(idx, seeds, cand_mask, k=k_cur, metric=metric, queries=queries, index_rows=idx_rows)
+        keep = np.ones(len(exp), bool)
+        if lookalike and len(exp):
+            g = g_model.predict_proba(np.asarray(pool.embedding[exp.rows], dtype=np.float32))[:, 1]  # [M]
+            keep = lookalike_filter(g, l_t)
+        n_keep = int(keep.sum())
+        if fill == "none" or n_keep >= budget or k_cur >= min(n_cand, max_k):
+            break
+        k_cur = min(n_cand, max_k, k_cur * 2)
+    info.update(n_broadened=int(len(exp)), n_pairs=int(exp.n_pairs), n_after_filter=n_keep, k_used=int(k_cur))
+    order, bad = _rank_expansion(exp, seed_score)
+    order = order[keep[order]][:budget]
+    if len(order) < budget:
+        info["shortfall"] = int(budget - len(order))
+        info["note"] = f"only {len(order)} candidates survived (budget {budget}); not padded (fill={fill!r})"
+    return Selection(ids=pool.ids[exp.rows[order]], strategy=name, score=bad[order],
+                     reason=pool.ids[exp.seed[order]].astype(object), info=info)
+
+
+_PARAMS_DOC = """
+    Parameters (all optional, keyword)
+    ----------------------------------
+    k : int = 3
+        Neighbours per seed (paper: 3).
+    s_t : float, optional
+        Seed threshold on badness ``|E_p[y] - y|`` (strictly above).
+    top_s : int, optional
+        Keep the top-S seeds. Default (neither): every labeled mistake (argmax != label).
+    metric : "cosine" | "ip" | "l2" = "cosine"
+    index : "auto" | backend string | mmal.index.Index = "auto"
+        kNN backend (:func:`mmal.index.build_index`), or a prebuilt index over the whole
+        pool embedding (rows = pool rows). ``index_params`` (dict) goes to ``build_index``.
+    fill : "none" | "knn" = "none"
+        When fewer than ``budget`` candidates survive: ``"none"`` returns fewer and says
+        so in ``info["shortfall"]``/``info["note"]``; ``"knn"`` doubles ``k`` (up to
+        ``fill_max_k``, default ``32 k``) until enough survive -- more neighbours of the
+        same seeds, never unrelated items.
+"""
+
+
+@register("lsb-knn")
+def lsb_knn(pool, budget, *, labeled_mask=None, rng=None, **params) -> Selection:
+    """LSB-kNN: seed bad cases -> kNN broadening -> rank -> budget (000 §3.1, Table 1 "LSB-kNN").
+
+    ``Selection.reason`` is the id of the closest seed, ``score`` its badness;
+    ``info`` has ``n_seeds``, ``n_broadened`` (unique candidates), ``n_pairs``, ``k_used``.
+    Deterministic (no randomness; ``rng`` unused).
+    """
+    _reject_lsb(params, "lsb-knn", lookalike=False)
+    return _lsb(pool, budget, labeled_mask=labeled_mask, name="lsb-knn", lookalike=False, **params)
+
+
+@register("lsb-lt")
+def lsb_lt(pool, budget, *, labeled_mask=None, rng=None, **params) -> Selection:
+    """LSB-kNN-LT: LSB-kNN, then keep candidates with lookalike ``g(h) > l_t`` (000 Alg. 1, fixed ``>``).
+
+    Extra parameters: ``l_t`` = 0.3 (paper: 0.3; 0.5 for search ads), ``C`` = 1.0,
+    ``class_weight`` = "balanced", ``holdout`` = 0.25, ``lookalike_seed`` = 0 (see
+    :func:`mmal.select.lookalike.lookalike_fit`). ``info`` adds ``lookalike_auc``,
+    ``n_after_filter``. If the lookalike model cannot be fitted (no mistakes or no correct
+    labeled items) nothing is selected and ``info["note"]`` says why.
+    """
+    _reject_lsb(params, "lsb-lt", lookalike=True)
+    return _lsb(pool, budget, labeled_mask=labeled_mask, name="lsb-lt", lookalike=True, **params)
+
+
+_COMMON = {"k", "s_t", "top_s", "metric", "index", "fill", "fill_max_k", "index_params"}
+_LT = {"l_t", "C", "class_weight", "holdout", "lookalike_seed"}
+
+
+def _reject_lsb(params: dict, name: str, lookalike: bool) -> None:
+    allowed = _COMMON | (_LT if lookalike else set())
+    extra = set(params) - allowed
+    if extra:
+        raise ConfigError(f"strategy '{name}' got unknown parameters {sorted(extra)}; allowed: {sorted(allowed)}")
+
+
+lsb_knn.__doc__ += _PARAMS_DOC
+lsb_lt.__doc__ += _PARAMS_DOC

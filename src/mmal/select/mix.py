@@ -1,0 +1,146 @@
+"""Mixes of strategies: ``"entropy:0.8,lsb-lt:0.2"`` (METHODS.md B step 5; 000 §3.1).
+
+The paper mixes statistical AL with LSB-LT in one round's budget (e.g. 130k stat + 30k
+LSB-LT). A mix string names parts and their shares, in the spirit of FAISS
+``index_factory``.
+
+Semantics
+---------
+* The budget is split exactly by largest-remainder rounding of ``budget * share / sum``
+  (ties in the remainder go to the earlier part), so the quotas sum to ``budget``.
+* Parts run in the written order. Each part sees the ids already taken by earlier parts
+  as non-selectable (in a shallow copy of the pool they are marked ``split="test"``), so
+  the mix never returns an id twice.
+* Shortfall: if a part returns fewer than asked, the missing count is added to the next
+  part's request; whatever is still missing after the last part is offered once more to
+  the parts in order (first to last), each asked only for the remaining shortfall. What
+  cannot be filled is reported in ``info["shortfall"]``, never padded otherwise.
+* Each part gets its own ``numpy.random.Generator`` drawn from the mix's ``rng`` in a
+  fixed order, so the same seed gives the same mix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from mmal.errors import ConfigError
+from mmal.select.api import check_budget
+from mmal.select.registry import get_strategy
+from mmal.select.types import ScoredPool, Selection
+
+
+def parse_mix(spec: str) -> list[tuple[str, float]]:
+    """``"entropy:0.8,lsb-lt:0.2"`` -> ``[("entropy", 0.8), ("lsb-lt", 0.2)]``.
+
+    Shares must be positive finite numbers (they are normalised by their sum); every
+    name must be a registered strategy.
+    """
+    parts = []
+    for raw in spec.split(","):
+        item = raw.strip()
+        if not item:
+            raise ConfigError(f"mix '{spec}': empty part (stray comma?)")
+        name, sep, share = item.rpartition(":")
+        if not sep or not name.strip():
+            raise ConfigError(f"mix '{spec}': part '{item}' must be 'strategy:share', e.g. 'entropy:0.8'")
+        try:
+            w = float(share)
+        except ValueError:
+            raise ConfigError(f"mix '{spec}': share '{share}' of '{name}' is not a number") from None
+        if not math.isfinite(w) or w <= 0:
+            raise ConfigError(f"mix '{spec}': share of '{name}' must be a positive number, got {share}")
+        get_strategy(name.strip())  # unknown names fail here, before any work
+        parts.append((name.strip(), w))
+    return parts
+
+
+def split_budget(budget: int, shares) -> list[int]:
+    """Largest-remainder apportionment of ``budget`` by ``shares``; sums exactly to ``budget``."""
+    budget = check_budget(budget)
+    w = np.asarray(shares, dtype=np.float64)
+    exact = budget * w / w.sum()  # [P]
+    quota = np.floor(exact).astype(np.int64)
+    rest = budget - int(quota.sum())
+    frac = exact - quota
+    for i in np.argsort(-frac, kind="stable")[:rest]:  # earlier part wins ties
+        quota[i] += 1
+    return quota.tolist()
+
+
+def _without(pool: ScoredPool, taken: np.ndarray) -> ScoredPool:
+    """Shallow copy of ``pool`` whose ``taken`` rows are non-selectable (marked test)."""
+    split = np.full(len(pool), "pool", dtype="U8") if pool.split is None else pool.split.astype("U8")
+    split[taken] = "test"
+    return dataclasses.replace(pool, split=split)
+
+
+def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, **params) -> Selection:
+    """Run a mix of strategies (see module docstring for the exact semantics).
+
+    Parameters
+    ----------
+    parts : list of (name, share)
+        From :func:`parse_mix`.
+    pool, budget, labeled_mask, rng :
+        As for a strategy.
+    **params
+        ``{part_name: {param: value}}``; each dict goes to every part of that name.
+
+    Returns
+    -------
+    Selection
+        ``strategy`` names the part per id; ``info`` has ``quotas``, ``parts`` (per call:
+        name, asked, got, info) and ``shortfall``.
+    """
+    names = {n for n, _ in parts}
+    for key, val in params.items():
+        if key not in names or not isinstance(val, dict):
+            raise ConfigError(
+                f"mix parameters must be given per part as {{strategy_name: {{...}}}}; got '{key}' "
+                f"(parts: {', '.join(n for n, _ in parts)})"
+            )
+    budget = check_budget(budget)
+    rng = np.random.default_rng(0) if rng is None else rng
+    quotas = split_budget(budget, [w for _, w in parts])
+    child_seeds = rng.integers(0, 2**63 - 1, size=2 * len(parts))  # fixed draw order -> deterministic
+    id_to_row = None
+    taken = np.zeros(len(pool), dtype=bool)
+    pieces, calls = [], []
+
+    def run(i: int, want: int, seed) -> int:
+        nonlocal id_to_row
+        name = parts[i][0]
+        sub = _without(pool, taken)
+        sel = get_strategy(name)(sub, want, labeled_mask=labeled_mask, rng=np.random.default_rng(seed),
+                                 **params.get(name, {}))
+        if len(sel) > want:
+            raise ConfigError(f"mix part '{name}' returned {len(sel)} items for {want}")
+        if id_to_row is None:
+            id_to_row = {s: r for r, s in enumerate(pool.ids.tolist())}
+        rows = np.fromiter((id_to_row[s] for s in sel.ids.tolist()), dtype=np.int64, count=len(sel))
+        if taken[rows].any():
+            raise ConfigError(f"mix part '{name}' returned an id already taken by an earlier part")
+        taken[rows] = True
+        pieces.append((name, sel))
+        calls.append({"strategy": name, "asked": int(want), "got": int(len(sel)), "info": sel.info})
+        return len(sel)
+
+    carry = 0
+    for i, q in enumerate(quotas):
+        want = q + carry
+        carry = want - (run(i, want, child_seeds[i]) if want > 0 else 0)
+    for i in range(len(parts)):  # second chance for the shortfall, first part first
+        if carry <= 0:
+            break
+        carry -= run(i, carry, child_seeds[len(parts) + i])
+
+    ids = np.concatenate([s.ids for _, s in pieces]) if pieces else np.array([], dtype=str)
+    strat = np.concatenate([np.full(len(s), n, dtype=object) for n, s in pieces]) if pieces else np.array([], dtype=object)
+    score = np.concatenate([s.score for _, s in pieces]) if pieces else np.array([])
+    reason = np.concatenate([s.reason for _, s in pieces]) if pieces else np.array([], dtype=object)
+    info = {"mix": ",".join(f"{n}:{w:g}" for n, w in parts), "quotas": quotas, "parts": calls,
+            "shortfall": int(max(carry, 0))}
+    return Selection(ids=ids, strategy=strat, score=score, reason=reason, info=info)

@@ -1,0 +1,337 @@
+"""fit / predict_proba / score over cached features."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from mmal.errors import ConfigError
+from mmal.features.types import SequenceFeatures
+from mmal.models import ModelConfig, MultimodalClassifier
+from mmal.train.config import TrainConfig
+from mmal.train.data import check_features, collate
+
+Features = Mapping[str, SequenceFeatures]
+
+
+def _progress(enabled: bool) -> Progress:
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(), disable=not enabled, transient=True,
+    )
+
+
+@contextlib.contextmanager
+def _threads(n: int | None):
+    if n is None:
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _as_idx(idx, n: int, what: str) -> np.ndarray:
+    if idx is None:
+        return np.arange(n, dtype=np.int64)
+    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+    if len(idx) and (idx.min() < 0 or idx.max() >= n):
+        raise ConfigError(f"{what}: indices must lie in [0, {n}), got min {idx.min()} max {idx.max()}")
+    return idx
+
+
+def _token_limits(cfg: ModelConfig) -> dict[str, int | None]:
+    return {m: cfg.token_limit(m) for m in cfg.modalities}
+
+
+def _check_model_features(cfg: ModelConfig, features: Features) -> None:
+    for m, d in cfg.input_dims.items():
+        if m in features and features[m].dim != d:
+            raise ConfigError(f"features['{m}'] has dimension {features[m].dim} but the model expects {d} (ModelConfig.input_dims)")
+    extra = set(features) - set(cfg.input_dims)
+    if extra:
+        raise ConfigError(f"features has modalities {sorted(extra)} the model was not built for; model has {cfg.modalities}")
+
+
+def _loss(out: dict, y: torch.Tensor, tc: TrainConfig, weight: torch.Tensor | None) -> torch.Tensor:
+    """Fused CE, plus the uni-modal heads' CE per METHODS E (see ``TrainConfig.unimodal_weight``)."""
+    ce = F.cross_entropy(out["logits"], y, weight=weight)
+    uni = out.get("unimodal_logits") or {}
+    if not uni:
+        return ce
+    terms = []
+    for m, logit in uni.items():
+        has = out["present"][m]  # [B] bool
+        if has.any():
+            terms.append(F.cross_entropy(logit[has], y[has], weight=weight))
+        else:
+            terms.append(logit.sum() * 0.0)  # keeps the graph; contributes nothing
+    if tc.unimodal_weight is None:
+        return (ce + sum(terms)) / (1 + len(uni))
+    return ce + tc.unimodal_weight * sum(terms)
+
+
+def fit(
+    features: Features,
+    labels: Sequence[int] | np.ndarray,
+    train_idx: Sequence[int] | np.ndarray,
+    val_idx: Sequence[int] | np.ndarray | None = None,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    progress: bool = True,
+):
+    """Train a :class:`MultimodalClassifier` on cached features.
+
+    Parameters
+    ----------
+    features : ``{modality: SequenceFeatures}``, aligned to the same N items.
+    labels : int array [N] over all items (entries outside ``train_idx``/``val_idx`` are
+        ignored, e.g. -1 for unlabeled).
+    train_idx, val_idx : item indices. Without ``val_idx`` (None or empty) every epoch runs
+        and the last state is kept.
+    model_config : built from ``features`` and ``max(labels)+1`` classes when ``None``.
+    train_config : defaults of :class:`TrainConfig` when ``None``.
+    progress : show a rich progress bar.
+
+    Returns
+    -------
+    model : the trained classifier in eval mode, with the best state (by
+        ``train_config.monitor``) restored.
+    history : dict with ``epochs`` (list of ``{epoch, train_loss, val_loss, val_accuracy,
+        seconds}``), ``best_epoch``, ``stopped_early``, ``train_samples_per_s``.
+
+    Notes
+    -----
+    AdamW; batches reshuffled each epoch by a ``torch.Generator`` seeded with
+    ``seed``; weight init and dropout use ``torch.manual_seed(seed)`` inside a forked RNG
+    state, so the caller's global RNG is untouched and the same seed gives identical weights.
+    """
+    tc = train_config or TrainConfig()
+    if tc.finetune_towers:
+        raise ConfigError(
+            "TrainConfig.finetune_towers=True is not implemented: fit() trains the fusion model on cached "
+            "tower outputs; end-to-end fine-tuning of the encoders needs raw media and a GPU machine"
+        )
+    n = check_features(features)
+    labels = np.asarray(labels).reshape(-1)
+    if len(labels) != n:
+        raise ConfigError(f"labels has {len(labels)} entries but features have {n} items; expected one label per item")
+    train_idx = _as_idx(train_idx, n, "train_idx")
+    val_idx = _as_idx(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
+    if len(train_idx) == 0:
+        raise ConfigError("train_idx is empty: expected at least one labeled training item")
+    used = labels[np.concatenate([train_idx, val_idx])]
+    if np.issubdtype(used.dtype, np.floating) and np.isfinite(used).all() and (used == np.round(used)).all():
+        labels = np.where(np.isfinite(labels), labels, -1).astype(np.int64)  # float labels with NaN = unlabeled
+        used = labels[np.concatenate([train_idx, val_idx])]
+    if not np.issubdtype(used.dtype, np.integer) or used.min() < 0:
+        raise ConfigError(
+            f"labels at train/val indices must be integers >= 0 (no unlabeled items in train_idx/val_idx), "
+            f"got dtype {used.dtype} with min {np.nanmin(used) if np.issubdtype(used.dtype, np.number) else '?'}"
+        )
+    if model_config is None:
+        model_config = ModelConfig.from_features(features, n_classes=max(2, int(used.max()) + 1))
+    if int(used.max()) >= model_config.n_classes:
+        raise ConfigError(f"label {int(used.max())} found but ModelConfig.n_classes = {model_config.n_classes}")
+    _check_model_features(model_config, features)
+    device = torch.device(tc.device)
+    limits = _token_limits(model_config)
+
+    weight = None
+    if tc.class_weight == "balanced":
+        cnt = np.bincount(labels[train_idx], minlength=model_config.n_classes).astype(np.float64)
+        w = np.where(cnt > 0, len(train_idx) / (model_config.n_classes * np.maximum(cnt, 1)), 0.0)
+        weight = torch.tensor(w, dtype=torch.float32, device=device)
+
+    y_all = torch.as_tensor(labels.astype(np.int64))
+    history: dict = {"epochs": [], "best_epoch": None, "stopped_early": False}
+    with _threads(tc.threads), torch.random.fork_rng(devices=[]):
+        torch.manual_seed(tc.seed)
+        model = MultimodalClassifier(model_config).to(device)
+        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
+        gen = torch.Generator().manual_seed(tc.seed)
+        best, best_state, bad_epochs = None, None, 0
+        n_batches = -(-len(train_idx) // tc.batch_size)
+        t_train, seen = 0.0, 0
+        with _progress(progress) as bar:
+            task = bar.add_task("train", total=tc.epochs * n_batches, info="")
+            for epoch in range(tc.epochs):
+                t0 = time.perf_counter()
+                model.train()
+                order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
+                total = 0.0
+                for b in range(n_batches):
+                    bi = order[b * tc.batch_size : (b + 1) * tc.batch_size]
+                    batch = collate(features, bi, max_tokens=limits, device=device)
+                    out = model(batch)
+                    loss = _loss(out, y_all[bi].to(device), tc, weight)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if tc.grad_clip is not None:
+                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                    opt.step()
+                    total += float(loss.detach()) * len(bi)
+                    bar.advance(task)
+                t_train += time.perf_counter() - t0
+                seen += len(train_idx)
+                rec = {"epoch": epoch, "train_loss": total / len(train_idx), "val_loss": float("nan"), "val_accuracy": float("nan")}
+                if len(val_idx):
+                    probs = predict_proba(model, features, val_idx, batch_size=max(256, tc.batch_size), progress=False)
+                    yv = labels[val_idx]
+                    p = np.clip(probs[np.arange(len(yv)), yv], 1e-12, None)
+                    if weight is not None:
+                        wv = weight.cpu().numpy()[yv]
+                        rec["val_loss"] = float(-(wv * np.log(p)).sum() / wv.sum())
+                    else:
+                        rec["val_loss"] = float(-np.log(p).mean())
+                    rec["val_accuracy"] = float((probs.argmax(1) == yv).mean())
+                rec["seconds"] = time.perf_counter() - t0
+                history["epochs"].append(rec)
+                bar.update(task, info=f"loss {rec['train_loss']:.3f} val {rec['val_loss']:.3f}")
+                if not len(val_idx):
+                    history["best_epoch"] = epoch
+                    continue
+                value = rec["val_loss"] if tc.monitor == "val_loss" else -rec["val_accuracy"]
+                if best is None or value < best:
+                    best, bad_epochs, history["best_epoch"] = value, 0, epoch
+                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                else:
+                    bad_epochs += 1
+                    if tc.patience is not None and bad_epochs >= tc.patience:
+                        history["stopped_early"] = True
+                        break
+        if best_state is not None:
+            model.load_state_dict(best_state)
+    model.eval()
+    history["train_samples_per_s"] = seen / t_train if t_train > 0 else float("nan")
+    return model, history
+
+
+def _coalition_key(subset: Iterable[str]) -> str:
+    return "+".join(sorted(subset))
+
+
+def _coalitions(modalities: list[str], coalitions) -> list[tuple[str, ...]]:
+    if coalitions is True:
+        if len(modalities) > 4:
+            raise ConfigError(
+                f"coalitions=True with {len(modalities)} modalities would need {2 ** len(modalities)} passes; "
+                "pass an explicit list of subsets (e.g. sampled permutations' prefixes)"
+            )
+        return [s for r in range(len(modalities) + 1) for s in itertools.combinations(modalities, r)]
+    subsets = []
+    for s in coalitions:
+        s = tuple(sorted([s] if isinstance(s, str) else s))
+        bad = set(s) - set(modalities)
+        if bad:
+            raise ConfigError(f"coalition {s} names modalities {sorted(bad)} the model does not have; model has {modalities}")
+        subsets.append(s)
+    return subsets
+
+
+@torch.no_grad()
+def score(
+    model: MultimodalClassifier,
+    features: Features,
+    idx: Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 256,
+    coalitions: bool | Sequence[Sequence[str]] = False,
+    progress: bool = True,
+    device: str | None = None,
+) -> dict:
+    """Run the model over items and collect everything selection strategies need.
+
+    Parameters
+    ----------
+    model : a trained classifier (put in eval mode for the call, mode restored after).
+    features : ``{modality: SequenceFeatures}``; modalities the model has but ``features``
+        lacks are treated as absent.
+    idx : item indices (default: all).
+    batch_size : items per forward pass.
+    coalitions : ``True`` (all 2^M subsets, M <= 4) or a list of modality subsets. For each
+        subset S, ``coalition_probs[key(S)]`` holds the fused probabilities with every
+        modality NOT in S masked out at the input, exactly as if the items lacked it. This
+        is the value function V(S) of BMMAL's Shapley weights (METHODS E): "zeroing" a
+        modality feature = removing it from the model input, which is how the model was
+        trained to see missing modalities (no train/test mismatch of a literal zero vector
+        in a normalised input). Keys are '+'-joined sorted names ("" = no modality).
+    progress : rich progress bar.
+    device : defaults to the model's device.
+
+    Returns
+    -------
+    dict of numpy arrays: ``probs [N, C]``, ``embedding [N, d]`` (= H_cls), ``penultimate
+    [N, h]``, ``modality {m: [N, d_m]}``, ``present {m: [N] bool}``, ``unimodal_probs
+    {m: [N, C]}`` (empty without uni-modal heads), and ``coalition_probs {key: [N, C]}``
+    when ``coalitions`` is set.
+    """
+    cfg = model.config
+    n = check_features(features)
+    _check_model_features(cfg, features)
+    idx = _as_idx(idx, n, "idx")
+    dev = torch.device(device) if device else next(model.parameters()).device
+    limits = _token_limits(cfg)
+    subsets = _coalitions(cfg.modalities, coalitions) if coalitions else []
+    was_training = model.training
+    model.eval()
+    acc: dict = {"probs": [], "embedding": [], "penultimate": [], "modality": {}, "present": {}, "unimodal_probs": {}}
+    coal = {_coalition_key(s): [] for s in subsets}
+    try:
+        with _progress(progress) as bar:
+            task = bar.add_task("score", total=len(idx), info="")
+            for s in range(0, len(idx), batch_size):
+                bi = idx[s : s + batch_size]
+                batch = collate(features, bi, max_tokens=limits, device=dev)
+                out = model(batch)
+                acc["probs"].append(torch.softmax(out["logits"].float(), -1).cpu().numpy())
+                acc["embedding"].append(out["cls"].cpu().numpy())
+                acc["penultimate"].append(out["penultimate"].cpu().numpy())
+                for m, z in out["modality"].items():
+                    acc["modality"].setdefault(m, []).append(z.cpu().numpy())
+                    acc["present"].setdefault(m, []).append(out["present"][m].cpu().numpy())
+                for m, lg in (out.get("unimodal_logits") or {}).items():
+                    acc["unimodal_probs"].setdefault(m, []).append(torch.softmax(lg.float(), -1).cpu().numpy())
+                for sub in subsets:
+                    masked = {m: (x, mask & (m in sub)) for m, (x, mask) in batch.items()}
+                    lg = model(masked)["logits"]
+                    coal[_coalition_key(sub)].append(torch.softmax(lg.float(), -1).cpu().numpy())
+                bar.advance(task, len(bi))
+    finally:
+        model.train(was_training)
+
+    def cat(parts, width):
+        return np.concatenate(parts, 0) if parts else np.zeros((0, width), np.float32)
+
+    C = cfg.n_classes
+    res = {
+        "probs": cat(acc["probs"], C),
+        "embedding": cat(acc["embedding"], cfg.d_model),
+        "penultimate": cat(acc["penultimate"], model.head.d_penultimate),
+        "modality": {m: np.concatenate(v, 0) for m, v in acc["modality"].items()},
+        "present": {m: np.concatenate(v, 0) for m, v in acc["present"].items()},
+        "unimodal_probs": {m: np.concatenate(v, 0) for m, v in acc["unimodal_probs"].items()},
+    }
+    if subsets:
+        res["coalition_probs"] = {k: cat(v, C) for k, v in coal.items()}
+    return res
+
+
+def predict_proba(
+    model: MultimodalClassifier,
+    features: Features,
+    idx: Sequence[int] | np.ndarray | None = None,
+    batch_size: int = 256,
+    progress: bool = False,
+) -> np.ndarray:
+    """Fused-head class probabilities ``[N, C]`` of items ``idx`` (default all), eval mode."""
+    return score(model, features, idx, batch_size=batch_size, progress=progress)["probs"]
