@@ -47,7 +47,7 @@ def build_audio_sensitive(items_path: Path, out_dir: Path) -> Path:
             small = img.resize((6, 6), Image.BILINEAR).resize(img.size, Image.NEAREST)
             grey = Image.new("RGB", img.size, (128, 128, 128))
             deg = Image.blend(small, grey, 0.7)
-            p = out_dir / "degraded" / (r["id"] + ".png")
+            p = (out_dir / "degraded" / (r["id"] + ".png")).resolve()
             deg.save(p)
             rows.append({"id": "as:" + r["id"], "label": r["label"], "split": "test", "text": GENERIC, "image": str(p), "audio": r["audio"]})
     path = out_dir / "items.parquet"

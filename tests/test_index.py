@@ -10,7 +10,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmal.errors import ConfigError
-from mmal.index import ExactIndex, FaissIndex, auto_backend, build_index
+from mmal.index import ExactIndex, FaissIndex, IVFBlasIndex, auto_backend, auto_nlist, build_index
+from mmal.index.ivf import TruthAccumulator
 
 
 def clustered(n, d, n_clusters, rng, noise=0.5):
@@ -110,14 +111,91 @@ def test_ivfpq_rerank_beats_plain_pq_and_returns_exact_scores():
 
 def test_auto_backend_thresholds_and_overrides():
     assert auto_backend(49_999, 384) == "exact"
-    assert auto_backend(50_000, 384) == f"IVF{round(4 * np.sqrt(50_000))},Flat"
-    assert auto_backend(2_000_000, 384) == f"IVF{round(4 * np.sqrt(2_000_000))},PQ48"
-    assert auto_backend(2_000_000, 100) == f"IVF{round(4 * np.sqrt(2_000_000))},PQ10"
-    assert auto_backend(10**6, 384, nlist=100) == "IVF100,Flat"
+    assert auto_backend(50_000, 384) == "IVF256,BLAS"  # sqrt(50k) = 224 -> 2**8
+    assert auto_backend(1_000_000, 384) == "IVF1024,BLAS"
+    assert auto_backend(2_000_000, 384) == "IVF1024,BLAS16"  # sqrt = 1414 -> 2**10
+    assert auto_backend(10_000_000, 384) == "IVF2048,BLAS16"  # 4096 clipped to nlist_max
+    assert auto_backend(10_000_000, 384, nlist_max=8192) == "IVF4096,BLAS16"
+    assert auto_backend(10**6, 384, nlist=100) == "IVF100,BLAS"
+    assert auto_nlist(10) == 10 and auto_nlist(300) == 16
     x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
     assert build_index(x).backend == "exact"
     idx = build_index(x, exact_max=100, nlist=8, nprobe=3)
-    assert isinstance(idx, FaissIndex) and idx.backend == "IVF8,Flat" and idx.nprobe == 3
+    assert isinstance(idx, IVFBlasIndex) and idx.backend == "IVF8,BLAS" and idx.nprobe == 3
+    assert idx.tune_history == []  # nprobe given: no tuning
+    assert isinstance(build_index(x, backend="IVF8,Flat", nprobe=2), FaissIndex)
+
+
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("half", [False, True])
+def test_ivf_blas_all_lists_equals_exact(metric, half):
+    """nprobe = nlist scans everything: float32 storage (and float16 + re-rank) is exact."""
+    rng = np.random.default_rng(6)
+    x = clustered(3000, 24, 12, rng)
+    q = clustered(80, 24, 12, rng)
+    idx = build_index(x, metric=metric, backend=f"IVF16,BLAS{'16' if half else ''}", nprobe=16, k_factor=6)
+    s, r = idx.search(q, 5)
+    es, er = build_index(x, metric=metric, backend="exact").search(q, 5)
+    assert recall(r, er) >= (1.0 if not half else 0.99)
+    if not half:
+        np.testing.assert_allclose(s, es, rtol=1e-4, atol=1e-4)
+    # scores are the exact scores of the returned rows (re-ranked for float16)
+    bs, _ = brute(x, q, 3000, metric)
+    _, full = brute(x, q, 3000, metric)
+    exact_of_r = np.array([[bs[i][list(full[i]).index(j)] for j in r[i]] for i in range(len(q))])
+    np.testing.assert_allclose(s, exact_of_r, rtol=1e-4, atol=1e-4)
+
+
+def test_truth_accumulator_excludes_self_and_matches_bruteforce():
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal((1000, 8)).astype(np.float32)
+    rows = np.array([0, 17, 500, 999])
+    acc = TruthAccumulator(x[rows], rows, 3, "l2")
+    for a in range(0, 1000, 130):  # uneven blocks
+        acc.update(x[a:a + 130], a)
+    _, full = brute(x, x[rows], 4, "l2")
+    assert not np.any(acc.best_r == rows[:, None])
+    np.testing.assert_array_equal(acc.best_r, full[:, 1:])
+
+
+def test_nprobe_autotune_reaches_target_recall_and_is_minimal():
+    rng = np.random.default_rng(8)
+    both = clustered(30400, 32, 60, rng, noise=0.8)  # same centres for data and fresh queries
+    x, q = both[:30000], both[30000:]
+    _, er = build_index(x, backend="exact").search(q, 3)
+    idx = build_index(x, backend="IVF128,BLAS", target_recall=0.95, tune_queries=300)
+    hist = idx.tune_history
+    # tuning stopped at the first nprobe reaching the target, all smaller ones missed it
+    # (tune_z=1: recall minus one standard error must reach the target)
+    assert hist[-1][0] == idx.nprobe and hist[-1][1] - hist[-1][2] >= 0.95
+    assert all(rec - se < 0.95 for _, rec, se in hist[:-1]) and len(hist) >= 2
+    assert [h[0] for h in hist] == sorted(h[0] for h in hist)
+    _, r = idx.search(q, 3)
+    assert recall(r, er) >= 0.93  # fresh queries: target minus sampling noise
+    # a stricter target needs at least as many lists, and gets higher recall on fresh queries
+    strict = build_index(x, backend="IVF128,BLAS", target_recall=0.995, tune_queries=300)
+    assert strict.nprobe > idx.nprobe
+    _, r2 = strict.search(q, 3)
+    assert recall(r2, er) > recall(r, er)
+
+
+def test_ivf_blas_memmap_and_errors(tmp_path):
+    rng = np.random.default_rng(9)
+    x = clustered(4000, 16, 20, rng)
+    mm = np.lib.format.open_memmap(tmp_path / "x.npy", mode="w+", dtype=np.float32, shape=x.shape)
+    mm[:] = x
+    mm.flush()
+    ro = np.load(tmp_path / "x.npy", mmap_mode="r")
+    q = clustered(30, 16, 20, rng)
+    s1, r1 = build_index(ro, backend="IVF32,BLAS16", nprobe=5, add_block=333).search(q, 3)
+    s2, r2 = build_index(x, backend="IVF32,BLAS16", nprobe=5).search(q, 3)
+    np.testing.assert_array_equal(r1, r2)
+    with pytest.raises(ConfigError, match="nlist"):
+        build_index(x[:10], backend="IVF32,BLAS")
+    with pytest.raises(ConfigError, match="target_recall"):
+        build_index(x, backend="IVF8,BLAS", target_recall=1.5)
+    with pytest.raises(ConfigError, match="IVF8,BLAS"):
+        build_index(x, backend="IVF8,BLAS", bogus=1)
 
 
 def test_index_input_errors():
@@ -137,7 +215,7 @@ def test_index_input_errors():
 
 
 @pytest.mark.slow
-def test_faiss_auto_recall_at_3_on_200k_x_384():
+def test_auto_recall_at_3_on_200k_x_384():
     rng = np.random.default_rng(5)
     n, d = 200_000, 384
     x = np.empty((n, d), np.float32)
@@ -148,7 +226,7 @@ def test_faiss_auto_recall_at_3_on_200k_x_384():
     q = x[rng.choice(n, 500, replace=False)] + 0.3 * rng.standard_normal((500, d)).astype(np.float32)
     t0 = time.perf_counter()
     idx = build_index(x, metric="cosine", backend="auto")
-    assert idx.backend == f"IVF{round(4 * np.sqrt(n))},Flat"
+    assert idx.backend == "IVF512,BLAS"  # sqrt(200k) = 447 -> 2**9
     _, r = idx.search(q, 3)
     t_approx = time.perf_counter() - t0
     _, er = build_index(x, metric="cosine", backend="exact").search(q, 3)

@@ -151,12 +151,16 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                 met, _ = test_metrics(mdl)
                 rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,
                        "n_selected": int(len(rows))}
-                info = sel.info or {}
-                if "lookalike_auc" in info:
-                    rec["lookalike_auc"] = info["lookalike_auc"]
-                for k in ("mean_phi", "modality_contribution"):
-                    if k in info:
-                        rec["modality_contribution"] = info[k]
+                infos = _part_infos(sel.info or {})
+                if any("lsb-lt" == p.split(":")[0].strip() for p in spec.split(",")):
+                    aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]
+                    rec["lookalike_auc"] = float(aucs[0]) if aucs else float("nan")
+                    notes = [i["note"] for i in infos if i.get("note")]
+                    if notes:
+                        rec["lookalike_note"] = notes[0]
+                for i in infos:
+                    if "mean_contribution" in i:
+                        rec["modality_contribution"] = i["mean_contribution"]
                 if pool.extras:
                     uni = {k.split(":", 1)[1]: v for k, v in pool.extras.items() if k.startswith("probs:")}
                     if uni:
@@ -179,6 +183,14 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
 
     write_report(results, out / "report.html", case_study=case_study)
     return results
+
+
+def _part_infos(info: dict) -> list[dict]:
+    """The info dict of a selection and, for a mix, of each of its parts."""
+    out = [info]
+    for part in info.get("parts", []) or []:
+        out.extend(_part_infos(part.get("info") or {}))
+    return out
 
 
 def _sorted(a) -> bool:

@@ -1,0 +1,122 @@
+"""End to end on a small text-only dataset: init -> encode -> train -> score -> evaluate ->
+select -> label -> train again; and `simulate` writing results.json + report.html."""
+
+import csv
+import json
+import tomllib
+
+import numpy as np
+import pytest
+import tomli_w
+
+from conftest import run_cli, write_items
+
+WORDS = {0: ["cat", "dog", "horse", "cow", "sheep"], 1: ["apple", "bread", "cheese", "pizza", "soup"], 2: ["car", "bus", "train", "truck", "bike"]}
+
+
+def _rows(n=72, seed=0):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for k in range(n):
+        c = k % 3
+        w = WORDS[c][rng.integers(5)]
+        split = "test" if k % 4 == 0 else ("train" if k < 12 else "pool")
+        rows.append({"id": f"t{k:03d}", "label": c if split != "pool" else None, "split": split,
+                     "text": f"a picture of a {w} number {k}", "gold": c})
+    return rows
+
+
+@pytest.fixture(scope="module")
+def text_ws(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("wf")
+    items = write_items(tmp / "src", _rows())
+    ws = tmp / "ws"
+    assert run_cli("init", ws, "--items", items).returncode == 0
+    cfg = tomllib.loads((ws / "mmal.toml").read_text())
+    cfg["train"].update({"epochs": 4, "patience": 2})
+    cfg["model"].update({"d_model": 32, "n_layers": 1, "n_heads": 2})
+    (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
+    r = run_cli("encode", ws)
+    assert r.returncode == 0, r.stderr
+    return ws
+
+
+def test_stage_commands_round_trip(text_ws, tmp_path):
+    ws = text_ws
+    r = run_cli("train", ws, "--seed", "1")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout.strip().splitlines()[-1])
+    n_train = sum(1 for x in _rows() if x["split"] == "train")
+    assert info["round"] == 0 and info["n_labeled"] == n_train and (ws / "rounds/0/model.pt").exists()
+    r = run_cli("score", ws)
+    assert r.returncode == 0, r.stderr
+    from mmal.select.types import ScoredPool
+
+    pool = ScoredPool.load(ws / "rounds/0/pool")
+    assert pool.probs.shape == (72, 3) and np.allclose(np.asarray(pool.probs).sum(1), 1, atol=1e-5)
+    r = run_cli("evaluate", ws)
+    assert r.returncode == 0, r.stderr
+    met = json.loads((ws / "rounds/0/metrics.json").read_text())
+    for k in ("accuracy", "macro_f1", "auc", "f1", "r_at_p", "max_beta_variance", "multiclass_loss", "spearman", "pearson"):
+        assert k in met
+    assert met["n_test"] == 18
+    r = run_cli("select", ws, "--strategy", "entropy:0.6,lsb-knn:0.4", "--budget", "10")
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["round"] == 1 and 1 <= out["n_selected"] <= 10
+    exp = {k: v for k, v in out["exports"].items()}
+    rows = list(csv.DictReader(open(exp["csv"])))
+    assert len(rows) == out["n_selected"]
+    split = {r_["id"]: r_ for r_ in _rows()}
+    assert all(split[x["id"]]["split"] == "pool" for x in rows)  # never labeled or test items
+    assert json.loads(open(exp["labelstudio"]).read())[0]["data"]["text"]
+    # annotate: fill the exported CSV with gold labels and import it
+    labeled = tmp_path / "labeled.csv"
+    with open(labeled, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
+        w.writeheader()
+        for x in rows:
+            w.writerow({**x, "label": split[x["id"]]["gold"]})
+    r = run_cli("label", ws, labeled)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["inserted"] == len(rows)
+    r = run_cli("label", ws, labeled)
+    assert json.loads(r.stdout)["inserted"] == 0  # idempotent
+    r = run_cli("train", ws)
+    assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["n_labeled"] == n_train + len(rows)
+    assert (ws / "rounds/1/model.pt").exists()
+
+
+def test_select_before_score_is_a_clear_error(tmp_path):
+    items = write_items(tmp_path / "src", _rows(12))
+    ws = tmp_path / "ws"
+    assert run_cli("init", ws, "--items", items).returncode == 0
+    r = run_cli("select", ws, "--strategy", "entropy", "--budget", "3")
+    assert r.returncode == 2 and "mmal train" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_simulate_text_only_schema(tmp_path):
+    from mmal.loop.simulate import simulate
+
+    rows = _rows(90, seed=1)
+    for r in rows:
+        r["label"] = r["gold"]  # the oracle needs gold labels on every non-test item
+    items = write_items(tmp_path / "src", rows)
+    res = simulate(items, ["random", "entropy:0.5,lsb-lt:0.5"], init=9, budget=6, rounds=2, seeds=[0, 1], out=tmp_path / "sim",
+                   model={"d_model": 32, "n_layers": 1, "n_heads": 2}, train={"epochs": 3, "patience": 2}, progress=False, log=lambda *a: None)
+    saved = json.loads((tmp_path / "sim/results.json").read_text())
+    assert saved["strategies"].keys() == res["strategies"].keys() == {"random", "entropy:0.5,lsb-lt:0.5"}
+    for name, d in saved["strategies"].items():
+        assert set(d["per_seed"]) == {"0", "1"} and 0 <= d["mean_aubc"] <= 1
+        for seed, run in d["per_seed"].items():
+            rounds = run["rounds"]
+            assert [r["n_labeled"] for r in rounds] == [9, 15, 21]
+            assert all("accuracy" in r["test"] for r in rounds)
+            assert all(r["batch_multiclass_loss"] >= 0 for r in rounds[1:])
+            if "lsb-lt" in name:
+                assert all("lookalike_auc" in r for r in rounds[1:])
+    # every strategy of a seed starts from the same round-0 model
+    r0 = [saved["strategies"][s]["per_seed"]["0"]["rounds"][0]["test"]["accuracy"] for s in saved["strategies"]]
+    assert r0[0] == r0[1]
+    html = (tmp_path / "sim/report.html").read_text()
+    assert "Learning curves" in html and "Table 1" in html and "Table 2" in html
