@@ -19,7 +19,7 @@ from pathlib import Path
 def main(argv=None):
     from mmal.cli_al import DEMO_MODEL, DEMO_STRATEGIES, DEMO_TRAIN
     from mmal.loop.simulate import simulate
-    from mmal.report.html import markdown_tables
+    from mmal.report.html import markdown_tables, markdown_win_matrix
 
     ap = argparse.ArgumentParser()
     ap.add_argument("items")
@@ -49,7 +49,8 @@ def main(argv=None):
             f"modalities {', '.join(cfg['modalities'])}; init {a.init} + {a.budget} × {a.rounds} rounds; seeds {a.seeds}; "
             f"model {json.dumps(model)}; {cfg['seconds']} s on the 2-core machine.\n\n"
             "Table 1 analog (first table): mean batch multi-class loss (000 eq. 11) of the selected batches; "
-            "Table 2 analog (second): test metrics after the last round, mean ± std over seeds.\n\n" + markdown_tables(res))
+            "Table 2 analog (second): test metrics after the last round, mean ± std over seeds.\n\n" + markdown_tables(res)
+            + "\n## Pairwise win matrix (002 Fig. 3.4)\n\n" + markdown_win_matrix(res))
     (dst / f"al_{a.name}.md").write_text(text)
     print(text)
 

@@ -120,3 +120,19 @@ def test_simulate_text_only_schema(tmp_path):
     assert r0[0] == r0[1]
     html = (tmp_path / "sim/report.html").read_text()
     assert "Learning curves" in html and "Table 1" in html and "Table 2" in html
+
+
+def test_win_matrix_counts_significant_wins():
+    from mmal.report.html import win_matrix
+
+    def run(accs):
+        return {"rounds": [{"round": r, "n_labeled": 10 * (r + 1), "test": {"accuracy": a}} for r, a in enumerate(accs)]}
+
+    # A beats B clearly in round 1 (every seed +0.2 with noise), ties in round 2
+    res = {"strategies": {
+        "A": {"per_seed": {"0": run([0.5, 0.80, 0.70]), "1": run([0.5, 0.71, 0.71]), "2": run([0.5, 0.76, 0.69])}},
+        "B": {"per_seed": {"0": run([0.5, 0.60, 0.71]), "1": run([0.5, 0.50, 0.70]), "2": run([0.5, 0.55, 0.70])}},
+    }}
+    names, W, n_rounds = win_matrix(res)
+    assert names == ["A", "B"] and n_rounds == 2
+    assert W[0, 1] == 1 and W[1, 0] == 0

@@ -85,6 +85,51 @@ def table2(results) -> list[dict]:
     return rows
 
 
+def win_matrix(results, *, metric: str = "accuracy", confidence: float = 0.9):
+    """Pairwise win matrix (002 Fig. 3.4): W[i, j] = rounds where strategy i beats j.
+
+    For every round r >= 1 and pair (i, j), a two-sided paired t-test over seeds of the
+    test ``metric`` at the given ``confidence`` (0.9 -> p < 0.1); i wins when the test
+    rejects equality and i's mean is higher. Seeds pair naturally: both strategies of a
+    seed share the initial labeled set and the round-0 model.
+
+    Returns ``(names, W [S, S] int, n_rounds)``.
+    """
+    from scipy import stats
+
+    names = list(results["strategies"])
+    seeds = sorted(set.intersection(*[set(d["per_seed"]) for d in results["strategies"].values()]))
+    vals = {n: np.array([[r["test"][metric] for r in results["strategies"][n]["per_seed"][s]["rounds"]] for s in seeds], float)
+            for n in names}  # [seeds, rounds]
+    n_rounds = min(v.shape[1] for v in vals.values()) - 1
+    W = np.zeros((len(names), len(names)), int)
+    if len(seeds) < 2:
+        return names, W, n_rounds
+    for i, a in enumerate(names):
+        for j, b in enumerate(names):
+            if i == j:
+                continue
+            for r in range(1, n_rounds + 1):
+                x, y = vals[a][:, r], vals[b][:, r]
+                d = x - y
+                if np.allclose(d, d[0]):  # zero variance: a t-test is undefined; count a strict, constant lead
+                    W[i, j] += int(d[0] > 0)
+                    continue
+                p = stats.ttest_rel(x, y).pvalue
+                if p < 1 - confidence and x.mean() > y.mean():
+                    W[i, j] += 1
+    return names, W, n_rounds
+
+
+def markdown_win_matrix(results, **kw) -> str:
+    names, W, n_rounds = win_matrix(results, **kw)
+    lines = [f"Rows beat columns in this many of {n_rounds} rounds (paired two-sided t-test over seeds, 0.9):", "",
+             "| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
+    for i, n in enumerate(names):
+        lines.append(f"| `{n}` | " + " | ".join("–" if i == j else str(W[i, j]) for j in range(len(names))) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_tables(results) -> str:
     """The two tables as Markdown (for docs/results)."""
     lines = ["| strategy | batch multi-class loss (eq. 11) |", "|---|---|"]
@@ -140,6 +185,13 @@ def write_report(results, path, case_study=None) -> Path:
         cells = [html.escape(r["strategy"]), str(r["n_labeled"])] + [_fmt(*r[k]) for k in ("accuracy", "macro_f1", "auc", "f1")]
         cells += [_fmt(*r[f"R@P{p}"]) for p in R_AT_P] + [_fmt(*r["max_beta_variance"], digits=5), _fmt(*r["aubc"])]
         parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts.append("</table>")
+    names, W, n_rounds = win_matrix(results)
+    parts.append(f"<h2>Pairwise win matrix (002 Fig. 3.4)</h2><p class='small'>Row beats column in this many of {n_rounds} rounds "
+                 "(test accuracy, paired two-sided t-test over seeds at 0.9).</p><table><tr><th></th>"
+                 + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")
+    for i, n in enumerate(names):
+        parts.append(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{'–' if i == j else W[i, j]}</td>" for j in range(len(names))) + "</tr>")
     parts.append("</table>")
     extra = _extra_sections(results)
     parts.extend(extra)
