@@ -109,7 +109,7 @@ def run_size(n: int, args) -> dict:
     approx_sample = rows[sample]
     resolved = {"backend": index.backend, "nprobe": getattr(index, "nprobe", None),
                 "nlist": getattr(index, "nlist", None),
-                "nprobe_tuning_history_(nprobe,recall@3_on_held_out_rows)": getattr(index, "tune_history", None)}
+                "nprobe_tuning_history_(nprobe,recall@3,stderr)_on_300_held_out_rows": getattr(index, "tune_history", None)}
     del index
 
     # ground truth on the seed sample: exact cosine over the memmap (blocked)
@@ -150,7 +150,7 @@ def run_size(n: int, args) -> dict:
         "backend": args.backend if args.backend != "auto" else "auto",
         "resolved_backend": resolved["backend"], "nlist": resolved["nlist"],
         "nprobe": resolved["nprobe"], "nprobe_source": "given" if args.nprobe else "tuned at build (target_recall)",
-        "nprobe_tuning": resolved["nprobe_tuning_history_(nprobe,recall@3_on_held_out_rows)"],
+        "nprobe_tuning": resolved["nprobe_tuning_history_(nprobe,recall@3,stderr)_on_300_held_out_rows"],
         "threads": args.threads,
         "generate_s": round(t_gen, 2),
         "mmal_build_s": round(t_build, 2), "mmal_search_s": round(t_search, 2), "mmal_total_s": round(total, 2),

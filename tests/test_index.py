@@ -114,7 +114,7 @@ def test_auto_backend_thresholds_and_overrides():
     assert auto_backend(50_000, 384) == "IVF256,BLAS"  # sqrt(50k) = 224 -> 2**8
     assert auto_backend(1_000_000, 384) == "IVF1024,BLAS"
     assert auto_backend(2_000_000, 384) == "IVF1024,BLAS16"  # sqrt = 1414 -> 2**10
-    assert auto_backend(10_000_000, 384) == "IVF2048,BLAS16"  # 4096 clipped to nlist_max
+    assert auto_backend(10_000_000, 384) == "IVF1024,BLAS16"  # 4096 clipped to nlist_max
     assert auto_backend(10_000_000, 384, nlist_max=8192) == "IVF4096,BLAS16"
     assert auto_backend(10**6, 384, nlist=100) == "IVF100,BLAS"
     assert auto_nlist(10) == 10 and auto_nlist(300) == 16

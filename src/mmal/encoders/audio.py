@@ -199,19 +199,38 @@ class WhisperAudioEncoder(Encoder):
             raise EncoderError(f"{self.name}: input {i} has non-finite samples")
         return log_mel_spectrogram(wav, self.n_mels), n_encoder_frames(wav.shape[0])
 
-    def _forward(self, batch):
-        """Whisper encoder over padded (3000) or real-length mel frames; mean over real frames."""
+    def _forward_torch(self, batch, module=None):
+        """Whisper encoder over padded (3000) or real-length mel frames; mean over real frames.
+
+        Runs with autograd when the caller has it enabled; ``module`` replaces the frozen
+        tower (a tuned copy). Returns ``(pooled [B, d] tensor, [ [n_b, d] tensor ... ])``.
+        """
         import torch
 
-        seqs = []
+        module = self._module if module is None else module
+        dev = next(module.parameters()).device
+        if self.pad_to_30s:
+            mel = torch.from_numpy(np.stack([m for m, _ in batch])).to(dev)  # [B, n_mels, 3000]
+            h = whisper_encoder_forward(module, mel)  # [B, 1500, d]
+            seqs = [h[b, :n] for b, (_, n) in enumerate(batch)]
+        else:
+            seqs = []
+            for m, n in batch:
+                mel = torch.from_numpy(np.ascontiguousarray(m[:, : 2 * n]))[None].to(dev)  # [1, n_mels, 2n]
+                seqs.append(whisper_encoder_forward(module, mel)[0])  # [n, d]
+        return torch.stack([s.mean(0) for s in seqs]), seqs  # [B, d]
+
+    def _forward(self, batch):
+        """Frozen inference: :meth:`_forward_torch` under ``torch.inference_mode``, as numpy.
+
+        The pooled vector is the numpy mean of the returned frames (METHODS.md C), as the
+        cache has always stored it (numpy's pairwise sum; torch's mean may differ in the
+        last bit).
+        """
+        import torch
+
         with torch.inference_mode():
-            if self.pad_to_30s:
-                mel = torch.from_numpy(np.stack([m for m, _ in batch]))  # [B, n_mels, 3000]
-                h = whisper_encoder_forward(self._module, mel)  # [B, 1500, d]
-                seqs = [h[b, :n].numpy() for b, (_, n) in enumerate(batch)]
-            else:
-                for m, n in batch:
-                    mel = torch.from_numpy(np.ascontiguousarray(m[:, : 2 * n]))[None]  # [1, n_mels, 2n]
-                    seqs.append(whisper_encoder_forward(self._module, mel)[0].numpy())  # [n, d]
+            _, seqs = self._forward_torch(batch)
+        seqs = [s.cpu().numpy() for s in seqs]
         pooled = np.stack([s.mean(0) for s in seqs])  # [B, d]
         return pooled, seqs

@@ -5,7 +5,10 @@ A subclass implements three small hooks:
 - ``_prepare(x, i)``: turn one input (a path or a decoded object) into what the model
   eats (text stays text; an image path becomes a PIL image; an audio path a waveform);
 - ``_forward(batch)``: one forward pass over a list of prepared inputs, returning
-  ``(pooled [B, dim] float32, [ [T_i, dim] float32 ... ])``;
+  ``(pooled [B, dim] float32, [ [T_i, dim] float32 ... ])``; the PyTorch towers implement
+  it as ``torch.inference_mode()`` around ``_forward_torch(batch, module=None)``, which
+  returns the same as tensors and keeps the autograd graph when the caller allows it
+  (end-to-end fine-tuning, :mod:`mmal.train.finetune`, passes a tuned copy as ``module``);
 - ``_preprocessing()``: the dict of preprocessing parameters that enters the fingerprint.
 
 The base class does batching, progress, shape/finiteness checks and the fingerprint.
@@ -88,6 +91,15 @@ class Encoder:
 
     def _forward(self, batch):  # pragma: no cover - abstract
         raise NotImplementedError
+
+    def _forward_torch(self, batch, module=None):
+        """Differentiable forward pass (tensors); only towers with a PyTorch ``module``."""
+        from mmal.errors import ConfigError
+
+        raise ConfigError(
+            f"encoder '{self.name}' has no PyTorch module and cannot be fine-tuned end to end; "
+            "use text:minilm, image:efficientnet-lite0 or an audio:whisper-* tower, or train on cached features"
+        )
 
     def _preprocessing(self) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError

@@ -115,13 +115,26 @@ class EfficientNetLite0Encoder(Encoder):
         a = np.asarray(im, dtype=np.float32)  # [S, S, 3]
         return (a / 127.5 - 1.0).transpose(2, 0, 1)  # -> [3, S, S]
 
-    def _forward(self, batch):
-        """Global average of the last feature map (EfficientNet's own pooling, before FC)."""
+    def _forward_torch(self, batch, module=None):
+        """Global average of the last feature map (EfficientNet's own pooling, before FC).
+
+        Runs with autograd when the caller has it enabled; ``module`` replaces the frozen
+        tower (a tuned copy). Returns ``(pooled [B, 1280] tensor, [ [P, 1280] tensor ... ])``.
+        """
         import torch
 
-        x = torch.from_numpy(np.stack(batch))  # [B, 3, S, S]
-        with torch.inference_mode():
-            f = self._module.extract_features(x)  # [B, 1280, S/32, S/32]
+        module = self._module if module is None else module
+        dev = next(module.parameters()).device
+        x = torch.from_numpy(np.stack(batch)).to(dev)  # [B, 3, S, S]
+        f = module.extract_features(x)  # [B, 1280, S/32, S/32]
         seq = f.flatten(2).transpose(1, 2)  # -> [B, P, 1280]
         pooled = seq.mean(1)  # -> [B, 1280]
-        return pooled.numpy(), [seq[b].numpy() for b in range(seq.shape[0])]
+        return pooled, [seq[b] for b in range(seq.shape[0])]
+
+    def _forward(self, batch):
+        """Frozen inference: :meth:`_forward_torch` under ``torch.inference_mode``, as numpy."""
+        import torch
+
+        with torch.inference_mode():
+            pooled, seqs = self._forward_torch(batch)
+        return pooled.cpu().numpy(), [s.cpu().numpy() for s in seqs]

@@ -62,20 +62,34 @@ class MiniLMEncoder(Encoder):
     def _prepare(self, x, i):
         return _check_text(x, i, self.name)
 
-    def _forward(self, batch):
-        """Implements the all-MiniLM-L6-v2 model card (masked mean pooling + L2 norm)."""
+    def _forward_torch(self, batch, module=None):
+        """Implements the all-MiniLM-L6-v2 model card (masked mean pooling + L2 norm).
+
+        Runs with autograd when the caller has it enabled (fine-tuning, see
+        :mod:`mmal.train.finetune`); ``module`` replaces the frozen tower (a tuned copy).
+        Returns ``(pooled [B, d] tensor, [ [T_b, d] tensor ... ])``.
+        """
         import torch
 
+        module = self._module if module is None else module
+        dev = next(module.parameters()).device
         tok = self._tok(batch, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        with torch.inference_mode():
-            h = self._module(**tok).last_hidden_state  # [B, L, d]
+        tok = {k: v.to(dev) for k, v in tok.items()}
+        h = module(**tok).last_hidden_state  # [B, L, d]
         mask = tok["attention_mask"].bool()  # [B, L]
         m = mask.unsqueeze(-1).to(h.dtype)
         pooled = (h * m).sum(1) / m.sum(1).clamp(min=1.0)  # [B, L, d] -> [B, d]
         if self.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=1)
-        seqs = [h[b][mask[b]].numpy() for b in range(h.shape[0])]  # [T_b, d]
-        return pooled.numpy(), seqs
+        return pooled, [h[b][mask[b]] for b in range(h.shape[0])]  # [T_b, d]
+
+    def _forward(self, batch):
+        """Frozen inference: :meth:`_forward_torch` under ``torch.inference_mode``, as numpy."""
+        import torch
+
+        with torch.inference_mode():
+            pooled, seqs = self._forward_torch(batch)
+        return pooled.cpu().numpy(), [s.cpu().numpy() for s in seqs]
 
 
 class E5Encoder(Encoder):

@@ -11,9 +11,10 @@
 * otherwise ``IVF{nlist},BLAS16`` (float16 rows, half the RAM, exact re-ranking of a
   ``k * k_factor`` shortlist from the original, possibly memmapped, vectors);
 
-with ``nlist = 2 ** round(log2(sqrt(N)))`` clipped to ``[nlist_min, nlist_max] = [16, 2048]``
-(the build assigns every row to a list at cost ``N * nlist * D``, which dominates above
-2048 lists on the benchmark machine), and ``nprobe`` tuned at build time so that
+with ``nlist = 2 ** round(log2(sqrt(N)))`` clipped to ``[nlist_min, nlist_max] = [16, 1024]``
+(the build assigns every row to a list at cost ``N * nlist * D`` while a batch of Q
+queries scans ``Q * nprobe * N / nlist * D``; with Q = 50k seeds the assignment dominates
+above ~1024 lists), and ``nprobe`` tuned at build time so that
 recall@3 on 300 held-out rows reaches ``target_recall=0.95``.
 
 FAISS factory strings (``"Flat"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ48"``) remain available
@@ -35,7 +36,7 @@ from mmal.index.ivf import IVFBlasIndex, tune_nprobe
 EXACT_MAX = 50_000
 IVF_FLAT_MAX = 2_000_000
 NLIST_MIN = 16
-NLIST_MAX = 2048
+NLIST_MAX = 1024
 
 __all__ = ["Index", "ExactIndex", "FaissIndex", "IVFBlasIndex", "build_index", "auto_backend",
            "auto_nlist", "tune_nprobe"]
@@ -78,7 +79,7 @@ def build_index(vectors, *, metric: str = "cosine", backend: str = "auto", exact
     nlist : int, optional
         Override ``auto``'s number of inverted lists (default :func:`auto_nlist`).
     nlist_min, nlist_max : int
-        Clip range of ``auto``'s nlist (defaults 16 and 2048).
+        Clip range of ``auto``'s nlist (defaults 16 and 1024).
     **params
         Backend options: for ``exact`` ``base_block``, ``query_block``, ``progress``; for
         ``IVF*,BLAS*`` ``nprobe``, ``target_recall``, ``tune_queries``, ``tune_k``,
