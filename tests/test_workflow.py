@@ -136,3 +136,29 @@ def test_win_matrix_counts_significant_wins():
     names, W, n_rounds = win_matrix(res)
     assert names == ["A", "B"] and n_rounds == 2
     assert W[0, 1] == 1 and W[1, 0] == 0
+
+
+def test_simulate_unimodal_heads_and_bmmal(tmp_path, media_dir):
+    """image+text items, fused+unimodal heads: BMMAL runs, Φ and unimodal accuracy are recorded."""
+    from PIL import Image
+
+    from mmal.loop.simulate import simulate
+
+    rng = np.random.default_rng(0)
+    rows = []
+    colours = {0: (220, 30, 30), 1: (30, 200, 30), 2: (30, 30, 220)}
+    for k in range(48):
+        c = k % 3
+        p = tmp_path / f"img{k}.png"
+        Image.new("RGB", (40, 40), tuple(int(v) for v in np.clip(np.array(colours[c]) + rng.integers(-20, 20, 3), 0, 255))).save(p)
+        rows.append({"id": f"m{k}", "label": c, "split": "test" if k % 4 == 0 else "pool",
+                     "text": f"a {WORDS[c][k % 5]}", "image": str(p)})
+    items = write_items(tmp_path / "src", rows)
+    res = simulate(items, ["bmmal", "badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
+                   model={"d_model": 32, "n_layers": 1, "n_heads": 2, "heads": "fused+unimodal"},
+                   train={"epochs": 2, "patience": None}, progress=False, log=lambda *a: None)
+    r = res["strategies"]["bmmal"]["per_seed"]["0"]["rounds"]
+    assert set(r[0]["unimodal_test_accuracy"]) == {"image", "text"}
+    phi = r[1]["modality_contribution"]
+    assert set(phi) == {"image", "text"} and abs(sum(phi.values()) - 1) < 1e-6
+    assert r[1]["n_selected"] == 4

@@ -45,6 +45,7 @@ def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: i
 def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0, 1, 2), out,
              encoders: str | None = None, model: dict | None = None, train: dict | None = None,
              strategy_params: dict | None = None, val_fraction: float = 0.2, mc_samples: int = 10,
+             modalities=None,
              progress: bool = True, log=print) -> dict:
     """Run the simulation and write ``out/results.json`` and ``out/report.html``.
 
@@ -60,6 +61,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     model, train : overrides of ModelConfig / TrainConfig fields (e.g. ``{"fusion": "vlmae"}``).
     strategy_params : per strategy name, extra keyword params for :func:`mmal.select.select`.
     mc_samples : MC-dropout passes T for BALD.
+    modalities : use only these modalities (e.g. ``["image", "text"]``); default all.
     """
     from mmal.features.pipeline import encode_workspace, load_features
     from mmal.metrics import compute
@@ -95,6 +97,11 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     gold = np.array([-1 if v is None else v for v in table.column("label").to_pylist()], np.int64)
     split = np.asarray(table.column("split").to_pylist())
     features = load_features(ws)
+    if modalities:
+        unknown = sorted(set(modalities) - set(features))
+        if unknown:
+            raise ConfigError(f"modalities {unknown} not in the dataset (has {', '.join(sorted(features))})")
+        features = {m: f for m, f in features.items() if m in modalities}
     test_idx = np.flatnonzero((split == "test") & (gold >= 0))
     cand = np.flatnonzero((split != "test") & (gold >= 0))
     if len(test_idx) == 0:
@@ -115,6 +122,15 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     case_study = {}
     sp = strategy_params or {}
 
+    def unimodal_accuracy(m) -> dict:
+        """Test accuracy of each unimodal head (002 Fig. 3.3); {} without such heads."""
+        if getattr(m.config, "heads", "fused") != "fused+unimodal":
+            return {}
+        from mmal.train import score
+
+        res = score(m, features, test_idx, progress=False)
+        return {k: float((p.argmax(1) == gold[test_idx]).mean()) for k, p in res["unimodal_probs"].items()}
+
     def test_metrics(m):
         from mmal.train import predict_proba
 
@@ -126,6 +142,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         m0, _, _, _ = train_model(features, gold, lab0, n_classes, model_overrides=model, train_overrides=train,
                                   val_fraction=val_fraction, seed=seed)
         met0, _ = test_metrics(m0)
+        uni0 = unimodal_accuracy(m0)
         for spec in strategies:
             need = _needs(spec)
             log(f"[simulate] seed {seed} strategy {spec}")
@@ -133,6 +150,8 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
             labeled[lab0] = True
             mdl = m0
             recs = [{"round": 0, "n_labeled": int(labeled.sum()), "test": met0}]
+            if uni0:
+                recs[0]["unimodal_test_accuracy"] = uni0
             for r in range(1, rounds + 1):
                 known = np.where(labeled, gold, -1)
                 pool = score_pool(mdl, features, ids, labels=known, split=split, coalitions=need["coalitions"],
@@ -161,13 +180,9 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                 for i in infos:
                     if "mean_contribution" in i:
                         rec["modality_contribution"] = i["mean_contribution"]
-                if pool.extras:
-                    uni = {k.split(":", 1)[1]: v for k, v in pool.extras.items() if k.startswith("probs:")}
-                    if uni:
-                        from mmal.train import score
-
-                        res = score(mdl, features, test_idx, progress=False)
-                        rec["unimodal_test_accuracy"] = {m: float((p.argmax(1) == gold[test_idx]).mean()) for m, p in res["unimodal_probs"].items()}
+                uni = unimodal_accuracy(mdl)
+                if uni:
+                    rec["unimodal_test_accuracy"] = uni
                 recs.append(rec)
                 if seed == list(seeds)[0] and spec not in case_study and any(s for s in sel.reason if s):
                     case_study[spec] = _case_rows(sel, pool, ids, gold, table)

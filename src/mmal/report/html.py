@@ -130,6 +130,25 @@ def markdown_win_matrix(results, **kw) -> str:
     return "\n".join(lines) + "\n"
 
 
+def markdown_rounds(results) -> str:
+    """Per round: labels, multimodal test accuracy, unimodal-head accuracy and mean Φ (002 Fig. 3.1–3.3)."""
+    lines = ["| strategy | round | labels | accuracy | unimodal accuracy | mean Φ (BMMAL) |", "|---|---|---|---|---|---|"]
+    for spec, d in results["strategies"].items():
+        runs = list(d["per_seed"].values())
+        for r in range(len(runs[0]["rounds"])):
+            recs = [run["rounds"][r] for run in runs if r < len(run["rounds"])]
+            acc = np.array([x["test"]["accuracy"] for x in recs])
+            uni, phi = {}, {}
+            for x in recs:
+                for m, v in (x.get("unimodal_test_accuracy") or {}).items():
+                    uni.setdefault(m, []).append(v)
+                for m, v in (x.get("modality_contribution") or {}).items():
+                    phi.setdefault(m, []).append(v)
+            fmt = lambda dd: ", ".join(f"{m} {np.mean(v):.3f}" for m, v in sorted(dd.items())) or "–"  # noqa: E731
+            lines.append(f"| `{spec}` | {r} | {recs[0]['n_labeled']} | {acc.mean():.3f} ± {acc.std():.3f} | {fmt(uni)} | {fmt(phi)} |")
+    return "\n".join(lines) + "\n"
+
+
 def markdown_tables(results) -> str:
     """The two tables as Markdown (for docs/results)."""
     lines = ["| strategy | batch multi-class loss (eq. 11) |", "|---|---|"]

@@ -119,8 +119,9 @@ def fit(
     tc = train_config or TrainConfig()
     if tc.finetune_towers:
         raise ConfigError(
-            "TrainConfig.finetune_towers=True is not implemented: fit() trains the fusion model on cached "
-            "tower outputs; end-to-end fine-tuning of the encoders needs raw media and a GPU machine"
+            "TrainConfig.finetune_towers=True: fit() trains the fusion model on cached tower outputs and cannot "
+            "update the towers; use mmal.train.finetune.fit_end_to_end(inputs, labels, train_idx, val_idx, "
+            "encoders=...) with the raw inputs (or `mmal train DIR --finetune-towers`); slow on CPU, meant for GPU"
         )
     n = check_features(features)
     labels = np.asarray(labels).reshape(-1)
