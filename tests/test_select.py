@@ -238,7 +238,7 @@ def test_lsb_lt_keeps_only_lookalike_above_threshold():
 
 def test_lsb_shortfall_not_padded_unless_fill_knn():
     pool = make_pool(1000, 2, 6, 9, p_labeled=0.2, separable=True)
-    sel = select("lsb-knn", pool, 600, k=1)
+    sel = select("lsb-knn", pool, 600, k=1, fill="none")
     assert len(sel) == sel.info["n_broadened"] < 600
     assert sel.info["shortfall"] == 600 - len(sel) and "not padded" in sel.info["note"]
     filled = select("lsb-knn", pool, 600, k=1, fill="knn")
@@ -288,15 +288,15 @@ def test_mix_never_duplicates_and_names_parts():
 
 def test_mix_shortfall_goes_to_next_part_then_first():
     pool = make_pool(1000, 2, 6, 9, p_labeled=0.2, separable=True)
-    few = select("lsb-knn", pool, 500, k=1)
+    few = select("lsb-knn", pool, 500, k=1, fill="none")
     n_lsb = len(few)
-    sel = select("lsb-knn:0.5,entropy:0.5", pool, 500, **{"lsb-knn": {"k": 1}})
+    sel = select("lsb-knn:0.5,entropy:0.5", pool, 500, **{"lsb-knn": {"k": 1, "fill": "none"}})
     assert len(sel) == 500 and sel.info["shortfall"] == 0
     assert (sel.strategy == "lsb-knn").sum() == n_lsb
     assert (sel.strategy == "entropy").sum() == 500 - n_lsb
     assert sel.info["parts"][1]["asked"] == 250 + (250 - n_lsb)
     # shortfall of the last part goes back to the first part that can fill
-    sel2 = select("entropy:0.5,lsb-knn:0.5", pool, 500, **{"lsb-knn": {"k": 1}})
+    sel2 = select("entropy:0.5,lsb-knn:0.5", pool, 500, **{"lsb-knn": {"k": 1, "fill": "none"}})
     assert len(sel2) == 500 and [c["strategy"] for c in sel2.info["parts"]] == ["entropy", "lsb-knn", "entropy"]
     with pytest.raises(ConfigError, match="per part"):
         select("entropy:0.5,lsb-knn:0.5", pool, 10, k=2)

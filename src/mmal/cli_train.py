@@ -18,11 +18,17 @@ def register(app: typer.Typer) -> None:
         fusion: Optional[str] = typer.Option(None, "--fusion", help="none | avgpool | vlmae"),
         heads: Optional[str] = typer.Option(None, "--heads", help="fused | fused+unimodal"),
         seed: Optional[int] = typer.Option(None, "--seed"),
+        finetune_towers: bool = typer.Option(
+            False, "--finetune-towers",
+            help="also fine-tune the encoder towers end to end from the raw media (slow on CPU; meant for GPU, "
+                 "[train] device = 'cuda'); `mmal score` then re-encodes with the tuned towers",
+        ),
     ):
         """Train the fusion classifier on the labeled items (cached features); checkpoint per round."""
         from mmal.loop.workspace_round import train_workspace
 
-        typer.echo(json.dumps(train_workspace(directory, fusion=fusion, heads=heads, seed=seed, progress=_progress())))
+        typer.echo(json.dumps(train_workspace(directory, fusion=fusion, heads=heads, seed=seed,
+                                              finetune_towers=True if finetune_towers else None, progress=_progress())))
 
     @app.command()
     def score(

@@ -18,9 +18,10 @@ above ~1024 lists), and ``nprobe`` tuned at build time so that
 recall@3 on 300 held-out rows reaches ``target_recall=0.95``.
 
 FAISS factory strings (``"Flat"``, ``"IVF1024,Flat"``, ``"IVF4096,PQ48"``) remain available
-(:class:`FaissIndex`); on the 1M x 384 benchmark FAISS's per-query IVF scan was ~20x slower
-than the list-major BLAS search for a 50k-query batch, and PQ48 re-ranked recall@3
-plateaued at 0.85 (``bench/results/knn.json``). Every choice is overridable.
+(:class:`FaissIndex`). On the 1M x 384 clustered benchmark data (2 cores), FAISS's
+per-query IVF scan was ~10x slower per probed list than the list-major BLAS search for a
+batch of seeds, and IVF1024,PQ48 recall@3 plateaued at 0.85 even with a 40-row exact
+re-ranked shortlist. Every choice is overridable.
 """
 
 from __future__ import annotations

@@ -32,13 +32,79 @@ def _arrays(ws: Workspace):
     return ids, split, labels
 
 
-def train_workspace(directory, *, fusion=None, heads=None, seed=None, progress=True) -> dict:
+TOWERS_FILE = "towers.pt"
+TOWERS_FORMAT = "mmal-towers/1"
+
+
+def _workspace_inputs(ws: Workspace, modalities) -> dict[str, list]:
+    """Raw inputs per modality from items.parquet for end-to-end fine-tuning / re-encoding.
+
+    Text: the string; image: the image path, else a video's ``[encode] n_frames`` frames
+    (decoded lazily); audio: the audio path. ``None`` where the item lacks the modality.
+    """
+    from functools import partial
+
+    from mmal.data import media
+
+    t = ws.items
+    names = t.column_names
+    n = t.num_rows
+    col = {c: (t.column(c).to_pylist() if c in names else [None] * n) for c in ("text", "image", "video", "audio")}
+    n_frames = int(ws.config.get("encode", {}).get("n_frames", 3))
+    out = {}
+    for m in modalities:
+        if m == "image":
+            out[m] = [a if a else (partial(media.load_video_frames, v, n_frames) if v else None)
+                      for a, v in zip(col["image"], col["video"])]
+        else:
+            out[m] = [v if v not in (None, "") else None for v in col[m]]
+    return out
+
+
+def _workspace_encoders(ws: Workspace) -> tuple[dict, dict]:
+    from mmal import encoders
+    from mmal.features.pipeline import encoder_params, workspace_encoders
+
+    params = {m: encoder_params(ws, m) for m in workspace_encoders(ws)}
+    return {m: encoders.load(spec, **params[m]) for m, spec in workspace_encoders(ws).items()}, params
+
+
+def _train_end_to_end(ws: Workspace, labels, labeled, n_classes, model_cfg, tcfg, seed, progress):
+    """``mmal train --finetune-towers``: fit the classifier and the towers from the raw items."""
+    from dataclasses import replace
+    from types import SimpleNamespace
+
+    from mmal.errors import ConfigError
+    from mmal.loop.core import build_configs, split_train_val
+    from mmal.train.finetune import fit_end_to_end, towers_state
+
+    if len(labeled) == 0:
+        raise ConfigError("no labeled items to train on: label some items first (mmal label)")
+    encs, params = _workspace_encoders(ws)
+    inputs = _workspace_inputs(ws, list(encs))
+    dims = {m: SimpleNamespace(dim=e.dim) for m, e in encs.items()}
+    mc, tc = build_configs(dims, n_classes, model_cfg, tcfg, seed)
+    tc = replace(tc, device=str(tcfg.get("device", tc.device)), finetune_towers=True)
+    tr, va = split_train_val(labeled, labels, float(tcfg.get("val_fraction", 0.2)), seed)
+    model, towers, history = fit_end_to_end(
+        inputs, labels, tr, va, encoders=encs, model_config=mc, train_config=tc,
+        tower_lr=float(tcfg.get("tower_lr", 1e-5)), tower_mode=str(tcfg.get("tower_mode", "eval")), progress=progress)
+    return model, history, mc, tc, towers_state(towers, encs, params)
+
+
+def train_workspace(directory, *, fusion=None, heads=None, seed=None, finetune_towers=None, progress=True) -> dict:
+    """Train the round's model. ``finetune_towers`` (or ``[train] finetune_towers = true`` in
+    mmal.toml) trains the encoder towers end to end from the raw items and saves their
+    weights next to the checkpoint (``rounds/<n>/towers.pt``); slow on CPU."""
+    import os
+
+    import torch
+
     from mmal.features.pipeline import load_features
     from mmal.train import save_checkpoint
 
     ws = Workspace(directory)
     ids, split, labels = _arrays(ws)
-    features = load_features(ws)
     model_cfg = dict(ws.config.get("model", {}))
     if fusion:
         model_cfg["fusion"] = fusion
@@ -46,17 +112,30 @@ def train_workspace(directory, *, fusion=None, heads=None, seed=None, progress=T
         model_cfg["heads"] = heads
     tcfg = dict(ws.config.get("train", {}))
     seed = int(tcfg.get("seed", 0) if seed is None else seed)
+    finetune = bool(tcfg.get("finetune_towers", False) if finetune_towers is None else finetune_towers)
     labeled = np.flatnonzero((labels >= 0) & (split != "test"))
     n_classes = max(ws.n_classes, int(labels.max()) + 1 if labels.max() >= 0 else 0)
-    model, history, mc, tc = train_model(features, labels, labeled, n_classes, model_overrides=model_cfg,
-                                         train_overrides=tcfg, val_fraction=float(tcfg.get("val_fraction", 0.2)),
-                                         seed=seed, progress=progress)
     rnd = current_round(ws)
-    path = ws.round_dir(rnd) / "model.pt"
-    save_checkpoint(path, model, mc, tc, extra={"round": rnd, "n_labeled": int(len(labeled))})
-    (ws.round_dir(rnd) / "history.json").write_text(json.dumps(history, indent=1, default=float))
+    rdir = ws.round_dir(rnd)
+    extra = {"round": rnd, "n_labeled": int(len(labeled))}
+    if finetune:
+        model, history, mc, tc, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
+        rdir.mkdir(parents=True, exist_ok=True)
+        tmp = rdir / (TOWERS_FILE + ".tmp")
+        torch.save({"format": TOWERS_FORMAT, "towers": tstate}, tmp)
+        os.replace(tmp, rdir / TOWERS_FILE)
+        extra.update(finetune_towers=True, towers_file=TOWERS_FILE)
+    else:
+        features = load_features(ws)
+        model, history, mc, tc = train_model(features, labels, labeled, n_classes, model_overrides=model_cfg,
+                                             train_overrides=tcfg, val_fraction=float(tcfg.get("val_fraction", 0.2)),
+                                             seed=seed, progress=progress)
+        (rdir / TOWERS_FILE).unlink(missing_ok=True)  # a stale tuned tower must not be used by `score`
+    path = rdir / "model.pt"
+    save_checkpoint(path, model, mc, tc, extra=extra)
+    (rdir / "history.json").write_text(json.dumps(history, indent=1, default=float))
     return {"round": rnd, "model": str(path), "n_labeled": int(len(labeled)), "best_epoch": history.get("best_epoch"),
-            "fusion": mc.fusion, "heads": mc.heads}
+            "fusion": mc.fusion, "heads": mc.heads, "finetune_towers": finetune}
 
 
 def _load_round_model(ws: Workspace):
@@ -67,20 +146,44 @@ def _load_round_model(ws: Workspace):
     if not path.exists():
         raise WorkspaceError(f"no model for round {rnd} ({path}); run `mmal train {ws.dir}` first")
     model, mc, tc, extra = load_checkpoint(path)
-    return rnd, model
+    return rnd, model, extra
+
+
+def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -> dict:
+    """Features re-encoded with the round's fine-tuned towers (``towers.pt``)."""
+    import torch
+
+    from mmal.train.finetune import encode_with_towers, load_towers
+
+    path = ws.round_dir(rnd) / extra["towers_file"]
+    if not path.is_file():
+        raise WorkspaceError(f"{path}: the round's checkpoint was trained with --finetune-towers but its towers file is missing; run `mmal train {ws.dir} --finetune-towers` again")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise WorkspaceError(f"{path}: not a readable towers file ({type(e).__name__}: {e})") from e
+    if not isinstance(payload, dict) or payload.get("format") != TOWERS_FORMAT:
+        raise WorkspaceError(f"{path}: expected an mmal towers file (format '{TOWERS_FORMAT}')")
+    encs, towers = load_towers(payload["towers"])
+    inputs = _workspace_inputs(ws, list(encs))
+    return encode_with_towers(inputs, encs, towers, ids=ids, progress=progress)
 
 
 def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True) -> dict:
+    """Score every item with the round's model (re-encoding with its tuned towers when it has them)."""
     from mmal.features.pipeline import load_features
 
     ws = Workspace(directory)
-    rnd, model = _load_round_model(ws)
+    rnd, model, extra = _load_round_model(ws)
     ids, split, labels = _arrays(ws)
-    features = load_features(ws)
+    if extra.get("towers_file"):
+        features = _tuned_features(ws, rnd, extra, ids, progress)
+    else:
+        features = load_features(ws)
     pool = score_pool(model, features, ids, labels=labels, split=split, coalitions=coalitions,
                       mc_samples=mc_samples, progress=progress)
     folder = pool.save(ws.round_dir(rnd) / "pool")
-    return {"round": rnd, "pool": str(folder), "n": len(pool)}
+    return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
 
 
 def evaluate_workspace(directory) -> dict:
