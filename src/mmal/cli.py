@@ -94,7 +94,7 @@ def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(Fal
     typer.echo(f"task        {data['task']}  classes {data['n_classes']}")
     typer.echo(f"items       {data['counts']['items']}  splits {data['counts']['splits']}")
     typer.echo(f"labeled     {data['counts']['labeled']}  per class {data['labels_per_class']}")
-    typer.echo(f"modalities  " + ", ".join(f"{m} ({n} items)" for m, n in data["modality_counts"].items()))
+    typer.echo("modalities  " + ", ".join(f"{m} ({n} items)" for m, n in data["modality_counts"].items()))
     typer.echo(f"rounds      {data['counts']['rounds']}  batches {data['counts']['batches']}")
     for m, s in data["features"].items():
         if "error" in s:

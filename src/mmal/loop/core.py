@@ -96,16 +96,10 @@ def mc_dropout_probs(model, features, T: int, seed: int) -> np.ndarray:
     """[T, N, C] fused probabilities with only the Dropout modules active (BALD)."""
     import torch
 
-    from mmal.train import predict_proba
-    from mmal.train.mc_dropout import mc_dropout
+    from mmal.train import mc_dropout as mcd
 
-    out = []
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        with mc_dropout(model):
-            for _ in range(T):
-                out.append(_predict_keep_mode(model, features))
-    return np.stack(out, 0)
+    with mcd.mc_dropout(model):
+        return mcd.mc_dropout_probs(lambda: torch.from_numpy(_predict_keep_mode(model, features)), T, seed)
 
 
 def _predict_keep_mode(model, features):

@@ -129,26 +129,9 @@ def write_items(table: pa.Table, out_dir: pathlib.Path) -> pathlib.Path:
 
 @contextlib.contextmanager
 def progress_bar(description: str, total: int, enabled: bool) -> Iterator:
-    """Yield an ``advance(k=1)`` callable backed by a rich progress bar (or a no-op)."""
-    if not enabled:
-        yield lambda k=1: None
-        return
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """Yield an ``advance(k=1)`` callable backed by mmal's rich progress bar (or a no-op)."""
+    from mmal.utils import progress_bar as bar
 
-    with Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        transient=False,
-    ) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda k=1: bar.advance(task, k)
+    with bar(enabled) as prog:
+        task = prog.add_task(description, total=total)
+        yield lambda k=1: prog.advance(task, k)
