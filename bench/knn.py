@@ -203,6 +203,7 @@ def main(argv=None):
     results["command"] = "python bench/knn.py " + " ".join(argv if argv is not None else sys.argv[1:])
     for n in (int(s) for s in args.sizes.split(",")):
         results["runs"][str(n)] = run_size(n, args)
+        results["runs"][str(n)]["command"] = results["command"]
         out_path.parent.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(results, indent=1))
     return results
