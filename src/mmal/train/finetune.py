@@ -28,7 +28,7 @@ from mmal.features.types import SequenceFeatures
 from mmal.models import ModelConfig, MultimodalClassifier
 from mmal.models.layers import reduce_tokens
 from mmal.train.config import TrainConfig
-from mmal.train.loop import _as_idx, _loss, _progress, _threads
+from mmal.train.loop import _as_idx, _loss, _progress, _threads, val_metrics
 
 TOWER_MODES = ("eval", "train")
 
@@ -253,14 +253,7 @@ def fit_end_to_end(
                 if len(val_idx):
                     probs = _predict(model, towers, encoders, prepared, [pos[int(i)] for i in val_idx], model_config,
                                      device, max(1, tc.batch_size))
-                    yv = labels[val_idx]
-                    p = np.clip(probs[np.arange(len(yv)), yv], 1e-12, None)
-                    if weight is not None:
-                        wv = weight.cpu().numpy()[yv]
-                        rec["val_loss"] = float(-(wv * np.log(p)).sum() / wv.sum())
-                    else:
-                        rec["val_loss"] = float(-np.log(p).mean())
-                    rec["val_accuracy"] = float((probs.argmax(1) == yv).mean())
+                    rec["val_loss"], rec["val_accuracy"] = val_metrics(probs, labels[val_idx], weight)
                 rec["seconds"] = time.perf_counter() - t0
                 history["epochs"].append(rec)
                 bar.update(task, info=f"loss {rec['train_loss']:.3f} val {rec['val_loss']:.3f}")

@@ -81,6 +81,20 @@ def _loss(out: dict, y: torch.Tensor, tc: TrainConfig, weight: torch.Tensor | No
     return ce + tc.unimodal_weight * sum(terms)
 
 
+def val_metrics(probs: np.ndarray, y: np.ndarray, weight) -> tuple[float, float]:
+    """(cross-entropy, accuracy) of validation ``probs`` [N, C] against labels ``y`` [N].
+
+    With class weights (a tensor [C]) the loss is the weighted mean, as in training.
+    """
+    p = np.clip(probs[np.arange(len(y)), y], 1e-12, None)  # [N]
+    if weight is not None:
+        wv = weight.cpu().numpy()[y]
+        loss = float(-(wv * np.log(p)).sum() / wv.sum())
+    else:
+        loss = float(-np.log(p).mean())
+    return loss, float((probs.argmax(1) == y).mean())
+
+
 def fit(
     features: Features,
     labels: Sequence[int] | np.ndarray,
@@ -188,14 +202,7 @@ def fit(
                 rec = {"epoch": epoch, "train_loss": total / len(train_idx), "val_loss": float("nan"), "val_accuracy": float("nan")}
                 if len(val_idx):
                     probs = predict_proba(model, features, val_idx, batch_size=max(256, tc.batch_size), progress=False)
-                    yv = labels[val_idx]
-                    p = np.clip(probs[np.arange(len(yv)), yv], 1e-12, None)
-                    if weight is not None:
-                        wv = weight.cpu().numpy()[yv]
-                        rec["val_loss"] = float(-(wv * np.log(p)).sum() / wv.sum())
-                    else:
-                        rec["val_loss"] = float(-np.log(p).mean())
-                    rec["val_accuracy"] = float((probs.argmax(1) == yv).mean())
+                    rec["val_loss"], rec["val_accuracy"] = val_metrics(probs, labels[val_idx], weight)
                 rec["seconds"] = time.perf_counter() - t0
                 history["epochs"].append(rec)
                 bar.update(task, info=f"loss {rec['train_loss']:.3f} val {rec['val_loss']:.3f}")
