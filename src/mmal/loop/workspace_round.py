@@ -186,16 +186,22 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True)
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
 
 
-def evaluate_workspace(directory) -> dict:
-    from mmal.metrics import compute
+def _round_pool(ws: Workspace, hint: str):
+    """(round, pool folder, ScoredPool) of the current round; WorkspaceError with ``hint`` if not scored."""
     from mmal.select.types import ScoredPool
 
-    ws = Workspace(directory)
     rnd = current_round(ws)
     folder = ws.round_dir(rnd) / "pool"
     if not (folder / "ids.parquet").exists():
-        raise WorkspaceError(f"no scored pool for round {rnd}; run `mmal score {ws.dir}` first")
-    pool = ScoredPool.load(folder)
+        raise WorkspaceError(f"no scored pool for round {rnd}; {hint}")
+    return rnd, folder, ScoredPool.load(folder)
+
+
+def evaluate_workspace(directory) -> dict:
+    from mmal.metrics import compute
+
+    ws = Workspace(directory)
+    rnd, folder, pool = _round_pool(ws, f"run `mmal score {ws.dir}` first")
     ids, split, labels = _arrays(ws)
     test = np.flatnonzero((split == "test") & (labels >= 0))
     if len(test) == 0:
@@ -208,15 +214,10 @@ def evaluate_workspace(directory) -> dict:
 
 def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None) -> dict:
     from mmal.select import select
-    from mmal.select.types import ScoredPool
     from mmal.workspace.annotate import export_batch, record_batch
 
     ws = Workspace(directory)
-    rnd = current_round(ws)
-    folder = ws.round_dir(rnd) / "pool"
-    if not (folder / "ids.parquet").exists():
-        raise WorkspaceError(f"no scored pool for round {rnd}; run `mmal train` and `mmal score` first")
-    pool = ScoredPool.load(folder)
+    rnd, folder, pool = _round_pool(ws, "run `mmal train` and `mmal score` first")
     ids, split, labels = _arrays(ws)
     if pool.ids.tolist() != ids.tolist():
         raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score` again")
