@@ -30,6 +30,11 @@ class ScoredPool:
         ``train`` / ``pool`` / ``test``; test items are never selectable.
     extras : dict name -> array [N, ...], optional
         Further per-item arrays (e.g. unimodal-head probabilities ``probs:<modality>``).
+    fused_blocks : bool
+        True when ``modality[m]`` are exactly the input blocks of the fused classifier's last
+        linear layer, i.e. that layer reads ``concat(modality[m] for m in sorted(modality))``
+        (the ``late-fusion`` learner). Only then are per-modality gradient blocks exact
+        (BMMAL, 002 eq. 3.12-3.14). False for learners that cannot give true blocks.
     """
 
     ids: np.ndarray
@@ -39,8 +44,10 @@ class ScoredPool:
     labels: np.ndarray | None = None
     split: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
+    fused_blocks: bool = False
 
     def __post_init__(self):
+        self.fused_blocks = bool(self.fused_blocks)
         self.ids = np.asarray(self.ids).astype(str)
         n = len(self.ids)
         if self.probs is None or self.probs.ndim != 2 or self.probs.shape[0] != n:
@@ -99,6 +106,7 @@ class ScoredPool:
         import pyarrow as pa
         import pyarrow.parquet as pq
 
+        (folder / "meta.json").write_text(json.dumps({"fused_blocks": self.fused_blocks}))
         pq.write_table(pa.table({"id": pa.array(self.ids.tolist(), pa.string())}), folder / "ids.parquet")
         return folder
 
@@ -114,8 +122,10 @@ class ScoredPool:
         opt = lambda name: np.load(folder / name, mmap_mode=mode) if (folder / name).exists() else None  # noqa: E731
         modality = {p.name[len("modality."):-4]: np.load(p, mmap_mode=mode) for p in sorted(folder.glob("modality.*.npy"))}
         extras = {p.name[len("extra."):-4]: np.load(p, mmap_mode=mode) for p in sorted(folder.glob("extra.*.npy"))}
+        meta = json.loads((folder / "meta.json").read_text()) if (folder / "meta.json").exists() else {}
         return cls(
             ids=ids,
+            fused_blocks=bool(meta.get("fused_blocks", False)),
             probs=np.load(folder / "probs.npy", mmap_mode=mode),
             embedding=opt("embedding.npy"),
             modality=modality,
