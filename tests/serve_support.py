@@ -17,7 +17,7 @@ NAMES = ["cat", "dog", "car"]
 
 
 def build_workspace(root: Path, *, n_pool: int, n_batch: int, media_dir: Path | None = None, n_train: int = 9,
-                    n_test: int = 6, with_pool: bool = True, names=NAMES, seed: int = 0) -> Path:
+                    n_test: int = 6, with_pool: bool = True, names=NAMES, seed: int = 0, info=None) -> Path:
     """init a workspace (in-process), name its classes, save a synthetic scored pool for
     round 0 and record a round-1 batch of ``n_batch`` pool items (entropy + lsb-knn rows)."""
     import tomli_w
@@ -60,7 +60,7 @@ def build_workspace(root: Path, *, n_pool: int, n_batch: int, media_dir: Path | 
     reason = [rows[i % n_train]["id"] if s == "lsb-knn" else "" for i, s in enumerate(strategy)]
     sel = Selection(ids=np.array(pool_ids), strategy=np.array(strategy, dtype=object),
                     score=np.linspace(1, 0, len(pool_ids)), reason=np.array(reason, dtype=object))
-    record_batch(ws, sel, budget=n_batch, round_=1, info={"spec": "entropy:0.5,lsb-knn:0.5"})
+    record_batch(ws, sel, budget=n_batch, round_=1, info=info or {"spec": "entropy:0.5,lsb-knn:0.5"})
     return ws_dir
 
 

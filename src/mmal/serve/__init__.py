@@ -37,13 +37,20 @@ def serve(directory, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: s
     ``host`` defaults to loopback. Any other host requires a token: ``token`` if given,
     else one generated with :func:`secrets.token_urlsafe`; the URL carrying it is printed.
     ``port=0`` picks a free port (the printed URL names it). ``annotator`` is the default
-    provenance name for posts that carry none.
+    provenance name for posts that carry none (else the OS user name).
     """
     import uvicorn
 
     from mmal.serve.app import create_app, is_loopback
 
+    import getpass
+
     out = out or sys.stdout
+    if not annotator:
+        try:
+            annotator = getpass.getuser()
+        except (KeyError, OSError):  # no user name in this environment
+            annotator = None
     require = not is_loopback(host) or token is not None
     token = token or secrets.token_urlsafe(24)
     app = create_app(directory, token=token, require_token=require, annotator=annotator)
