@@ -301,3 +301,36 @@ def test_kill_9_during_posts_loses_no_acknowledged_label(ws_kill):
     with server(ws_big) as (proc, base, _):
         st = httpx.get(base + "/api/state").json()
     assert set(acked) <= set(st["labels"]) and st["labeled"] == len(_labels(ws_big))
+
+
+def test_start_errors_are_one_line_exit_2(tmp_path, ws_small):
+    """No batch yet, a busy port, not a workspace: one clear stderr line, exit 2, no traceback."""
+    import socket
+    import subprocess
+    import sys
+
+    from serve_support import _env
+
+    def run(*args):
+        return subprocess.run([sys.executable, "-m", "mmal.serve", *map(str, args)], capture_output=True, text=True,
+                              env=_env(), timeout=60)
+
+    nobatch = build_workspace(tmp_path / "nb", n_pool=3, n_batch=0)
+    con = sqlite3.connect(nobatch / "state.sqlite")
+    with con:
+        con.execute("DELETE FROM batch_items")
+        con.execute("DELETE FROM batches")
+    con.close()
+    r = run(nobatch, "--port", "0")
+    assert r.returncode == 2 and "no batch to review" in r.stderr and "mmal select" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        r = run(ws_small, "--port", busy.getsockname()[1])
+    finally:
+        busy.close()
+    assert r.returncode == 2 and "--port" in r.stderr and "Traceback" not in r.stderr
+    r = run(tmp_path / "nothing-here", "--port", "0")
+    assert r.returncode == 2 and "not a workspace" in r.stderr and "Traceback" not in r.stderr
