@@ -233,3 +233,15 @@ def test_report_renders_in_headless_chromium(report_ws, tmp_path):
         assert "Workspace report" in drv.find_element(By.TAG_NAME, "h1").text
     finally:
         drv.quit()
+
+
+def test_fresh_workspace_gets_an_index_that_says_what_to_run(tmp_path):
+    from mmal.report.workspace import write_workspace_report
+    from mmal.workspace import init_workspace
+
+    (tmp_path / "items.jsonl").write_text("".join(json.dumps({"id": f"x{i}", "label": i % 2, "split": "train", "text": "t"}) + "\n"
+                                                  for i in range(4)))
+    init_workspace(tmp_path / "ws", tmp_path / "items.jsonl")
+    index = write_workspace_report(tmp_path / "ws")
+    assert sorted(p.name for p in index.parent.iterdir()) == ["index.html"]
+    assert "No round yet: run <code>mmal train</code>" in index.read_text()

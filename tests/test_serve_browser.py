@@ -90,3 +90,29 @@ def test_label_five_with_keyboard_undo_relabel(tmp_path, media_dir):
     con.close()
     want = [int(k) - 1 for k in keys[:4]] + [NAMES.index("car")]
     assert rows == sorted((order[i], want[i], "serve", "alice") for i in range(5))
+
+
+def test_token_mode_page_works_in_chromium(tmp_path, media_dir):
+    """Non-loopback bind: the printed ?token= URL opens the page (cookie), keys label items."""
+    from selenium.webdriver.common.by import By
+
+    ws = build_workspace(tmp_path, n_pool=4, n_batch=3, media_dir=media_dir)
+    with server(ws, "--host", "0.0.0.0", "--annotator", "bob") as (proc, base, token):
+        drv = chromium_driver()
+        try:
+            drv.get(base + "/")
+            assert "token required" in drv.find_element(By.TAG_NAME, "body").text
+            drv.get(f"{base}/?token={token}")
+            _wait(lambda: drv.execute_script("return document.body.dataset.ready === '1'"))
+            assert "?token" not in drv.current_url  # redirected: the token does not stay in the address bar
+            imgs = drv.find_elements(By.CSS_SELECTOR, "img.media")
+            assert imgs and all(drv.execute_script("return arguments[0].naturalWidth", im) > 0 for im in imgs)
+            drv.find_element(By.TAG_NAME, "body").send_keys("3")
+            _wait(lambda: drv.execute_script("return document.body.dataset.pending === '0' && document.body.dataset.labeled === '1'"))
+        finally:
+            drv.quit()
+    con = sqlite3.connect(ws / "state.sqlite")
+    rows = con.execute("SELECT item_id, label, source, annotator FROM labels WHERE round = 1").fetchall()
+    first = con.execute("SELECT item_id FROM batch_items WHERE batch_id = 1 ORDER BY rank LIMIT 1").fetchone()[0]
+    con.close()
+    assert rows == [(first, 2, "serve", "bob")]

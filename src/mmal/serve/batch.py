@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -76,6 +77,8 @@ class ItemCatalog:
         cols = t.column_names
         self.text = t.column("text").to_pylist() if "text" in cols else [None] * len(self.ids)
         self.paths = {m: t.column(m).to_pylist() for m in MEDIA if m in cols}
+        src = ws.config.get("task", {}).get("items_source")
+        self.base = Path(src).parent if src else ws.dir  # relative paths are relative to the items file
 
     def __contains__(self, item_id) -> bool:
         return item_id in self.pos
@@ -86,7 +89,9 @@ class ItemCatalog:
         if i is None or modality not in self.paths:
             return None
         p = self.paths[modality][i]
-        return p or None
+        if not p:
+            return None
+        return str(p if Path(p).is_absolute() else self.base / p)
 
     def view(self, item_id: str, pool=None, pool_pos=None, names=None, label=None) -> ItemView:
         i = self.pos[item_id]
