@@ -1,5 +1,6 @@
-"""Regenerate docs/report.png: a small Tux Paint workspace taken through two rounds, its
-`mmal report` page for round 1, screenshotted in headless Chromium.
+"""Regenerate docs/report.png and docs/serve.png: a small Tux Paint workspace taken through
+two rounds, its `mmal report` page for round 1 and its `mmal serve` page, screenshotted in
+headless Chromium.
 
     PYTHONPATH=src python scripts/report_screenshot.py [--out /tmp/report-demo] [--png docs/report.png]
 
@@ -22,6 +23,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default="/tmp/mmal-report-demo")
     ap.add_argument("--png", default=str(ROOT / "docs" / "report.png"))
+    ap.add_argument("--serve-png", default=str(ROOT / "docs" / "serve.png"), help="screenshot of `mmal serve` on the same workspace")
     ap.add_argument("--n", type=int, default=200)
     ap.add_argument("--budget", type=int, default=12)
     ap.add_argument("--spec", default="entropy:0.5,lsb-knn:0.5")
@@ -91,12 +93,24 @@ def main(argv=None) -> int:
         drv.save_screenshot(a.png)
     finally:
         drv.quit()
+    if a.serve_png:  # the review page of the round-1 batch (10 of 12 labeled): the first unlabeled card is highlighted
+        from serve_support import server
+
+        with server(ws_dir, "--annotator", "demo") as (_, base, _tok):
+            drv = chromium_driver(1280, 1000)
+            try:
+                drv.get(base + "/")
+                drv.execute_script("return document.body.dataset.ready")
+                drv.save_screenshot(a.serve_png)
+            finally:
+                drv.quit()
     from PIL import Image
 
-    with Image.open(a.png) as im:  # 256 colours: a third of the bytes, same look for a page
-        im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(a.png, optimize=True)
+    for png in filter(None, (a.png, a.serve_png)):
+        with Image.open(png) as im:  # 256 colours: a third of the bytes, same look for a page
+            im.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT).save(png, optimize=True)
     print(page)
-    print(a.png)
+    print(a.png, a.serve_png)
     return 0
 
 
