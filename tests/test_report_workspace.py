@@ -101,6 +101,7 @@ def _cells(html: str, table_start: str) -> list[list[str]]:
     return rows
 
 
+@pytest.mark.slow
 def test_round_pages_match_independent_numbers(report_ws):
     from mmal.select.types import ScoredPool
 
@@ -203,6 +204,7 @@ def test_caveat_rules():
     assert selection_notes(info) == ["lsb-lt: no seed bad cases among labeled items; nothing selected"]
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (shutil.which("chromium") and shutil.which("chromedriver")), reason="needs chromium + chromium-driver")
 def test_report_renders_in_headless_chromium(report_ws, tmp_path):
     from selenium.webdriver.common.by import By

@@ -217,6 +217,7 @@ def ws_kill(tmp_path):
     return build_workspace(tmp_path, n_pool=400, n_batch=400, with_pool=False)
 
 
+@pytest.mark.slow
 def test_load_200_concurrent_posts_from_20_clients(ws_load):
     ws_big = ws_load
     ids = _batch_ids(ws_big)
@@ -259,6 +260,7 @@ def test_load_200_concurrent_posts_from_20_clients(ws_load):
     print(f"load: 200 posts from 20 clients in {elapsed:.2f} s")
 
 
+@pytest.mark.slow
 def test_kill_9_during_posts_loses_no_acknowledged_label(ws_kill):
     ws_big = ws_kill
     ids = _batch_ids(ws_big)

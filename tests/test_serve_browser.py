@@ -16,8 +16,8 @@ webdriver = pytest.importorskip("selenium.webdriver")
 
 CHROMIUM = shutil.which("chromium")
 CHROMEDRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
-                                reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER),
+                                reason="needs Debian's chromium and chromium-driver (scripts/setup.sh installs them)")]
 
 
 def chromium_driver(width=1280, height=900):
