@@ -21,7 +21,7 @@ import threading
 import time
 
 from mmal.errors import LabelImportError
-from mmal.workspace.annotate import _to_label, label_names
+from mmal.workspace.annotate import label_names
 from mmal.workspace.workspace import Workspace
 
 _WRITE_LOCK = threading.Lock()
@@ -43,11 +43,20 @@ def class_names(ws: Workspace, n_classes: int | None = None) -> list[str]:
 
 def parse_label(ws: Workspace, raw, *, n_classes: int | None = None) -> int:
     """A posted label (class index or class name) -> class index; LabelImportError if invalid."""
-    names = label_names(ws)
-    n = max(int(n_classes or 0), ws.n_classes)
-    label = _to_label(raw, names)
+    names = label_names(ws) or []
+    n = max(int(n_classes or 0), ws.n_classes, len(names))
+    label = None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        label = raw
+    elif isinstance(raw, str):
+        s = raw.strip()
+        if s in names:
+            label = names.index(s)
+        elif s.lstrip("-").isdigit():
+            label = int(s)
     if label is None:
-        raise LabelImportError(f"label {raw!r} is not an integer class or a known class name")
+        known = f" ({', '.join(names)})" if names else ""
+        raise LabelImportError(f"label {raw!r} is not a class number or a known class name{known}")
     if label < 0 or (n and label >= n):
         raise LabelImportError(f"label {label} out of range 0..{n - 1}")
     return label
