@@ -336,3 +336,48 @@ def test_start_errors_are_one_line_exit_2(tmp_path, ws_small):
     assert r.returncode == 2 and "--port" in r.stderr and "Traceback" not in r.stderr
     r = run(tmp_path / "nothing-here", "--port", "0")
     assert r.returncode == 2 and "not a workspace" in r.stderr and "Traceback" not in r.stderr
+
+
+@pytest.mark.slow
+def test_posts_wait_for_a_concurrent_mmal_label_import(tmp_path):
+    """Another process (`mmal label`) holds the write lock for ~2 s: the page's posts wait
+    and succeed (busy timeout + retry), none fails with "database is locked"."""
+    import subprocess
+    import sys
+
+    from serve_support import _env
+
+    ws = build_workspace(tmp_path, n_pool=40, n_batch=20, with_pool=False)
+    con = sqlite3.connect(ws / "state.sqlite")
+    outside = [r[0] for r in con.execute(
+        "SELECT id FROM items WHERE split = 'pool' AND id NOT IN (SELECT item_id FROM batch_items) ORDER BY id")][:8]
+    con.close()
+    f = tmp_path / "file.csv"
+    f.write_text("id,label,round\n" + "".join(f"{i},0,1\n" for i in outside))
+    code = f"from mmal.workspace import Workspace; from mmal.workspace.annotate import import_labels; import_labels(Workspace({str(ws)!r}), {str(f)!r})"
+    ids = _batch_ids(ws)
+    with server(ws) as (proc, base, _):
+        imp = subprocess.Popen([sys.executable, "-c", code], env={**_env(), "MMAL_TEST_IMPORT_DELAY": "0.3"},
+                               stderr=subprocess.PIPE, text=True)
+        marker = f.with_name(f.name + ".importing")
+        t0 = time.time()
+        while not marker.exists() and time.time() - t0 < 30:  # the import now holds BEGIN IMMEDIATE
+            time.sleep(0.01)
+        assert marker.exists()
+        results = []
+
+        def post(i):
+            r = httpx.post(f"{base}/api/label", json={"item_id": i, "label": 2, "annotator": "p"}, headers={"Origin": base}, timeout=60)
+            results.append((r.status_code, time.time() - t0))
+
+        threads = [threading.Thread(target=post, args=(i,)) for i in ids]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert imp.wait(60) == 0, imp.stderr.read()
+    assert [s for s, _ in results] == [200] * len(ids)
+    assert max(dt for _, dt in results) > 1.0  # they did wait for the import's transaction
+    got = _labels(ws)
+    assert {i: got[i][0] for i in ids} == {i: 2 for i in ids} and {i: got[i][0] for i in outside} == {i: 0 for i in outside}
+    assert "locked" not in proc.stderr.read()
