@@ -142,9 +142,13 @@ def create_app(directory, *, token: str, require_token: bool, annotator: str | N
     n_frames = int(ws.config.get("encode", {}).get("n_frames", 3))
     default_annotator = annotator
 
+    n_classes_cache: dict[int, int] = {}
+
     def n_classes_for(batch) -> int:
-        pool = round_pool(ws, batch.round)
-        return max(ws.n_classes, 0 if pool is None else pool.n_classes)
+        if batch.batch_id not in n_classes_cache:  # the scored pool of a batch does not change
+            pool = round_pool(ws, batch.round)
+            n_classes_cache[batch.batch_id] = max(ws.n_classes, 0 if pool is None else pool.n_classes)
+        return n_classes_cache[batch.batch_id]
 
     def state(batch) -> dict:
         labels = labels_in_round(ws, batch.item_ids, batch.round)
