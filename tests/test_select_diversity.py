@@ -30,7 +30,7 @@ from mmal.select.bmmal import balance_weights, coalition_key, contribution_share
 from mmal.select.coreset import kcenter_greedy
 from mmal.select.registry import get_strategy
 from mmal.select.shapley import shapley_exact, shapley_mc
-from mmal.select.types import ScoredPool
+from mmal.pool import ScoredPool
 from mmal.train.mc_dropout import mc_dropout, mc_dropout_probs
 
 

@@ -50,9 +50,9 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     assert info["round"] == 0 and info["n_labeled"] == n_train and (ws / "rounds/0/model.pt").exists()
     r = run_cli("score", ws)
     assert r.returncode == 0, r.stderr
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
-    pool = ScoredPool.load(ws / "rounds/0/pool")
+    pool = load_pool(ws / "rounds/0/pool")
     assert pool.probs.shape == (72, 3) and np.allclose(np.asarray(pool.probs).sum(1), 1, atol=1e-5)
     r = run_cli("evaluate", ws)
     assert r.returncode == 0, r.stderr

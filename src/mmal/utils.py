@@ -43,6 +43,31 @@ def progress_bar(enabled: bool = True, *, unit: str = "items"):
         yield prog
 
 
+@contextlib.contextmanager
+def progress_task(total: int, desc: str, progress=False):
+    """One progress channel for library code (select/, index/): yields ``advance(n=1)``.
+
+    ``progress`` is ``False``/``None`` (silent), ``True`` (a bar from :func:`progress_bar`)
+    or a callable ``progress(done, total, desc)`` called after every advance (tests, GUIs,
+    loggers). Library modules call this instead of importing ``rich``.
+    """
+    if callable(progress):
+        done = 0
+
+        def advance(n: int = 1) -> None:
+            nonlocal done
+            done += n
+            progress(done, total, desc)
+
+        yield advance
+    elif progress:
+        with progress_bar(True) as prog:
+            task = prog.add_task(desc, total=total)
+            yield lambda n=1: prog.advance(task, n)
+    else:
+        yield lambda n=1: None
+
+
 def atomic_write_bytes(path, data: bytes) -> None:
     """Write ``data`` to ``path`` via a temp file + rename (never a half-written file)."""
     path = Path(path)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.types import ScoredPool
+from mmal.pool import ScoredPool
 
 MODEL_KEYS = ("fusion", "heads", "d_model", "n_layers", "n_heads", "dropout", "mlp_hidden", "mlp_layers", "d_attn")
 TRAIN_KEYS = ("lr", "epochs", "batch_size", "weight_decay", "patience", "monitor", "class_weight", "grad_clip")
