@@ -131,6 +131,23 @@ def needs_of(spec: str) -> set[str]:
     return out
 
 
+def spec_params(spec: str, strategy_params: dict | None) -> dict:
+    """Keyword params for ``select(spec, ...)`` from per-strategy params ``{name: {param: value}}``.
+
+    Keeps the entries of the strategies in ``spec`` as nested per-part dicts, so two parts
+    of a mix may set the same parameter to different values (``simulate``'s
+    ``strategy_params``; before issue 9 they were flattened across parts).
+    """
+    sp = strategy_params or {}
+    for name, val in sp.items():
+        if not isinstance(val, dict):
+            raise ConfigError(f"strategy params must be {{strategy_name: {{param: value}}}}; got {name!r}: {val!r}")
+    parts = parse_spec(spec)
+    out = {n: dict(sp[n]) for n, _ in parts if n in sp}
+    route_params(parts, out)  # unknown parameters fail here, naming the strategy
+    return out
+
+
 def route_params(parts, params: dict) -> dict[str, dict]:
     """Distribute ``select(**params)`` over the strategies of a spec -> ``{name: {param: value}}``.
 
