@@ -138,8 +138,8 @@ def test_win_matrix_counts_significant_wins():
     assert W[0, 1] == 1 and W[1, 0] == 0
 
 
-def test_simulate_unimodal_heads_and_bmmal(tmp_path, media_dir):
-    """image+text items, fused+unimodal heads: BMMAL runs, Φ and unimodal accuracy are recorded."""
+def test_simulate_unimodal_heads(tmp_path, media_dir):
+    """image+text items, fused+unimodal heads: unimodal test accuracy is recorded every round."""
     from PIL import Image
 
     from mmal.loop.simulate import simulate
@@ -154,11 +154,13 @@ def test_simulate_unimodal_heads_and_bmmal(tmp_path, media_dir):
         rows.append({"id": f"m{k}", "label": c, "split": "test" if k % 4 == 0 else "pool",
                      "text": f"a {WORDS[c][k % 5]}", "image": str(p)})
     items = write_items(tmp_path / "src", rows)
-    res = simulate(items, ["bmmal", "badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
+    # issue 9: BMMAL needs the fused last layer's input blocks (pool.fused_blocks), which the fusion
+    # transformer cannot give, so it refuses (tests/test_select_fidelity.py); the unimodal heads are
+    # checked with BADGE. TODO(lead): add "bmmal" with the late-fusion learner and check
+    # modality_contribution as before issue 9 (git show 21e2c93:tests/test_workflow.py).
+    res = simulate(items, ["badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
                    model={"d_model": 32, "n_layers": 1, "n_heads": 2, "heads": "fused+unimodal"},
                    train={"epochs": 2, "patience": None}, progress=False, log=lambda *a: None)
-    r = res["strategies"]["bmmal"]["per_seed"]["0"]["rounds"]
-    assert set(r[0]["unimodal_test_accuracy"]) == {"image", "text"}
-    phi = r[1]["modality_contribution"]
-    assert set(phi) == {"image", "text"} and abs(sum(phi.values()) - 1) < 1e-6
+    r = res["strategies"]["badge"]["per_seed"]["0"]["rounds"]
+    assert set(r[0]["unimodal_test_accuracy"]) == set(r[1]["unimodal_test_accuracy"]) == {"image", "text"}
     assert r[1]["n_selected"] == 4
