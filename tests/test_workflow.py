@@ -60,7 +60,11 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     for k in ("accuracy", "macro_f1", "auc", "f1", "r_at_p", "max_beta_variance", "multiclass_loss", "spearman", "pearson"):
         assert k in met
     assert met["n_test"] == 18
-    r = run_cli("select", ws, "--strategy", "entropy:0.6,lsb-knn:0.4", "--budget", "10")
+    # issue 9: an unknown strategy parameter is one stderr line, exit 2, nothing stored
+    r = run_cli("select", ws, "--strategy", "badge", "--budget", "5", "--param", "foo=1")
+    assert r.returncode == 2 and "'badge'" in r.stderr and "allowed" in r.stderr and "Traceback" not in r.stderr
+    assert not (ws / "rounds/1").exists()
+    r = run_cli("select", ws, "--strategy", "entropy:0.6,lsb-knn:0.4", "--budget", "10", "--param", "lsb-knn.k=2")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["round"] == 1 and 1 <= out["n_selected"] <= 10
