@@ -271,8 +271,10 @@ ORDERS = ("random", "lookalike", "badness")
 def _order_expansion(exp: LSBExpansion, keep: np.ndarray, budget: int, order: str, rng, seed_score: dict, g):
     """Rows of ``exp`` (positions) to select, in order, and their scores (see module docstring)."""
     pos = np.flatnonzero(keep)  # ascending pool rows (exp.rows is sorted)
+    if len(pos) == 0:
+        return pos, np.zeros(0)
     if order == "random":
-        take = pos[rng.choice(len(pos), size=min(budget, len(pos)), replace=False)] if len(pos) else pos
+        take = pos[rng.choice(len(pos), size=min(budget, len(pos)), replace=False)]
         return take, np.full(len(take), np.nan)
     if order == "lookalike":
         o = np.lexsort((exp.rows[pos], -g[pos]))[:budget]  # g(h) desc, then pool row
