@@ -15,7 +15,7 @@ from sklearn.linear_model import LogisticRegression
 
 from mmal.errors import ConfigError
 from mmal.pool import ScoredPool
-from mmal.select import STRATEGIES, get_strategy, needs_of, parse_strategies, select, spec_params
+from mmal.select import STRATEGIES, get_strategy, needs_of, parse_strategies, select, shares_note, spec_params
 
 SRC = pathlib.Path(__file__).resolve().parents[1] / "src" / "mmal"
 
@@ -316,7 +316,9 @@ def test_mix_shares_are_normalised():
     a = select("entropy:3,margin:1", pool, 40, seed=0)
     b = select("entropy:0.75,margin:0.25", pool, 40, seed=0)
     assert a.ids.tolist() == b.ids.tolist() and a.info["quotas"] == [30, 10]
-    assert a.info["shares"] == {"entropy": 0.75, "margin": 0.25}
+    assert a.info["shares"] == {"entropy": 0.75, "margin": 0.25} and a.info["shares_sum"] == 4
+    assert shares_note("entropy:3,margin:1") == "mix 'entropy:3,margin:1': shares sum to 4; normalised to entropy 0.75, margin 0.25"
+    assert shares_note("entropy:0.75,margin:0.25") is None and shares_note("entropy") is None
 
 
 # ---------------------------------------------------------------------------------------

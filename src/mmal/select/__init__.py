@@ -14,12 +14,12 @@ from mmal.select.api import run_strategy, select
 from mmal.select.lookalike import lookalike_filter, lookalike_fit
 from mmal.select.lsb import LSBExpansion, badness, lookalike_training_set, lsb_expand, seed_bad_cases
 from mmal.select.mix import mix_select, parse_mix, split_budget
-from mmal.select.spec import needs_of, parse_spec, parse_strategies, route_params, spec_params
+from mmal.select.spec import needs_of, parse_spec, parse_strategies, route_params, shares_note, spec_params
 from mmal.select.uncertainty import entropy, least_confidence, margin
 
 __all__ = [
     "ScoredPool", "Selection", "select", "run_strategy", "register", "get_strategy", "STRATEGIES", "Strategy",
-    "Param", "NEEDS", "parse_strategies", "parse_spec", "needs_of", "route_params", "spec_params",
+    "Param", "NEEDS", "parse_strategies", "parse_spec", "needs_of", "route_params", "spec_params", "shares_note",
     "least_confidence", "margin", "entropy",
     "seed_bad_cases", "badness", "lsb_expand", "LSBExpansion", "lookalike_fit", "lookalike_filter",
     "lookalike_training_set", "parse_mix", "split_budget", "mix_select",

@@ -134,10 +134,12 @@ def select(spec: str, pool: ScoredPool, budget: int, *, labeled_mask=None, seed:
 def run_strategy(name: str, pool: ScoredPool, budget: int, mask: np.ndarray, rng, params: dict) -> Selection:
     """Run one registered strategy under the contract: parameters checked, result checked.
 
-    Used by :func:`select` and by every part of a mix.
+    Used by :func:`select`, by every part of a mix and by calling a registry entry.
+    ``mask`` is the labeled mask (``None``: nothing labeled).
     """
     strategy = get_strategy(name)
     strategy.check_params(params)
+    budget = check_budget(budget)
     sel = strategy.fn(pool, budget, labeled_mask=mask, rng=rng, **params)
     _check_result(sel, pool, mask, budget, name)
     return sel

@@ -130,6 +130,7 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
     reason = np.concatenate([s.reason for _, s in pieces]) if pieces else np.array([], dtype=object)
     total = sum(w for _, w in parts)
     info = {"mix": ",".join(f"{n}:{w:g}" for n, w in parts), "shares": {n: w / total for n, w in parts},
+            "shares_sum": total,
             "quotas": quotas, "parts": calls,
             "shortfall": int(max(carry, 0))}
     return Selection(ids=ids, strategy=strat, score=score, reason=reason, info=info)

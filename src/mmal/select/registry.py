@@ -12,8 +12,9 @@ holds
   the workspace round know what to compute without hard-coding strategy names.
 
 Calling an entry (``get_strategy("badge")(pool, 5, labeled_mask=m, rng=r, block=64)``)
-validates the parameters first: an unknown one is a :class:`~mmal.errors.ConfigError`
-naming the strategy and its allowed parameters.
+runs it under the same contract as :func:`mmal.select.select`: budget and parameters are
+checked first (an unknown parameter is a :class:`~mmal.errors.ConfigError` naming the
+strategy and its allowed parameters) and the result afterwards.
 """
 
 from __future__ import annotations
@@ -72,8 +73,10 @@ class Strategy:
             )
 
     def __call__(self, pool, budget, *, labeled_mask=None, rng=None, **params):
-        self.check_params(params)
-        return self.fn(pool, budget, labeled_mask=labeled_mask, rng=rng, **params)
+        """Run under the contract (:func:`mmal.select.api.run_strategy`): params and result checked."""
+        from mmal.select.api import run_strategy
+
+        return run_strategy(self.name, pool, budget, labeled_mask, rng, params)
 
     def describe(self) -> str:
         """Human-readable parameter list (for ``--help`` texts and docs)."""

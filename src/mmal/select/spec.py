@@ -123,6 +123,21 @@ def parse_strategies(text: str) -> list[str]:
     return out
 
 
+def shares_note(spec: str) -> str | None:
+    """A one-line note when a mix's shares do not sum to 1 (they are normalised), else None.
+
+    ``shares_note("entropy:3,lsb-lt:1")`` -> ``"mix 'entropy:3,lsb-lt:1': shares sum to 4;
+    normalised to entropy 0.75, lsb-lt 0.25"``. For the CLI to print; the mix records the
+    same in ``info["shares"]``.
+    """
+    parts = parse_spec(spec)
+    total = sum(w for _, w in parts)
+    if not is_mix(spec) or abs(total - 1.0) <= 1e-9:
+        return None
+    norm = ", ".join(f"{n} {w / total:.4g}" for n, w in parts)
+    return f"mix '{spec.strip()}': shares sum to {total:g}; normalised to {norm}"
+
+
 def needs_of(spec: str) -> set[str]:
     """Union of the registry ``needs`` of the strategies in ``spec`` (one run)."""
     out: set[str] = set()
