@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.types import ScoredPool
+from mmal.pool import ScoredPool
 
 def split_train_val(labeled_idx: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
     """Deterministic stratified-ish split of the labeled items into train / validation.

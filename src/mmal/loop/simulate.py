@@ -20,12 +20,11 @@ STAT_STRATEGIES = {"random", "least-confidence", "margin", "entropy"}
 
 
 def _needs(spec: str) -> dict:
-    names = [p.split(":")[0].strip() for p in spec.split(",")]
-    return {
-        "coalitions": any(n == "bmmal" for n in names),
-        "mc": any(n == "bald" for n in names),
-        "unimodal": any(n == "bmmal" for n in names),
-    }
+    """What scoring/training must provide for ``spec``, from the strategy registry's ``needs``."""
+    from mmal.select import needs_of
+
+    needs = needs_of(spec)
+    return {"coalitions": "coalitions" in needs, "mc": "mc_samples" in needs, "unimodal": "unimodal" in needs}
 
 
 def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: int) -> np.ndarray:
@@ -67,7 +66,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     """
     from mmal.features.pipeline import encode_workspace, load_features
     from mmal.metrics import compute
-    from mmal.select import select
+    from mmal.select import select, spec_params
     from mmal.workspace import Workspace, init_workspace
 
     out = Path(out)
@@ -75,6 +74,8 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     strategies = list(strategies)
     if not strategies:
         raise ConfigError("--strategies: give at least one strategy")
+    for spec in strategies:  # fail on a bad spec or params before any encoding or training
+        spec_params(spec, strategy_params)
     if init < 1 or budget < 1 or rounds < 1:
         raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
     t_start = time.time()
@@ -162,9 +163,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                                   mc_samples=mc_samples if need["mc"] else 0, seed=seed * 1000 + r)
                 # items without a gold label cannot be revealed: treat them as unavailable
                 unavailable = labeled | (gold < 0)
-                params = {}
-                for part in spec.split(","):
-                    params.update(sp.get(part.split(":")[0].strip(), {}))
+                params = spec_params(spec, sp)  # per part, never flattened across a mix
                 sel = select(spec, pool, budget, labeled_mask=unavailable, seed=seed * 1000 + r, **params)
                 rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
                 batch_loss = compute(gold[rows], np.asarray(pool.probs)[rows])["multiclass_loss"] if len(rows) else float("nan")
@@ -174,10 +173,10 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                 rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,
                        "n_selected": int(len(rows))}
                 infos = _part_infos(sel.info or {})
-                if any("lsb-lt" == p.split(":")[0].strip() for p in spec.split(",")):
+                if any("lookalike_auc" in i for i in infos):  # a part fitted (or tried) a lookalike model
                     aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]
                     rec["lookalike_auc"] = float(aucs[0]) if aucs else float("nan")
-                    notes = [i["note"] for i in infos if i.get("note")]
+                    notes = [i["note"] for i in infos if "lookalike_auc" in i and i.get("note")]
                     if notes:
                         rec["lookalike_note"] = notes[0]
                 for i in infos:

@@ -205,19 +205,21 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True)
         features = load_features(ws)
     pool = score_pool(model, features, ids, labels=labels, split=split, coalitions=coalitions,
                       mc_samples=mc_samples, progress=progress)
-    folder = pool.save(ws.round_dir(rnd) / "pool")
+    from mmal.workspace.pool_io import save_pool
+
+    folder = save_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
 
 
 def _round_pool(ws: Workspace, hint: str):
     """(round, pool folder, ScoredPool) of the current round; WorkspaceError with ``hint`` if not scored."""
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     rnd = current_round(ws)
     folder = ws.round_dir(rnd) / "pool"
     if not (folder / "ids.parquet").exists():
         raise WorkspaceError(f"no scored pool for round {rnd}; {hint}")
-    return rnd, folder, ScoredPool.load(folder)
+    return rnd, folder, load_pool(folder)
 
 
 def evaluate_workspace(directory) -> dict:
@@ -250,9 +252,9 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
     batch_id = record_batch(ws, sel, budget=int(budget), round_=rnd + 1, info={"spec": spec, **(sel.info or {})})
     sel_dir = ws.round_dir(rnd + 1)
     sel_dir.mkdir(parents=True, exist_ok=True)
-    import pyarrow.parquet as pq
+    from mmal.workspace.pool_io import save_selection
 
-    pq.write_table(sel.to_table(), sel_dir / "selection.parquet")
+    save_selection(sel, sel_dir / "selection.parquet")
     paths = export_batch(ws, batch_id)
     return {"round": rnd + 1, "batch": batch_id, "n_selected": len(sel), "exports": {k: str(v) for k, v in paths.items()},
             "info": sel.info}
