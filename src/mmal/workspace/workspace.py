@@ -85,15 +85,9 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
         "modalities": {m: True for m in modalities},
         "encoders": enc,
         "encode": {"n_frames": 3, "batch_size": 16, "whisper_pad_to_30s": False},
-        "model": {
-            "fusion": "vlmae" if "audio" in modalities else "none",
-            "heads": "fused",
-            "d_model": 192,
-            "n_layers": 2,
-            "n_heads": 4,
-            "dropout": 0.1,
-        },
-        "train": {"lr": 1e-3, "epochs": 30, "batch_size": 32, "weight_decay": 0.01, "patience": 5, "val_fraction": 0.2, "seed": 0},
+        # the learner and its own settings (mmal.learners); [train] takes TrainConfig fields for torch learners
+        "model": {"learner": "late-fusion", "fusion": "vlmae" if "audio" in modalities else "none"},
+        "train": {"seed": 0},
         "select": {"strategy": "entropy", "budget": 50},
     }
 
