@@ -53,7 +53,14 @@ def load_image(path, *, background=(255, 255, 255)):
         with warnings.catch_warnings():  # the size is bounded below, so PIL's bomb warning is noise
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             return _decode_image(p, background)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # PIL refuses at open above ~179 MP
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        n = f"{int(m.group(1)):,}" if m else "too many"
+        raise MediaError(p, f"image declares {n} pixels, more than {MAX_IMAGE_PIXELS:,}: refused as a possible "
+                            "decompression bomb; downscale the file first") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise MediaError(p, f"not a decodable image ({type(e).__name__}: {e})") from None
 
 
@@ -63,7 +70,7 @@ def _decode_image(p: Path, background):
     with Image.open(p) as im:
         w, h = im.size
         if w * h > MAX_IMAGE_PIXELS:
-            raise MediaError(p, f"image declares {w} x {h} pixels, more than {MAX_IMAGE_PIXELS:,}: refused as a possible "
+            raise MediaError(p, f"image declares {w * h:,} pixels ({w} x {h}), more than {MAX_IMAGE_PIXELS:,}: refused as a possible "
                                 "decompression bomb; downscale the file first")
         if max(w, h) > MAX_IMAGE_SIDE:
             im.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG: decode at a reduced scale
