@@ -286,6 +286,7 @@ CORRUPT = {
     "pooled-npy-truncated": (lambda ws: _truncate(_first(ws / "features", "pooled.npy"), 0.7), "train", "pooled.npy"),
     "probs-npy-truncated-select": (lambda ws: _truncate(ws / "rounds/0/pool/probs.npy", 0.7), "select", "probs.npy"),
     "probs-npy-truncated-evaluate": (lambda ws: _truncate(ws / "rounds/0/pool/probs.npy", 0.7), "evaluate", "probs.npy"),
+    "pool-ids-parquet-garbage": (lambda ws: (ws / "rounds/0/pool/ids.parquet").write_bytes(b"x\n"), "select", "ids.parquet"),
     "items-parquet-deleted": (lambda ws: (ws / "items.parquet").unlink(), "info", "items.parquet"),
     "items-parquet-garbage": (lambda ws: (ws / "items.parquet").write_bytes(b"PAR1 not really"), "info", "items.parquet"),
     "toml-n-classes-abc": (lambda ws: _edit_toml(ws, lambda c: c["task"].update(n_classes="abc")), "info", "[task] n_classes"),

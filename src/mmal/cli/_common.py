@@ -70,9 +70,10 @@ def _root(
 def check_round_pool(ws) -> None:
     """Refuse a truncated scored pool of the current round with one line (before anything reads it)."""
     from mmal.loop.workspace_round import current_round
-    from mmal.workspace.workspace import check_npy_files
+    from mmal.workspace.workspace import check_npy_files, check_parquet_files
 
     rnd = current_round(ws)
     folder = ws.round_dir(rnd) / "pool"
     if folder.is_dir():
         check_npy_files(folder, fix=f"run `mmal score {ws.dir}` again to rewrite the scored pool")
+        check_parquet_files(folder, fix=f"run `mmal score {ws.dir}` again to rewrite the scored pool")

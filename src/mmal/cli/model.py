@@ -59,6 +59,7 @@ def train(
         kwargs["learner"] = learner
     note(f"train: {ws.dir}: fitting the round's model")
     out = train_workspace(directory, **kwargs)
+    _epoch_lines(Path(out["model"]).parent / "history.json")
     if given:
         ws = Workspace(directory)
         for flag, value in given.items():
@@ -67,6 +68,27 @@ def train(
         ws.save_config()
         out["remembered"] = {f"{REMEMBERED_TRAIN_FLAGS[f][0]}.{REMEMBERED_TRAIN_FLAGS[f][1]}": v for f, v in given.items()}
     echo_json(out)
+
+
+def _epoch_lines(history_path: Path) -> None:
+    """When stderr is not a terminal (a log file), one line per epoch from the run's history.
+
+    In a terminal the progress bar already showed the epochs live.
+    """
+    import json
+    import sys
+
+    if sys.stderr.isatty():
+        return
+    try:
+        hist = json.loads(history_path.read_text())
+    except (OSError, ValueError):
+        return
+    for rec in hist.get("epochs", []):
+        note(f"train: epoch {rec['epoch'] + 1}: train_loss {rec['train_loss']:.4f}  val_loss {rec['val_loss']:.4f}  "
+             f"val_accuracy {rec['val_accuracy']:.4f}  {rec.get('seconds', float('nan')):.1f} s")
+    if hist.get("best_epoch") is not None:
+        note(f"train: best epoch {hist['best_epoch'] + 1}" + (" (stopped early)" if hist.get("stopped_early") else ""))
 
 
 @app.command()

@@ -222,6 +222,15 @@ def check_npy_files(folder: Path, *, fix: str) -> None:
             raise WorkspaceError(f"{p}: {problem}; {fix}")
 
 
+def check_parquet_files(folder: Path, *, fix: str) -> None:
+    """WorkspaceError naming the first ``.parquet`` file under ``folder`` whose footer cannot be read."""
+    for p in sorted(Path(folder).rglob("*.parquet")):
+        try:
+            pq.read_metadata(p)
+        except (pa.ArrowException, OSError) as e:
+            raise WorkspaceError(f"{p}: truncated or damaged table ({type(e).__name__}: {e}); {fix}") from None
+
+
 def npy_problem(p: Path, np=None) -> str | None:
     """Why ``p`` is not a complete ``.npy`` file, or None."""
     if np is None:
@@ -288,7 +297,7 @@ class Workspace:
         if self._items is None:
             path = self.dir / "items.parquet"
             try:
-                table = pq.read_table(path)
+                table = pq.ParquetFile(path).read()  # (read_table would import pyarrow.dataset + pandas: ~1 s)
             except FileNotFoundError:
                 raise WorkspaceError(f"{path}: the workspace's items table is missing; {RESTORE}") from None
             except (pa.ArrowException, OSError, ValueError) as e:
