@@ -139,7 +139,7 @@ def test_cli_train_finetune_towers_then_score(tmp_path):
     r = run_cli("score", ws)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["tuned_towers"] is True
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
-    pool = ScoredPool.load(ws / "rounds/0/pool")
+    pool = load_pool(ws / "rounds/0/pool")
     assert pool.probs.shape == (16, 2) and np.allclose(np.asarray(pool.probs).sum(1), 1, atol=1e-5)

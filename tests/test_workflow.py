@@ -50,9 +50,9 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     assert info["round"] == 0 and info["n_labeled"] == n_train and (ws / "rounds/0/model.pt").exists()
     r = run_cli("score", ws)
     assert r.returncode == 0, r.stderr
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
-    pool = ScoredPool.load(ws / "rounds/0/pool")
+    pool = load_pool(ws / "rounds/0/pool")
     assert pool.probs.shape == (72, 3) and np.allclose(np.asarray(pool.probs).sum(1), 1, atol=1e-5)
     r = run_cli("evaluate", ws)
     assert r.returncode == 0, r.stderr
@@ -60,7 +60,11 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     for k in ("accuracy", "macro_f1", "auc", "f1", "r_at_p", "max_beta_variance", "multiclass_loss", "spearman", "pearson"):
         assert k in met
     assert met["n_test"] == 18
-    r = run_cli("select", ws, "--strategy", "entropy:0.6,lsb-knn:0.4", "--budget", "10")
+    # issue 9: an unknown strategy parameter is one stderr line, exit 2, nothing stored
+    r = run_cli("select", ws, "--strategy", "badge", "--budget", "5", "--param", "foo=1")
+    assert r.returncode == 2 and "'badge'" in r.stderr and "allowed" in r.stderr and "Traceback" not in r.stderr
+    assert not (ws / "rounds/1").exists()
+    r = run_cli("select", ws, "--strategy", "entropy:0.6,lsb-knn:0.4", "--budget", "10", "--param", "lsb-knn.k=2")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["round"] == 1 and 1 <= out["n_selected"] <= 10
@@ -138,8 +142,8 @@ def test_win_matrix_counts_significant_wins():
     assert W[0, 1] == 1 and W[1, 0] == 0
 
 
-def test_simulate_unimodal_heads_and_bmmal(tmp_path, media_dir):
-    """image+text items, fused+unimodal heads: BMMAL runs, Φ and unimodal accuracy are recorded."""
+def test_simulate_unimodal_heads(tmp_path, media_dir):
+    """image+text items, fused+unimodal heads: unimodal test accuracy is recorded every round."""
     from PIL import Image
 
     from mmal.loop.simulate import simulate
@@ -154,11 +158,13 @@ def test_simulate_unimodal_heads_and_bmmal(tmp_path, media_dir):
         rows.append({"id": f"m{k}", "label": c, "split": "test" if k % 4 == 0 else "pool",
                      "text": f"a {WORDS[c][k % 5]}", "image": str(p)})
     items = write_items(tmp_path / "src", rows)
-    res = simulate(items, ["bmmal", "badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
+    # issue 9: BMMAL needs the fused last layer's input blocks (pool.fused_blocks), which the fusion
+    # transformer cannot give, so it refuses (tests/test_select_fidelity.py); the unimodal heads are
+    # checked with BADGE. TODO(lead): add "bmmal" with the late-fusion learner and check
+    # modality_contribution as before issue 9 (git show 21e2c93:tests/test_workflow.py).
+    res = simulate(items, ["badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
                    model={"d_model": 32, "n_layers": 1, "n_heads": 2, "heads": "fused+unimodal"},
                    train={"epochs": 2, "patience": None}, progress=False, log=lambda *a: None)
-    r = res["strategies"]["bmmal"]["per_seed"]["0"]["rounds"]
-    assert set(r[0]["unimodal_test_accuracy"]) == {"image", "text"}
-    phi = r[1]["modality_contribution"]
-    assert set(phi) == {"image", "text"} and abs(sum(phi.values()) - 1) < 1e-6
+    r = res["strategies"]["badge"]["per_seed"]["0"]["rounds"]
+    assert set(r[0]["unimodal_test_accuracy"]) == set(r[1]["unimodal_test_accuracy"]) == {"image", "text"}
     assert r[1]["n_selected"] == 4
