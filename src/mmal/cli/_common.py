@@ -41,6 +41,12 @@ def _jsonable(o):
         return str(o)
 
 
+def epoch_lines() -> bool:
+    """One line per training epoch on stderr: when progress is on and stderr is not a terminal
+    (a log file or CI); in a terminal the progress bar shows the epochs live instead."""
+    return os.environ.get("MMAL_PROGRESS", "1") != "0" and not sys.stderr.isatty()
+
+
 def echo_json(obj, indent=None) -> None:
     typer.echo(json.dumps(obj, indent=indent, default=_jsonable))
 

@@ -122,13 +122,7 @@ def simulate(
     seed_list = _int_list(seeds, "--seeds")
     specs = [s.replace(";", ",").strip() for s in strategies.split(",") if s.strip()]
     specs = _join_mixes(specs)
-    kwargs = {}
-    if learner is not None:
-        import inspect
-
-        if "learner" not in inspect.signature(run).parameters:  # until the learners land
-            raise ConfigError("--learner: this version of mmal simulates only the fusion model; leave --learner out")
-        kwargs["learner"] = learner
+    kwargs = {"learner": learner} if learner is not None else {}
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
               progress=progress_enabled(), **kwargs)

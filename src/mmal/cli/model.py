@@ -16,7 +16,7 @@ from typing import Optional
 
 import typer
 
-from mmal.cli._common import app, echo_json, note, positive, progress_enabled
+from mmal.cli._common import app, echo_json, epoch_lines, note, positive, progress_enabled
 from mmal.errors import ConfigError
 
 #: flag -> (mmal.toml section, key) for the flags ``train`` remembers.
@@ -56,14 +56,11 @@ def train(
         raise ConfigError(f"{ws.dir}: no labeled items and no classes yet; import labels with `mmal label {ws.dir} FILE` first")
     kwargs = dict(fusion=fusion, heads=heads, seed=seed, finetune_towers=finetune_towers, progress=progress_enabled())
     if learner is not None:
-        import inspect
-
-        if "learner" not in inspect.signature(train_workspace).parameters:  # until the learners land
-            raise ConfigError("--learner: this version of mmal trains only the fusion model; leave --learner out")
         kwargs["learner"] = learner
+    if epoch_lines():
+        kwargs["log"] = note
     note(f"train: {ws.dir}: fitting the round's model")
     out = train_workspace(directory, **kwargs)
-    _epoch_lines(Path(out["model"]).parent / "history.json")
     if given:
         ws = Workspace(directory)
         for flag, value in given.items():
@@ -72,27 +69,6 @@ def train(
         ws.save_config()
         out["remembered"] = {f"{REMEMBERED_TRAIN_FLAGS[f][0]}.{REMEMBERED_TRAIN_FLAGS[f][1]}": v for f, v in given.items()}
     echo_json(out)
-
-
-def _epoch_lines(history_path: Path) -> None:
-    """When stderr is not a terminal (a log file), one line per epoch from the run's history.
-
-    In a terminal the progress bar already showed the epochs live.
-    """
-    import json
-    import sys
-
-    if sys.stderr.isatty():
-        return
-    try:
-        hist = json.loads(history_path.read_text())
-    except (OSError, ValueError):
-        return
-    for rec in hist.get("epochs", []):
-        note(f"train: epoch {rec['epoch'] + 1}: train_loss {rec['train_loss']:.4f}  val_loss {rec['val_loss']:.4f}  "
-             f"val_accuracy {rec['val_accuracy']:.4f}  {rec.get('seconds', float('nan')):.1f} s")
-    if hist.get("best_epoch") is not None:
-        note(f"train: best epoch {hist['best_epoch'] + 1}" + (" (stopped early)" if hist.get("stopped_early") else ""))
 
 
 @app.command()

@@ -30,7 +30,7 @@ LEARNERS = ("linear", "late-fusion", "fusion")
 class Key:
     """One ``mmal.toml`` key.
 
-    kind : "int" | "float" | "str" | "bool" | "str-list"
+    kind : "int" | "float" | "str" | "bool" | "str-list" | "int-table" (name -> positive int)
     default : value used when the key is absent (``None`` = no default / optional).
     lo, hi : inclusive numeric bounds (``hi_open``: ``value < hi``).
     choices : allowed values for strings.
@@ -51,7 +51,7 @@ class Key:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-                "str-list": "a list of strings"}[self.kind]
+                "str-list": "a list of strings", "int-table": "a table of positive integers"}[self.kind]
         if self.lo is not None and self.hi is not None:
             what += f" in [{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
         elif self.lo is not None:
@@ -92,17 +92,43 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": _i(16, 1, 65536, doc="items per encoder call"),
         "whisper_pad_to_30s": _b(False, doc="pad audio to Whisper's 30 s window"),
     },
+    # [model]: ``learner`` plus the union of the learners' own settings (mmal.learners; which
+    # learner accepts which key is checked by the learner itself when `mmal train` builds it).
+    # tests/test_bad_inputs.py::test_schema_model_keys_match_the_learners keeps this in sync.
     "model": {
         "learner": _s("late-fusion", LEARNERS, doc="which learner `mmal train` fits"),
+        # shared by late-fusion and fusion (heads also by linear)
         "fusion": _s("vlmae", ("none", "avgpool", "vlmae"), doc="how audio enters the fused head"),
-        "heads": _s("fused", ("fused", "fused+unimodal"), doc="unimodal heads for BMMAL"),
+        "heads": _s("fused", ("fused", "fused+unimodal"), doc="unimodal heads (BMMAL, unimodal accuracy)"),
+        "dropout": _f(None, 0.0, 1.0, hi_open=True),
+        "d_attn": _i(128, 1, 8192, doc="VLMAE attention width"),
+        "head_modalities": Key("str-list", doc="modalities fused by the head (audio)"),
+        # late-fusion (mmal.models.late_fusion.LateFusionConfig) + label_smoothing
+        "encoder": _s("identity", ("identity", "mlp")),
+        "d_hidden": _i(256, 1, 65536),
+        "vlmae_query": _s("vl", ("vl", "learned")),
+        "vlmae_value": _s("projected", ("projected", "identity")),
+        "audio_max_frames": _i(None, 1, 1_000_000),
+        "label_smoothing": _f(0.0, 0.0, 1.0, hi_open=True),
+        # fusion (mmal.models.ModelConfig)
         "d_model": _i(192, 1, 8192),
         "n_layers": _i(2, 0, 64),
         "n_heads": _i(4, 1, 256),
-        "dropout": _f(0.1, 0.0, 1.0, hi_open=True),
+        "ffn_mult": _i(4, 1, 64),
+        "multiway": _b(True),
+        "max_tokens": Key("int-table", doc="max tokens per modality, e.g. {text = 64}"),
+        "default_max_tokens": _i(160, 1, 1_000_000),
+        "token_reduction": _s("pool", ("pool", "stride")),
+        "audio_missing": _s("zeros", ("zeros", "learned")),
+        "input_norm": _b(True),
         "mlp_hidden": _i(256, 1, 65536),
         "mlp_layers": _i(3, 1, 64),
-        "d_attn": _i(128, 1, 8192),
+        "unimodal_layers": _i(2, 1, 64),
+        # linear (mmal.learners.linear.LinearProbe)
+        "C": _f(10.0, 0.0, None, doc="inverse L2 strength (> 0)"),
+        "max_iter": _i(2000, 1, 10_000_000),
+        "class_weight": _s(None, ("balanced",)),
+        "center": _b(False),
     },
     "train": {
         "lr": _f(1e-3, 0.0, None, doc="AdamW learning rate (> 0)"),
@@ -115,6 +141,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "monitor": _s("val_loss", ("val_loss", "val_accuracy")),
         "class_weight": _s(None, ("balanced",), doc="'balanced' or absent"),
         "grad_clip": _f(1.0, 0.0),
+        "unimodal_weight": _f(None, 0.0),
         "threads": _i(None, 1, 4096),
         "device": _s("cpu", doc="'cpu', 'cuda' or 'cuda:N'"),
         "finetune_towers": _b(False),
@@ -127,7 +154,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 #: keys whose value must be strictly greater than ``lo``
-_STRICT_LO = {("train", "lr"), ("train", "grad_clip"), ("train", "tower_lr")}
+_STRICT_LO = {("train", "lr"), ("train", "grad_clip"), ("train", "tower_lr"), ("model", "C")}
 REQUIRED_SECTIONS = ("task",)
 
 
@@ -142,6 +169,8 @@ def _type_ok(key: Key, v) -> bool:
         return isinstance(v, bool)
     if key.kind == "str-list":
         return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if key.kind == "int-table":
+        return isinstance(v, dict) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v.values())
     raise AssertionError(key.kind)
 
 
@@ -160,7 +189,7 @@ def value_problem(section: str, name: str, v) -> str | None:
             return f"{v!r} is out of range: expected {key.describe()}"
     if section == "train" and name == "device" and not (v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
         return f"{v!r} is not 'cpu', 'cuda' or 'cuda:N'"
-    if key.kind == "str-list":
+    if key.kind == "str-list" and name == "label_names":
         if any(not x.strip() or x != x.strip() for x in v):
             return "names must be non-empty without surrounding spaces"
         if len(set(v)) != len(v):

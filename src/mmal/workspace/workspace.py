@@ -73,7 +73,15 @@ CREATE TABLE IF NOT EXISTS labels (
 
 def default_config(task: str, modalities: list[str], n_classes: int, items_source: str,
                    label_names: list[str] | None = None) -> dict:
-    """The ``mmal.toml`` written by ``mmal init``; every value is a documented default."""
+    """The ``mmal.toml`` written by ``mmal init``.
+
+    Only what differs per workspace is written: the task, modalities, encoders and the
+    learner (``late-fusion``, with VLMAE audio fusion when there is audio). Learner
+    hyper-parameters are left to each learner's own defaults (:mod:`mmal.learners`; e.g.
+    late-fusion trains with lr 0.01 for 100 epochs, fusion with lr 1e-3 for 30), so that
+    ``mmal train --learner NAME`` gets that learner's defaults; any key of
+    :data:`mmal.workspace.schema.SCHEMA` may be added to override them.
+    """
     enc = {}
     if "text" in modalities:
         enc["text"] = "text:minilm"
@@ -89,15 +97,8 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
         "modalities": {m: True for m in modalities},
         "encoders": enc,
         "encode": {"n_frames": 3, "batch_size": 16, "whisper_pad_to_30s": False},
-        "model": {
-            "fusion": "vlmae" if "audio" in modalities else "none",
-            "heads": "fused",
-            "d_model": 192,
-            "n_layers": 2,
-            "n_heads": 4,
-            "dropout": 0.1,
-        },
-        "train": {"lr": 1e-3, "epochs": 30, "batch_size": 32, "weight_decay": 0.01, "patience": 5, "val_fraction": 0.2, "seed": 0},
+        "model": {"learner": "late-fusion", "fusion": "vlmae" if "audio" in modalities else "none", "heads": "fused"},
+        "train": {"seed": 0},
         "select": {"strategy": "entropy", "budget": 50},
     }
 
