@@ -5,7 +5,7 @@ Usage:
         [--strategies random,entropy,...] [--out demo/NAME-sim] [--results docs/results]
 
 Writes docs/results/al_NAME.md (both tables + config) and copies results.json beside it.
-The model is the demo's small VLMAE fusion model (mmal.loop.demo.DEMO_MODEL / DEMO_TRAIN).
+The model is the demo's small VLMAE fusion model (mmal.cli_al.DEMO_MODEL / DEMO_TRAIN).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 
 
 def main(argv=None):
-    from mmal.loop.demo import DEMO_MODEL, DEMO_STRATEGIES, DEMO_TRAIN
+    from mmal.cli_al import DEMO_MODEL, DEMO_STRATEGIES, DEMO_TRAIN
     from mmal.loop.simulate import simulate
     from mmal.report.html import markdown_rounds, markdown_tables, markdown_win_matrix
 

@@ -64,7 +64,7 @@ def main(argv=None):
     ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--full-model", action="store_true", help="default ModelConfig instead of the demo's small model")
     args = ap.parse_args(argv)
-    from mmal.loop.demo import DEMO_MODEL
+    from mmal.cli_al import DEMO_MODEL
     from mmal.data.datasets import build
     from mmal.features.pipeline import encode_workspace, load_features
     from mmal.loop.core import train_model

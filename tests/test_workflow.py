@@ -33,8 +33,7 @@ def text_ws(tmp_path_factory):
     ws = tmp / "ws"
     assert run_cli("init", ws, "--items", items).returncode == 0
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
-    cfg["train"].update({"epochs": 4, "patience": 2})
-    cfg["model"].update({"learner": "fusion", "d_model": 32, "n_layers": 1, "n_heads": 2})
+    cfg["train"].update({"epochs": 30})
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     r = run_cli("encode", ws)
     assert r.returncode == 0, r.stderr

@@ -76,7 +76,7 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
     """The ``mmal.toml`` written by ``mmal init``.
 
     Only what differs per workspace is written: the task, modalities, encoders and the
-    learner (``late-fusion``, with VLMAE audio fusion when there is audio). Learner
+    learner (``late-fusion``, with VLMAE audio fusion when there is audio; no fusion without). Learner
     hyper-parameters are left to each learner's own defaults (:mod:`mmal.learners`; e.g.
     late-fusion trains with lr 0.01 for 100 epochs, fusion with lr 1e-3 for 30), so that
     ``mmal train --learner NAME`` gets that learner's defaults; any key of
@@ -97,7 +97,8 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
         "modalities": {m: True for m in modalities},
         "encoders": enc,
         "encode": {"n_frames": 3, "batch_size": 16, "whisper_pad_to_30s": False},
-        "model": {"learner": "late-fusion", "fusion": "vlmae" if "audio" in modalities else "none", "heads": "fused"},
+        # the learner and its own settings (mmal.learners); [train] takes TrainConfig fields for torch learners
+        "model": {"learner": "late-fusion", "fusion": "vlmae" if "audio" in modalities else "none"},
         "train": {"seed": 0},
         "select": {"strategy": "entropy", "budget": 50},
     }
