@@ -1,0 +1,179 @@
+"""CLI: select / label / simulate / demo (active-learning loop stages)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmal.cli._common import app, echo_json, positive, progress_enabled
+from mmal.errors import ConfigError, MmalError
+
+
+def _parse_params(items: list[str]) -> dict:
+    out = {}
+    for kv in items or []:
+        if "=" not in kv:
+            raise ConfigError(f"--param {kv!r}: expected NAME=VALUE")
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+#: Substrings of errors raised inside :mod:`mmal.select` (which speaks in Python terms) ->
+#: the command that fixes them. Applied only to errors raised by ``select``.
+SELECT_HINTS = (
+    ("value_fn=", "strategy bmmal needs the coalition values V(S) in the scored pool: run "
+                  "`mmal train {ws} --heads fused+unimodal` and then `mmal score {ws} --coalitions`"),
+    ("BMMAL: pool.modality has no features", "strategy bmmal needs per-modality outputs: run "
+                                             "`mmal train {ws} --heads fused+unimodal` and `mmal score {ws} --coalitions`"),
+    ("BALD needs", "strategy bald needs MC-dropout probabilities in the scored pool: run `mmal score {ws} --mc-samples 20`"),
+)
+
+
+def _with_hint(err: MmalError, ws_dir) -> MmalError:
+    text = str(err)
+    for needle, hint in SELECT_HINTS:
+        if needle in text:
+            return type(err)(hint.format(ws=ws_dir))
+    return err
+
+
+@app.command()
+def select(
+    directory: Path = typer.Argument(...),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help='name or mix, e.g. "entropy:0.8,lsb-lt:0.2" (default: mmal.toml [select] strategy)'),
+    budget: Optional[int] = typer.Option(None, "--budget", help="items to select, >= 1 (default: mmal.toml [select] budget)"),
+    seed: int = typer.Option(0, "--seed"),
+    param: list[str] = typer.Option([], "--param", help="strategy parameter NAME=VALUE (repeatable), e.g. k=3, l_t=0.3"),
+):
+    """Select the next batch, record it, export CSV / JSONL / Label Studio tasks."""
+    from mmal.cli._common import check_round_pool
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace import Workspace
+
+    positive(budget, "--budget")
+    params = _parse_params(param)
+    ws = Workspace(directory)
+    defaults = ws.config.get("select", {})
+    strategy = strategy if strategy is not None else defaults.get("strategy")
+    budget = budget if budget is not None else defaults.get("budget")
+    if not strategy:
+        raise ConfigError(f"no strategy: pass --strategy NAME or set [select] strategy in {ws.dir / 'mmal.toml'}")
+    if budget is None:
+        raise ConfigError(f"no budget: pass --budget N or set [select] budget in {ws.dir / 'mmal.toml'}")
+    check_round_pool(ws)
+    try:
+        out = select_workspace(directory, strategy, int(budget), seed=seed, params=params)
+    except MmalError as e:
+        raise _with_hint(e, ws.dir) from None
+    echo_json(out, indent=1)
+
+
+@app.command()
+def label(directory: Path = typer.Argument(...), file: Path = typer.Argument(..., help="CSV, JSONL or Label Studio export JSON")):
+    """Import labels: one transaction, idempotent; a bad row imports nothing."""
+    from mmal.workspace import Workspace
+    from mmal.workspace.annotate import import_labels
+
+    echo_json(import_labels(Workspace(directory), file))
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        out = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not out:
+        raise ConfigError(f"{flag}: give at least one value")
+    return out
+
+
+@app.command()
+def simulate(
+    items: Path = typer.Argument(..., help="items file with gold labels"),
+    strategies: str = typer.Option(..., "--strategies", help="comma-separated; a mix uses ';' inside, e.g. entropy:0.8;lsb-lt:0.2"),
+    init: int = typer.Option(..., "--init"),
+    budget: int = typer.Option(..., "--budget"),
+    rounds: int = typer.Option(..., "--rounds"),
+    seeds: str = typer.Option("0,1,2", "--seeds"),
+    out: Path = typer.Option(..., "--out"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="linear | late-fusion | fusion"),
+    fusion: Optional[str] = typer.Option(None, "--fusion"),
+    heads: Optional[str] = typer.Option(None, "--heads"),
+    encoders: Optional[str] = typer.Option(None, "--encoders"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+):
+    """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html."""
+    from mmal.loop.simulate import simulate as run
+    from mmal.workspace.schema import check_value
+
+    for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds), ("--epochs", epochs)):
+        positive(v, flag)
+    for flag, section, key, v in (("--learner", "model", "learner", learner), ("--fusion", "model", "fusion", fusion),
+                                  ("--heads", "model", "heads", heads)):
+        if v is not None:
+            check_value(section, key, v, where=flag)
+    seed_list = _int_list(seeds, "--seeds")
+    specs = [s.replace(";", ",").strip() for s in strategies.split(",") if s.strip()]
+    specs = _join_mixes(specs)
+    kwargs = {"learner": learner} if learner is not None else {}
+    res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
+              encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
+              progress=progress_enabled(), **kwargs)
+    for spec, d in res["strategies"].items():
+        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
+    typer.echo(str(Path(out) / "report.html"))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", help="folder for the dataset, cache and report"),
+    seeds: str = typer.Option("0,1,2", "--seeds"),
+    rounds: int = typer.Option(3, "--rounds"),
+    init: int = typer.Option(50, "--init"),
+    budget: int = typer.Option(50, "--budget"),
+):
+    """The main job: simulate AL on Tux Paint (see mmal.loop.demo for the strategies and model)."""
+    from mmal.loop.demo import run_demo
+
+    for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds)):
+        positive(v, flag)
+    res = run_demo(out, seeds=_int_list(seeds, "--seeds"), rounds=rounds, init=init, budget=budget, progress=progress_enabled())
+    for spec, d in res["strategies"].items():
+        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
+    typer.echo(f"report: {res.get('report', Path(out) / 'simulation' / 'report.html')}")
+
+
+def _join_mixes(specs: list[str]) -> list[str]:
+    """'entropy:0.8', 'lsb-lt:0.2' split by the comma list -> one mix 'entropy:0.8,lsb-lt:0.2'.
+
+    A strategy part with a share (name:float) joins the following shared parts until the
+    shares sum to 1.
+    """
+    out, cur, total = [], [], 0.0
+    for s in specs:
+        if ":" in s and "," not in s:
+            try:
+                share = float(s.split(":", 1)[1])
+            except ValueError:
+                out.append(s)
+                continue
+            cur.append(s)
+            total += share
+            if total >= 1 - 1e-9:
+                out.append(",".join(cur))
+                cur, total = [], 0.0
+        else:
+            if cur:
+                out.append(",".join(cur))
+                cur, total = [], 0.0
+            out.append(s)
+    if cur:
+        out.append(",".join(cur))
+    return out
