@@ -16,15 +16,19 @@ that loads the features and fits once at the largest budget.
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import resource
 import sys
-import time
 from pathlib import Path
 
-import numpy as np
+# bench/select.py would shadow the standard library's `select` module (imported by subprocess)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json
+import os  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
