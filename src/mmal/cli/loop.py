@@ -97,7 +97,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 @app.command()
 def simulate(
     items: Path = typer.Argument(..., help="items file with gold labels"),
-    strategies: str = typer.Option(..., "--strategies", help="comma-separated; a mix uses ';' inside, e.g. entropy:0.8;lsb-lt:0.2"),
+    strategies: str = typer.Option(..., "--strategies", help='runs separated by "|", the parts of a mix by ",", e.g. "random|entropy|entropy:0.8,lsb-lt:0.2"'),
     init: int = typer.Option(..., "--init"),
     budget: int = typer.Option(..., "--budget"),
     rounds: int = typer.Option(..., "--rounds"),
@@ -120,8 +120,12 @@ def simulate(
         if v is not None:
             check_value(section, key, v, where=flag)
     seed_list = _int_list(seeds, "--seeds")
-    specs = [s.replace(";", ",").strip() for s in strategies.split(",") if s.strip()]
-    specs = _join_mixes(specs)
+    from mmal.select import parse_strategies, shares_note
+
+    specs = parse_strategies(strategies)
+    for s in specs:
+        if note := shares_note(s):
+            typer.echo(note, err=True)
     kwargs = {"learner": learner} if learner is not None else {}
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
@@ -150,30 +154,3 @@ def demo(
     typer.echo(f"report: {res.get('report', Path(out) / 'simulation' / 'report.html')}")
 
 
-def _join_mixes(specs: list[str]) -> list[str]:
-    """'entropy:0.8', 'lsb-lt:0.2' split by the comma list -> one mix 'entropy:0.8,lsb-lt:0.2'.
-
-    A strategy part with a share (name:float) joins the following shared parts until the
-    shares sum to 1.
-    """
-    out, cur, total = [], [], 0.0
-    for s in specs:
-        if ":" in s and "," not in s:
-            try:
-                share = float(s.split(":", 1)[1])
-            except ValueError:
-                out.append(s)
-                continue
-            cur.append(s)
-            total += share
-            if total >= 1 - 1e-9:
-                out.append(",".join(cur))
-                cur, total = [], 0.0
-        else:
-            if cur:
-                out.append(",".join(cur))
-                cur, total = [], 0.0
-            out.append(s)
-    if cur:
-        out.append(",".join(cur))
-    return out
