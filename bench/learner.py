@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/learner.py                       # both datasets, writes bench/results/learner.json
     .venv/bin/python bench/learner.py --datasets tuxpaint --seeds 0,1
+    .venv/bin/python bench/learner.py --timing              # fit seconds at 200 labels -> learner_timing.json
 
 Datasets: Tux Paint (image + text + audio, 950 items, built from the Debian package) and
 synthetic-video (800 clips: frames + title + speech/tone audio). Each is built, validated
@@ -171,18 +172,57 @@ def peak_rss(args) -> dict:
     return out
 
 
+def timing(args) -> dict:
+    """Fit seconds of each learner at one budget, alternating learners, in this process.
+
+    Separate from the accuracy run so it can be repeated on a quiet machine
+    (``--timing``): the accuracy numbers do not depend on load, the seconds do.
+    """
+    import torch
+
+    from mmal.features.pipeline import load_features
+    from mmal.learners import make_learner
+
+    torch.set_num_threads(args.threads)
+    scratch = ROOT / "bench" / "scratch" / "learner"
+    out = {"budget": args.timing_budget, "threads": args.threads, "load_avg_start": os.getloadavg(), "datasets": {}}
+    for ds in args.datasets:
+        ws = workspace(ds, scratch)
+        feats = load_features(ws)
+        t = ws.items
+        gold = np.array(t.column("label").to_pylist())
+        cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
+        make_learner("late-fusion", model={"fusion": "none"}, train={"epochs": 1}).fit(feats, gold, cand[:20])  # imports, warm caches
+        res = {k: [] for k in LEARNERS}
+        for si, seed in enumerate(args.seeds):
+            lab = np.random.default_rng(seed).choice(cand, args.timing_budget, replace=False)
+            keys = list(LEARNERS)
+            for k in keys[si % len(keys):] + keys[: si % len(keys)]:
+                name, params = learner_params(k, "audio" in feats)
+                L = make_learner(name, seed=seed, **params)
+                t0 = time.perf_counter()
+                L.fit(feats, gold, lab)
+                res[k].append(time.perf_counter() - t0)
+        out["datasets"][ds] = {k: {"seconds": v, "median": float(np.median(v))} for k, v in res.items()}
+    out["load_avg_end"] = os.getloadavg()
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="tuxpaint,synthetic-video")
     ap.add_argument("--budgets", default="50,100,200,400")
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "learner.json"))
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--timing", action="store_true", help="only time fits at --timing-budget (bench/results/learner_timing.json)")
+    ap.add_argument("--timing-budget", type=int, default=200)
     a = ap.parse_args(argv)
     a.datasets = a.datasets.split(",")
     a.budgets = [int(x) for x in a.budgets.split(",")]
     a.seeds = [int(x) for x in a.seeds.split(",")]
-    res = run(a)
+    a.out = a.out or str(ROOT / "bench" / "results" / ("learner_timing.json" if a.timing else "learner.json"))
+    res = timing(a) if a.timing else run(a)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)
     Path(a.out).write_text(json.dumps(res, indent=1, default=float))
     print(a.out)
