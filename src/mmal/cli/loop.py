@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,9 +30,9 @@ def _parse_params(items: list[str]) -> dict:
 #: the command that fixes them. Applied only to errors raised by ``select``.
 SELECT_HINTS = (
     ("value_fn=", "strategy bmmal needs the coalition values V(S) in the scored pool: run "
-                  "`mmal train {ws} --heads fused+unimodal` and then `mmal score {ws} --coalitions`"),
-    ("BMMAL: pool.modality has no features", "strategy bmmal needs per-modality outputs: run "
-                                             "`mmal train {ws} --heads fused+unimodal` and `mmal score {ws} --coalitions`"),
+                  "`mmal score {ws} --coalitions` (on a model from `mmal train {ws} --learner late-fusion`)"),
+    ("pool.fused_blocks is False", "strategy bmmal needs the late-fusion learner's per-modality blocks: run "
+                                   "`mmal train {ws} --learner late-fusion` and then `mmal score {ws} --coalitions`"),
     ("BALD needs", "strategy bald needs MC-dropout probabilities in the scored pool: run `mmal score {ws} --mc-samples 20`"),
 )
 
@@ -68,6 +69,11 @@ def select(
     if budget is None:
         raise ConfigError(f"no budget: pass --budget N or set [select] budget in {ws.dir / 'mmal.toml'}")
     check_round_pool(ws)
+    from mmal.select import shares_note
+
+    msg = shares_note(strategy)
+    if msg:
+        print(f"mmal: note: {msg}", file=sys.stderr)
     try:
         out = select_workspace(directory, strategy, int(budget), seed=seed, params=params)
     except MmalError as e:
@@ -97,7 +103,8 @@ def _int_list(text: str, flag: str) -> list[int]:
 @app.command()
 def simulate(
     items: Path = typer.Argument(..., help="items file with gold labels"),
-    strategies: str = typer.Option(..., "--strategies", help="comma-separated; a mix uses ';' inside, e.g. entropy:0.8;lsb-lt:0.2"),
+    strategies: str = typer.Option(..., "--strategies", help="runs separated by '|' (or ',' for plain names); a mix's parts by ',', "
+                                                            "as in `mmal select`: e.g. 'random|entropy:0.8,lsb-lt:0.2'"),
     init: int = typer.Option(..., "--init"),
     budget: int = typer.Option(..., "--budget"),
     rounds: int = typer.Option(..., "--rounds"),
@@ -120,8 +127,9 @@ def simulate(
         if v is not None:
             check_value(section, key, v, where=flag)
     seed_list = _int_list(seeds, "--seeds")
-    specs = [s.replace(";", ",").strip() for s in strategies.split(",") if s.strip()]
-    specs = _join_mixes(specs)
+    from mmal.select import parse_strategies
+
+    specs = parse_strategies(strategies)
     kwargs = {"learner": learner} if learner is not None else {}
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
@@ -148,32 +156,3 @@ def demo(
     for spec, d in res["strategies"].items():
         typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
     typer.echo(f"report: {res.get('report', Path(out) / 'simulation' / 'report.html')}")
-
-
-def _join_mixes(specs: list[str]) -> list[str]:
-    """'entropy:0.8', 'lsb-lt:0.2' split by the comma list -> one mix 'entropy:0.8,lsb-lt:0.2'.
-
-    A strategy part with a share (name:float) joins the following shared parts until the
-    shares sum to 1.
-    """
-    out, cur, total = [], [], 0.0
-    for s in specs:
-        if ":" in s and "," not in s:
-            try:
-                share = float(s.split(":", 1)[1])
-            except ValueError:
-                out.append(s)
-                continue
-            cur.append(s)
-            total += share
-            if total >= 1 - 1e-9:
-                out.append(",".join(cur))
-                cur, total = [], 0.0
-        else:
-            if cur:
-                out.append(",".join(cur))
-                cur, total = [], 0.0
-            out.append(s)
-    if cur:
-        out.append(",".join(cur))
-    return out
