@@ -106,7 +106,7 @@ def test_simulate_text_only_schema(tmp_path):
         r["label"] = r["gold"]  # the oracle needs gold labels on every non-test item
     items = write_items(tmp_path / "src", rows)
     res = simulate(items, ["random", "entropy:0.5,lsb-lt:0.5"], init=9, budget=6, rounds=2, seeds=[0, 1], out=tmp_path / "sim",
-                   model={"d_model": 32, "n_layers": 1, "n_heads": 2}, train={"epochs": 3, "patience": 2}, progress=False, log=lambda *a: None)
+                   train={"epochs": 20}, progress=False, log=lambda *a: None)
     saved = json.loads((tmp_path / "sim/results.json").read_text())
     assert saved["strategies"].keys() == res["strategies"].keys() == {"random", "entropy:0.5,lsb-lt:0.5"}
     for name, d in saved["strategies"].items():
@@ -157,13 +157,20 @@ def test_simulate_unimodal_heads(tmp_path, media_dir):
         rows.append({"id": f"m{k}", "label": c, "split": "test" if k % 4 == 0 else "pool",
                      "text": f"a {WORDS[c][k % 5]}", "image": str(p)})
     items = write_items(tmp_path / "src", rows)
-    # issue 9: BMMAL needs the fused last layer's input blocks (pool.fused_blocks), which the fusion
-    # transformer cannot give, so it refuses (tests/test_select_fidelity.py); the unimodal heads are
-    # checked with BADGE. TODO(lead): add "bmmal" with the late-fusion learner and check
-    # modality_contribution as before issue 9 (git show 21e2c93:tests/test_workflow.py).
-    res = simulate(items, ["badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
-                   model={"d_model": 32, "n_layers": 1, "n_heads": 2, "heads": "fused+unimodal"},
-                   train={"epochs": 2, "patience": None}, progress=False, log=lambda *a: None)
-    r = res["strategies"]["badge"]["per_seed"]["0"]["rounds"]
-    assert set(r[0]["unimodal_test_accuracy"]) == set(r[1]["unimodal_test_accuracy"]) == {"image", "text"}
-    assert r[1]["n_selected"] == 4
+    # BMMAL reads the late-fusion learner's exact blocks (pool.fused_blocks); its unimodal heads are
+    # added because bmmal needs them, and each round records unimodal accuracy and the shares Φ
+    res = simulate(items, ["bmmal", "badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
+                   train={"epochs": 10}, progress=False, log=lambda *a: None)
+    for name in ("bmmal", "badge"):
+        r = res["strategies"][name]["per_seed"]["0"]["rounds"]
+        assert set(r[0]["unimodal_test_accuracy"]) == set(r[1]["unimodal_test_accuracy"]) == {"image", "text"}
+        assert r[1]["n_selected"] == 4
+    phi = res["strategies"]["bmmal"]["per_seed"]["0"]["rounds"][1]["modality_contribution"]
+    assert set(phi) == {"image", "text"} and abs(sum(phi.values()) - 1) < 1e-6
+    # the fusion transformer cannot give true blocks: BMMAL refuses it with a clear error
+    from mmal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="late-fusion"):
+        simulate(items, ["bmmal"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim2", learner="fusion",
+                 model={"d_model": 16, "n_layers": 1, "n_heads": 2}, train={"epochs": 1}, progress=False,
+                 log=lambda *a: None)

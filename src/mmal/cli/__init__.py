@@ -14,7 +14,7 @@ pyproject.toml for that reason). ``MMAL_DEBUG=1`` re-raises errors with their tr
 
 Commands live in one module per group: :mod:`mmal.cli.data` (dataset, init, encode, info),
 :mod:`mmal.cli.model` (train, score, evaluate), :mod:`mmal.cli.loop` (select, label,
-simulate, demo).
+simulate, demo), :mod:`mmal.cli.review` (serve, report).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from typer.exceptions import Exit as _TyperExit  # noqa: E402
 from mmal.cli import data as _data  # noqa: E402,F401,I001
 from mmal.cli import model as _model  # noqa: E402,F401
 from mmal.cli import loop as _loop  # noqa: E402,F401
+from mmal.cli import review as _review  # noqa: E402,F401
 from mmal.cli._common import app  # noqa: E402
 from mmal.errors import MmalError  # noqa: E402
 

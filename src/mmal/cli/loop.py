@@ -103,8 +103,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 @app.command()
 def simulate(
     items: Path = typer.Argument(..., help="items file with gold labels"),
-    strategies: str = typer.Option(..., "--strategies", help="runs separated by '|' (or ',' for plain names); a mix's parts by ',', "
-                                                            "as in `mmal select`: e.g. 'random|entropy:0.8,lsb-lt:0.2'"),
+    strategies: str = typer.Option(..., "--strategies", help='runs separated by "|", the parts of a mix by ",", e.g. "random|entropy|entropy:0.8,lsb-lt:0.2"'),
     init: int = typer.Option(..., "--init"),
     budget: int = typer.Option(..., "--budget"),
     rounds: int = typer.Option(..., "--rounds"),
@@ -127,9 +126,12 @@ def simulate(
         if v is not None:
             check_value(section, key, v, where=flag)
     seed_list = _int_list(seeds, "--seeds")
-    from mmal.select import parse_strategies
+    from mmal.select import parse_strategies, shares_note
 
     specs = parse_strategies(strategies)
+    for s in specs:
+        if note := shares_note(s):
+            typer.echo(f"mmal: note: {note}", err=True)
     kwargs = {"learner": learner} if learner is not None else {}
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
@@ -142,7 +144,7 @@ def simulate(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="folder for the dataset, cache and report"),
-    seeds: str = typer.Option("0,1,2", "--seeds"),
+    seeds: str = typer.Option("0,1,2,3,4", "--seeds"),
     rounds: int = typer.Option(3, "--rounds"),
     init: int = typer.Option(50, "--init"),
     budget: int = typer.Option(50, "--budget"),

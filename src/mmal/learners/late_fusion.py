@@ -25,7 +25,7 @@ import torch
 from mmal.errors import ConfigError
 from mmal.learners.base import Learner, coalition_key, coalition_subsets
 from mmal.learners.linear import pooled_means
-from mmal.models.late_fusion import LateFusionClassifier, LateFusionConfig, late_fusion_loss, unit_frames
+from mmal.models.late_fusion import LateFusionClassifier, LateFusionConfig, bucket_frames, late_fusion_loss, unit_frames
 from mmal.train.config import TrainConfig
 from mmal.train.engine import as_index, check_labels, class_weights, seeded, torch_threads, train_epochs
 
@@ -47,7 +47,7 @@ def late_fusion_batch(features: Mapping, idx, cfg: LateFusionConfig, frame_means
     """Model input for items ``idx``.
 
     Vector modalities: ``{m: (x [B, d], present [B])}``. Frame modalities:
-    ``{m: (frames [F, d], seg [F], present [B])}`` with every real frame of the batch packed
+    ``{m: (frames [F, d], seg [F], present [B], buckets)}`` with every real frame of the batch packed
     (clips longer than ``cfg.audio_max_frames`` averaged into that many bins), each frame
     centred on ``frame_means[m]`` and L2-normalised (:func:`unit_frames`).
     """
@@ -64,7 +64,7 @@ def late_fusion_batch(features: Mapping, idx, cfg: LateFusionConfig, frame_means
         mu = torch.zeros(f.dim) if frame_means is None else torch.as_tensor(np.asarray(frame_means[m]), dtype=torch.float32)
         frames = unit_frames(torch.from_numpy(x), mu)
         seg = torch.from_numpy(np.repeat(np.arange(len(idx)), lens))
-        out[m] = (frames, seg, torch.from_numpy(lens > 0))
+        out[m] = (frames, seg, torch.from_numpy(lens > 0), bucket_frames(frames, lens))
     return out
 
 
@@ -77,24 +77,47 @@ def _take(batch: dict, rows: np.ndarray) -> dict:
         if len(v) == 2:
             out[m] = (v[0][r], v[1][r])
             continue
-        frames, seg, has = v
+        frames, seg, has, _ = v
         lens = torch.bincount(seg, minlength=len(has)).numpy()
         starts = np.concatenate([[0], np.cumsum(lens)[:-1]])
         sel = np.concatenate([np.arange(starts[i], starts[i] + lens[i]) for i in rows]) if len(rows) else np.zeros(0, np.int64)
-        out[m] = (frames[torch.from_numpy(sel)], torch.from_numpy(np.repeat(np.arange(len(rows)), lens[rows])), has[r])
+        out[m] = (frames[torch.from_numpy(sel)], torch.from_numpy(np.repeat(np.arange(len(rows)), lens[rows])), has[r], None)
     return out
+
+
+INITS = ("zero", "probe")
+
+
+@torch.no_grad()
+def _init_from_probe(net: LateFusionClassifier, batch: dict, y: np.ndarray, n_classes: int, C: float, seed: int) -> None:
+    """Set the fused linear layer to the logistic-regression probe fitted on the initial blocks.
+
+    The blocks at initialisation are the centred, normalised vectors and the avg-pool audio
+    block (VLMAE starts from uniform attention), so this is the ``linear`` learner's solution
+    on the same inputs; training then continues from it.
+    """
+    from mmal.learners.linear import LinearProbe
+
+    z, _ = net.blocks(batch)
+    x = torch.cat([z[m] for m in net.dims], 1).numpy().astype(np.float64)
+    coef, icpt = LinearProbe(n_classes, seed, C=C)._fit_lr(x, y, n_classes)
+    net.fused.weight.copy_(torch.from_numpy(coef))
+    net.fused.bias.copy_(torch.from_numpy(icpt))
 
 
 class LateFusionLearner(Learner):
     """Late fusion (the default learner). ``model`` = :class:`LateFusionConfig` fields,
     ``train`` = :class:`TrainConfig` fields over :data:`TRAIN_DEFAULTS`, plus
-    ``label_smoothing`` (0.0) and ``modalities`` (default: every modality of the features)."""
+    ``label_smoothing`` (0.0), ``init`` (``"probe"``, default: start the fused layer from the
+    logistic-regression probe with ``probe_C`` = 10 on the initial blocks; ``"zero"``:
+    PyTorch's default init) and ``modalities`` (default: every modality of the features)."""
 
     name = "late-fusion"
     fused_blocks = True
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
-                 train: Mapping | None = None, label_smoothing: float = 0.0, modalities=None):
+                 train: Mapping | None = None, label_smoothing: float = 0.0, init: str = "probe",
+                 probe_C: float = 10.0, modalities=None):
         model = dict(model or {})
         unknown = set(model) - set(LateFusionConfig.__dataclass_fields__) | ({"input_dims", "n_classes"} & set(model))
         if unknown:
@@ -104,8 +127,10 @@ class LateFusionLearner(Learner):
         TrainConfig.from_dict({**TRAIN_DEFAULTS, **train})  # validate early
         if not 0.0 <= float(label_smoothing) < 1.0:
             raise ConfigError(f"late-fusion learner: label_smoothing = {label_smoothing}: expected in [0, 1)")
+        if init not in INITS:
+            raise ConfigError(f"late-fusion learner: init = {init!r}: expected one of {INITS}")
         super().__init__(n_classes, seed, model=model, train=train, label_smoothing=float(label_smoothing),
-                         modalities=None if modalities is None else sorted(modalities))
+                         init=init, probe_C=float(probe_C), modalities=None if modalities is None else sorted(modalities))
         self.net: LateFusionClassifier | None = None
 
     @property
@@ -135,7 +160,7 @@ class LateFusionLearner(Learner):
         weight = class_weights(labels[train_idx], C, tc.class_weight)
         with torch_threads(tc.threads), seeded(self.seed):
             net = LateFusionClassifier(cfg)
-            means = pooled_means(features, cfg.modalities)
+            means = pooled_means(features, cfg.modalities) if cfg.center else {m: np.zeros(f.dim) for m, f in features.items()}
             net.set_statistics({m: torch.from_numpy(v) for m, v in means.items()})
             rows = np.concatenate([train_idx, val_idx])
             pos = {int(i): j for j, i in enumerate(rows)}
@@ -153,6 +178,8 @@ class LateFusionLearner(Learner):
             def predict(vi):
                 return torch.softmax(net(_take(cache, [pos[int(i)] for i in vi]))["logits"], -1).numpy()
 
+            if self.params["init"] == "probe":
+                _init_from_probe(net, cache, labels[rows], C, self.params["probe_C"], self.seed)
             history = train_epochs({"net": net}, [{"params": list(net.parameters())}], train_idx, batch_loss, tc,
                                    val_idx=val_idx, val_labels=labels[val_idx], predict=predict, weight=weight,
                                    progress=progress, desc="train late-fusion", log=log)

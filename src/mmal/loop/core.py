@@ -56,8 +56,10 @@ def build_learner(name: str | None, n_classes: int, *, model: dict | None = None
             raise ConfigError(f"learner 'linear' is fitted by scikit-learn and takes no [train] settings; got {sorted(train)}")
         return make_learner(name, n_classes=n_classes, seed=seed, **model)
     params = {"model": model, "train": train}
-    if name == "late-fusion" and "label_smoothing" in model:
-        params["label_smoothing"] = model.pop("label_smoothing")
+    if name == "late-fusion":  # learner-level settings that live in [model] too
+        for k in ("label_smoothing", "init", "probe_C"):
+            if k in model:
+                params[k] = model.pop(k)
     return make_learner(name, n_classes=n_classes, seed=seed, **params)
 
 

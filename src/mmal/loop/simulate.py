@@ -119,6 +119,8 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     model = {k: v for k, v in dict(model or {}).items() if v is not None}
     if needs_uni and learner != "linear":
         model["heads"] = "fused+unimodal"
+    if any(_needs(s)["mc"] for s in strategies) and learner == "late-fusion" and not model.get("dropout"):
+        model["dropout"] = 0.2  # BALD needs MC-dropout passes; recorded in results["config"]["model"]
     if "audio" not in features and learner == "late-fusion":
         model.pop("fusion", None)  # nothing to fuse
     results = {"strategies": {s: {"per_seed": {}} for s in strategies}, "config": {

@@ -68,7 +68,7 @@ def check_labels(labels, train_idx, val_idx, n: int, n_classes: int | None = Non
         )
     k = max(2, int(used.max()) + 1) if n_classes is None else int(n_classes)
     if int(used.max()) >= k:
-        raise ConfigError(f"label {int(used.max())} found but the model has {k} classes")
+        raise ConfigError(f"label {int(used.max())} found but the model has n_classes = {k}")
     return labels.astype(np.int64), k
 
 

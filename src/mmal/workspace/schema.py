@@ -107,7 +107,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "encoder": _s("identity", ("identity", "mlp")),
         "d_hidden": _i(256, 1, 65536),
         "vlmae_query": _s("vl", ("vl", "learned")),
-        "vlmae_value": _s("projected", ("projected", "identity")),
+        "vlmae_value": _s("identity", ("identity", "projected")),
+        "head_scale": _f(0.25, 0.0, None, doc="norm of the audio block relative to the others (> 0)"),
+        "init": _s("probe", ("probe", "zero"), doc="late-fusion: start the fused layer from the probe"),
+        "probe_C": _f(10.0, 0.0, None, doc="late-fusion: C of the initialising probe (> 0)"),
         "audio_max_frames": _i(None, 1, 1_000_000),
         "label_smoothing": _f(0.0, 0.0, 1.0, hi_open=True),
         # fusion (mmal.models.ModelConfig)
@@ -154,7 +157,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
 }
 #: keys whose value must be strictly greater than ``lo``
-_STRICT_LO = {("train", "lr"), ("train", "grad_clip"), ("train", "tower_lr"), ("model", "C")}
+_STRICT_LO = {("train", "lr"), ("train", "grad_clip"), ("train", "tower_lr"), ("model", "C"), ("model", "head_scale"),
+              ("model", "probe_C")}
 REQUIRED_SECTIONS = ("task",)
 
 
