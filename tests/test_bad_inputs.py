@@ -371,7 +371,9 @@ def test_schema_model_keys_match_the_learners():
     expected = {"learner"}
     expected |= {f.name for f in dataclasses.fields(ModelConfig)} - {"input_dims", "n_classes"}
     expected |= {f.name for f in dataclasses.fields(LateFusionConfig)} - {"input_dims", "n_classes"}
-    expected |= {"label_smoothing"}  # late-fusion's own, read from [model] by loop.core.build_learner
+    # late-fusion's own learner-level settings (label_smoothing, init, probe_C), read from [model] by build_learner
+    expected |= set(inspect.signature(LEARNERS["late-fusion"].__init__).parameters) - {"self", "n_classes", "seed", "model",
+                                                                                       "train", "modalities"}
     expected |= set(inspect.signature(LEARNERS["linear"].__init__).parameters) - {"self", "n_classes", "seed", "modalities"}
     assert set(SCHEMA["model"]) == expected
     assert set(SCHEMA["model"]["learner"].choices) == set(LEARNERS)
