@@ -170,3 +170,4 @@ def test_linear_has_no_mc_dropout():
     L.fit(feats, y, np.arange(40))
     with pytest.raises(ConfigError, match="BALD"):
         L.mc_probs(feats, 3, 0)
+

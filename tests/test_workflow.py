@@ -174,3 +174,34 @@ def test_simulate_unimodal_heads(tmp_path, media_dir):
         simulate(items, ["bmmal"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim2", learner="fusion",
                  model={"d_model": 16, "n_layers": 1, "n_heads": 2}, train={"epochs": 1}, progress=False,
                  log=lambda *a: None)
+
+
+def test_cli_same_seed_same_model_and_batch(text_ws, tmp_path):
+    """Issue 8: through the CLI, two copies of one encoded workspace trained with the same seed
+    (`train --seed 3`, `score`, `select --seed 3`) hold bit-identical learner tensors and select
+    the same batch."""
+    import shutil
+
+    import torch
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(text_ws, a)
+    shutil.copytree(a, b)
+    out = {}
+    for ws in (a, b):
+        for args in (("train", ws, "--seed", "3"), ("score", ws),
+                     ("select", ws, "--strategy", "entropy:0.5,lsb-lt:0.5", "--budget", "6", "--seed", "3")):
+            r = run_cli(*args)
+            assert r.returncode == 0, (args, r.stderr)
+            out[(ws, args[0])] = json.loads(r.stdout)
+    rnd = out[(a, "train")]["round"]
+    assert rnd == out[(b, "train")]["round"]
+    sa = torch.load(a / f"rounds/{rnd}/model.pt", weights_only=True)
+    sb = torch.load(b / f"rounds/{rnd}/model.pt", weights_only=True)
+    assert sa["learner"] == "late-fusion" and sa["state"]["state_dict"].keys() == sb["state"]["state_dict"].keys()
+    assert all(torch.equal(sa["state"]["state_dict"][k], sb["state"]["state_dict"][k]) for k in sa["state"]["state_dict"])
+    import pyarrow.parquet as pq
+
+    sel = out[(a, "select")]["round"]
+    ids = [pq.read_table(ws / f"rounds/{sel}/selection.parquet").column("id").to_pylist() for ws in (a, b)]
+    assert ids[0] == ids[1] and len(ids[0]) == 6
