@@ -132,6 +132,8 @@ USAGE = {
     "mc-samples-negative": (["score", "{ws}", "--mc-samples", "-1"], ["--mc-samples"]),
     "bad-fusion-flag": (["train", "{ws}", "--fusion", "magic"], ["--fusion", "'magic'"]),
     "bad-learner-flag": (["train", "{ws}", "--learner", "svm"], ["--learner", "'svm'"]),
+    "simulate-semicolon-mix": (["simulate", "x.jsonl", "--strategies", "entropy:0.8;lsb-lt:0.2", "--init", "2", "--budget", "2",
+                                "--rounds", "1", "--out", "{ws}-sim"], ["--strategies", "';'", "'|'"]),
     "bad-seeds": (["simulate", "x.jsonl", "--strategies", "entropy", "--init", "2", "--budget", "2", "--rounds", "1",
                    "--out", "{ws}-sim", "--seeds", "0,a"], ["--seeds"]),
 }
@@ -158,6 +160,13 @@ def test_version_and_help_exit_0():
 def test_select_error_names_the_fixing_flag(ws, strategy, fix):
     line = assert_one_line_refusal(ws, ["select", ws, "--strategy", strategy, "--budget", "2"], [fix, "mmal score"])
     assert "value_fn" not in line and "pool.extras" not in line
+
+
+def test_mix_shares_not_summing_to_one_are_announced(ws):
+    r = run_cli("select", ws, "--strategy", "entropy:3,margin:1", "--budget", "2")
+    assert r.returncode == 0, r.stderr
+    assert "shares sum to 4" in r.stderr and "entropy 0.75" in r.stderr and "margin 0.25" in r.stderr
+    assert json.loads(r.stdout)["n_selected"] == 2
 
 
 # ---- group 4: items validation -----------------------------------------------------------
@@ -221,6 +230,8 @@ def test_class_names_stored_in_workspace(tmp_path):
     from mmal.workspace.annotate import label_names
 
     assert label_names(Workspace(ws)) == expected  # exports read the same table
+    r = run_cli("info", ws)
+    assert r.returncode == 0 and f"classes 3 ({', '.join(expected)})" in r.stdout
 
 
 def test_label_name_column_and_declared_class_count(tmp_path):
@@ -360,7 +371,9 @@ def test_schema_model_keys_match_the_learners():
     expected = {"learner"}
     expected |= {f.name for f in dataclasses.fields(ModelConfig)} - {"input_dims", "n_classes"}
     expected |= {f.name for f in dataclasses.fields(LateFusionConfig)} - {"input_dims", "n_classes"}
-    expected |= {"label_smoothing"}  # late-fusion's own, read from [model] by loop.core.build_learner
+    # late-fusion's own learner-level settings (label_smoothing, init, probe_C), read from [model] by build_learner
+    expected |= set(inspect.signature(LEARNERS["late-fusion"].__init__).parameters) - {"self", "n_classes", "seed", "model",
+                                                                                       "train", "modalities"}
     expected |= set(inspect.signature(LEARNERS["linear"].__init__).parameters) - {"self", "n_classes", "seed", "modalities"}
     assert set(SCHEMA["model"]) == expected
     assert set(SCHEMA["model"]["learner"].choices) == set(LEARNERS)

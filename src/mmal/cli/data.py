@@ -73,7 +73,10 @@ def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(Fal
         echo_json(data, indent=2)
         return
     typer.echo(f"workspace   {data['dir']}")
-    typer.echo(f"task        {data['task']}  classes {data['n_classes']}")
+    from mmal.workspace import Workspace
+
+    names = Workspace(directory).label_names
+    typer.echo(f"task        {data['task']}  classes {data['n_classes']}" + (f" ({', '.join(names)})" if names else ""))
     typer.echo(f"items       {data['counts']['items']}  splits {data['counts']['splits']}")
     typer.echo(f"labeled     {data['counts']['labeled']}  per class {data['labels_per_class']}")
     typer.echo("modalities  " + ", ".join(f"{m} ({n} items)" for m, n in data["modality_counts"].items()))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -29,9 +30,9 @@ def _parse_params(items: list[str]) -> dict:
 #: the command that fixes them. Applied only to errors raised by ``select``.
 SELECT_HINTS = (
     ("value_fn=", "strategy bmmal needs the coalition values V(S) in the scored pool: run "
-                  "`mmal train {ws} --heads fused+unimodal` and then `mmal score {ws} --coalitions`"),
-    ("BMMAL: pool.modality has no features", "strategy bmmal needs per-modality outputs: run "
-                                             "`mmal train {ws} --heads fused+unimodal` and `mmal score {ws} --coalitions`"),
+                  "`mmal score {ws} --coalitions` (on a model from `mmal train {ws} --learner late-fusion`)"),
+    ("pool.fused_blocks is False", "strategy bmmal needs the late-fusion learner's per-modality blocks: run "
+                                   "`mmal train {ws} --learner late-fusion` and then `mmal score {ws} --coalitions`"),
     ("BALD needs", "strategy bald needs MC-dropout probabilities in the scored pool: run `mmal score {ws} --mc-samples 20`"),
 )
 
@@ -68,6 +69,11 @@ def select(
     if budget is None:
         raise ConfigError(f"no budget: pass --budget N or set [select] budget in {ws.dir / 'mmal.toml'}")
     check_round_pool(ws)
+    from mmal.select import shares_note
+
+    msg = shares_note(strategy)
+    if msg:
+        print(f"mmal: note: {msg}", file=sys.stderr)
     try:
         out = select_workspace(directory, strategy, int(budget), seed=seed, params=params)
     except MmalError as e:
@@ -125,7 +131,7 @@ def simulate(
     specs = parse_strategies(strategies)
     for s in specs:
         if note := shares_note(s):
-            typer.echo(note, err=True)
+            typer.echo(f"mmal: note: {note}", err=True)
     kwargs = {"learner": learner} if learner is not None else {}
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
@@ -152,5 +158,3 @@ def demo(
     for spec, d in res["strategies"].items():
         typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
     typer.echo(f"report: {res.get('report', Path(out) / 'simulation' / 'report.html')}")
-
-
