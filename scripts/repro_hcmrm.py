@@ -68,6 +68,11 @@ def main(argv=None):
     y_te, q_te = data.labels[te], data.query_ids[te]
     cfg = dict(dim=args.dim, n_heads=4, n_text_layers=1, n_image_layers=1, n_fusion_layers=1, embed_dim=32)
     runs = []
+    # reference without training: cosine of frozen MiniLM mean states (query vs keyword text)
+    qv = np.stack([data.query_text[i].states.mean(0).numpy() for i in te])
+    qv /= np.linalg.norm(qv, axis=1, keepdims=True)
+    cos = (qv * data.text_pooled[data.video_index[te]]).sum(1)
+    runs.append({"table": "zero-shot", "seed": None, **relevance_metrics(y_te, cos, q_te)})
     for seed in args.seeds:
         pre_models = {}
         for arch, objs in TABLE1:

@@ -116,3 +116,22 @@ def test_pretrain_then_finetune_every_head(arch, objs):
 def test_itc_itm_need_the_dual_stream():
     with pytest.raises(ConfigError, match="dual"):
         pretrain_relevance(_tiny_data(), _cfg("single"), objectives="itc,mlm", epochs=1)
+
+
+def test_student_learns_the_teacher_scores():
+    from scipy.stats import spearmanr
+
+    from mmal.relevance.student import distill_student, student_scores
+
+    d = _tiny_data(n_pairs=200)
+    segs = d.query_text
+    vids = d.video_index
+    # a teacher that depends on the video's visual embedding and the query's first wordpiece
+    teacher = d.visual_pooled[vids, 0] + 0.1 * np.array([int(s.ids[0]) % 3 for s in segs])
+    before, _ = student_scores(distill_student(d, segs, vids, teacher, epochs=0, word_emb=torch.randn(50, 8)).model,
+                               d, segs, vids)
+    res = distill_student(d, segs, vids, teacher, epochs=60, batch_size=64, lr=1e-2, word_emb=torch.randn(50, 8))
+    after, pps = student_scores(res.model, d, segs, vids)
+    assert res.history[-1] < 0.25 * res.history[0]
+    assert spearmanr(after, teacher).statistic > 0.9 > spearmanr(before, teacher).statistic
+    assert pps > 0

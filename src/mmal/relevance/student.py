@@ -76,11 +76,15 @@ class StudentResult:
 
 
 def distill_student(data: RelevanceData, query_segs, video_index, teacher_scores, *, epochs: int = 20,
-                    batch_size: int = 256, lr: float = 2e-3, hidden: int = 128, seed: int = 0) -> StudentResult:
-    """Fit a :class:`Student` to ``teacher_scores`` (MSE) on the given unlabeled pairs."""
+                    batch_size: int = 256, lr: float = 2e-3, hidden: int = 128, seed: int = 0,
+                    word_emb: torch.Tensor | None = None) -> StudentResult:
+    """Fit a :class:`Student` to ``teacher_scores`` (MSE) on the given unlabeled pairs.
+
+    ``word_emb``: initial wordpiece embeddings ``[vocab, D]`` (default: MiniLM's).
+    """
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    emb = data.cls_vec.new_tensor(_word_embeddings())
+    emb = _word_embeddings() if word_emb is None else word_emb
     model = Student(emb, data.visual_pooled.shape[1], hidden)
     opt = torch.optim.AdamW(model.parameters(), lr=lr)
     y = torch.as_tensor(np.asarray(teacher_scores), dtype=torch.float32)
