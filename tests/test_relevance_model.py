@@ -135,3 +135,17 @@ def test_student_learns_the_teacher_scores():
     assert res.history[-1] < 0.25 * res.history[0]
     assert spearmanr(after, teacher).statistic > 0.9 > spearmanr(before, teacher).statistic
     assert pps > 0
+
+
+def test_save_load_round_trip(tmp_path):
+    from mmal.relevance.io import load_model, save_model
+
+    d = _tiny_data()
+    ft = finetune_relevance(d, None, config=_cfg("dual"), head="ordinal", epochs=1, batch_size=8)
+    te = d.pairs("test")
+    s1, p1 = score_relevance(ft.model, ft.head, d, te)
+    save_model(tmp_path / "m", ft.model, ft.head, meta={"x": 1})
+    model, head, meta = load_model(tmp_path / "m")
+    s2, p2 = score_relevance(model, head, d, te)
+    np.testing.assert_allclose(s1, s2, atol=1e-6)
+    assert meta == {"x": 1} and head.kind == "ordinal"
