@@ -139,7 +139,9 @@ def _ms(vals):
     v = np.array([x for x in vals if x is not None and np.isfinite(x)], dtype=float)
     if len(v) == 0:
         return "—"
-    return f"{v.mean():.3f} ± {v.std(ddof=1) if len(v) > 1 else 0.0:.3f}"
+    if len(v) == 1:
+        return f"{v[0]:.3f}"
+    return f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
 
 
 def render(json_path, md_path):
@@ -148,33 +150,34 @@ def render(json_path, md_path):
     runs = res["runs"]
     mets = ("auc", "spearman", "pearson", "ndcg@10")
     seeds = sorted({r["seed"] for r in runs if r["seed"] is not None})
-    lines = [f"Seeds {seeds}; mean ± sample std over seeds; test = {res['n_test_pairs']} pairs of unseen queries.", ""]
+    lines = [f"Seeds {seeds}; mean ± sample std over the seeds a row has (one value = one seed); test = "
+             f"{res['n_test_pairs']} pairs of unseen queries.", ""]
     lines += ["**Table 1 analog** (hierarchical-softmax head)", "",
-              "| model | stream | pre-training | PQVM | AUC | Spearman | Pearson | NDCG@10 |", "|---|---|---|---|---|---|---|---|"]
+              "| model | stream | pre-training | PQVM | seeds | AUC | Spearman | Pearson | NDCG@10 |", "|---|---|---|---|---|---|---|---|---|"]
     names = {"text": ("BERT analog (text only)", "—"), "single": ("BERT-VL analog", "single"),
              "dual": ("ALBEF analog / HCMRM", "dual")}
     for arch, objs in TABLE1:
         rs = [r for r in runs if r["table"] == 1 and r["arch"] == arch and r["objectives"] == objs]
         nm, stream = names[arch]
-        lines.append(f"| {nm} | {stream} | {objs} | {'✓' if 'pqvm' in objs else ''} | "
+        lines.append(f"| {nm} | {stream} | {objs} | {'✓' if 'pqvm' in objs else ''} | {len(rs)} | "
                      + " | ".join(_ms([r[m] for r in rs]) for m in mets) + " |")
     zs = [r for r in runs if r["table"] == "zero-shot"]
     if zs:
-        lines.append("| reference: frozen MiniLM cosine, no training | — | — | | "
+        lines.append("| reference: frozen MiniLM cosine, no training | — | — | | — | "
                      + " | ".join(f"{zs[0][m]:.3f}" for m in mets) + " |")
     lines += ["", "**Table 2 analog** (dual stream pre-trained with itc,itm,mlm,pqvm)", "",
-              "| loss | AUC | Spearman | Pearson | NDCG@10 |", "|---|---|---|---|---|"]
+              "| loss | seeds | AUC | Spearman | Pearson | NDCG@10 |", "|---|---|---|---|---|---|"]
     for head in HEADS:
         rs = [r for r in runs if r["table"] == 2 and r["head"] == head]
-        lines.append(f"| {head} | " + " | ".join(_ms([r[m] for r in rs]) for m in mets) + " |")
+        lines.append(f"| {head} | {len(rs)} | " + " | ".join(_ms([r[m] for r in rs]) for m in mets) + " |")
     rs = [r for r in runs if r["table"] == "student"]
     if rs:
         lines += ["", "**Student vs teacher** (teacher = dual + PQVM + hsoftmax of the same seed)", "",
-                  "| | AUC | Spearman | Pearson | NDCG@10 | Spearman vs teacher | scoring pairs/s |",
-                  "|---|---|---|---|---|---|---|"]
+                  "| | seeds | AUC | Spearman | Pearson | NDCG@10 | Spearman vs teacher | scoring pairs/s |",
+                  "|---|---|---|---|---|---|---|---|"]
         te = [r for r in runs if r["table"] == 2 and r["head"] == "hsoftmax"]
-        lines.append("| teacher | " + " | ".join(_ms([r[m] for r in te]) for m in mets) + " | 1 | see bench |")
-        lines.append("| student | " + " | ".join(_ms([r[m] for r in rs]) for m in mets) + f" | "
+        lines.append(f"| teacher | {len(te)} | " + " | ".join(_ms([r[m] for r in te]) for m in mets) + " | 1 | see bench |")
+        lines.append(f"| student | {len(rs)} | " + " | ".join(_ms([r[m] for r in rs]) for m in mets) + f" | "
                      f"{_ms([r['spearman_vs_teacher'] for r in rs])} | {np.mean([r['student_pairs_per_s'] for r in rs]):.0f} |")
     pathlib.Path(md_path).write_text("\n".join(lines) + "\n")
 
