@@ -110,14 +110,10 @@ def train_workspace(directory, *, learner=None, fusion=None, heads=None, seed=No
     ``finetune_towers`` (or ``[train] finetune_towers = true``) trains the ``fusion`` learner
     and the encoder towers end to end from the raw items and saves the towers next to the
     checkpoint (``rounds/<n>/towers.pt``); slow on CPU."""
-    import os
-
-    import torch
-
     from mmal.errors import ConfigError
     from mmal.features.pipeline import load_features
     from mmal.learners import DEFAULT_LEARNER
-    from mmal.train.checkpoint import save_learner
+    from mmal.train.checkpoint import save_learner, write_payload
 
     ws = Workspace(directory)
     ids, split, labels = _arrays(ws)
@@ -140,10 +136,7 @@ def train_workspace(directory, *, learner=None, fusion=None, heads=None, seed=No
             raise ConfigError(f"--finetune-towers trains the towers with the 'fusion' learner; got learner '{name}' "
                               "(use `mmal train DIR --learner fusion --finetune-towers`)")
         model, history, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
-        rdir.mkdir(parents=True, exist_ok=True)
-        tmp = rdir / (TOWERS_FILE + ".tmp")
-        torch.save({"format": TOWERS_FORMAT, "towers": tstate}, tmp)
-        os.replace(tmp, rdir / TOWERS_FILE)
+        write_payload(rdir / TOWERS_FILE, {"format": TOWERS_FORMAT, "towers": tstate})
         extra.update(finetune_towers=True, towers_file=TOWERS_FILE)
     else:
         features = load_features(ws)
@@ -174,19 +167,11 @@ def _load_round_model(ws: Workspace):
 
 def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -> dict:
     """Features re-encoded with the round's fine-tuned towers (``towers.pt``)."""
-    import torch
-
+    from mmal.train.checkpoint import read_payload
     from mmal.train.finetune import encode_with_towers, load_towers
 
     path = ws.round_dir(rnd) / extra["towers_file"]
-    if not path.is_file():
-        raise WorkspaceError(f"{path}: the round's checkpoint was trained with --finetune-towers but its towers file is missing; run `mmal train {ws.dir} --finetune-towers` again")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise WorkspaceError(f"{path}: not a readable towers file ({type(e).__name__}: {e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != TOWERS_FORMAT:
-        raise WorkspaceError(f"{path}: expected an mmal towers file (format '{TOWERS_FORMAT}')")
+    payload = read_payload(path, TOWERS_FORMAT, "towers file", f"run `mmal train {ws.dir} --learner fusion --finetune-towers` again")
     encs, towers = load_towers(payload["towers"])
     inputs = _workspace_inputs(ws, list(encs))
     return encode_with_towers(inputs, encs, towers, ids=ids, progress=progress)

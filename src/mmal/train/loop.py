@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import itertools
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -15,6 +14,7 @@ from mmal.models import ModelConfig, MultimodalClassifier
 from mmal.train.config import TrainConfig
 from mmal.train.data import check_features, collate
 from mmal.train.engine import as_index, check_labels, class_weights, seeded, torch_threads, train_epochs
+from mmal.learners.base import coalition_key, coalition_subsets
 from mmal.utils import progress_bar
 
 Features = Mapping[str, SequenceFeatures]
@@ -124,28 +124,6 @@ def fit(
     return model, history
 
 
-def _coalition_key(subset: Iterable[str]) -> str:
-    return "+".join(sorted(subset))
-
-
-def _coalitions(modalities: list[str], coalitions) -> list[tuple[str, ...]]:
-    if coalitions is True:
-        if len(modalities) > 4:
-            raise ConfigError(
-                f"coalitions=True with {len(modalities)} modalities would need {2 ** len(modalities)} passes; "
-                "pass an explicit list of subsets (e.g. sampled permutations' prefixes)"
-            )
-        return [s for r in range(len(modalities) + 1) for s in itertools.combinations(modalities, r)]
-    subsets = []
-    for s in coalitions:
-        s = tuple(sorted([s] if isinstance(s, str) else s))
-        bad = set(s) - set(modalities)
-        if bad:
-            raise ConfigError(f"coalition {s} names modalities {sorted(bad)} the model does not have; model has {modalities}")
-        subsets.append(s)
-    return subsets
-
-
 @torch.no_grad()
 def score(
     model: MultimodalClassifier,
@@ -188,11 +166,11 @@ def score(
     idx = as_index(idx, n, "idx")
     dev = torch.device(device) if device else next(model.parameters()).device
     limits = _token_limits(cfg)
-    subsets = _coalitions(cfg.modalities, coalitions) if coalitions else []
+    subsets = coalition_subsets(cfg.modalities, coalitions) if coalitions else []
     was_training = model.training
     model.eval()
     acc: dict = {"probs": [], "embedding": [], "penultimate": [], "modality": {}, "present": {}, "unimodal_probs": {}}
-    coal = {_coalition_key(s): [] for s in subsets}
+    coal = {coalition_key(s): [] for s in subsets}
     try:
         with progress_bar(progress) as bar:
             task = bar.add_task("score", total=len(idx))
@@ -211,7 +189,7 @@ def score(
                 for sub in subsets:
                     masked = {m: (x, mask & (m in sub)) for m, (x, mask) in batch.items()}
                     lg = model(masked)["logits"]
-                    coal[_coalition_key(sub)].append(torch.softmax(lg.float(), -1).cpu().numpy())
+                    coal[coalition_key(sub)].append(torch.softmax(lg.float(), -1).cpu().numpy())
                 bar.advance(task, len(bi))
     finally:
         model.train(was_training)
