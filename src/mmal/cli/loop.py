@@ -144,7 +144,7 @@ def simulate(
 @app.command()
 def demo(
     out: Path = typer.Option(Path("demo"), "--out", help="folder for the dataset, cache and report"),
-    seeds: str = typer.Option("0,1,2,3,4", "--seeds"),
+    seeds: str = typer.Option("0,1,2", "--seeds"),
     rounds: int = typer.Option(3, "--rounds"),
     init: int = typer.Option(50, "--init"),
     budget: int = typer.Option(50, "--budget"),
