@@ -94,6 +94,11 @@ def test_bad_row_imports_nothing(ws, tmp_path, content, words):
 def test_kill9_mid_import_keeps_db_consistent(ws, tmp_path):
     from mmal.workspace.annotate import import_labels
 
+    from mmal.select.types import Selection
+    from mmal.workspace.annotate import record_batch
+
+    big_ids = np.array([f"i{k}" for k in range(20, 3000)])
+    record_batch(ws, Selection(ids=big_ids, strategy="random", score=np.zeros(len(big_ids)), reason=None), budget=len(big_ids), round_=1)
     first = tmp_path / "first.csv"
     first.write_text("id,label\ni10,1\ni11,2\n")
     import_labels(ws, first)
