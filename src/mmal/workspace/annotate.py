@@ -208,7 +208,7 @@ def export_batch(ws: Workspace, batch_id: int, out_dir=None, *, media_root=None,
              "labelstudio": out_dir / f"{stem}.labelstudio.json", "labelstudio_config": out_dir / f"{stem}.labelstudio-config.xml"}
     cols = list(rel_rows[0].keys()) if rel_rows else ["id", "round", "batch", "rank", "strategy", "score", "reason", *present, "label"]
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols, lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=cols, quoting=csv.QUOTE_ALL, lineterminator="\r\n")  # RFC 4180; OWASP: quote every cell
     w.writeheader()
     for r in rel_rows:
         w.writerow({k: "" if v is None else neutralise_cell(v) for k, v in r.items()})
