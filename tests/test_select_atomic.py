@@ -154,23 +154,22 @@ def test_lock_timeout_names_holder(tmp_path):
 
 
 def test_select_waits_for_running_import(tmp_path):
-    """A select started during a long `mmal label` must not pick the items being labeled."""
+    """A select started during a long label import must not pick the items being labeled."""
     from mmal.loop.workspace_round import select_workspace
-    from mmal.workspace.annotate import record_batch
-    from mmal.select.types import Selection
 
     ws = make_ws(tmp_path)
     ids = np.asarray(ws.items.column("id").to_pylist())
-    # round 1 holds a batch of 20 items; a round-1 pool makes them the most uncertain of all
+    # the 20 items being labeled are the most uncertain of the pool: a select that does not wait picks them
     sent = [f"p{k}" for k in range(20)]
-    record_batch(ws, Selection(ids=np.array(sent), strategy="random", score=np.zeros(20), reason=None), budget=20, round_=1)
     probs = np.tile(np.array([[0.98, 0.01, 0.01]], np.float32), (len(ids), 1))
     probs[np.isin(ids, sent)] = 1 / 3
-    save_pool(ws, 1, probs=probs)
+    save_pool(ws, 0, probs=probs)
     lab = tmp_path / "labels.csv"
     lab.write_text("id,label\n" + "".join(f"{i},{k % 3}\n" for k, i in enumerate(sent)))
     env = dict(os.environ, MMAL_TEST_IMPORT_DELAY="0.1", MMAL_PROGRESS="0")
-    proc = subprocess.Popen([sys.executable, "-m", "mmal.cli", "label", str(ws.dir), str(lab)], env=env,
+    code = ("import sys; from mmal.workspace import Workspace; from mmal.workspace.annotate import import_labels; "
+            "print(import_labels(Workspace(sys.argv[1]), sys.argv[2], allow_unbatched=True))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(ws.dir), str(lab)], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     marker = tmp_path / "labels.csv.importing"
     deadline = time.time() + 60
@@ -180,7 +179,18 @@ def test_select_waits_for_running_import(tmp_path):
     res = select_workspace(ws.dir, "entropy", 10)  # waits for the import's lock
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
-    assert res["round"] == 2
     chosen = batches(ws)[res["batch"]][1]
     assert len(chosen) == 10 and not set(chosen) & set(sent)
-    assert {r[0] for r in db_rows(ws.dir)["labels"] if r[1] == 1} == set(sent)
+    assert {r[0] for r in db_rows(ws.dir)["labels"] if r[1] == 0 and r[0].startswith("p")} == set(sent)
+
+
+def test_items_awaiting_labels_are_not_sent_again(tmp_path):
+    from mmal.loop.workspace_round import select_workspace
+
+    ws = make_ws(tmp_path, n_pool=12)
+    first = select_workspace(ws.dir, "entropy", 5)
+    save_pool(ws, 1, seed=3)  # trained and scored again before the batch was labeled
+    second = select_workspace(ws.dir, "entropy", 50)
+    b = batches(ws)
+    assert second["round"] == 2 and not set(b[first["batch"]][1]) & set(b[second["batch"]][1])
+    assert second["n_selectable"] == 7 and second["shortfall"] == 43

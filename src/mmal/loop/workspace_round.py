@@ -248,8 +248,9 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
     reuses that id and overwrites them). ``rounds/<n>/selection.parquet`` is written
     after the commit (derived; ``export_round`` rewrites it).
 
-    Excluded from selection: labeled items, test-split items, and items already in a batch
-    of the target round. A round that already has a batch takes another one only with
+    Excluded from selection: labeled items, test-split items, and items already in any
+    batch (sent to annotators: labeled, or awaiting their label), so that no item is sent
+    twice and each label belongs to exactly one batch. A round that already has a batch takes another one only with
     ``append=True``. ``dry_run=True`` returns the selection and records and writes
     nothing. A budget above the selectable count selects them all and says so
     (``shortfall``, ``warnings``).
@@ -310,18 +311,17 @@ def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, 
     if pool.ids.tolist() != ids.tolist():
         raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score {ws.dir}` again")
     with ws.db() as con:
-        in_round = {r[0] for r in con.execute(
-            "SELECT bi.item_id FROM batch_items bi JOIN batches b USING (batch_id) WHERE b.round = ?", (target,))}
+        in_batches = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM batch_items")}
         n_batches = con.execute("SELECT COUNT(*) FROM batches WHERE round = ?", (target,)).fetchone()[0]
     if n_batches and not append:
         raise WorkspaceError(f"round {target} already has {n_batches} batch(es); label them, then `mmal train` and "
                              f"`mmal score` for the next round, or pass `--append` to add another batch to round {target}")
     pool.labels = labels
-    excluded = (labels >= 0) | (split == "test") | np.isin(ids, list(in_round))
+    excluded = (labels >= 0) | (split == "test") | np.isin(ids, list(in_batches))
     n_selectable = int((~excluded).sum())
     if n_selectable == 0:
-        raise WorkspaceError(f"{ws.dir}: nothing left to select in round {target} (every non-test item is labeled or "
-                             f"already in a batch of that round)")
+        raise WorkspaceError(f"{ws.dir}: nothing left to select for round {target} (every non-test item is labeled or "
+                             f"already in a batch)")
     take = min(budget, n_selectable)
     sel = select(spec, pool, take, labeled_mask=excluded, seed=seed, **(params or {}))
     sel.round = target
