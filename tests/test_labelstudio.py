@@ -139,3 +139,63 @@ def test_csv_uses_item_id_not_task_id(media_ws, tmp_path):
     g.write_text("annotation_id,annotator,id,item_id,label\n5,1,17,nope,Tom & Jerry\n")
     with pytest.raises(LabelImportError, match=r"row 1: field 'item_id': unknown item id 'nope'"):
         import_labels(media_ws, g)
+
+
+@pytest.mark.slow
+def test_round_trip_against_real_label_studio(media_ws, tmp_path):
+    """Our tasks and config into a real Label Studio through its API, annotations posted,
+    JSON / JSON_MIN / CSV exported, and each export imported into a copy of the workspace."""
+    import time
+
+    import labelstudio_server as lss
+    from annot_ws import db_rows
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace import Workspace
+    from mmal.workspace.annotate import import_labels
+
+    try:
+        exe = lss.ensure_venv()
+    except lss.RegistryUnreachable as e:
+        pytest.skip(str(e))
+    tpl = lss.ensure_template(exe)
+    data = tmp_path / "ls-data"
+    shutil.copytree(tpl, data)
+    res = select_workspace(media_ws.dir, "entropy", 4)
+    tasks = json.load(open(res["exports"]["labelstudio"]))
+    config = open(res["exports"]["labelstudio_config"]).read()
+    srv = lss.Server(exe, data, tmp_path / "ls.log")
+    try:
+        t_start = srv.wait_healthy(300)
+        c = lss.Client(srv.url).login()
+        proj = c.request("POST", "/api/projects", {"title": "mmal round trip", "label_config": config})
+        imp = c.request("POST", f"/api/projects/{proj['id']}/import", tasks)
+        assert imp["task_count"] == len(tasks) == 4
+        got = c.request("GET", f"/api/tasks?project={proj['id']}&page_size=100")
+        ls_tasks = got["tasks"] if isinstance(got, dict) else got
+        by_item = {t["data"]["item_id"]: t for t in ls_tasks}
+        assert set(by_item) == {"p0", "p1", "p2", "p3"}
+        assert by_item["p2"]["data"]["text"] == ""  # the empty variable survived the import
+        names = ["Tom & Jerry", '"/><Script>alert(1)</Script>']
+        want = {"p0": names[1], "p1": names[0], "p2": names[0]}  # p3 stays unannotated
+        for item, choice in want.items():
+            c.request("POST", f"/api/tasks/{by_item[item]['id']}/annotations", {
+                "result": [{"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [choice]}}],
+                "was_cancelled": False})
+        exports = {}
+        for fmt, suffix in (("JSON", ".json"), ("JSON_MIN", ".json"), ("CSV", ".csv")):
+            body = c.request("GET", f"/api/projects/{proj['id']}/export?exportType={fmt}", raw=True)
+            exports[fmt] = tmp_path / f"ls-export-{fmt.lower()}{suffix}"
+            exports[fmt].write_bytes(body)
+    finally:
+        srv.stop()
+    assert srv.proc.poll() is not None
+    expect = {(i, 1, names.index(ch)) for i, ch in want.items()}
+    for fmt, f in exports.items():
+        ws_copy = tmp_path / f"ws-{fmt}"
+        shutil.copytree(media_ws.dir, ws_copy)
+        s = import_labels(Workspace(ws_copy), f)
+        assert s["inserted"] == 3, (fmt, s)
+        assert {r[:3] for r in db_rows(ws_copy)["labels"] if r[1] == 1} == expect, fmt
+        again = import_labels(Workspace(ws_copy), f)
+        assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 3), fmt
+    print(f"label studio healthy after {t_start:.1f} s")
