@@ -11,7 +11,6 @@ from conftest import write_items
 
 
 def make_ws(tmp_path, n_pool=60, n_test=10, n_train=6, n_classes=3, label_names=None, seed=0, text=None):
-    from mmal.select.types import ScoredPool
     from mmal.workspace import Workspace, init_workspace
 
     rows = []

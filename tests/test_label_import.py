@@ -151,7 +151,7 @@ def _ls(task_data, annotations):
 
 BAD_FILES = [
     ("dup.csv", "id,label\ni10,1\ni11,2\ni10,0\n", ["row 3", "'label'", "i10", "row 1"]),
-    ("test.csv", "id,label\ni10,1\ni0x,2\n", None),  # placeholder replaced below (test split item id)
+    ("test.csv", None, None),  # built in the test: a batch item moved to the test split
     ("unbatched.csv", "id,label\ni10,1\ni50,2\n", ["row 2", "i50", "no batch", "--allow-unbatched"]),
     ("round_big.csv", "id,label,round\ni10,1,999999\n", ["row 1", "'round'", "999999"]),
     ("round_neg.csv", "id,label,round\ni10,1,-3\n", ["row 1", "'round'", "-3"]),
@@ -172,7 +172,6 @@ BAD_FILES = [
 @pytest.mark.parametrize("name,content,words", BAD_FILES, ids=[b[0] for b in BAD_FILES])
 def test_import_refuses(ws, tmp_path, name, content, words):
     if name == "test.csv":
-        from mmal.workspace.annotate import import_labels  # noqa: F401
         con = sqlite3.connect(ws.dir / "state.sqlite")
         con.execute("UPDATE items SET split='test' WHERE id='i11'")  # i11: a batch item made a test item
         con.commit()
@@ -259,3 +258,14 @@ def test_csv_export_neutralises_formulas_and_round_trips(tmp_path):
         for r in rows:
             w.writerow({**r, "label": "1"})
     assert import_labels(ws, f)["inserted"] == 6
+
+
+def test_gold_test_label_not_overwritten(tmp_path):
+    """A real test-split item (gold label 0 from the items file): an import for it is refused."""
+    from annot_ws import make_ws
+
+    w = make_ws(tmp_path, n_pool=5, n_test=3)
+    f = tmp_path / "gold.csv"
+    f.write_text("id,label\nx0,2\n")
+    _refused(w, f, ["row 1", "'x0'", "test split", "gold"], extra=())
+    assert w.current_labels()["x0"] == 0
