@@ -77,10 +77,10 @@ def probs_of(rng, n, c, scale=2.0):
 # child: one measurement
 # ---------------------------------------------------------------------------------------
 def child(spec: dict) -> dict:
+    from mmal.pool import ScoredPool
     from mmal.select.badge import GradientSpace, gradient_embedding, kmeanspp_dense, kmeanspp_seed, pseudo_label_residual
     from mmal.select.bmmal import balance_weights, contribution_share, modality_contributions
     from mmal.select.coreset import kcenter_greedy
-    from mmal.select.types import ScoredPool
 
     kind, n, c, d, budget = spec["kind"], spec["n"], spec["classes"], spec["dim"], spec["budget"]
     rng = np.random.default_rng(spec.get("seed", 0))

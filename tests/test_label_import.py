@@ -16,7 +16,7 @@ from conftest import run_cli, write_items
 
 @pytest.fixture
 def ws(tmp_path):
-    from mmal.select.types import Selection
+    from mmal.pool import Selection
     from mmal.workspace import init_workspace
     from mmal.workspace.annotate import record_batch
 

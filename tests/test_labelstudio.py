@@ -199,3 +199,17 @@ def test_round_trip_against_real_label_studio(media_ws, tmp_path):
         again = import_labels(Workspace(ws_copy), f)
         assert (again["inserted"], again["updated"], again["unchanged"]) == (0, 0, 3), fmt
     print(f"label studio healthy after {t_start:.1f} s")
+
+
+def test_export_settings_from_mmal_toml(media_ws):
+    """``[export] media_url`` in mmal.toml passes the config check and sets the task URLs."""
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace import Workspace
+    from mmal.workspace.annotate import export_round
+
+    media_ws.config["export"] = {"media_url": "http://127.0.0.1:9999/media/{id}"}
+    media_ws.save_config()
+    select_workspace(media_ws.dir, "entropy", 4)
+    out = export_round(Workspace(media_ws.dir).dir, 1)
+    by = {t["data"]["item_id"]: t["data"] for t in json.load(open(out["batches"][1]["labelstudio"]))}
+    assert by["p1"]["audio"] == "http://127.0.0.1:9999/media/p1" and by["p3"]["audio"] == ""

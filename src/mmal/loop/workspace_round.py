@@ -70,42 +70,55 @@ def _workspace_encoders(ws: Workspace) -> tuple[dict, dict]:
 
 
 def _train_end_to_end(ws: Workspace, labels, labeled, n_classes, model_cfg, tcfg, seed, progress):
-    """``mmal train --finetune-towers``: fit the classifier and the towers from the raw items."""
+    """``mmal train --finetune-towers``: fit the ``fusion`` classifier and the towers from the raw items."""
     from dataclasses import replace
-    from types import SimpleNamespace
 
     from mmal.errors import ConfigError
-    from mmal.loop.core import build_configs, split_train_val
+    from mmal.learners import FusionLearner
+    from mmal.models import ModelConfig
+    from mmal.train import TrainConfig
+    from mmal.loop.core import split_train_val
     from mmal.train.finetune import fit_end_to_end, towers_state
 
     if len(labeled) == 0:
         raise ConfigError("no labeled items to train on: label some items first (mmal label)")
     encs, params = _workspace_encoders(ws)
     inputs = _workspace_inputs(ws, list(encs))
-    dims = {m: SimpleNamespace(dim=e.dim) for m, e in encs.items()}
-    mc, tc = build_configs(dims, n_classes, model_cfg, tcfg, seed)
-    tc = replace(tc, device=str(tcfg.get("device", tc.device)), finetune_towers=True)
+    mo = {k: v for k, v in model_cfg.items() if k != "learner" and v is not None}
+    if "audio" not in encs:
+        mo["fusion"] = "none"
+    mc = ModelConfig(input_dims={m: e.dim for m, e in encs.items()}, n_classes=max(2, n_classes), **mo)
+    to = {k: v for k, v in tcfg.items() if k in TrainConfig.__dataclass_fields__}
+    tc = replace(TrainConfig.from_dict({**to, "seed": seed}), finetune_towers=True)
     tr, va = split_train_val(labeled, labels, float(tcfg.get("val_fraction", 0.2)), seed)
     model, towers, history = fit_end_to_end(
         inputs, labels, tr, va, encoders=encs, model_config=mc, train_config=tc,
         tower_lr=float(tcfg.get("tower_lr", 1e-5)), tower_mode=str(tcfg.get("tower_mode", "eval")), progress=progress)
-    return model, history, mc, tc, towers_state(towers, encs, params)
+    learner = FusionLearner(n_classes=mc.n_classes, seed=seed, model=mo, train=to)
+    learner.net = model
+    return learner, history, towers_state(towers, encs, params)
 
 
-def train_workspace(directory, *, fusion=None, heads=None, seed=None, finetune_towers=None, progress=True) -> dict:
-    """Train the round's model. ``finetune_towers`` (or ``[train] finetune_towers = true`` in
-    mmal.toml) trains the encoder towers end to end from the raw items and saves their
-    weights next to the checkpoint (``rounds/<n>/towers.pt``); slow on CPU."""
-    import os
+#: [train] keys that are not TrainConfig fields (read by the workspace round itself)
+ROUND_TRAIN_KEYS = ("val_fraction", "seed", "tower_lr", "tower_mode", "finetune_towers")
 
-    import torch
 
+def train_workspace(directory, *, learner=None, fusion=None, heads=None, seed=None, finetune_towers=None, progress=True,
+                    log=None) -> dict:
+    """Train the round's learner (``--learner`` or ``[model] learner``, default ``late-fusion``).
+
+    ``finetune_towers`` (or ``[train] finetune_towers = true``) trains the ``fusion`` learner
+    and the encoder towers end to end from the raw items and saves the towers next to the
+    checkpoint (``rounds/<n>/towers.pt``); slow on CPU."""
+    from mmal.errors import ConfigError
     from mmal.features.pipeline import load_features
-    from mmal.train import save_checkpoint
+    from mmal.learners import DEFAULT_LEARNER
+    from mmal.train.checkpoint import save_learner, write_payload
 
     ws = Workspace(directory)
     ids, split, labels = _arrays(ws)
     model_cfg = dict(ws.config.get("model", {}))
+    name = learner or model_cfg.get("learner") or DEFAULT_LEARNER
     if fusion:
         model_cfg["fusion"] = fusion
     if heads:
@@ -117,53 +130,48 @@ def train_workspace(directory, *, fusion=None, heads=None, seed=None, finetune_t
     n_classes = max(ws.n_classes, int(labels.max()) + 1 if labels.max() >= 0 else 0)
     rnd = current_round(ws)
     rdir = ws.round_dir(rnd)
-    extra = {"round": rnd, "n_labeled": int(len(labeled))}
+    extra = {"round": rnd, "n_labeled": int(len(labeled)), "learner": name}
     if finetune:
-        model, history, mc, tc, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
-        rdir.mkdir(parents=True, exist_ok=True)
-        tmp = rdir / (TOWERS_FILE + ".tmp")
-        torch.save({"format": TOWERS_FORMAT, "towers": tstate}, tmp)
-        os.replace(tmp, rdir / TOWERS_FILE)
+        if name != "fusion":
+            raise ConfigError(f"--finetune-towers trains the towers with the 'fusion' learner; got learner '{name}' "
+                              "(use `mmal train DIR --learner fusion --finetune-towers`)")
+        model, history, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
+        write_payload(rdir / TOWERS_FILE, {"format": TOWERS_FORMAT, "towers": tstate})
         extra.update(finetune_towers=True, towers_file=TOWERS_FILE)
     else:
         features = load_features(ws)
-        model, history, mc, tc = train_model(features, labels, labeled, n_classes, model_overrides=model_cfg,
-                                             train_overrides=tcfg, val_fraction=float(tcfg.get("val_fraction", 0.2)),
-                                             seed=seed, progress=progress)
+        train = {k: v for k, v in tcfg.items() if k not in ROUND_TRAIN_KEYS}
+        vf = tcfg.get("val_fraction")
+        model, history = train_model(features, labels, labeled, n_classes, learner=name, model_overrides=model_cfg,
+                                     train_overrides=train, val_fraction=None if vf is None else float(vf),
+                                     seed=seed, progress=progress, log=log)
         (rdir / TOWERS_FILE).unlink(missing_ok=True)  # a stale tuned tower must not be used by `score`
     path = rdir / "model.pt"
-    save_checkpoint(path, model, mc, tc, extra=extra)
+    save_learner(path, model, extra=extra)
     (rdir / "history.json").write_text(json.dumps(history, indent=1, default=float))
-    return {"round": rnd, "model": str(path), "n_labeled": int(len(labeled)), "best_epoch": history.get("best_epoch"),
-            "fusion": mc.fusion, "heads": mc.heads, "finetune_towers": finetune}
+    return {"round": rnd, "model": str(path), "learner": name, "n_labeled": int(len(labeled)),
+            "best_epoch": history.get("best_epoch"), "seconds": round(float(history.get("seconds", float("nan"))), 2),
+            "finetune_towers": finetune}
 
 
 def _load_round_model(ws: Workspace):
-    from mmal.train import load_checkpoint
+    from mmal.train.checkpoint import load_learner
 
     rnd = current_round(ws)
     path = ws.round_dir(rnd) / "model.pt"
     if not path.exists():
         raise WorkspaceError(f"no model for round {rnd} ({path}); run `mmal train {ws.dir}` first")
-    model, mc, tc, extra = load_checkpoint(path)
+    model, extra = load_learner(path)
     return rnd, model, extra
 
 
 def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -> dict:
     """Features re-encoded with the round's fine-tuned towers (``towers.pt``)."""
-    import torch
-
+    from mmal.train.checkpoint import read_payload
     from mmal.train.finetune import encode_with_towers, load_towers
 
     path = ws.round_dir(rnd) / extra["towers_file"]
-    if not path.is_file():
-        raise WorkspaceError(f"{path}: the round's checkpoint was trained with --finetune-towers but its towers file is missing; run `mmal train {ws.dir} --finetune-towers` again")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise WorkspaceError(f"{path}: not a readable towers file ({type(e).__name__}: {e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != TOWERS_FORMAT:
-        raise WorkspaceError(f"{path}: expected an mmal towers file (format '{TOWERS_FORMAT}')")
+    payload = read_payload(path, TOWERS_FORMAT, "towers file", f"run `mmal train {ws.dir} --learner fusion --finetune-towers` again")
     encs, towers = load_towers(payload["towers"])
     inputs = _workspace_inputs(ws, list(encs))
     return encode_with_towers(inputs, encs, towers, ids=ids, progress=progress)
@@ -182,19 +190,21 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True)
         features = load_features(ws)
     pool = score_pool(model, features, ids, labels=labels, split=split, coalitions=coalitions,
                       mc_samples=mc_samples, progress=progress)
-    folder = pool.save(ws.round_dir(rnd) / "pool")
+    from mmal.workspace.pool_io import save_pool
+
+    folder = save_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
 
 
 def _round_pool(ws: Workspace, hint: str):
     """(round, pool folder, ScoredPool) of the current round; WorkspaceError with ``hint`` if not scored."""
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     rnd = current_round(ws)
     folder = ws.round_dir(rnd) / "pool"
     if not (folder / "ids.parquet").exists():
         raise WorkspaceError(f"no scored pool for round {rnd}; {hint}")
-    return rnd, folder, ScoredPool.load(folder)
+    return rnd, folder, load_pool(folder)
 
 
 def evaluate_workspace(directory) -> dict:
