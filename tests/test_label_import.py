@@ -269,3 +269,19 @@ def test_gold_test_label_not_overwritten(tmp_path):
     f.write_text("id,label\nx0,2\n")
     _refused(w, f, ["row 1", "'x0'", "test split", "gold"], extra=())
     assert w.current_labels()["x0"] == 0
+
+
+def test_unbatched_with_flag_and_existing_round(ws, tmp_path):
+    from mmal.errors import LabelImportError
+    from mmal.workspace.annotate import import_labels
+
+    f = tmp_path / "u1.csv"
+    f.write_text("id,label,round\ni51,1,1\n")
+    with pytest.raises(LabelImportError, match="row 1: field 'round': 1 is not a round in which item 'i51' was selected"):
+        import_labels(ws, f)
+    assert import_labels(ws, f, allow_unbatched=True)["inserted"] == 1
+    assert ("i51", 1, 1) in {r[:3] for r in labels_in_db(ws)}
+    g = tmp_path / "u2.csv"
+    g.write_text("id,label,round\ni52,1,999999\n")
+    with pytest.raises(LabelImportError, match="row 1: field 'round': 999999"):
+        import_labels(ws, g, allow_unbatched=True)

@@ -381,7 +381,8 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
     A row's label is stored under (item id, round): the row's ``round`` when given (it
     must be a round with a batch holding the item), else the latest round whose batch
     holds the item. Labels for items in no batch are refused unless ``allow_unbatched``
-    (then stored under round 0, the items file's round). Test-split items are always
+    (then stored under the row's ``round`` if it is an existing round, else round 0, the
+    items file's round). Test-split items are always
     refused (their gold labels feed ``evaluate``). A label is a class id or a class name
     of the workspace; an unknown name is refused unless ``allow_new_classes``, which adds
     it to the class table and marks the round's model stale. Rows without a label are
@@ -401,6 +402,8 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
         batch_rounds: dict[str, set] = {}
         for item_id, rnd in con.execute("SELECT bi.item_id, b.round FROM batch_items bi JOIN batches b USING (batch_id)"):
             batch_rounds.setdefault(item_id, set()).add(int(rnd))
+        max_round = int(con.execute("SELECT MAX(r) FROM (SELECT COALESCE(MAX(round), 0) AS r FROM rounds "
+                                    "UNION ALL SELECT COALESCE(MAX(round), 0) FROM labels)").fetchone()[0])
     parsed: dict[tuple[str, int], tuple[int, int, str | None]] = {}
     skipped = 0
     for i, r in rows:
@@ -450,7 +453,7 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
             else:
                 _fail(path, i, f"field '{fid}': item {item_id!r} is in no batch; label only selected items, "
                                f"or pass `--allow-unbatched` to store it under round 0")
-        elif rnd not in have and not (rnd == 0 and allow_unbatched):
+        elif rnd not in have and not (allow_unbatched and not have and 0 <= rnd <= max_round):
             where = f"its batches are in round(s) {', '.join(map(str, sorted(have)))}" if have else "it is in no batch"
             _fail(path, i, f"field 'round': {rnd} is not a round in which item {item_id!r} was selected ({where})")
         annotator = r.get("annotator")
