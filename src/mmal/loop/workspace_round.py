@@ -222,24 +222,126 @@ def evaluate_workspace(directory) -> dict:
     return out
 
 
-def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None) -> dict:
-    from mmal.select import select
-    from mmal.workspace.annotate import export_batch, record_batch
+def _select_base(ws: Workspace, append: bool):
+    """(pool round, target round, pool folder, ScoredPool) for ``select``.
 
+    The target round is the pool's round + 1. A scored pool of the current round opens the
+    next round. When the current round is already open (it has a batch, selected from
+    the previous round's pool) and has no pool of its own, a further select goes into the
+    same round only with ``append`` (several batches per round); otherwise it is refused,
+    so that two selects started together never give two batches for one round.
+    """
+    from mmal.select.types import ScoredPool
+
+    rnd = current_round(ws)
+    folder = ws.round_dir(rnd) / "pool"
+    if (folder / "ids.parquet").exists():
+        base = rnd
+    else:
+        with ws.db() as con:
+            open_batches = con.execute("SELECT COUNT(*) FROM batches WHERE round = ?", (rnd,)).fetchone()[0]
+        prev = ws.round_dir(rnd - 1) / "pool"
+        if not (open_batches and rnd >= 1 and (prev / "ids.parquet").exists()):
+            raise WorkspaceError(f"no scored pool for round {rnd}; run `mmal train {ws.dir}` and `mmal score {ws.dir}` first")
+        base, folder = rnd - 1, prev
+    return base, base + 1, folder, ScoredPool.load(folder)
+
+
+def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
+                     dry_run: bool = False, append: bool = False, lock_timeout: float | None = None) -> dict:
+    """Select the next batch and record it with its exports, as one unit.
+
+    Under the workspace lock (:mod:`mmal.workspace.lock`): the batch rows are inserted in a
+    SQLite transaction, the exports are written (each file via temp + rename), and only
+    then the transaction commits. A failure or ``kill -9`` before the commit leaves no
+    batch (at most export files of a batch id that does not exist; the next select
+    reuses that id and overwrites them). ``rounds/<n>/selection.parquet`` is written
+    after the commit (derived; ``export_round`` rewrites it).
+
+    Excluded from selection: labeled items, test-split items, and items already in any
+    batch (sent to annotators: labeled, or awaiting their label), so that no item is sent
+    twice and each label belongs to exactly one batch. A round that already has a batch takes another one only with
+    ``append=True``. ``dry_run=True`` returns the selection and records and writes
+    nothing. A budget above the selectable count selects them all and says so
+    (``shortfall``, ``warnings``).
+    """
+    from mmal.errors import ConfigError
+    from mmal.workspace.annotate import export_batch, insert_batch, remove_orphan_exports
+    from mmal.workspace.lock import workspace_lock
+
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or int(budget) < 1:
+        raise ConfigError(f"--budget must be a positive integer, got {budget!r}")
+    budget = int(budget)
     ws = Workspace(directory)
-    rnd, folder, pool = _round_pool(ws, "run `mmal train` and `mmal score` first")
+    if dry_run:
+        return _select_compute(ws, spec, budget, seed, params, append=True, dry_run=True)[0]
+    with workspace_lock(ws.dir, f"select --strategy {spec} --budget {budget}", timeout=lock_timeout):
+        remove_orphan_exports(ws)
+        out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False)
+        with ws.db() as con:
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                batch_id = insert_batch(con, sel, budget=budget, round_=target, info={"spec": spec, **(sel.info or {})})
+                paths = export_batch(ws, batch_id, con=con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        _write_round_selection(ws, target)
+    out.update(batch=batch_id, exports={k: str(v) for k, v in paths.items()})
+    return out
+
+
+def _write_round_selection(ws: Workspace, round_: int) -> None:
+    """``rounds/<n>/selection.parquet``: every batch item of the round (derived from the DB)."""
+    import os
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    with ws.db() as con:
+        rows = con.execute(
+            "SELECT bi.item_id, bi.strategy, bi.score, bi.reason, bi.batch_id, bi.rank FROM batch_items bi "
+            "JOIN batches b USING (batch_id) WHERE b.round = ? ORDER BY bi.batch_id, bi.rank", (round_,)).fetchall()
+    t = pa.table({"id": [r[0] for r in rows], "strategy": [r[1] for r in rows],
+                  "score": pa.array([r[2] for r in rows], pa.float64()), "reason": [r[3] for r in rows],
+                  "batch": [r[4] for r in rows], "round": [round_] * len(rows)})
+    d = ws.round_dir(round_)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".selection.parquet.{os.getpid()}.tmp"
+    pq.write_table(t, tmp)
+    os.replace(tmp, d / "selection.parquet")
+
+
+def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, dry_run: bool):
+    from mmal.select import select
+
+    base, target, folder, pool = _select_base(ws, append)
     ids, split, labels = _arrays(ws)
     if pool.ids.tolist() != ids.tolist():
-        raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score` again")
+        raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score {ws.dir}` again")
+    with ws.db() as con:
+        in_batches = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM batch_items")}
+        n_batches = con.execute("SELECT COUNT(*) FROM batches WHERE round = ?", (target,)).fetchone()[0]
+    if n_batches and not append:
+        raise WorkspaceError(f"round {target} already has {n_batches} batch(es); label them, then `mmal train` and "
+                             f"`mmal score` for the next round, or pass `--append` to add another batch to round {target}")
     pool.labels = labels
-    sel = select(spec, pool, int(budget), labeled_mask=labels >= 0, seed=seed, **(params or {}))
-    sel.round = rnd + 1
-    batch_id = record_batch(ws, sel, budget=int(budget), round_=rnd + 1, info={"spec": spec, **(sel.info or {})})
-    sel_dir = ws.round_dir(rnd + 1)
-    sel_dir.mkdir(parents=True, exist_ok=True)
-    from mmal.workspace.pool_io import save_selection
-
-    save_selection(sel, sel_dir / "selection.parquet")
-    paths = export_batch(ws, batch_id)
-    return {"round": rnd + 1, "batch": batch_id, "n_selected": len(sel), "exports": {k: str(v) for k, v in paths.items()},
-            "info": sel.info}
+    excluded = (labels >= 0) | (split == "test") | np.isin(ids, list(in_batches))
+    n_selectable = int((~excluded).sum())
+    if n_selectable == 0:
+        raise WorkspaceError(f"{ws.dir}: nothing left to select for round {target} (every non-test item is labeled or "
+                             f"already in a batch)")
+    take = min(budget, n_selectable)
+    sel = select(spec, pool, take, labeled_mask=excluded, seed=seed, **(params or {}))
+    sel.round = target
+    warnings = []
+    if take < budget:
+        warnings.append(f"budget {budget} is larger than the {n_selectable} selectable items; selected {len(sel)}")
+    out = {"round": target, "scored_round": base, "n_selected": len(sel), "budget": budget, "n_selectable": n_selectable,
+           "shortfall": budget - len(sel), "warnings": warnings, "dry_run": dry_run, "info": sel.info}
+    if dry_run:
+        out["ids"] = sel.ids.tolist()
+        out["strategy"] = [str(s) for s in sel.strategy]
+        out["score"] = [None if s != s else float(s) for s in sel.score]
+    return out, sel, target

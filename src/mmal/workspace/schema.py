@@ -155,6 +155,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "strategy": _s("entropy", doc="default --strategy of `mmal select`"),
         "budget": _i(50, 1, 10_000_000, doc="default --budget of `mmal select`"),
     },
+    "export": {  # read by mmal.workspace.annotate (docs/labelstudio.md)
+        "media_root": _s(doc="folder that exported media paths are relative to; media outside it are refused "
+                             "(default: the items file's folder, outside which absolute paths are kept)"),
+        "media_url": _s("/data/local-files/?d={path}", doc="media URL template of Label Studio tasks: {path} = "
+                                                           "path relative to the media root (URL-quoted), {id} = item id"),
+    },
 }
 #: keys whose value must be strictly greater than ``lo``
 _STRICT_LO = {("train", "lr"), ("train", "grad_clip"), ("train", "tower_lr"), ("model", "C"), ("model", "head_scale"),
