@@ -6,7 +6,7 @@ Importing this package registers the strategies of the modules below.
 
 from mmal.select.types import ScoredPool, Selection  # noqa: I001
 from mmal.select.registry import STRATEGIES, get_strategy, register
-from mmal.select import random_, uncertainty, lsb, badge, bmmal, coreset, bald  # noqa: F401  (register strategies)
+from mmal.select import random_, uncertainty, lsb, badge, bmmal, coreset, bald, coldstart  # noqa: F401  (register strategies)
 from mmal.select.api import select
 from mmal.select.lookalike import lookalike_filter, lookalike_fit
 from mmal.select.lsb import LSBExpansion, badness, lsb_expand, seed_bad_cases
