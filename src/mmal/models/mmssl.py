@@ -95,8 +95,8 @@ def cross_modal_infonce(za: torch.Tensor, zb: torch.Tensor, tau: float = 0.07) -
     return 0.5 * F.cross_entropy(logits, target) + 0.5 * F.cross_entropy(logits.T, target)
 
 
-def kmeans(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, block: int = 65536):
-    """Plain Lloyd k-means (squared Euclidean) with centres initialised from ``k`` random rows.
+def kmeans(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, init: str = "k-means++", block: int = 65536):
+    """Lloyd k-means (squared Euclidean), k-means++ seeding (or ``init="random"`` rows).
 
     Returns ``(centroids [k, D] float32, assign [N] int64, sqdist [N] float64)``; an empty
     cluster is re-seeded with the row farthest from its centre. Deterministic by ``seed``.
@@ -106,7 +106,21 @@ def kmeans(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, block: int 
     if not 1 <= k <= n:
         raise ConfigError(f"k-means: k must lie in [1, N={n}], got {k}")
     rng = np.random.default_rng(seed)
-    c = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
+    if init == "random":
+        c = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
+    elif init == "k-means++":
+        xsq0 = np.einsum("nd,nd->n", x, x).astype(np.float64)
+        first = int(rng.integers(n))
+        c = np.empty((k, x.shape[1]), np.float32)
+        c[0] = x[first]
+        d2 = np.maximum(xsq0 - 2.0 * (x @ c[0]) + float(c[0] @ c[0]), 0.0)
+        for j in range(1, k):
+            tot = d2.sum()
+            nxt = int(rng.integers(n)) if tot <= 0 else min(int(np.searchsorted(np.cumsum(d2), rng.random() * tot)), n - 1)
+            c[j] = x[nxt]
+            np.minimum(d2, np.maximum(xsq0 - 2.0 * (x @ c[j]) + float(c[j] @ c[j]), 0.0), out=d2)
+    else:
+        raise ConfigError(f"k-means init must be 'k-means++' or 'random', got {init!r}")
     xsq = np.einsum("nd,nd->n", x, x)
     assign = np.zeros(n, dtype=np.int64)
     d2 = np.zeros(n)

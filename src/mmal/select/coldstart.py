@@ -213,7 +213,8 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
     Returns
     -------
     dict with ``rows`` [B] (positions in the blocks), ``similarity`` [B], ``loss`` [steps]
-    (the loss of every step, before its update), ``theta`` list of [B, D_b].
+    (the loss of every step, before its update), ``theta`` list of [B, D_b], ``init`` [B]
+    (the row each theta started from; ``rows == init`` counts thetas that never left it).
     """
     if objective not in ("activeft", "mm-activeft", "mmcsal"):
         raise ConfigError(f"objective must be activeft, mm-activeft or mmcsal, got {objective!r}")
@@ -224,7 +225,8 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
     n = blocks[0].shape[0]
     b = min(int(budget), n)
     if b == 0:
-        return {"rows": np.zeros(0, np.int64), "similarity": np.zeros(0), "loss": np.zeros(0), "theta": []}
+        return {"rows": np.zeros(0, np.int64), "similarity": np.zeros(0), "loss": np.zeros(0), "theta": [],
+                "init": np.zeros(0, np.int64)}
     init = np.sort(rng.choice(n, size=b, replace=False))
     xs = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in blocks]
     theta = [torch.nn.Parameter(x[torch.from_numpy(init)].clone()) for x in xs]
@@ -268,7 +270,7 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
     with torch.no_grad():
         th = [F.normalize(t, dim=1).numpy() for t in theta]
     rows, sims = greedy_unique_pick(list(blocks), th)
-    return {"rows": rows, "similarity": sims, "loss": losses, "theta": th}
+    return {"rows": rows, "similarity": sims, "loss": losses, "theta": th, "init": init}
 
 
 def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, objective, **kw) -> Selection:
@@ -285,7 +287,8 @@ def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, object
     out = parametric_selection(blocks, b, rng, objective=objective, **kw)
     rows = cand[out["rows"]]
     info = {"features": source, "loss_first": float(out["loss"][0]), "loss_last": float(out["loss"][-1]),
-            "steps": int(len(out["loss"])), **{k: v for k, v in kw.items() if k in ("official", "align")}}
+            "steps": int(len(out["loss"])), "picks_at_init": int(np.sum(out["rows"] == out["init"])),
+            **{k: v for k, v in kw.items() if k in ("official", "align")}}
     return _selection(pool, name, rows, out["similarity"], [f"theta {j}" for j in range(len(rows))], info, cand)
 
 
@@ -475,7 +478,7 @@ def purity_delta(x: np.ndarray, pseudo: np.ndarray, alpha: float = 0.95, block: 
     delta with purity >= alpha is the ``floor((1 - alpha) N)``-th smallest d_i.
     Returns ``(delta, purity(delta))``.
     """
-    x = np.asarray(x, np.float32)
+    x = np.asarray(x, np.float64)  # exact enough to rank distances
     n = len(x)
     sq = np.einsum("nd,nd->n", x, x)
     d_other = np.full(n, np.inf)
