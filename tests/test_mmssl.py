@@ -120,3 +120,46 @@ def test_bad_input_is_a_config_error():
         train_mmssl({"x": np.ones((10, 3)), "y": np.ones((9, 3))})
     with pytest.raises(ConfigError, match="non-finite"):
         train_mmssl({"x": np.full((10, 3), np.nan), "y": np.ones((10, 3))})
+
+
+@pytest.mark.slow
+def test_pretrain_workspace_stores_embeddings_and_feeds_cold_selection(tmp_path):
+    """init -> encode (text + image) -> pretrain -> cold pool -> mmcsal; nothing stored on errors."""
+    from PIL import Image
+
+    from conftest import write_items
+    from mmal.errors import WorkspaceError
+    from mmal.features.pipeline import encode_workspace
+    from mmal.loop.pretrain import cold_workspace_pool, load_pretrain, pretrain_workspace
+    from mmal.select import select
+    from mmal.workspace.workspace import init_workspace
+
+    rows = []
+    for k in range(16):
+        p = tmp_path / f"img{k}.png"
+        Image.new("RGB", (32, 32), (40 + 12 * k, 200 - 10 * k, (k * 37) % 255)).save(p)
+        rows.append({"id": f"m{k:02d}", "label": None, "split": "test" if k % 4 == 0 else "pool",
+                     "text": f"a drawing number {k} of a {['cat', 'car', 'tree'][k % 3]}", "image": str(p)})
+    ws = tmp_path / "ws"
+    init_workspace(ws, write_items(tmp_path / "src", rows))
+    encode_workspace(ws, progress=False)
+    meta = pretrain_workspace(ws, epochs=4, warmup_epochs=1, dim=8, hidden=16, batch_size=8)
+    folder = ws / "pretrain" / "default"
+    assert meta["n_items"] == 16 and meta["n_train"] == 12 and meta["modalities"] == ["image", "text"]
+    for m in ("image", "text"):
+        e = np.load(folder / f"embedding.{m}.npy")
+        assert e.shape == (16, 8)
+        np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, rtol=1e-5)
+    assert set(meta["metrics"]) >= {"gap", "S_uni", "S_cross"}
+    before = sorted(p.name for p in folder.iterdir())
+    with pytest.raises(WorkspaceError, match="--force"):
+        pretrain_workspace(ws, epochs=1)
+    with pytest.raises(ConfigError, match="unknown MMSSL parameter"):
+        pretrain_workspace(ws, name="other", epoch=1)
+    assert sorted(p.name for p in folder.iterdir()) == before and not (ws / "pretrain" / "other").exists()
+    assert load_pretrain(ws)["embeddings"]["text"].shape == (16, 8)
+    pool = cold_workspace_pool(ws)
+    assert set(pool.extras) == {"mmssl:image", "mmssl:text"}
+    sel = select("mmcsal", pool, 3, seed=0, steps=20)
+    assert len(sel) == 3 and sel.info["features"] == "mmssl" and "cross_cosine_selected" in sel.info
+    assert not any(int(i[1:]) % 4 == 0 for i in sel.ids)
