@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from dataclasses import fields
-from pathlib import Path
 
 import numpy as np
 
@@ -69,12 +69,10 @@ def pretrain_workspace(directory, *, name: str = "default", include_test: bool =
     Returns the stored ``meta`` dict. Nothing is written unless training succeeded (the
     folder is written under a temporary name and renamed).
     """
+    import torch
+
     from mmal.features.pipeline import load_features
     from mmal.workspace import Workspace
-
-    import re
-
-    import torch
 
     if not re.fullmatch(r"[A-Za-z0-9_-]+", name or ""):
         raise ConfigError(f"pretrain name must match [A-Za-z0-9_-]+, got {name!r}")
