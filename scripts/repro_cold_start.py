@@ -188,6 +188,15 @@ def markdown(results: dict) -> str:
         for r in results["datasets"].values():
             vals.append(f"{np.mean([b['table'][row]['cross_cosine'] for b in r['budgets'].values()]):.4f}")
         out.append(f"| {row} | " + " | ".join(vals) + " |")
+    out.append("")
+    out.append("### ActiveFT family: share of picks that are their θ's random starting sample; classes hit\n")
+    out.append("| dataset | B | strategy | picks at init | classes hit |")
+    out.append("|---|---|---|---|---|")
+    for name, r in results["datasets"].items():
+        for b, bd in r["budgets"].items():
+            for row, d in bd["table"].items():
+                if d.get("picks_at_init") is not None and np.isfinite(d["picks_at_init"]):
+                    out.append(f"| {name} | {b} | {row} | {d['picks_at_init']:.2f} | {d['classes_hit']:.1f} |")
     return "\n".join(out) + "\n"
 
 

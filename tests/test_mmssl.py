@@ -130,7 +130,13 @@ def test_pretrain_workspace_stores_embeddings_and_feeds_cold_selection(tmp_path)
     from conftest import write_items
     from mmal.errors import WorkspaceError
     from mmal.features.pipeline import encode_workspace
-    from mmal.loop.pretrain import cold_workspace_pool, load_pretrain, pretrain_workspace
+    from mmal.loop.pretrain import (
+        cold_select_workspace,
+        cold_workspace_pool,
+        load_pretrain,
+        pretrain_workspace,
+        workspace_has_labels,
+    )
     from mmal.select import select
     from mmal.workspace.workspace import init_workspace
 
@@ -163,3 +169,10 @@ def test_pretrain_workspace_stores_embeddings_and_feeds_cold_selection(tmp_path)
     sel = select("mmcsal", pool, 3, seed=0, steps=20)
     assert len(sel) == 3 and sel.info["features"] == "mmssl" and "cross_cosine_selected" in sel.info
     assert not any(int(i[1:]) % 4 == 0 for i in sel.ids)
+    assert not workspace_has_labels(ws)
+    with pytest.raises(ConfigError, match="cold-start strategy: random, coreset"):
+        cold_select_workspace(ws, "entropy", 3)
+    assert not (ws / "rounds" / "1").exists()
+    out = cold_select_workspace(ws, "kmeans", 3, seed=0)
+    assert out["round"] == 1 and out["n_selected"] == 3 and out["info"]["features"] == "mmssl"
+    assert (ws / "rounds" / "1" / "selection.parquet").exists()
