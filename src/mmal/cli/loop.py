@@ -52,8 +52,10 @@ def select(
     budget: Optional[int] = typer.Option(None, "--budget", help="items to select, >= 1 (default: mmal.toml [select] budget)"),
     seed: int = typer.Option(0, "--seed"),
     param: list[str] = typer.Option([], "--param", help="strategy parameter NAME=VALUE (repeatable), e.g. k=3, l_t=0.3"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the selection, record and export nothing"),
+    append: bool = typer.Option(False, "--append", help="add another batch to the current round (default: one batch per round)"),
 ):
-    """Select the next batch, record it, export CSV / JSONL / Label Studio tasks."""
+    """Select the next batch, record it, export CSV / JSONL / Label Studio tasks (one unit, under the workspace lock)."""
     from mmal.cli._common import check_round_pool
     from mmal.loop.workspace_round import select_workspace
     from mmal.workspace import Workspace
@@ -75,19 +77,38 @@ def select(
     if msg:
         print(f"mmal: note: {msg}", file=sys.stderr)
     try:
-        out = select_workspace(directory, strategy, int(budget), seed=seed, params=params)
+        out = select_workspace(directory, strategy, int(budget), seed=seed, params=params, dry_run=dry_run, append=append)
     except MmalError as e:
         raise _with_hint(e, ws.dir) from None
+    for w in out.get("warnings", []) or []:
+        print(f"mmal: warning: {w}", file=sys.stderr)
     echo_json(out, indent=1)
 
 
 @app.command()
-def label(directory: Path = typer.Argument(...), file: Path = typer.Argument(..., help="CSV, JSONL or Label Studio export JSON")):
+def label(directory: Path = typer.Argument(...),
+          file: Path = typer.Argument(..., help="CSV, JSONL or Label Studio export (JSON, JSON_MIN or CSV)"),
+          allow_unbatched: bool = typer.Option(False, "--allow-unbatched", help="accept labels for items in no batch"),
+          allow_new_classes: bool = typer.Option(False, "--allow-new-classes", help="accept class names not in the workspace (the trained model becomes stale)")):
     """Import labels: one transaction, idempotent; a bad row imports nothing."""
     from mmal.workspace import Workspace
     from mmal.workspace.annotate import import_labels
 
-    echo_json(import_labels(Workspace(directory), file))
+    stats = import_labels(Workspace(directory), file, allow_unbatched=allow_unbatched, allow_new_classes=allow_new_classes)
+    for w in stats.get("warnings", []) or []:
+        print(f"mmal: warning: {w}", file=sys.stderr)
+    echo_json(stats)
+
+
+@app.command()
+def export(directory: Path = typer.Argument(...),
+           round_: int = typer.Option(..., "--round", help="round whose batches to re-export"),
+           media_root: Optional[Path] = typer.Option(None, "--media-root", help="write media paths relative to this folder; paths outside it are refused"),
+           media_url: Optional[str] = typer.Option(None, "--media-url", help="URL template for media: {path} = path under the media root, {id} = item id (default /data/local-files/?d={path}; see docs/labelstudio.md)")):
+    """Re-export a round's batches (CSV, JSONL, Label Studio tasks + config)."""
+    from mmal.workspace.annotate import export_round
+
+    echo_json(export_round(directory, round_, media_root=media_root, media_url=media_url), indent=1)
 
 
 def _int_list(text: str, flag: str) -> list[int]:
