@@ -8,7 +8,7 @@ transaction visible. Every writer holds the workspace lock (:mod:`mmal.workspace
 so a ``select`` never runs while an import is half done.
 
 What an import refuses (each: one line, exit 2 from the CLI, nothing imported) is listed
-in docs/labelstudio.md ("Importing labels") and docs/reliability-annot.md.
+in docs/labelstudio.md ("Importing labels") and docs/reliability.md.
 """
 
 from __future__ import annotations
