@@ -74,7 +74,7 @@ def load(ws_dir):
     return ids, labels, split, feats, ws.n_classes
 
 
-def run_dataset(name, ws_dir, seeds, per_class, pre_seeds, log):
+def run_dataset(name, ws_dir, seeds, per_class, pre_seeds, log, only=None, partial=None):
     from scipy.stats import ttest_rel
 
     from mmal.loop.pretrain import pretrain_features
@@ -110,6 +110,8 @@ def run_dataset(name, ws_dir, seeds, per_class, pre_seeds, log):
         budget = int(k * n_classes)
         table = {}
         for row, strat, params, fs in variants():
+            if only and row not in only and row != "random":
+                continue
             accs, cos, secs, hit, at_init = [], [], [], [], []
             for s in seeds:
                 t0 = time.perf_counter()
@@ -133,6 +135,8 @@ def run_dataset(name, ws_dir, seeds, per_class, pre_seeds, log):
             diff = np.asarray(d["acc"]) - np.asarray(base)
             d["p_vs_random"] = None if np.allclose(diff, 0) else float(ttest_rel(d["acc"], base).pvalue)
         res["budgets"][str(budget)] = {"per_class": k, "table": table}
+        if partial is not None:
+            partial(res)
         log(f"[{name}] budget {budget}: " + ", ".join(f"{r} {d['mean']:.3f}" for r, d in table.items()))
     res["cross_cosine_candidates"] = paired_cosine(pre["proto"], cand)
     return res
@@ -162,10 +166,10 @@ def markdown(results: dict) -> str:
             out.append(f"| {row} | " + " | ".join(cells) + " |")
         out.append("")
     out.append("### Modality gap (Table 4.1 analog; MMSSL embeddings of the candidates, mean ± std over "
-               f"{len(results['pretrain_seeds'])} pre-training seeds)\n")
-    out.append("| dataset | prototypes | Δgap (mean of pairs) | S_uni per modality | S_cross (mean of pairs) | "
+               "n pre-training seeds)\n")
+    out.append("| dataset | prototypes | n | Δgap (mean of pairs) | S_uni per modality | S_cross (mean of pairs) | "
                "Δgap per pair |")
-    out.append("|---|---|---|---|---|---|")
+    out.append("|---|---|---|---|---|---|---|")
     for name, r in results["datasets"].items():
         for key, label in (("noproto", "w/o"), ("proto", "w/")):
             rows = r["gap"][key]
@@ -174,7 +178,7 @@ def markdown(results: dict) -> str:
             mods = sorted(rows[0]["S_uni"])
             su = ", ".join(f"{m} {np.mean([x['S_uni'][m] for x in rows]):.4f}" for m in mods)
             pairs = ", ".join(f"{p.replace('|', '–')} {np.mean([x['gap'][p] for x in rows]):.4f}" for p in sorted(rows[0]["gap"]))
-            out.append(f"| {name} | {label} | {np.mean(g):.4f} ± {np.std(g):.4f} | {su} | "
+            out.append(f"| {name} | {label} | {len(rows)} | {np.mean(g):.4f} ± {np.std(g):.4f} | {su} | "
                        f"{np.mean(sc):.4f} ± {np.std(sc):.4f} | {pairs} |")
     out.append("")
     out.append("### Cross-modal cosine of the picks (MMSSL w/ prototypes space; mean over seeds and budgets)\n")
@@ -208,6 +212,7 @@ def main(argv=None):
     ap.add_argument("--pretrain-seeds", type=int, default=3)
     ap.add_argument("--per-class", default="1,2,5")
     ap.add_argument("--out", default="docs/results/cold_start")
+    ap.add_argument("--variants", default="", help="comma list of table rows to run (default: all)")
     a = ap.parse_args(argv)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     seeds = list(range(a.seeds))
@@ -224,7 +229,14 @@ def main(argv=None):
         a.ws = []
     for spec in a.ws:
         name, _, d = spec.partition("=")
-        results["datasets"][name] = run_dataset(name, d, seeds, results["per_class"], results["pretrain_seeds"], log)
+        only = set(filter(None, a.variants.split(","))) or None
+
+        def partial(res, name=name):  # write what is done after every budget
+            results["datasets"][name] = res
+            Path(a.out).with_suffix(".partial.json").write_text(json.dumps(results, indent=1, default=float))
+
+        results["datasets"][name] = run_dataset(name, d, seeds, results["per_class"], results["pretrain_seeds"], log,
+                                                only, partial)
     if not a.merge:
         results["seconds"] = time.time() - t0
     out = Path(a.out)
