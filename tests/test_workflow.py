@@ -205,3 +205,22 @@ def test_cli_same_seed_same_model_and_batch(text_ws, tmp_path):
     sel = out[(a, "select")]["round"]
     ids = [pq.read_table(ws / f"rounds/{sel}/selection.parquet").column("id").to_pylist() for ws in (a, b)]
     assert ids[0] == ids[1] and len(ids[0]) == 6
+
+
+def test_simulate_init_strategy_cold_start(tmp_path):
+    """Issue 10: `--init-strategy` picks the initial labeled set with a cold-start strategy;
+    a warm-start name is refused before any work."""
+    from mmal.errors import ConfigError
+    from mmal.loop.simulate import simulate
+
+    rows = _rows(60, seed=2)
+    for r in rows:
+        r["label"] = r["gold"]
+    items = write_items(tmp_path / "src", rows)
+    res = simulate(items, ["random"], init=6, budget=3, rounds=1, seeds=[0], out=tmp_path / "sim",
+                   init_strategy="kmeans", train={"epochs": 5}, progress=False, log=lambda *a: None)
+    assert res["config"]["init_strategy"] == "kmeans"
+    assert res["strategies"]["random"]["per_seed"]["0"]["rounds"][0]["n_labeled"] == 6
+    with pytest.raises(ConfigError, match="cold-start"):
+        simulate(items, ["random"], init=6, budget=3, rounds=1, seeds=[0], out=tmp_path / "sim",
+                 init_strategy="badge", progress=False, log=lambda *a: None)

@@ -54,6 +54,7 @@ def select(
     param: list[str] = typer.Option([], "--param", help="strategy parameter NAME=VALUE (repeatable), e.g. k=3, l_t=0.3"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the selection, record and export nothing"),
     append: bool = typer.Option(False, "--append", help="add another batch to the current round (default: one batch per round)"),
+    pretrain: str = typer.Option("default", "--pretrain", help="cold start: stored MMSSL embeddings to use (`mmal pretrain --name`)"),
 ):
     """Select the next batch, record it, export CSV / JSONL / Label Studio tasks (one unit, under the workspace lock)."""
     from mmal.cli._common import check_round_pool
@@ -70,14 +71,21 @@ def select(
         raise ConfigError(f"no strategy: pass --strategy NAME or set [select] strategy in {ws.dir / 'mmal.toml'}")
     if budget is None:
         raise ConfigError(f"no budget: pass --budget N or set [select] budget in {ws.dir / 'mmal.toml'}")
-    check_round_pool(ws)
+    from mmal.loop.pretrain import cold_select_workspace, workspace_has_labels
     from mmal.select import shares_note
 
+    cold = not workspace_has_labels(directory)
+    if not cold:
+        check_round_pool(ws)
     msg = shares_note(strategy)
     if msg:
         print(f"mmal: note: {msg}", file=sys.stderr)
     try:
-        out = select_workspace(directory, strategy, int(budget), seed=seed, params=params, dry_run=dry_run, append=append)
+        if cold:  # nothing labeled yet: cold-start strategies only (issue 10)
+            out = cold_select_workspace(directory, strategy, int(budget), seed=seed, params=params, pretrain=pretrain,
+                                        dry_run=dry_run, append=append)
+        else:
+            out = select_workspace(directory, strategy, int(budget), seed=seed, params=params, dry_run=dry_run, append=append)
     except MmalError as e:
         raise _with_hint(e, ws.dir) from None
     for w in out.get("warnings", []) or []:
@@ -131,6 +139,7 @@ def simulate(
     seeds: str = typer.Option("0,1,2", "--seeds"),
     out: Path = typer.Option(..., "--out"),
     learner: Optional[str] = typer.Option(None, "--learner", help="linear | late-fusion | fusion"),
+    init_strategy: Optional[str] = typer.Option(None, "--init-strategy", help="cold-start strategy for the initial set (kmeans, typiclust, probcover, activeft, mmcsal, ...; default random)"),
     fusion: Optional[str] = typer.Option(None, "--fusion"),
     heads: Optional[str] = typer.Option(None, "--heads"),
     encoders: Optional[str] = typer.Option(None, "--encoders"),
@@ -154,6 +163,8 @@ def simulate(
         if note := shares_note(s):
             typer.echo(f"mmal: note: {note}", err=True)
     kwargs = {"learner": learner} if learner is not None else {}
+    if init_strategy is not None:
+        kwargs["init_strategy"] = init_strategy
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
               progress=progress_enabled(), **kwargs)

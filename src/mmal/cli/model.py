@@ -97,3 +97,26 @@ def evaluate(directory: Path = typer.Argument(...)):
 
     check_round_pool(Workspace(directory))
     echo_json(evaluate_workspace(directory), indent=1)
+
+
+@app.command()
+def pretrain(
+    directory: Path = typer.Argument(...),
+    name: str = typer.Option("default", "--name", help="stored under DIR/pretrain/NAME"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+    dim: Optional[int] = typer.Option(None, "--dim"),
+    prototypes: bool = typer.Option(True, "--prototypes/--no-prototypes", help="uni-modal prototype loss (METHODS F)"),
+    n_prototypes: Optional[int] = typer.Option(None, "--n-prototypes"),
+    include_test: bool = typer.Option(False, "--include-test"),
+    seed: int = typer.Option(0, "--seed"),
+    force: bool = typer.Option(False, "--force", help="replace an existing pre-training of this name"),
+):
+    """MMSSL pre-training (002 ch. 4) on the unlabeled pool; stores per-modality embeddings for cold start."""
+    from mmal.loop.pretrain import pretrain_workspace
+
+    for flag, v in (("--epochs", epochs), ("--dim", dim), ("--n-prototypes", n_prototypes)):
+        positive(v, flag)
+    cfg = {k: v for k, v in {"epochs": epochs, "dim": dim, "n_prototypes": n_prototypes}.items() if v is not None}
+    meta = pretrain_workspace(directory, name=name, include_test=include_test, force=force, prototypes=prototypes,
+                              seed=seed, **cfg)
+    echo_json({k: meta[k] for k in ("name", "n_items", "n_train", "modalities", "metrics", "seconds") if k in meta}, indent=1)

@@ -212,32 +212,19 @@ def workspace_has_labels(directory) -> bool:
 
 
 def cold_select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
-                          pretrain: str | None = "default") -> dict:
+                          pretrain: str | None = "default", dry_run: bool = False, append: bool = False) -> dict:
     """``mmal select`` on a workspace with no labels: a cold-start strategy, no model needed.
 
-    Same outputs as :func:`mmal.loop.workspace_round.select_workspace` (a batch of round
-    n+1, ``selection.parquet``, exports). A warm-start strategy raises a
+    The batch is recorded exactly as :func:`mmal.loop.workspace_round.select_workspace` does
+    (one unit under the workspace lock, exports, ``selection.parquet``), on a pool built from
+    the features instead of a scored one. A warm-start strategy raises a
     :class:`ConfigError` naming the cold-start strategies, before anything is written.
     ``pretrain`` names the stored MMSSL embeddings to use by default (absent = raw features).
     """
-    import pyarrow.parquet as pq
-
-    from mmal.loop.workspace_round import current_round
-    from mmal.select import select
-    from mmal.workspace import Workspace
-    from mmal.workspace.annotate import export_batch, record_batch
+    from mmal.loop.workspace_round import select_workspace
 
     check_cold_strategy(spec)
-    ws = Workspace(directory)
-    pool = cold_workspace_pool(ws.dir, pretrain=pretrain)
-    rnd = current_round(ws)
-    sel = select(spec, pool, int(budget), labeled_mask=np.asarray(pool.labels) >= 0, seed=seed, **(params or {}))
-    sel.round = rnd + 1
-    batch_id = record_batch(ws, sel, budget=int(budget), round_=rnd + 1, info={"spec": spec, "cold_start": True,
-                                                                                **(sel.info or {})})
-    sel_dir = ws.round_dir(rnd + 1)
-    sel_dir.mkdir(parents=True, exist_ok=True)
-    pq.write_table(sel.to_table(), sel_dir / "selection.parquet")
-    paths = export_batch(ws, batch_id)
-    return {"round": rnd + 1, "batch": batch_id, "n_selected": len(sel), "cold_start": True,
-            "exports": {k: str(v) for k, v in paths.items()}, "info": sel.info}
+    pool = cold_workspace_pool(directory, pretrain=pretrain)
+    out = select_workspace(directory, spec, budget, seed=seed, params=params, dry_run=dry_run, append=append, pool=pool)
+    out["cold_start"] = True
+    return out

@@ -44,7 +44,7 @@ def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: i
 def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0, 1, 2), out,
              encoders: str | None = None, model: dict | None = None, train: dict | None = None,
              strategy_params: dict | None = None, val_fraction: float | None = None, mc_samples: int = 10,
-             modalities=None, learner: str | None = None,
+             modalities=None, learner: str | None = None, init_strategy: str | None = None,
              progress: bool = True, log=print) -> dict:
     """Run the simulation and write ``out/results.json`` and ``out/report.html``.
 
@@ -58,6 +58,9 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         (reused on a re-run with the same items file).
     encoders : comma list of encoder specs overriding the defaults.
     learner : learner name (``late-fusion`` default, ``linear``, ``fusion``; :mod:`mmal.learners`).
+    init_strategy : a cold-start strategy choosing the initial labeled set (``kmeans``,
+        ``typiclust``, ``mmcsal``, ...; :mod:`mmal.select.coldstart`) instead of random; strategies
+        that need a shared space get MMSSL pre-trained on the candidates' pooled features.
     model, train : the learner's model settings and TrainConfig overrides (e.g. ``{"fusion": "vlmae"}``).
     val_fraction : labels held out for early stopping (default per learner: 0 except ``fusion``).
     strategy_params : per strategy name, extra keyword params for :func:`mmal.select.select`.
@@ -145,8 +148,22 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         return train_model(features, gold, rows, n_classes, learner=learner, model_overrides=model,
                            train_overrides=train, val_fraction=val_fraction, seed=seed)[0]
 
+    pretrained = None
+    if init_strategy and init_strategy != "random":
+        from mmal.loop.pretrain import NEEDS_SHARED_SPACE, check_cold_strategy, pretrain_features
+
+        check_cold_strategy(init_strategy)
+        pooled = {m: np.asarray(f.pooled, np.float32) for m, f in features.items()}
+        if init_strategy in NEEDS_SHARED_SPACE:
+            pretrained = pretrain_features(pooled, cand)
+    results["config"]["init_strategy"] = init_strategy or "random"
     for seed in seeds:
-        lab0 = initial_labeled(cand, gold, init, seed)
+        if init_strategy and init_strategy != "random":
+            from mmal.loop.pretrain import cold_start_initial
+
+            lab0 = np.sort(cold_start_initial(pooled, cand, init, init_strategy, seed, pretrained, n_classes=n_classes))
+        else:
+            lab0 = initial_labeled(cand, gold, init, seed)
         m0 = fit(lab0, seed)
         met0, _ = test_metrics(m0)
         uni0 = unimodal_accuracy(m0)

@@ -222,7 +222,7 @@ def evaluate_workspace(directory) -> dict:
     return out
 
 
-def _select_base(ws: Workspace, append: bool):
+def _select_base(ws: Workspace, append: bool, pool=None):
     """(pool round, target round, pool folder, ScoredPool) for ``select``.
 
     The target round is the pool's round + 1. A scored pool of the current round opens the
@@ -234,6 +234,8 @@ def _select_base(ws: Workspace, append: bool):
     from mmal.select.types import ScoredPool
 
     rnd = current_round(ws)
+    if pool is not None:  # a cold-start pool built from the features (no model yet)
+        return rnd, rnd + 1, ws.dir / "features", pool
     folder = ws.round_dir(rnd) / "pool"
     if (folder / "ids.parquet").exists():
         base = rnd
@@ -248,8 +250,11 @@ def _select_base(ws: Workspace, append: bool):
 
 
 def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
-                     dry_run: bool = False, append: bool = False, lock_timeout: float | None = None) -> dict:
+                     dry_run: bool = False, append: bool = False, lock_timeout: float | None = None,
+                     pool=None) -> dict:
     """Select the next batch and record it with its exports, as one unit.
+
+    ``pool`` replaces the round's scored pool (cold start: :func:`mmal.loop.pretrain.cold_select_workspace`).
 
     Under the workspace lock (:mod:`mmal.workspace.lock`): the batch rows are inserted in a
     SQLite transaction, the exports are written (each file via temp + rename), and only
@@ -274,10 +279,10 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
     budget = int(budget)
     ws = Workspace(directory)
     if dry_run:
-        return _select_compute(ws, spec, budget, seed, params, append=True, dry_run=True)[0]
+        return _select_compute(ws, spec, budget, seed, params, append=True, dry_run=True, pool=pool)[0]
     with workspace_lock(ws.dir, f"select --strategy {spec} --budget {budget}", timeout=lock_timeout):
         remove_orphan_exports(ws)
-        out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False)
+        out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False, pool=pool)
         with ws.db() as con:
             try:
                 con.execute("BEGIN IMMEDIATE")
@@ -313,10 +318,10 @@ def _write_round_selection(ws: Workspace, round_: int) -> None:
     os.replace(tmp, d / "selection.parquet")
 
 
-def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, dry_run: bool):
+def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, dry_run: bool, pool=None):
     from mmal.select import select
 
-    base, target, folder, pool = _select_base(ws, append)
+    base, target, folder, pool = _select_base(ws, append, pool)
     ids, split, labels = _arrays(ws)
     if pool.ids.tolist() != ids.tolist():
         raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score {ws.dir}` again")
