@@ -224,3 +224,42 @@ def test_simulate_init_strategy_cold_start(tmp_path):
     with pytest.raises(ConfigError, match="cold-start"):
         simulate(items, ["random"], init=6, budget=3, rounds=1, seeds=[0], out=tmp_path / "sim",
                  init_strategy="badge", progress=False, log=lambda *a: None)
+
+
+def test_one_seed_report_shows_no_plus_minus_and_no_win_matrix():
+    """Issue 13 item 9: a one-seed run prints no '± 0.0000' and no all-zero win matrix."""
+    from mmal.report.html import markdown_tables, markdown_win_matrix
+
+    def run(accs):
+        return {"aubc": accs[-1], "rounds": [{"round": r, "n_labeled": 10 * (r + 1), "batch_multiclass_loss": 0.5,
+                                             "test": {"accuracy": a, "macro_f1": a, "auc": a, "f1": a,
+                                                      "r_at_p": {}, "max_beta_variance": 0.1}}
+                                            for r, a in enumerate(accs)]}
+
+    res = {"strategies": {"A": {"per_seed": {"0": run([0.5, 0.7])}}, "B": {"per_seed": {"0": run([0.5, 0.6])}}}}
+    md = markdown_tables(res)
+    assert "±" not in md and "0.700" in md
+    assert "win matrix" in markdown_win_matrix(res) and "|" not in markdown_win_matrix(res)
+    res["strategies"]["A"]["per_seed"]["1"] = run([0.5, 0.8])
+    res["strategies"]["B"]["per_seed"]["1"] = run([0.5, 0.6])
+    assert "0.750 ± 0.050" in markdown_tables(res)
+
+
+def test_retrain_invalidates_the_scored_pool(text_ws, tmp_path):
+    """Issue 13 item 10: re-training after `score` removes the round's scored pool and metrics
+    (they came from the old model); `evaluate`/`select` then ask for `mmal score`."""
+    import shutil
+
+    from mmal.errors import WorkspaceError
+    from mmal.loop.workspace_round import evaluate_workspace, score_workspace, train_workspace
+
+    ws = tmp_path / "ws"
+    shutil.copytree(text_ws, ws)
+    first = train_workspace(ws, progress=False)
+    score_workspace(ws, progress=False)
+    pool_dir = ws / "rounds" / str(first["round"]) / "pool"
+    assert pool_dir.is_dir()
+    second = train_workspace(ws, progress=False)
+    assert second["invalidated"] == ["pool"] and not pool_dir.exists()
+    with pytest.raises(WorkspaceError, match="mmal score"):
+        evaluate_workspace(ws)

@@ -169,7 +169,7 @@ def simulate(
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
               progress=progress_enabled(), **kwargs)
     for spec, d in res["strategies"].items():
-        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
+        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f}" + (f" ± {d['std_aubc']:.4f}" if len(d["per_seed"]) > 1 else " (1 seed)"))
     typer.echo(str(Path(out) / "report.html"))
 
 
@@ -188,5 +188,5 @@ def demo(
         positive(v, flag)
     res = run_demo(out, seeds=_int_list(seeds, "--seeds"), rounds=rounds, init=init, budget=budget, progress=progress_enabled())
     for spec, d in res["strategies"].items():
-        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
+        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f}" + (f" ± {d['std_aubc']:.4f}" if len(d["per_seed"]) > 1 else " (1 seed)"))
     typer.echo(f"report: {res.get('report', Path(out) / 'simulation' / 'report.html')}")

@@ -8,6 +8,7 @@ work on the current round = the highest round that has labels or a batch.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 
@@ -149,9 +150,31 @@ def train_workspace(directory, *, learner=None, fusion=None, heads=None, seed=No
     path = rdir / "model.pt"
     save_learner(path, model, extra=extra)
     (rdir / "history.json").write_text(json.dumps(history, indent=1, default=float))
+    invalidated = _invalidate_derived(rdir)
     return {"round": rnd, "model": str(path), "learner": name, "n_labeled": int(len(labeled)),
             "best_epoch": history.get("best_epoch"), "seconds": round(float(history.get("seconds", float("nan"))), 2),
-            "finetune_towers": finetune}
+            "finetune_towers": finetune, "invalidated": invalidated}
+
+
+def _invalidate_derived(rdir) -> list[str]:
+    """A new model makes the round's scored pool and metrics stale: remove them (and a
+    STALE.json left by new classes), so `select`/`evaluate` ask for `mmal score` instead of
+    silently reading the old model's outputs. Returns what was removed."""
+    import shutil
+
+    gone = []
+    for name in ("pool", "metrics.json", "STALE.json"):
+        p = rdir / name
+        if p.is_dir():
+            tmp = p.with_name(f".{name}.stale")
+            shutil.rmtree(tmp, ignore_errors=True)
+            os.replace(p, tmp)  # atomic: the pool disappears whole, then is deleted
+            shutil.rmtree(tmp, ignore_errors=True)
+            gone.append(name)
+        elif p.exists():
+            p.unlink()
+            gone.append(name)
+    return gone
 
 
 def _load_round_model(ws: Workspace):

@@ -53,6 +53,13 @@ def curves(results) -> dict:
     return out
 
 
+def _std(vals):
+    """Std over seeds, or None with fewer than two finite values (a one-seed run shows no ±)."""
+    v = np.asarray(vals, float)
+    v = v[np.isfinite(v)]
+    return float(np.std(v)) if len(v) > 1 else None
+
+
 def _fmt(m, s=None, digits=3):
     if m is None or (isinstance(m, float) and np.isnan(m)):
         return "–"
@@ -64,7 +71,7 @@ def table1(results) -> list[tuple]:
     rows = []
     for spec, d in results["strategies"].items():
         per_seed = [np.nanmean([r["batch_multiclass_loss"] for r in v["rounds"][1:]]) for v in d["per_seed"].values()]
-        rows.append((spec, float(np.mean(per_seed)), float(np.std(per_seed))))
+        rows.append((spec, float(np.mean(per_seed)), _std(per_seed)))
     return rows
 
 
@@ -76,11 +83,12 @@ def table2(results) -> list[dict]:
         row = {"strategy": spec, "n_labeled": d["per_seed"][next(iter(d["per_seed"]))]["rounds"][-1]["n_labeled"]}
         for k in ("accuracy", "macro_f1", "auc", "f1", "max_beta_variance"):
             vals = np.array([f.get(k, np.nan) for f in finals], float)
-            row[k] = (float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan, float(np.nanstd(vals)) if np.isfinite(vals).any() else np.nan)
+            row[k] = (float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan, _std(vals))
         for p in R_AT_P:
             vals = np.array([f.get("r_at_p", {}).get(p, np.nan) for f in finals], float)
-            row[f"R@P{p}"] = (float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan, float(np.nanstd(vals)) if np.isfinite(vals).any() else np.nan)
-        row["aubc"] = (d["mean_aubc"], d["std_aubc"])
+            row[f"R@P{p}"] = (float(np.nanmean(vals)) if np.isfinite(vals).any() else np.nan, _std(vals))
+        aubcs = [v["aubc"] for v in d["per_seed"].values()]
+        row["aubc"] = (float(np.mean(aubcs)), _std(aubcs))
         rows.append(row)
     return rows
 
@@ -121,7 +129,16 @@ def win_matrix(results, *, metric: str = "accuracy", confidence: float = 0.9):
     return names, W, n_rounds
 
 
+def _n_seeds(results) -> int:
+    return min((len(d["per_seed"]) for d in results["strategies"].values()), default=0)
+
+
+ONE_SEED_NOTE = "One seed only: a paired test over seeds is impossible, so no win matrix is given (run several seeds)."
+
+
 def markdown_win_matrix(results, **kw) -> str:
+    if _n_seeds(results) < 2:
+        return ONE_SEED_NOTE + "\n"
     names, W, n_rounds = win_matrix(results, **kw)
     lines = [f"Rows beat columns in this many of {n_rounds} rounds (paired two-sided t-test over seeds, 0.9):", "",
              "| | " + " | ".join(f"`{n}`" for n in names) + " |", "|---|" + "---|" * len(names)]
@@ -145,7 +162,7 @@ def markdown_rounds(results) -> str:
                 for m, v in (x.get("modality_contribution") or {}).items():
                     phi.setdefault(m, []).append(v)
             fmt = lambda dd: ", ".join(f"{m} {np.mean(v):.3f}" for m, v in sorted(dd.items())) or "–"  # noqa: E731
-            lines.append(f"| `{spec}` | {r} | {recs[0]['n_labeled']} | {acc.mean():.3f} ± {acc.std():.3f} | {fmt(uni)} | {fmt(phi)} |")
+            lines.append(f"| `{spec}` | {r} | {recs[0]['n_labeled']} | {_fmt(acc.mean(), _std(acc))} | {fmt(uni)} | {fmt(phi)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -205,13 +222,16 @@ def write_report(results, path, case_study=None) -> Path:
         cells += [_fmt(*r[f"R@P{p}"]) for p in R_AT_P] + [_fmt(*r["max_beta_variance"], digits=5), _fmt(*r["aubc"])]
         parts.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     parts.append("</table>")
-    names, W, n_rounds = win_matrix(results)
-    parts.append(f"<h2>Pairwise win matrix (002 Fig. 3.4)</h2><p class='small'>Row beats column in this many of {n_rounds} rounds "
-                 "(test accuracy, paired two-sided t-test over seeds at 0.9).</p><table><tr><th></th>"
-                 + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")
-    for i, n in enumerate(names):
-        parts.append(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{'–' if i == j else W[i, j]}</td>" for j in range(len(names))) + "</tr>")
-    parts.append("</table>")
+    if _n_seeds(results) < 2:
+        parts.append(f"<h2>Pairwise win matrix (002 Fig. 3.4)</h2><p class='small'>{ONE_SEED_NOTE}</p>")
+    else:
+        names, W, n_rounds = win_matrix(results)
+        parts.append(f"<h2>Pairwise win matrix (002 Fig. 3.4)</h2><p class='small'>Row beats column in this many of {n_rounds} rounds "
+                     "(test accuracy, paired two-sided t-test over seeds at 0.9).</p><table><tr><th></th>"
+                     + "".join(f"<th>{html.escape(n)}</th>" for n in names) + "</tr>")
+        for i, n in enumerate(names):
+            parts.append(f"<tr><td>{html.escape(n)}</td>" + "".join(f"<td>{'–' if i == j else W[i, j]}</td>" for j in range(len(names))) + "</tr>")
+        parts.append("</table>")
     extra = _extra_sections(results)
     parts.extend(extra)
     if case_study:
