@@ -212,7 +212,10 @@ def evaluate_workspace(directory) -> dict:
     return out
 
 
-def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None) -> dict:
+def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
+                     select_fn=None) -> dict:
+    """Select the next batch; ``select_fn`` (default :func:`mmal.select.select`, same signature)
+    lets the Ray engine run the pool-sized part distributed (:mod:`mmal.engine`)."""
     from mmal.select import select
     from mmal.workspace.annotate import export_batch, record_batch
 
@@ -222,7 +225,7 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
     if pool.ids.tolist() != ids.tolist():
         raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score` again")
     pool.labels = labels
-    sel = select(spec, pool, int(budget), labeled_mask=labels >= 0, seed=seed, **(params or {}))
+    sel = (select_fn or select)(spec, pool, int(budget), labeled_mask=labels >= 0, seed=seed, **(params or {}))
     sel.round = rnd + 1
     batch_id = record_batch(ws, sel, budget=int(budget), round_=rnd + 1, info={"spec": spec, **(sel.info or {})})
     sel_dir = ws.round_dir(rnd + 1)
