@@ -16,7 +16,12 @@ Measurements (sizes are flags):
 * the factorised versions on the same subsample (direct comparison);
 * ``badge`` on ``--n-large`` items within 8 GB (budget ``--budget-large``);
 * ``coreset`` (k-center greedy) on ``--coreset-n`` x ``--coreset-dim``, budget
-  ``--coreset-budget``.
+  ``--coreset-budget``;
+* ``cold`` (``--only cold``): MMSSL pre-training time per epoch (one warm-up epoch, one
+  prototype epoch) on ``--mmssl-n`` items, and the cold-start strategies
+  (``--cold-strategies``) with budget ``--cold-budget`` on ``--cold-n`` items of two
+  ``--cold-dim``-d modalities (MMSSL-like unit embeddings); the 1-minute load average is
+  recorded before each measurement.
 
 Usage::
 
@@ -77,11 +82,13 @@ def probs_of(rng, n, c, scale=2.0):
 # child: one measurement
 # ---------------------------------------------------------------------------------------
 def child(spec: dict) -> dict:
+    from mmal.pool import ScoredPool
     from mmal.select.badge import GradientSpace, gradient_embedding, kmeanspp_dense, kmeanspp_seed, pseudo_label_residual
     from mmal.select.bmmal import balance_weights, contribution_share, modality_contributions
     from mmal.select.coreset import kcenter_greedy
-    from mmal.select.types import ScoredPool
 
+    if spec["kind"] in ("mmssl", "cold"):
+        return child_cold(spec)
     kind, n, c, d, budget = spec["kind"], spec["n"], spec["classes"], spec["dim"], spec["budget"]
     rng = np.random.default_rng(spec.get("seed", 0))
     out = dict(spec)
@@ -137,6 +144,69 @@ def child(spec: dict) -> dict:
     return out
 
 
+def paired_unit(rng, n, d, chunk=65536):
+    """Two modalities sharing a latent (cross-modal cosine ~0.7), unit rows: ``{a, b}: [n, d]``."""
+    out = {"a": np.empty((n, d), np.float32), "b": np.empty((n, d), np.float32)}
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        z = rng.standard_normal((m, d), dtype=np.float32)
+        for k in out:
+            x = z + 0.6 * rng.standard_normal((m, d), dtype=np.float32)
+            out[k][s:s + m] = x / np.linalg.norm(x, axis=1, keepdims=True)
+    return out
+
+
+def child_cold(spec: dict) -> dict:
+    """One cold-start measurement: ``mmssl`` (seconds per warm-up / prototype epoch) or ``cold``."""
+    import torch
+
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    rng = np.random.default_rng(spec.get("seed", 0))
+    out = dict(spec, loadavg_1m_before=os.getloadavg()[0])
+    n = spec["n"]
+    if spec["kind"] == "mmssl":
+        from mmal.models.mmssl import MMSSLConfig, train_mmssl
+
+        feats = {"text": gaussian(rng, n, 384), "image": gaussian(rng, n, 1280)}
+        out["rss_after_data_mb"] = current_rss_mb()
+        t = time.perf_counter()
+        res = train_mmssl(feats, MMSSLConfig(epochs=2, warmup_epochs=1, seed=0))
+        out["seconds"] = time.perf_counter() - t
+        out["n_prototypes"] = res.config["n_prototypes"]
+        out["note"] = ("2 epochs: 1 warm-up (InfoNCE only) + 1 with prototypes (k-means per modality); "
+                       "the default 60 epochs (10 warm-up) take about 10 x warm-up + 50 x prototype epoch")
+        out["picks"] = 0
+    else:
+        from mmal.select import select
+        from mmal.select.coldstart import cold_pool
+
+        emb = paired_unit(rng, n, spec["dim"])
+        pool = cold_pool(np.arange(n).astype(str), emb, emb, n_classes=10)
+        out["rss_after_data_mb"] = current_rss_mb()
+        t = time.perf_counter()
+        sel = select(spec["strategy"], pool, spec["budget"], seed=0, **spec.get("params", {}))
+        out["seconds"] = time.perf_counter() - t
+        out["picks"] = int(len(sel))
+        out["info"] = {k: v for k, v in sel.info.items() if isinstance(v, (int, float, str))}
+    out["seconds_per_pick"] = out["seconds"] / max(out["picks"], 1)
+    out["peak_rss_mb"] = rss_mb()
+    out["loadavg_1m_after"] = os.getloadavg()[0]
+    return out
+
+
+def run_cold(args) -> dict:
+    """MMSSL pre-training and cold-start selection timings (``--only cold``)."""
+    res = {"mmssl": {}, "selection": {}, "target": "<= 60 s for a 1k budget on 1M items"}
+    for n in [int(v) for v in args.mmssl_n.split(",") if v]:
+        res["mmssl"][str(n)] = run_child({"kind": "mmssl", "n": n, "budget": 0}, args.threads)
+    for n in [int(v) for v in args.cold_n.split(",") if v]:
+        for strat in args.cold_strategies.split(","):
+            res["selection"][f"{strat}@{n}"] = run_child(
+                {"kind": "cold", "strategy": strat, "n": n, "dim": args.cold_dim, "budget": args.cold_budget},
+                args.threads)
+    return res
+
+
 def run_child(spec: dict, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads),
                OPENBLAS_NUM_THREADS=str(threads), HF_HUB_OFFLINE="1")
@@ -186,7 +256,12 @@ def main(argv=None):
     ap.add_argument("--coreset-budget", type=int, default=1000)
     ap.add_argument("--coreset-labeled", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--only", default="", help="comma list of: badge,bmmal,large,coreset")
+    ap.add_argument("--mmssl-n", default="100000,1000000", help="comma list of pool sizes for MMSSL timing")
+    ap.add_argument("--cold-n", default="100000,1000000", help="comma list of pool sizes for cold-start selection")
+    ap.add_argument("--cold-dim", type=int, default=128, help="MMSSL embedding size per modality")
+    ap.add_argument("--cold-budget", type=int, default=1000)
+    ap.add_argument("--cold-strategies", default="activeft,mm-activeft,mmcsal,kmeans,typiclust,probcover,coreset")
+    ap.add_argument("--only", default="", help="comma list of: badge,bmmal,large,coreset,cold")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "select.json"))
     args = ap.parse_args(argv)
     if args.child:
@@ -217,6 +292,8 @@ def main(argv=None):
         results["coreset"] = run_child(
             {"kind": "coreset", "n": args.coreset_n, "dim": args.coreset_dim, "classes": args.classes,
              "budget": args.coreset_budget, "labeled": args.coreset_labeled}, args.threads)
+    if "cold" in only and args.only:  # opt-in: not part of the default run
+        results["cold_start"] = run_cold(args)
 
     import psutil
 

@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     cfg["task"]["label_names"] = names
     cfg["task"]["n_classes"] = len(names)
     cfg["encoders"] = {"text": "text:minilm"}
-    cfg["model"].update({"fusion": "none", "d_model": 64, "n_layers": 1, "n_heads": 2})
-    cfg["train"].update({"epochs": 15, "patience": 4})
+    cfg["model"].update({"fusion": "none"})  # the default late-fusion learner, text only
+    cfg["train"].update({"epochs": 100})
     (ws_dir / "mmal.toml").write_text(tomli_w.dumps(cfg))
     encode_workspace(ws_dir, progress=False)
     for rnd in range(2):

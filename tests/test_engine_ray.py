@@ -43,7 +43,6 @@ def _init(tmp, name):
     init_workspace(ws, items)
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
     cfg["train"].update({"epochs": 3, "patience": 2})
-    cfg["model"].update({"d_model": 16, "n_layers": 1, "n_heads": 2})
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     return ws
 
@@ -68,7 +67,7 @@ def _cos_topk(x, q, k):
 def test_workspace_encode_score_select_equal_local(ray_local, tmp_path):
     from mmal import engine
     from mmal.loop.workspace_round import train_workspace
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     ws_l, ws_r = _init(tmp_path, "local"), _init(tmp_path, "ray")
     engine.encode_workspace(ws_l, engine="local", progress=False)
@@ -80,12 +79,12 @@ def test_workspace_encode_score_select_equal_local(ray_local, tmp_path):
 
     train_workspace(ws_l, seed=0, progress=False)
     engine.score_workspace(ws_l, engine="local", progress=False)
-    local = ScoredPool.load(ws_l / "rounds/0/pool")
+    local = load_pool(ws_l / "rounds/0/pool")
     lp, le = np.array(local.probs), np.array(local.embedding)
     shutil.copytree(ws_l, tmp_path / "b")  # same model, same features -> select on a twin
     res = engine.score_workspace(tmp_path / "b", engine="ray")
     assert res["engine"] == "ray"
-    remote = ScoredPool.load(tmp_path / "b/rounds/0/pool")
+    remote = load_pool(tmp_path / "b/rounds/0/pool")
     assert np.array_equal(np.asarray(remote.probs), lp) and np.array_equal(np.asarray(remote.embedding), le)
     assert np.array_equal(np.asarray(remote.extras["penultimate"]), np.asarray(local.extras["penultimate"]))
 

@@ -124,7 +124,7 @@ def test_cli_train_finetune_towers_then_score(tmp_path):
     assert r.returncode == 0, r.stderr
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
     cfg["train"].update({"epochs": 2, "patience": 2, "batch_size": 8})
-    cfg["model"].update({"d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_hidden": 32})
+    cfg["model"] = {"learner": "fusion", "fusion": "none", "d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_hidden": 32}
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     # no `mmal encode`: end-to-end training reads the raw items, not the feature cache
     r = run_cli("train", ws, "--finetune-towers", "--seed", "0")
@@ -132,14 +132,14 @@ def test_cli_train_finetune_towers_then_score(tmp_path):
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["finetune_towers"] is True and info["n_labeled"] == 12
     assert (ws / "rounds/0/towers.pt").is_file()
-    from mmal.train import load_checkpoint
+    from mmal.train.checkpoint import load_learner
 
-    _, _, tc, extra = load_checkpoint(ws / "rounds/0/model.pt")
-    assert tc.finetune_towers and extra["towers_file"] == "towers.pt"
+    learner, extra = load_learner(ws / "rounds/0/model.pt")
+    assert learner.name == "fusion" and extra["towers_file"] == "towers.pt" and extra["finetune_towers"] is True
     r = run_cli("score", ws)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.strip().splitlines()[-1])["tuned_towers"] is True
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
-    pool = ScoredPool.load(ws / "rounds/0/pool")
+    pool = load_pool(ws / "rounds/0/pool")
     assert pool.probs.shape == (16, 2) and np.allclose(np.asarray(pool.probs).sum(1), 1, atol=1e-5)

@@ -231,3 +231,18 @@ def test_auto_recall_at_3_on_200k_x_384():
     t_approx = time.perf_counter() - t0
     _, er = build_index(x, metric="cosine", backend="exact").search(q, 3)
     assert recall(r, er) >= 0.95, (recall(r, er), t_approx)
+
+
+def test_progress_goes_through_one_callback():
+    # issue 9: index/ reports progress via mmal.utils.ProgressTask (bool or callable), not rich
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((100, 4)).astype(np.float32)
+    seen = []
+    idx = build_index(x, metric="l2", backend="exact", base_block=30,
+                      progress=lambda done, total, desc: seen.append((done, total, desc)))
+    s, r = idx.search(x[:3], 2)
+    assert seen == [(i, 4, "exact kNN") for i in range(1, 5)]  # ceil(100 / 30) base blocks
+    assert r[:, 0].tolist() == [0, 1, 2]
+    ivf_seen = []
+    build_index(x, backend="IVF4,BLAS", nprobe=4, seed=0, progress=lambda d, t, desc: ivf_seen.append(desc)).search(x[:2], 1)
+    assert ivf_seen and "IVF search" in ivf_seen

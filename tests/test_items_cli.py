@@ -108,7 +108,7 @@ def test_valid_items_all_formats(tmp_path, media_dir):
 def test_split_defaults_from_label(tmp_path, media_dir):
     from mmal.data.items import validate_items
 
-    t = validate_items(write_items(tmp_path, [{"id": "x", "label": 2, "text": "t"}, {"id": "y", "text": "u"}]))
+    t = validate_items(write_items(tmp_path, [{"id": "x", "label": 0, "text": "t"}, {"id": "y", "text": "u"}]))
     assert t.column("split").to_pylist() == ["train", "pool"]
 
 

@@ -32,7 +32,7 @@ def _brute(y, p, P):
             if best is None or key > best:
                 best = key
     if best is None:
-        return 0.0, None
+        return float("nan"), None
     return best[0] / yb.sum(), (best[0], -best[1])
 
 
@@ -74,7 +74,8 @@ def test_r_at_p_and_beta_variance_brute_force(seed):
     vars_ = []
     for P in (40, 50, 60, 70, 80, 90):
         r, pt = _brute(y, p, P)
-        assert m["r_at_p"][str(P)] == pytest.approx(r)
+        assert m["r_at_p"][str(P)] == pytest.approx(r, nan_ok=True)
+        assert m["r_at_p_reachable"][str(P)] == (pt is not None)
         if pt is not None:
             vars_.append(_bvar(*pt))
     assert m["max_beta_variance"] == pytest.approx(max(vars_))
@@ -127,3 +128,40 @@ def test_modality_gap():
     cos = an @ an.T
     assert c["uni_cosine_1"] == pytest.approx((cos.sum() - np.trace(cos)) / (50 * 49))
     assert c["cross_cosine"] == pytest.approx((an * bn).sum(1).mean())
+
+
+def test_unreachable_precision_is_nan_with_flag_not_zero():
+    # scores: negatives on top, so precision >= 70 % is never reached; 40 % is (all items: 2/4 = 50 %)
+    y = np.array([0, 0, 1, 1])
+    p = np.array([[0.1, 0.9], [0.2, 0.8], [0.3, 0.7], [0.4, 0.6]])
+    m = compute(y, p)
+    # by hand: thresholds 0.9, 0.8, 0.7, 0.6 give precision 0, 0, 1/3, 1/2
+    for P, reach, rec in ((40, True, 1.0), (50, True, 1.0), (60, False, None), (90, False, None)):
+        assert m["r_at_p_reachable"][str(P)] is reach
+        if reach:
+            assert m["r_at_p"][str(P)] == pytest.approx(rec)
+        else:
+            assert math.isnan(m["r_at_p"][str(P)])
+
+
+def test_f1_views_binary_threshold_and_argmax():
+    # C = 3: item 0 has p_0 largest (argmax 0) but 1 - p_0 = 0.6 >= 0.5 (binary view: non-zero)
+    y = np.array([1, 0, 2, 0, 1])
+    p = np.array([[0.40, 0.30, 0.30],
+                  [0.70, 0.20, 0.10],
+                  [0.20, 0.10, 0.70],
+                  [0.45, 0.50, 0.05],
+                  [0.50, 0.25, 0.25]])  # 1 - p_0 = 0.5: inclusive threshold -> predicted non-zero
+    yb = y != 0
+    binary = (1 - p[:, 0]) >= 0.5  # the 000 §4.3 view with our documented convention
+    argmax = p.argmax(1) != 0
+    assert binary.tolist() == [True, False, True, True, True]
+    assert argmax.tolist() == [False, False, True, True, False]
+    m = compute(y, p)
+    assert m["f1_view"] == "binary" and m["f1"] == pytest.approx(f1_score(yb, binary))
+    ma = compute(y, p, f1_view="argmax")
+    assert ma["f1_view"] == "argmax" and ma["f1"] == pytest.approx(f1_score(yb, argmax))
+    assert m["f1"] != pytest.approx(ma["f1"])
+    assert compute(y, p, threshold=0.55)["f1"] == pytest.approx(f1_score(yb, (1 - p[:, 0]) >= 0.55))
+    with pytest.raises(ConfigError, match="f1_view"):
+        compute(y, p, f1_view="macro")

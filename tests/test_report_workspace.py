@@ -57,8 +57,8 @@ def run_two_rounds(root, items_path, rows, *, spec="entropy:0.5,lsb-lt:0.5", bud
     cfg = ws.config
     cfg["task"]["label_names"] = list(NAMES)
     cfg["encoders"] = {"text": "text:minilm"}  # the picture and audio columns are shown, not encoded
-    cfg["model"].update({"fusion": "none", "d_model": 32, "n_layers": 1, "n_heads": 2})
-    cfg["train"].update({"epochs": 4, "patience": 2})
+    cfg["model"].update({"fusion": "none"})  # the default late-fusion learner, text only
+    cfg["train"].update({"epochs": 20})
     (ws_dir / "mmal.toml").write_text(tomli_w.dumps(cfg))
     encode_workspace(ws_dir, progress=False)
     for _ in range(2):

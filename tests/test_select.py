@@ -115,7 +115,7 @@ def test_input_checks():
         select("entropy", pool, 3, labeled_mask=np.zeros(7, bool))
     with pytest.raises(ConfigError, match="unknown strategy"):
         select("entropyy", pool, 3)
-    with pytest.raises(ConfigError, match="unknown parameters"):
+    with pytest.raises(ConfigError, match="unknown parameter"):
         select("entropy", pool, 3, k=3)
     probs = pool.probs.copy()
     probs[[1, 4, 5]] = np.nan
@@ -181,9 +181,9 @@ def test_lsb_expand_exact_equals_bruteforce(metric):
     assert exp2.rows.tolist() == exp.rows.tolist() and exp2.seed.tolist() == exp.seed.tolist()
 
 
-def test_lsb_knn_ranks_by_seed_badness_then_closeness():
+def test_lsb_knn_badness_order_ranks_by_seed_badness_then_closeness():
     pool = make_pool(800, 2, 6, 11, p_labeled=0.3, separable=True)
-    sel = select("lsb-knn", pool, 30, k=3)
+    sel = select("lsb-knn", pool, 30, k=3, order="badness")
     lab = pool.labels >= 0
     elig = lab & (pool.split != "test")
     seeds, bad = seed_bad_cases(pool.probs, pool.labels, elig)
@@ -232,8 +232,10 @@ def test_lsb_lt_keeps_only_lookalike_above_threshold():
     kept = set(lt.ids.tolist())
     for s, g in zip(knn.ids.tolist(), g_all):
         assert (s in kept) == (g > 0.5)
-    # same relative order as lsb-knn
-    assert [s for s in knn.ids.tolist() if s in kept] == lt.ids.tolist()
+    # ranked by g(h), highest first
+    g_lt = model.predict_proba(pool.embedding[[pos[s] for s in lt.ids]])[:, 1]
+    assert np.all(np.diff(g_lt) <= 1e-12)
+    np.testing.assert_allclose(lt.score, g_lt, rtol=1e-5)
 
 
 def test_lsb_shortfall_not_padded_unless_fill_knn():
@@ -298,5 +300,5 @@ def test_mix_shortfall_goes_to_next_part_then_first():
     # shortfall of the last part goes back to the first part that can fill
     sel2 = select("entropy:0.5,lsb-knn:0.5", pool, 500, **{"lsb-knn": {"k": 1, "fill": "none"}})
     assert len(sel2) == 500 and [c["strategy"] for c in sel2.info["parts"]] == ["entropy", "lsb-knn", "entropy"]
-    with pytest.raises(ConfigError, match="per part"):
-        select("entropy:0.5,lsb-knn:0.5", pool, 10, k=2)
+    with pytest.raises(ConfigError, match="allowed"):
+        select("entropy:0.5,lsb-knn:0.5", pool, 10, l_t=0.2)  # no part has l_t

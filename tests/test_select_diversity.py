@@ -30,7 +30,7 @@ from mmal.select.bmmal import balance_weights, coalition_key, contribution_share
 from mmal.select.coreset import kcenter_greedy
 from mmal.select.registry import get_strategy
 from mmal.select.shapley import shapley_exact, shapley_mc
-from mmal.select.types import ScoredPool
+from mmal.pool import ScoredPool
 from mmal.train.mc_dropout import mc_dropout, mc_dropout_probs
 
 
@@ -57,7 +57,7 @@ def make_pool(n, c=4, d=5, seed=0, modalities=("audio", "video"), t=3, split=Non
     extras[coalition_key(modalities)] = probs
     return ScoredPool(
         ids=[f"it{i}" for i in range(n)], probs=probs, embedding=emb, modality=modality,
-        split=split, extras=extras,
+        split=split, extras=extras, fused_blocks=True,
     )
 
 
@@ -269,7 +269,7 @@ def test_bmmal_penalises_unbalanced_items():
         "coalition:a": np.array([[0.6, 0.4], [0.55, 0.45]], np.float32),  # item0: a dominates
         "coalition:b": np.array([[0.5, 0.5], [0.55, 0.45]], np.float32),  # item1: balanced
     }
-    pool = ScoredPool(ids=["unbal", "bal"], probs=probs, modality=feats, extras=ext)
+    pool = ScoredPool(ids=["unbal", "bal"], probs=probs, modality=feats, extras=ext, fused_blocks=True)
     sel = get_strategy("bmmal")(pool, 1, labeled_mask=None, rng=np.random.default_rng(0))
     assert sel.ids[0] == "bal"
 

@@ -354,7 +354,7 @@ def test_posts_wait_for_a_concurrent_mmal_label_import(tmp_path):
     con.close()
     f = tmp_path / "file.csv"
     f.write_text("id,label,round\n" + "".join(f"{i},0,1\n" for i in outside))
-    code = f"from mmal.workspace import Workspace; from mmal.workspace.annotate import import_labels; import_labels(Workspace({str(ws)!r}), {str(f)!r})"
+    code = f"from mmal.workspace import Workspace; from mmal.workspace.annotate import import_labels; import_labels(Workspace({str(ws)!r}), {str(f)!r}, allow_unbatched=True)"
     ids = _batch_ids(ws)
     with server(ws) as (proc, base, _):
         imp = subprocess.Popen([sys.executable, "-c", code], env={**_env(), "MMAL_TEST_IMPORT_DELAY": "0.3"},

@@ -33,8 +33,7 @@ def text_ws(tmp_path_factory):
     ws = tmp / "ws"
     assert run_cli("init", ws, "--items", items).returncode == 0
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
-    cfg["train"].update({"epochs": 4, "patience": 2})
-    cfg["model"].update({"d_model": 32, "n_layers": 1, "n_heads": 2})
+    cfg["train"].update({"epochs": 30})
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     r = run_cli("encode", ws)
     assert r.returncode == 0, r.stderr
@@ -50,9 +49,9 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     assert info["round"] == 0 and info["n_labeled"] == n_train and (ws / "rounds/0/model.pt").exists()
     r = run_cli("score", ws)
     assert r.returncode == 0, r.stderr
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
-    pool = ScoredPool.load(ws / "rounds/0/pool")
+    pool = load_pool(ws / "rounds/0/pool")
     assert pool.probs.shape == (72, 3) and np.allclose(np.asarray(pool.probs).sum(1), 1, atol=1e-5)
     r = run_cli("evaluate", ws)
     assert r.returncode == 0, r.stderr
@@ -60,7 +59,11 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     for k in ("accuracy", "macro_f1", "auc", "f1", "r_at_p", "max_beta_variance", "multiclass_loss", "spearman", "pearson"):
         assert k in met
     assert met["n_test"] == 18
-    r = run_cli("select", ws, "--strategy", "entropy:0.6,lsb-knn:0.4", "--budget", "10")
+    # issue 9: an unknown strategy parameter is one stderr line, exit 2, nothing stored
+    r = run_cli("select", ws, "--strategy", "badge", "--budget", "5", "--param", "foo=1")
+    assert r.returncode == 2 and "'badge'" in r.stderr and "allowed" in r.stderr and "Traceback" not in r.stderr
+    assert not (ws / "rounds/1").exists()
+    r = run_cli("select", ws, "--strategy", "entropy:0.6,lsb-knn:0.4", "--budget", "10", "--param", "lsb-knn.k=2")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     assert out["round"] == 1 and 1 <= out["n_selected"] <= 10
@@ -103,7 +106,7 @@ def test_simulate_text_only_schema(tmp_path):
         r["label"] = r["gold"]  # the oracle needs gold labels on every non-test item
     items = write_items(tmp_path / "src", rows)
     res = simulate(items, ["random", "entropy:0.5,lsb-lt:0.5"], init=9, budget=6, rounds=2, seeds=[0, 1], out=tmp_path / "sim",
-                   model={"d_model": 32, "n_layers": 1, "n_heads": 2}, train={"epochs": 3, "patience": 2}, progress=False, log=lambda *a: None)
+                   train={"epochs": 20}, progress=False, log=lambda *a: None)
     saved = json.loads((tmp_path / "sim/results.json").read_text())
     assert saved["strategies"].keys() == res["strategies"].keys() == {"random", "entropy:0.5,lsb-lt:0.5"}
     for name, d in saved["strategies"].items():
@@ -138,8 +141,8 @@ def test_win_matrix_counts_significant_wins():
     assert W[0, 1] == 1 and W[1, 0] == 0
 
 
-def test_simulate_unimodal_heads_and_bmmal(tmp_path, media_dir):
-    """image+text items, fused+unimodal heads: BMMAL runs, Φ and unimodal accuracy are recorded."""
+def test_simulate_unimodal_heads(tmp_path, media_dir):
+    """image+text items, fused+unimodal heads: unimodal test accuracy is recorded every round."""
     from PIL import Image
 
     from mmal.loop.simulate import simulate
@@ -154,11 +157,70 @@ def test_simulate_unimodal_heads_and_bmmal(tmp_path, media_dir):
         rows.append({"id": f"m{k}", "label": c, "split": "test" if k % 4 == 0 else "pool",
                      "text": f"a {WORDS[c][k % 5]}", "image": str(p)})
     items = write_items(tmp_path / "src", rows)
+    # BMMAL reads the late-fusion learner's exact blocks (pool.fused_blocks); its unimodal heads are
+    # added because bmmal needs them, and each round records unimodal accuracy and the shares Φ
     res = simulate(items, ["bmmal", "badge"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim",
-                   model={"d_model": 32, "n_layers": 1, "n_heads": 2, "heads": "fused+unimodal"},
-                   train={"epochs": 2, "patience": None}, progress=False, log=lambda *a: None)
-    r = res["strategies"]["bmmal"]["per_seed"]["0"]["rounds"]
-    assert set(r[0]["unimodal_test_accuracy"]) == {"image", "text"}
-    phi = r[1]["modality_contribution"]
+                   train={"epochs": 10}, progress=False, log=lambda *a: None)
+    for name in ("bmmal", "badge"):
+        r = res["strategies"][name]["per_seed"]["0"]["rounds"]
+        assert set(r[0]["unimodal_test_accuracy"]) == set(r[1]["unimodal_test_accuracy"]) == {"image", "text"}
+        assert r[1]["n_selected"] == 4
+    phi = res["strategies"]["bmmal"]["per_seed"]["0"]["rounds"][1]["modality_contribution"]
     assert set(phi) == {"image", "text"} and abs(sum(phi.values()) - 1) < 1e-6
-    assert r[1]["n_selected"] == 4
+    # the fusion transformer cannot give true blocks: BMMAL refuses it with a clear error
+    from mmal.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="late-fusion"):
+        simulate(items, ["bmmal"], init=6, budget=4, rounds=1, seeds=[0], out=tmp_path / "sim2", learner="fusion",
+                 model={"d_model": 16, "n_layers": 1, "n_heads": 2}, train={"epochs": 1}, progress=False,
+                 log=lambda *a: None)
+
+
+def test_cli_same_seed_same_model_and_batch(text_ws, tmp_path):
+    """Issue 8: through the CLI, two copies of one encoded workspace trained with the same seed
+    (`train --seed 3`, `score`, `select --seed 3`) hold bit-identical learner tensors and select
+    the same batch."""
+    import shutil
+
+    import torch
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    shutil.copytree(text_ws, a)
+    shutil.copytree(a, b)
+    out = {}
+    for ws in (a, b):
+        for args in (("train", ws, "--seed", "3"), ("score", ws),
+                     ("select", ws, "--strategy", "entropy:0.5,lsb-lt:0.5", "--budget", "6", "--seed", "3")):
+            r = run_cli(*args)
+            assert r.returncode == 0, (args, r.stderr)
+            out[(ws, args[0])] = json.loads(r.stdout)
+    rnd = out[(a, "train")]["round"]
+    assert rnd == out[(b, "train")]["round"]
+    sa = torch.load(a / f"rounds/{rnd}/model.pt", weights_only=True)
+    sb = torch.load(b / f"rounds/{rnd}/model.pt", weights_only=True)
+    assert sa["learner"] == "late-fusion" and sa["state"]["state_dict"].keys() == sb["state"]["state_dict"].keys()
+    assert all(torch.equal(sa["state"]["state_dict"][k], sb["state"]["state_dict"][k]) for k in sa["state"]["state_dict"])
+    import pyarrow.parquet as pq
+
+    sel = out[(a, "select")]["round"]
+    ids = [pq.read_table(ws / f"rounds/{sel}/selection.parquet").column("id").to_pylist() for ws in (a, b)]
+    assert ids[0] == ids[1] and len(ids[0]) == 6
+
+
+def test_simulate_init_strategy_cold_start(tmp_path):
+    """Issue 10: `--init-strategy` picks the initial labeled set with a cold-start strategy;
+    a warm-start name is refused before any work."""
+    from mmal.errors import ConfigError
+    from mmal.loop.simulate import simulate
+
+    rows = _rows(60, seed=2)
+    for r in rows:
+        r["label"] = r["gold"]
+    items = write_items(tmp_path / "src", rows)
+    res = simulate(items, ["random"], init=6, budget=3, rounds=1, seeds=[0], out=tmp_path / "sim",
+                   init_strategy="kmeans", train={"epochs": 5}, progress=False, log=lambda *a: None)
+    assert res["config"]["init_strategy"] == "kmeans"
+    assert res["strategies"]["random"]["per_seed"]["0"]["rounds"][0]["n_labeled"] == 6
+    with pytest.raises(ConfigError, match="cold-start"):
+        simulate(items, ["random"], init=6, budget=3, rounds=1, seeds=[0], out=tmp_path / "sim",
+                 init_strategy="badge", progress=False, log=lambda *a: None)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 
 @contextlib.contextmanager
-def progress_bar(enabled: bool = True, *, unit: str = "items"):
+def progress_bar(enabled: bool = True, *, unit: str = "items", transient: bool = False):
     """A rich progress bar with items/s; a no-op object when disabled."""
     from rich.progress import (
         BarColumn,
@@ -36,11 +36,52 @@ def progress_bar(enabled: bool = True, *, unit: str = "items"):
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         disable=not enabled,
-        transient=False,
+        transient=transient,
         console=None if enabled else None,
     )
     with prog:
         yield prog
+
+
+class ProgressTask:
+    """One progress channel for library code (select/, index/): ``advance(n=1)``, ``close()``.
+
+    ``progress`` is ``False``/``None`` (silent), ``True`` (a transient ``rich`` bar, via
+    :func:`progress_bar`) or a callable ``progress(done, total, desc)`` called after every
+    advance (tests, GUIs, loggers). Library modules use this (or :func:`progress_task`)
+    instead of importing ``rich``.
+    """
+
+    def __init__(self, total: int, desc: str, progress=False):
+        self.total, self.desc, self.done = int(total), desc, 0
+        self._callback = progress if callable(progress) else None
+        self._cm = self._bar = None
+        if progress and self._callback is None:
+            self._cm = progress_bar(True, transient=True)
+            self._bar = self._cm.__enter__()
+            self._task = self._bar.add_task(desc, total=self.total)
+
+    def advance(self, n: int = 1) -> None:
+        self.done += n
+        if self._callback is not None:
+            self._callback(self.done, self.total, self.desc)
+        elif self._bar is not None:
+            self._bar.advance(self._task, n)
+
+    def close(self) -> None:
+        if self._cm is not None:
+            cm, self._cm, self._bar = self._cm, None, None
+            cm.__exit__(None, None, None)
+
+
+@contextlib.contextmanager
+def progress_task(total: int, desc: str, progress=False):
+    """Context manager around :class:`ProgressTask`; yields its ``advance(n=1)``."""
+    task = ProgressTask(total, desc, progress)
+    try:
+        yield task.advance
+    finally:
+        task.close()
 
 
 def atomic_write_bytes(path, data: bytes) -> None:

@@ -6,8 +6,12 @@ bad media file) naming the file, the 1-based data row and the column.
 
 Normalised form (a ``pyarrow.Table``):
 
-- ``id`` string, unique, non-empty (surrounding whitespace is an error, not trimmed);
-- ``label`` int64, null = unlabeled;
+- ``id`` string, unique, non-empty, no control or line-separator characters (surrounding
+  whitespace is an error, not trimmed);
+- ``label`` int64, null = unlabeled. The items file's ``label`` column holds either integer
+  classes (contiguous 0..C-1, C <= ``MAX_CLASSES``; an optional ``label_name`` column names
+  them) or class names (strings; classes = sorted distinct names). The class count and
+  names are stored in the table's schema metadata (:func:`class_table`);
 - ``split`` string in ``train`` / ``pool`` / ``test``; when the column is absent, labeled
   rows become ``train`` and unlabeled rows ``pool``; a null split follows the same rule;
 - modality columns ``text``, ``query`` (strings) and ``image``, ``video``, ``audio``
@@ -94,39 +98,145 @@ def read_table(path) -> pa.Table:
         for k, v in cols.items():
             try:
                 out[k] = pa.array(v)
-            except (pa.ArrowInvalid, pa.ArrowTypeError):
+            except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
                 out[k] = pa.array([None if x is None else json.dumps(x) if isinstance(x, (dict, list)) else str(x) for x in v], pa.string())
         return pa.table(out)
     except ItemsError:
         raise
-    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, ValueError) as e:
+    except (pa.ArrowInvalid, OSError, UnicodeDecodeError, ValueError, OverflowError) as e:
         raise ItemsError(f"cannot parse {fmt} ({type(e).__name__}: {e})", file=path) from None
 
 
 def _label_value(v, path, row):
-    """Return an int label or None; raise ItemsError for anything else."""
+    """Return an int label, a class-name string, or None; raise ItemsError for anything else.
+
+    Integers must be in ``0 .. MAX_CLASSES - 1`` (a label of 2e9 would make the model
+    allocate terabytes); a string that parses as a number is a number, anything else is
+    a class name.
+    """
+    from mmal.workspace.schema import MAX_CLASSES
+
+    def bounded(x: int) -> int:
+        if not 0 <= x < MAX_CLASSES:
+            raise ItemsError(f"label {x} is out of range: integer labels must be 0..{MAX_CLASSES - 1} "
+                             "(or use class names)", file=path, row=row, column="label")
+        return x
+
     if v is None:
         return None
     if isinstance(v, bool):
-        raise ItemsError(f"label must be an integer or empty, got boolean {v!r}", file=path, row=row, column="label")
+        raise ItemsError(f"label must be an integer, a class name or empty, got boolean {v!r}", file=path, row=row, column="label")
     if isinstance(v, (int, np.integer)):
-        return int(v)
-    if isinstance(v, float):
+        return bounded(int(v))
+    if isinstance(v, (float, np.floating)):
+        v = float(v)
         if math.isnan(v):
             return None
-        if v.is_integer():
-            return int(v)
-        raise ItemsError(f"label must be an integer or empty, got {v!r}", file=path, row=row, column="label")
+        if math.isfinite(v) and v.is_integer():
+            return bounded(int(v))
+        raise ItemsError(f"label must be an integer, a class name or empty, got {v!r}", file=path, row=row, column="label")
     s = str(v).strip()
     if s == "":
         return None
     try:
-        return int(s)
+        return bounded(int(s))
     except ValueError:
-        raise ItemsError(f"label must be an integer or empty, got {v!r}", file=path, row=row, column="label") from None
+        pass
+    try:
+        f = float(s)
+    except ValueError:
+        f = None
+    if f is not None:
+        if math.isfinite(f) and f.is_integer():
+            return bounded(int(f))
+        raise ItemsError(f"label must be an integer, a class name or empty, got {v!r} (a number that is not an integer)",
+                         file=path, row=row, column="label")
+    bad = _control_char(s)
+    if bad:
+        raise ItemsError(f"class name {s!r} contains the control character {bad}", file=path, row=row, column="label")
+    return s
 
 
-def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progress: bool = False) -> pa.Table:
+def _control_char(s: str) -> str | None:
+    """The first control / line-separator character of ``s`` as U+XXXX, or None."""
+    import unicodedata
+
+    for ch in s:
+        if unicodedata.category(ch) in ("Cc", "Zl", "Zp"):
+            return f"U+{ord(ch):04X}"
+    return None
+
+
+def _resolve_labels(raw: list, names_col: list | None, path, n_classes: int | None = None) -> tuple[list, list[str] | None]:
+    """Integer labels and the class-name table (or None) from per-row values of ``_label_value``.
+
+    - all labels integers, no ``label_name`` column: they must be contiguous, 0..C-1 with
+      every class present (a gap is almost always a typo, and C sizes the model);
+    - all labels class names: classes are the sorted distinct names, label = index;
+    - integer labels plus a ``label_name`` column: the (label, name) pairs must be one-to-one
+      and the labels contiguous; the names become the class-name table;
+    - a mix of integers and names is refused (row named).
+
+    ``n_classes`` (``mmal init --n-classes``) declares the class count of integer labels:
+    then gaps are allowed (few labels at the start of active learning) and every label
+    must be below it.
+    """
+    ints = [(i, v) for i, v in enumerate(raw, start=1) if isinstance(v, int)]
+    strs = [(i, v) for i, v in enumerate(raw, start=1) if isinstance(v, str)]
+    if ints and strs:
+        (ri, vi), (rs, vs) = ints[0], strs[0]
+        row, what = (rs, f"class name {vs!r} but row {ri} has the integer label {vi}") if rs > ri else \
+            (ri, f"integer label {vi} but row {rs} has the class name {vs!r}")
+        raise ItemsError(f"label is the {what}; use class names for every label, or integers for every label "
+                         "(with a 'label_name' column for their names)", file=path, row=row, column="label")
+    if strs:
+        if names_col is not None:
+            raise ItemsError("a 'label_name' column is only used with integer labels; the 'label' column already holds names",
+                             file=path, column="label_name")
+        table = sorted({v for _, v in strs})
+        index = {n: k for k, n in enumerate(table)}
+        return [index[v] if isinstance(v, str) else None for v in raw], table
+    labels = list(raw)
+    present = sorted({v for _, v in ints})
+    names = None
+    if names_col is not None:
+        by_label: dict[int, tuple[str, int]] = {}
+        by_name: dict[str, tuple[int, int]] = {}
+        for i, v in ints:
+            n = names_col[i - 1]
+            n = None if n is None or (isinstance(n, float) and math.isnan(n)) else str(n).strip()
+            if not n:
+                raise ItemsError(f"labeled row has no class name (label {v})", file=path, row=i, column="label_name")
+            bad = _control_char(n)
+            if bad:
+                raise ItemsError(f"class name {n!r} contains the control character {bad}", file=path, row=i, column="label_name")
+            if v in by_label and by_label[v][0] != n:
+                raise ItemsError(f"label {v} is named {n!r} here but {by_label[v][0]!r} in row {by_label[v][1]}",
+                                 file=path, row=i, column="label_name")
+            if n in by_name and by_name[n][0] != v:
+                raise ItemsError(f"class name {n!r} has label {v} here but {by_name[n][0]} in row {by_name[n][1]}",
+                                 file=path, row=i, column="label_name")
+            by_label.setdefault(v, (n, i))
+            by_name.setdefault(n, (v, i))
+        names = [by_label[k][0] for k in present]
+    if n_classes is not None:
+        over = [(i, v) for i, v in ints if v >= n_classes]
+        if over:
+            raise ItemsError(f"label {over[0][1]} is out of range for {n_classes} classes (--n-classes)", file=path,
+                             row=over[0][0], column="label")
+        if names is not None and len(present) != n_classes:
+            raise ItemsError(f"'label_name' names {len(present)} classes but --n-classes is {n_classes}", file=path,
+                             column="label_name")
+    elif present and present != list(range(len(present))):
+        missing = next(k for k in range(present[-1] + 1) if k not in set(present))
+        raise ItemsError(f"integer labels must be contiguous from 0 with every class present: no item has label {missing} "
+                         f"(labels go up to {present[-1]}); renumber them, use class names, or declare the class count (`mmal init --n-classes N`)",
+                         file=path, column="label")
+    return labels, names
+
+
+def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progress: bool = False,
+                   n_classes: int | None = None) -> pa.Table:
     """Read and validate an items file; return the normalised table (see module docstring).
 
     Parameters
@@ -134,7 +244,13 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
     path : items file (.parquet, .csv, .jsonl)
     probe_media : decode every media file once to catch corrupt / truncated / empty files
         (images and audio fully, one frame of each video). Off = existence check only.
+    n_classes : declared class count for integer labels (allows gaps); None = labels must be
+        contiguous from 0.
     """
+    from mmal.workspace.schema import MAX_CLASSES
+
+    if n_classes is not None and not 1 <= n_classes <= MAX_CLASSES:
+        raise ItemsError(f"--n-classes must be 1..{MAX_CLASSES}, got {n_classes}", file=path)
     path = Path(path).resolve()
     table = read_table(path)
     names = table.column_names
@@ -160,6 +276,10 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
             raise ItemsError("id is empty", file=path, row=i, column="id")
         if s != s.strip():
             raise ItemsError(f"id {s!r} has leading/trailing whitespace", file=path, row=i, column="id")
+        bad = _control_char(s)
+        if bad:
+            raise ItemsError(f"id {s!r} contains the control character {bad} (ids must be one printable line)",
+                             file=path, row=i, column="id")
         if s in seen:
             raise ItemsError(f"duplicate id {s!r} (first seen in row {seen[s]})", file=path, row=i, column="id")
         seen[s] = i
@@ -167,11 +287,12 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
 
     # ---- label ----------------------------------------------------------------------
     labels = [None] * n
+    label_names = None
+    if "label_name" in names and "label" not in names:
+        raise ItemsError("a 'label_name' column needs a 'label' column", file=path, column="label_name")
     if "label" in names:
-        labels = [_label_value(v, path, i) for i, v in enumerate(cols["label"], start=1)]
-        for i, lab in enumerate(labels, start=1):
-            if lab is not None and lab < 0:
-                raise ItemsError(f"label must be >= 0, got {lab}", file=path, row=i, column="label")
+        raw = [_label_value(v, path, i) for i, v in enumerate(cols["label"], start=1)]
+        labels, label_names = _resolve_labels(raw, cols.get("label_name"), path, n_classes)
 
     # ---- split ----------------------------------------------------------------------
     splits = []
@@ -217,9 +338,26 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
     for c, v in media.items():
         out_cols[c] = pa.array(v, pa.string())
     for c in names:
-        if c not in out_cols:
+        if c not in out_cols and c != "label_name":
             out_cols[c] = table.column(c)
-    return pa.table(out_cols)
+    out = pa.table(out_cols)
+    count = len(label_names) if label_names else (max((v for v in labels if v is not None), default=-1) + 1)
+    if n_classes is not None and not label_names:
+        count = n_classes
+    meta = {b"mmal.n_classes": str(count).encode()}
+    if label_names:
+        meta[b"mmal.label_names"] = json.dumps(label_names).encode()
+    return out.replace_schema_metadata(meta)
+
+
+def class_table(table: pa.Table) -> tuple[int, list[str] | None]:
+    """(class count, class names or None) recorded by :func:`validate_items` on its table."""
+    meta = table.schema.metadata or {}
+    names = json.loads(meta[b"mmal.label_names"]) if b"mmal.label_names" in meta else None
+    if b"mmal.n_classes" in meta:
+        return int(meta[b"mmal.n_classes"]), names
+    labels = [v for v in table.column("label").to_pylist() if v is not None]
+    return (max(labels) + 1 if labels else 0), names
 
 
 def _probe_all(path, media, progress):

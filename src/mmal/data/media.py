@@ -17,6 +17,13 @@ AUDIO_EXT = {".wav", ".ogg", ".mp3", ".m4a", ".flac", ".opus", ".aac", ".mp4", "
 VIDEO_EXT = {".mp4", ".webm", ".mkv", ".mov", ".avi", ".m4v"}
 SAMPLE_RATE = 16_000
 MAX_FRAMES = 16
+#: Images declaring more pixels than this are refused before decoding (decompression-bomb
+#: guard: a 48 KB PNG can declare 20000 x 20000). 178 MP (just under PIL's own hard limit)
+#: admits real 168 MP clip art.
+MAX_IMAGE_PIXELS = 178_000_000
+#: Decoded images with a longer side are downscaled (aspect kept) right after decoding;
+#: every image encoder resizes far below this anyway.
+MAX_IMAGE_SIDE = 4096
 
 
 def _check_file(path) -> Path:
@@ -37,19 +44,44 @@ def load_image(path, *, background=(255, 255, 255)):
     -------
     PIL.Image.Image in mode RGB.
     """
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     p = _check_file(path)
     try:
-        with Image.open(p) as im:
-            im.load()
-            if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, background + (255,))
-                return Image.alpha_composite(bg, im).convert("RGB")
-            return im.convert("RGB")
+        with warnings.catch_warnings():  # the size is bounded below, so PIL's bomb warning is noise
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            return _decode_image(p, background)
+    except Image.DecompressionBombError as e:  # PIL refuses at open above ~179 MP
+        import re
+
+        m = re.search(r"\((\d+) pixels\)", str(e))
+        n = f"{int(m.group(1)):,}" if m else "too many"
+        raise MediaError(p, f"image declares {n} pixels, more than {MAX_IMAGE_PIXELS:,}: refused as a possible "
+                            "decompression bomb; downscale the file first") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise MediaError(p, f"not a decodable image ({type(e).__name__}: {e})") from None
+
+
+def _decode_image(p: Path, background):
+    from PIL import Image
+
+    with Image.open(p) as im:
+        w, h = im.size
+        if w * h > MAX_IMAGE_PIXELS:
+            raise MediaError(p, f"image declares {w * h:,} pixels ({w} x {h}), more than {MAX_IMAGE_PIXELS:,}: refused as a possible "
+                                "decompression bomb; downscale the file first")
+        if max(w, h) > MAX_IMAGE_SIDE:
+            im.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG: decode at a reduced scale
+        im.load()
+        if max(im.size) > MAX_IMAGE_SIDE:
+            im.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))
+        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+            im = im.convert("RGBA")
+            bg = Image.new("RGBA", im.size, background + (255,))
+            return Image.alpha_composite(bg, im).convert("RGB")
+        return im.convert("RGB")
 
 
 def _open_container(p: Path):

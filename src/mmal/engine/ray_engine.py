@@ -235,7 +235,7 @@ def score_rows(factory, n: int, *, chunk: int = 256, n_actors: int | None = None
 
 
 def flat_model_scores(res: dict) -> dict:
-    """Flatten :func:`mmal.train.score`'s nested result into ``{name: [B, ...]}`` arrays."""
+    """Flatten a learner's ``score`` result into ``{name: [B, ...]}`` arrays."""
     out = {"probs": res["probs"], "embedding": res["embedding"], "penultimate": res["penultimate"]}
     for m, z in res["modality"].items():
         out[f"modality:{m}"] = z
@@ -246,22 +246,23 @@ def flat_model_scores(res: dict) -> dict:
     return out
 
 
-def pool_from_scores(flat: dict, ids, *, labels=None, split=None):
+def pool_from_scores(flat: dict, ids, *, labels=None, split=None, fused_blocks: bool = False):
     """:class:`ScoredPool` from flattened scores, laid out as :func:`mmal.loop.core.score_pool` does."""
     from mmal.select.types import ScoredPool
 
     extras = {k: v for k, v in flat.items() if k == "penultimate" or k.startswith(("probs:", "coalition:"))}
     modality = {k.split(":", 1)[1]: v for k, v in flat.items() if k.startswith("modality:")}
     return ScoredPool(ids=np.asarray(ids), probs=flat["probs"], embedding=flat["embedding"], modality=modality,
-                      labels=None if labels is None else np.asarray(labels), split=split, extras=extras)
+                      labels=None if labels is None else np.asarray(labels), split=split, extras=extras,
+                      fused_blocks=fused_blocks)
 
 
 class WorkspaceScorer:
     """Picklable factory of a workspace round's ``score_fn`` (used by each score actor).
 
-    ``WorkspaceScorer(dir)()`` loads the round's checkpoint and the cached features once and
-    returns ``score_fn(rows) -> dict`` (the local scorer, :func:`mmal.train.score`, on those
-    rows in one batch, flattened by :func:`flat_model_scores`).
+    ``WorkspaceScorer(dir)()`` loads the round's learner and the cached features once and
+    returns ``score_fn(rows) -> dict`` (``learner.score(features, rows)``, flattened by
+    :func:`flat_model_scores`); nothing here depends on the learner's internals.
     """
 
     def __init__(self, directory: str, coalitions=False):
@@ -270,22 +271,21 @@ class WorkspaceScorer:
     def __call__(self):
         from mmal.features.pipeline import load_features
         from mmal.loop.workspace_round import _load_round_model
-        from mmal.train import score
         from mmal.workspace import Workspace
 
         ws = Workspace(self.directory)
-        _, model, _ = _load_round_model(ws)
+        _, learner, _ = _load_round_model(ws)
         features = load_features(ws)
         coalitions = self.coalitions
 
         def score_fn(rows):
-            res = score(model, features, idx=rows, batch_size=max(1, len(rows)), coalitions=coalitions, progress=False)
+            res = learner.score(features, rows, coalitions=coalitions, progress=False)
             return flat_model_scores(res)
 
         return score_fn
 
 
-SCORE_CHUNK = 256  # = mmal.train.score's default batch size, so chunks equal the local batches
+SCORE_CHUNK = 1024  # a multiple of the learners' score batches (256, 1024): chunks start where local batches do
 
 
 def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=False, n_actors: int | None = None) -> dict:
@@ -294,7 +294,7 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=False
     from mmal.workspace import Workspace
 
     ws = Workspace(directory)
-    rnd, _model, extra = _load_round_model(ws)
+    rnd, learner, extra = _load_round_model(ws)
     if extra.get("towers_file"):
         raise ConfigError("--engine ray does not score with fine-tuned towers yet; use --engine local for this round")
     if mc_samples:
@@ -302,8 +302,10 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=False
                           "(BALD's selection itself runs distributed)")
     ids, split, labels = _arrays(ws)
     flat = score_rows(WorkspaceScorer(str(ws.dir), coalitions), len(ids), chunk=SCORE_CHUNK, n_actors=n_actors)
-    pool = pool_from_scores(flat, ids, labels=labels, split=split)
-    folder = pool.save(ws.round_dir(rnd) / "pool")
+    pool = pool_from_scores(flat, ids, labels=labels, split=split, fused_blocks=bool(getattr(learner, "fused_blocks", False)))
+    from mmal.workspace.pool_io import save_pool
+
+    folder = save_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": False, "engine": "ray"}
 
 

@@ -3,7 +3,13 @@
 Layout under ``root`` (a workspace's ``features/``)::
 
     <fingerprint>/<modality>/chunks/chunk-000000.npz   ids, pooled, lengths, seq, present
-    <fingerprint>/<modality>/pooled.npy, seq.npy, offsets.npy, present.npy, ids.txt   (consolidated)
+    <fingerprint>/<modality>/pooled.npy, seq.npy, offsets.npy, present.npy, ids.json  (consolidated)
+
+``ids.json`` is a JSON list of the item ids (any string is stored safely; it replaced a
+newline-joined ``ids.txt``, which an id containing a newline broke). It is written last,
+so its presence marks a complete consolidation. A truncated or damaged chunk or
+consolidated array is reported as one :class:`~mmal.errors.WorkspaceError` naming the file
+and the fix, and nothing is changed.
 
 Chunks are written atomically (temp file + rename) after each batch, so an interrupted
 run keeps everything it finished and a re-run encodes only the missing ids. Items that
@@ -20,6 +26,10 @@ from pathlib import Path
 import numpy as np
 
 from mmal.errors import WorkspaceError
+
+IDS_FILE = "ids.json"
+#: consolidated views from older versions (removed whenever the cache changes)
+LEGACY_IDS_FILES = ("ids.txt",)
 from mmal.features.types import SequenceFeatures
 from mmal.utils import atomic_write_bytes, progress_bar
 
@@ -40,8 +50,7 @@ class FeatureCache:
         folder = self.folder(fingerprint, modality)
         done: set[str] = set()
         for chunk in sorted((folder / "chunks").glob("chunk-*.npz")):
-            with np.load(chunk, allow_pickle=False) as z:
-                done.update(z["ids"].tolist())
+            done.update(_read_chunk(chunk, ("ids",))["ids"].tolist())
         return done
 
     def missing(self, fingerprint: str, modality: str, ids) -> list[str]:
@@ -69,9 +78,8 @@ class FeatureCache:
         )
         path = folder / f"chunk-{nxt:06d}.npz"
         atomic_write_bytes(path, buf.getvalue())
-        stale = self.folder(fingerprint, modality) / "ids.txt"
-        if stale.exists():
-            stale.unlink()  # consolidated view is out of date
+        for name in (IDS_FILE, *LEGACY_IDS_FILES):
+            (self.folder(fingerprint, modality) / name).unlink(missing_ok=True)  # consolidated view is out of date
         return path
 
     # ---- reading ----------------------------------------------------------------------
@@ -82,12 +90,12 @@ class FeatureCache:
             raise WorkspaceError(f"no cached features for {modality} ({fingerprint}); run `mmal encode` first")
         ids, pooled, lengths, present, seq_parts = [], [], [], [], []
         for c in chunks:
-            with np.load(c, allow_pickle=False) as z:
-                ids.append(z["ids"])
-                pooled.append(z["pooled"])
-                lengths.append(z["lengths"])
-                present.append(z["present"])
-                seq_parts.append(z["seq"])
+            z = _read_chunk(c, ("ids", "pooled", "lengths", "present", "seq"))
+            ids.append(z["ids"])
+            pooled.append(z["pooled"])
+            lengths.append(z["lengths"])
+            present.append(z["present"])
+            seq_parts.append(z["seq"])
         ids_a = np.concatenate(ids)
         dim = pooled[0].shape[1]
         total = int(sum(len(s) for s in seq_parts))
@@ -104,16 +112,28 @@ class FeatureCache:
             pos += len(s)
         seq.flush()
         del seq
-        atomic_write_bytes(folder / "ids.txt", "\n".join(ids_a.tolist()).encode())
+        atomic_write_bytes(folder / IDS_FILE, json.dumps(ids_a.tolist()).encode())
         return folder
 
     def load(self, fingerprint: str, modality: str, ids=None) -> SequenceFeatures:
         """Memory-mapped features; with ``ids``, reordered to that order (missing -> error)."""
+        from mmal.workspace.workspace import npy_problem
+
         folder = self.folder(fingerprint, modality)
-        if not (folder / "ids.txt").exists():
+        if not (folder / IDS_FILE).exists():
             self.consolidate(fingerprint, modality)
-        text = (folder / "ids.txt").read_text()
-        cached_ids = np.array(text.split("\n") if text else [], dtype=object).astype(str)
+        fix = f"delete {folder / IDS_FILE} so that it is rebuilt from the chunks, and run the command again"
+        try:
+            listed = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise WorkspaceError(f"{folder / IDS_FILE}: damaged id list ({e}); {fix}") from None
+        if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+            raise WorkspaceError(f"{folder / IDS_FILE}: expected a JSON list of ids; {fix}")
+        cached_ids = np.array(listed, dtype=object).astype(str) if listed else np.zeros(0, str)
+        for name in ("pooled.npy", "offsets.npy", "seq.npy", "present.npy"):
+            problem = npy_problem(folder / name) if (folder / name).exists() else "missing"
+            if problem:
+                raise WorkspaceError(f"{folder / name}: {problem}; {fix}")
         feats = SequenceFeatures(
             ids=cached_ids,
             pooled=np.load(folder / "pooled.npy", mmap_mode="r"),
@@ -134,6 +154,20 @@ class FeatureCache:
         if np.array_equal(idx, np.arange(len(cached_ids))):
             return feats
         return feats.take(idx)
+
+
+def _read_chunk(path: Path, keys) -> dict:
+    """The arrays ``keys`` of one chunk; WorkspaceError naming the chunk if it is truncated or damaged."""
+    import zipfile
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in keys}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as e:
+        raise WorkspaceError(
+            f"{path}: truncated or damaged feature chunk ({type(e).__name__}: {e}); delete this file and run "
+            "`mmal encode` to re-encode its items"
+        ) from None
 
 
 def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *, batch_size: int = 16,

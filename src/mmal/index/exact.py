@@ -12,6 +12,7 @@ import numpy as np
 from mmal.index.base import (
     Index, check_metric, check_vectors, iter_blocks, normalize_rows, release_pages, sort_topk,
 )
+from mmal.utils import ProgressTask
 
 
 class ExactIndex(Index):
@@ -28,7 +29,7 @@ class ExactIndex(Index):
         Queries per block (default 1024). A score block is ``query_block x base_block``
         float32, 128 MiB with the defaults.
     progress : bool
-        Show a ``rich`` progress bar over base blocks.
+        Progress over base blocks: bool or callable (:class:`mmal.utils.ProgressTask`).
     """
 
     backend = "exact"
@@ -63,13 +64,7 @@ class ExactIndex(Index):
 
         blocks = list(iter_blocks(self.ntotal, self.base_block))
         it = blocks
-        bar = None
-        if self.progress:
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task("exact kNN", total=len(blocks))
+        bar = ProgressTask(len(blocks), "exact kNN", self.progress)
         try:
             for a, b in it:
                 base = self._base(a, b)  # [B, D]
@@ -86,9 +81,7 @@ class ExactIndex(Index):
                     cand_r = np.concatenate([best_r[qa:qb], base_rows[part]], axis=1)
                     # unfilled slots (row -1) sort last because their score is -inf/+inf
                     best_s[qa:qb], best_r[qa:qb] = sort_topk(cand_s, cand_r, k, larger)
-                if bar is not None:
-                    bar.advance(task)
+                bar.advance()
         finally:
-            if bar is not None:
-                bar.stop()
+            bar.close()
         return best_s, best_r

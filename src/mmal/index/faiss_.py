@@ -19,6 +19,7 @@ from mmal.errors import ConfigError, MissingPackageError
 from mmal.index.base import (
     Index, check_metric, check_vectors, iter_blocks, normalize_rows, release_pages, sort_topk,
 )
+from mmal.utils import ProgressTask
 
 _FACTORY = re.compile(r"^(?:Flat|IVF(\d+),Flat|IVF(\d+),PQ(\d+)(?:x(\d+))?)$")
 
@@ -60,7 +61,7 @@ class FaissIndex(Index):
     threads : int, optional
         ``faiss.omp_set_num_threads`` value; default leaves FAISS's setting alone.
     progress : bool
-        ``rich`` progress bar while adding.
+        Progress while adding: bool or callable (:class:`mmal.utils.ProgressTask`).
     quantizer : {"auto", "flat", "hnsw"}
         Coarse quantiser. ``hnsw`` (an HNSW graph over the centroids, like FAISS
         ``IVF{nlist}_HNSW32``) makes k-means assignment and adding cost ~log(nlist)
@@ -147,22 +148,14 @@ class FaissIndex(Index):
 
     def _add_all(self, progress: bool):
         blocks = list(iter_blocks(self.ntotal_input, self.add_block))
-        bar = None
-        if progress:
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task(f"FAISS add ({self.backend})", total=len(blocks))
+        bar = ProgressTask(len(blocks), f"FAISS add ({self.backend})", progress)
         try:
             for a, b in blocks:
                 self.index.add(self._prep(self.vectors[a:b]))
                 release_pages(self.vectors)
-                if bar is not None:
-                    bar.advance(task)
+                bar.advance()
         finally:
-            if bar is not None:
-                bar.stop()
+            bar.close()
 
     @property
     def nprobe(self) -> int | None:

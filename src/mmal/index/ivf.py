@@ -32,6 +32,7 @@ from mmal.errors import ConfigError, MissingPackageError
 from mmal.index.base import (
     Index, check_metric, check_vectors, iter_blocks, normalize_rows, release_pages, sort_topk,
 )
+from mmal.utils import ProgressTask, progress_task
 
 _BLAS = re.compile(r"^IVF(\d+),BLAS(16)?$")
 
@@ -180,7 +181,7 @@ class IVFBlasIndex(Index):
     threads : int, optional
         ``faiss.omp_set_num_threads`` (k-means and assignment); default leaves it alone.
     progress : bool
-        ``rich`` progress bars over blocks and lists.
+        Progress over blocks and lists: bool or callable (:class:`mmal.utils.ProgressTask`).
     """
 
     def __init__(self, vectors, factory: str, *, metric: str = "cosine", nprobe: int | None = None,
@@ -297,13 +298,10 @@ class IVFBlasIndex(Index):
         if not self.progress:
             yield from blocks
             return
-        from rich.progress import Progress
-
-        with Progress(transient=True) as bar:
-            task = bar.add_task(what, total=len(blocks))
+        with progress_task(len(blocks), what, self.progress) as advance:
             for ab in blocks:
                 yield ab
-                bar.advance(task)
+                advance()
 
     # ---- search -----------------------------------------------------------------------
     def search(self, queries, k: int):
@@ -332,13 +330,7 @@ class IVFBlasIndex(Index):
         cand_s = np.full((nq, npb * kk), bad, dtype=np.float32)  # [Q, nprobe * kk]
         cand_r = np.full((nq, npb * kk), -1, dtype=np.int64)
         lists = np.flatnonzero(np.diff(bounds) > 0)
-        bar = None
-        if self.progress:
-            from rich.progress import Progress
-
-            bar = Progress(transient=True)
-            bar.start()
-            task = bar.add_task("IVF search", total=len(lists))
+        bar = ProgressTask(len(lists), "IVF search", self.progress)
         try:
             for lst in lists:
                 lo, hi = self.offsets[lst], self.offsets[lst + 1]
@@ -361,11 +353,9 @@ class IVFBlasIndex(Index):
                         cols = slot[:, None] * kk + np.arange(take)[None, :]  # [m, take]
                         cand_s[qi[:, None], cols] = np.take_along_axis(s, part, axis=1)
                         cand_r[qi[:, None], cols] = self.list_rows[lo + part]
-                if bar is not None:
-                    bar.advance(task)
+                bar.advance()
         finally:
-            if bar is not None:
-                bar.stop()
+            bar.close()
         if self.half:
             return self._rerank(q, cand_s, cand_r, k)
         return sort_topk(cand_s, cand_r, k, larger)

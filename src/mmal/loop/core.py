@@ -8,18 +8,14 @@ from __future__ import annotations
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.types import ScoredPool
-
-MODEL_KEYS = ("fusion", "heads", "d_model", "n_layers", "n_heads", "dropout", "mlp_hidden", "mlp_layers", "d_attn")
-TRAIN_KEYS = ("lr", "epochs", "batch_size", "weight_decay", "patience", "monitor", "class_weight", "grad_clip")
-
+from mmal.pool import ScoredPool
 
 def split_train_val(labeled_idx: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
     """Deterministic stratified-ish split of the labeled items into train / validation.
 
     Each class keeps at least one training item; classes with >= 3 items give
     ``round(val_fraction * n_c)`` (at least 1) to validation. ``val_fraction = 0`` -> no
-    validation (early stopping off).
+    validation (every label trains; no early stopping).
     """
     labeled_idx = np.asarray(labeled_idx, np.int64)
     if val_fraction <= 0 or len(labeled_idx) < 4:
@@ -36,51 +32,76 @@ def split_train_val(labeled_idx: np.ndarray, labels: np.ndarray, val_fraction: f
     return np.sort(np.array(train, np.int64)), np.sort(np.array(val, np.int64))
 
 
-def build_configs(features, n_classes: int, model_overrides: dict | None, train_overrides: dict | None, seed: int):
-    from mmal.models import ModelConfig
-    from mmal.train import TrainConfig
-
-    mo = {k: v for k, v in (model_overrides or {}).items() if k in MODEL_KEYS and v is not None}
-    to = {k: v for k, v in (train_overrides or {}).items() if k in TRAIN_KEYS and v is not None}
-    if "audio" not in features and mo.get("fusion", "none") != "none":
-        mo["fusion"] = "none"  # nothing to fuse: a text/image-only dataset
-    mc = ModelConfig.from_features(features, n_classes=max(2, int(n_classes)), **mo)
-    tc = TrainConfig(seed=int(seed), **to)
-    return mc, tc
+#: labeled share held out for early stopping, per learner (only ``fusion`` early-stops by default)
+DEFAULT_VAL_FRACTION = {"late-fusion": 0.0, "linear": 0.0, "fusion": 0.2}
 
 
-def train_model(features, labels, labeled_idx, n_classes, *, model_overrides=None, train_overrides=None,
-                val_fraction: float = 0.2, seed: int = 0, progress: bool = False):
-    """Fit a fresh model on the labeled items (a validation part held out for early stopping)."""
-    from mmal.train import fit
+def build_learner(name: str | None, n_classes: int, *, model: dict | None = None, train: dict | None = None,
+                  seed: int = 0):
+    """A learner from the ``[model]`` / ``[train]`` settings (``None`` values are dropped).
+
+    ``model`` holds the learner's own keys (``linear``: C, class_weight, center, heads;
+    ``late-fusion``: :class:`~mmal.models.late_fusion.LateFusionConfig` fields and
+    ``label_smoothing``; ``fusion``: :class:`~mmal.models.ModelConfig` fields); ``train``
+    holds :class:`~mmal.train.TrainConfig` fields (torch learners). Unknown keys raise
+    :class:`ConfigError` naming the learner and the allowed keys.
+    """
+    from mmal.learners import DEFAULT_LEARNER, make_learner
+
+    name = name or DEFAULT_LEARNER
+    model = {k: v for k, v in (model or {}).items() if v is not None and k != "learner"}
+    train = {k: v for k, v in (train or {}).items() if v is not None and k not in ("seed", "val_fraction")}
+    if name == "linear":
+        if train:
+            raise ConfigError(f"learner 'linear' is fitted by scikit-learn and takes no [train] settings; got {sorted(train)}")
+        return make_learner(name, n_classes=n_classes, seed=seed, **model)
+    params = {"model": model, "train": train}
+    if name == "late-fusion":  # learner-level settings that live in [model] too
+        for k in ("label_smoothing", "init", "probe_C"):
+            if k in model:
+                params[k] = model.pop(k)
+    return make_learner(name, n_classes=n_classes, seed=seed, **params)
+
+
+def train_model(features, labels, labeled_idx, n_classes, *, learner: str | None = None, model_overrides=None,
+                train_overrides=None, val_fraction: float | None = None, seed: int = 0, progress: bool = False,
+                log=None):
+    """Fit a fresh learner on the labeled items; returns ``(learner, history)``.
+
+    ``val_fraction`` (default per learner, :data:`DEFAULT_VAL_FRACTION`) of the labels is
+    held out for early stopping; 0 trains on every label.
+    """
+    from mmal.learners import DEFAULT_LEARNER
 
     labeled_idx = np.asarray(labeled_idx, np.int64)
     if len(labeled_idx) == 0:
         raise ConfigError("no labeled items to train on: label some items first (mmal label)")
-    tr, va = split_train_val(labeled_idx, labels, val_fraction, seed)
-    mc, tc = build_configs(features, n_classes, model_overrides, train_overrides, seed)
-    model, history = fit(features, labels, tr, va, mc, tc, progress=progress)
-    return model, history, mc, tc
+    name = learner or DEFAULT_LEARNER
+    vf = DEFAULT_VAL_FRACTION.get(name, 0.0) if val_fraction is None else float(val_fraction)
+    if not 0.0 <= vf < 1.0:
+        raise ConfigError(f"val_fraction = {vf}: expected 0 <= val_fraction < 1")
+    tr, va = split_train_val(labeled_idx, labels, vf, seed)
+    model = build_learner(name, max(2, int(n_classes)), model=model_overrides, train=train_overrides, seed=seed)
+    history = model.fit(features, labels, tr, va, progress=progress, log=log)
+    return model, history
 
 
-def score_pool(model, features, ids, *, labels=None, split=None, coalitions: bool = False,
+def score_pool(learner, features, ids, *, labels=None, split=None, coalitions: bool = False,
                mc_samples: int = 0, seed: int = 0, progress: bool = False) -> ScoredPool:
-    """Score every item and pack what strategies read into a :class:`ScoredPool`.
+    """Score every item with a fitted learner and pack what strategies read into a :class:`ScoredPool`.
 
     ``extras`` holds ``penultimate`` (BADGE), ``probs:<m>`` (unimodal heads),
     ``coalition:<names>`` (BMMAL value function) and ``mc_probs`` [T, N, C] (BALD, when
-    ``mc_samples > 0``).
+    ``mc_samples > 0``); ``fused_blocks`` comes from the learner.
     """
-    from mmal.train import score
-
-    res = score(model, features, coalitions=coalitions, progress=progress)
+    res = learner.score(features, coalitions=coalitions, progress=progress)
     extras = {"penultimate": res["penultimate"]}
     for m, p in res["unimodal_probs"].items():
         extras[f"probs:{m}"] = p
     for k, p in (res.get("coalition_probs") or {}).items():
         extras[f"coalition:{k}"] = p
     if mc_samples:
-        extras["mc_probs"] = mc_dropout_probs(model, features, mc_samples, seed)
+        extras["mc_probs"] = learner.mc_probs(features, mc_samples, seed)
     return ScoredPool(
         ids=np.asarray(ids),
         probs=res["probs"],
@@ -89,6 +110,7 @@ def score_pool(model, features, ids, *, labels=None, split=None, coalitions: boo
         labels=None if labels is None else np.asarray(labels),
         split=split,
         extras=extras,
+        fused_blocks=learner.fused_blocks,
     )
 
 

@@ -20,12 +20,11 @@ STAT_STRATEGIES = {"random", "least-confidence", "margin", "entropy"}
 
 
 def _needs(spec: str) -> dict:
-    names = [p.split(":")[0].strip() for p in spec.split(",")]
-    return {
-        "coalitions": any(n == "bmmal" for n in names),
-        "mc": any(n == "bald" for n in names),
-        "unimodal": any(n == "bmmal" for n in names),
-    }
+    """What scoring/training must provide for ``spec``, from the strategy registry's ``needs``."""
+    from mmal.select import needs_of
+
+    needs = needs_of(spec)
+    return {"coalitions": "coalitions" in needs, "mc": "mc_samples" in needs, "unimodal": "unimodal" in needs}
 
 
 def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: int) -> np.ndarray:
@@ -44,8 +43,8 @@ def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: i
 
 def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0, 1, 2), out,
              encoders: str | None = None, model: dict | None = None, train: dict | None = None,
-             strategy_params: dict | None = None, val_fraction: float = 0.2, mc_samples: int = 10,
-             modalities=None,
+             strategy_params: dict | None = None, val_fraction: float | None = None, mc_samples: int = 10,
+             modalities=None, learner: str | None = None, init_strategy: str | None = None,
              progress: bool = True, log=print) -> dict:
     """Run the simulation and write ``out/results.json`` and ``out/report.html``.
 
@@ -58,14 +57,19 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     out : output folder; its ``workspace/`` holds the validated items and the feature cache
         (reused on a re-run with the same items file).
     encoders : comma list of encoder specs overriding the defaults.
-    model, train : overrides of ModelConfig / TrainConfig fields (e.g. ``{"fusion": "vlmae"}``).
+    learner : learner name (``late-fusion`` default, ``linear``, ``fusion``; :mod:`mmal.learners`).
+    init_strategy : a cold-start strategy choosing the initial labeled set (``kmeans``,
+        ``typiclust``, ``mmcsal``, ...; :mod:`mmal.select.coldstart`) instead of random; strategies
+        that need a shared space get MMSSL pre-trained on the candidates' pooled features.
+    model, train : the learner's model settings and TrainConfig overrides (e.g. ``{"fusion": "vlmae"}``).
+    val_fraction : labels held out for early stopping (default per learner: 0 except ``fusion``).
     strategy_params : per strategy name, extra keyword params for :func:`mmal.select.select`.
     mc_samples : MC-dropout passes T for BALD.
     modalities : use only these modalities (e.g. ``["image", "text"]``); default all.
     """
     from mmal.features.pipeline import encode_workspace, load_features
     from mmal.metrics import compute
-    from mmal.select import select
+    from mmal.select import select, spec_params
     from mmal.workspace import Workspace, init_workspace
 
     out = Path(out)
@@ -73,6 +77,8 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     strategies = list(strategies)
     if not strategies:
         raise ConfigError("--strategies: give at least one strategy")
+    for spec in strategies:  # fail on a bad spec or params before any encoding or training
+        spec_params(spec, strategy_params)
     if init < 1 or budget < 1 or rounds < 1:
         raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
     t_start = time.time()
@@ -109,13 +115,20 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     if init + budget * rounds > len(cand):
         raise ConfigError(f"init + budget x rounds = {init + budget * rounds} exceeds the {len(cand)} labeled non-test items")
     n_classes = int(gold.max()) + 1
+    from mmal.learners import DEFAULT_LEARNER
+
+    learner = learner or DEFAULT_LEARNER
     needs_uni = any(_needs(s)["unimodal"] for s in strategies)
-    model = dict(model or {})
-    if needs_uni:
+    model = {k: v for k, v in dict(model or {}).items() if v is not None}
+    if needs_uni and learner != "linear":
         model["heads"] = "fused+unimodal"
+    if any(_needs(s)["mc"] for s in strategies) and learner == "late-fusion" and not model.get("dropout"):
+        model["dropout"] = 0.2  # BALD needs MC-dropout passes; recorded in results["config"]["model"]
+    if "audio" not in features and learner == "late-fusion":
+        model.pop("fusion", None)  # nothing to fuse
     results = {"strategies": {s: {"per_seed": {}} for s in strategies}, "config": {
         "items": str(items), "strategies": strategies, "init": init, "budget": budget, "rounds": rounds,
-        "seeds": list(seeds), "encoders": ws.config.get("encoders"), "model": model, "train": train or {},
+        "seeds": list(seeds), "encoders": ws.config.get("encoders"), "learner": learner, "model": model, "train": train or {},
         "val_fraction": val_fraction, "n_items": len(ids), "n_test": int(len(test_idx)), "n_candidates": int(len(cand)),
         "n_classes": n_classes, "modalities": sorted(features),
     }}
@@ -124,23 +137,34 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
 
     def unimodal_accuracy(m) -> dict:
         """Test accuracy of each unimodal head (002 Fig. 3.3); {} without such heads."""
-        if getattr(m.config, "heads", "fused") != "fused+unimodal":
-            return {}
-        from mmal.train import score
-
-        res = score(m, features, test_idx, progress=False)
+        res = m.score(features, test_idx)
         return {k: float((p.argmax(1) == gold[test_idx]).mean()) for k, p in res["unimodal_probs"].items()}
 
     def test_metrics(m):
-        from mmal.train import predict_proba
-
-        p = predict_proba(m, features, test_idx)
+        p = m.predict_proba(features, test_idx)
         return compute(gold[test_idx], p), p
 
+    def fit(rows, seed):
+        return train_model(features, gold, rows, n_classes, learner=learner, model_overrides=model,
+                           train_overrides=train, val_fraction=val_fraction, seed=seed)[0]
+
+    pretrained = None
+    if init_strategy and init_strategy != "random":
+        from mmal.loop.pretrain import NEEDS_SHARED_SPACE, check_cold_strategy, pretrain_features
+
+        check_cold_strategy(init_strategy)
+        pooled = {m: np.asarray(f.pooled, np.float32) for m, f in features.items()}
+        if init_strategy in NEEDS_SHARED_SPACE:
+            pretrained = pretrain_features(pooled, cand)
+    results["config"]["init_strategy"] = init_strategy or "random"
     for seed in seeds:
-        lab0 = initial_labeled(cand, gold, init, seed)
-        m0, _, _, _ = train_model(features, gold, lab0, n_classes, model_overrides=model, train_overrides=train,
-                                  val_fraction=val_fraction, seed=seed)
+        if init_strategy and init_strategy != "random":
+            from mmal.loop.pretrain import cold_start_initial
+
+            lab0 = np.sort(cold_start_initial(pooled, cand, init, init_strategy, seed, pretrained, n_classes=n_classes))
+        else:
+            lab0 = initial_labeled(cand, gold, init, seed)
+        m0 = fit(lab0, seed)
         met0, _ = test_metrics(m0)
         uni0 = unimodal_accuracy(m0)
         for spec in strategies:
@@ -158,23 +182,20 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                                   mc_samples=mc_samples if need["mc"] else 0, seed=seed * 1000 + r)
                 # items without a gold label cannot be revealed: treat them as unavailable
                 unavailable = labeled | (gold < 0)
-                params = {}
-                for part in spec.split(","):
-                    params.update(sp.get(part.split(":")[0].strip(), {}))
+                params = spec_params(spec, sp)  # per part, never flattened across a mix
                 sel = select(spec, pool, budget, labeled_mask=unavailable, seed=seed * 1000 + r, **params)
                 rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
                 batch_loss = compute(gold[rows], np.asarray(pool.probs)[rows])["multiclass_loss"] if len(rows) else float("nan")
                 labeled[rows] = True
-                mdl, _, _, _ = train_model(features, gold, np.flatnonzero(labeled), n_classes, model_overrides=model,
-                                           train_overrides=train, val_fraction=val_fraction, seed=seed)
+                mdl = fit(np.flatnonzero(labeled), seed)
                 met, _ = test_metrics(mdl)
                 rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,
                        "n_selected": int(len(rows))}
                 infos = _part_infos(sel.info or {})
-                if any("lsb-lt" == p.split(":")[0].strip() for p in spec.split(",")):
+                if any("lookalike_auc" in i for i in infos):  # a part fitted (or tried) a lookalike model
                     aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]
                     rec["lookalike_auc"] = float(aucs[0]) if aucs else float("nan")
-                    notes = [i["note"] for i in infos if i.get("note")]
+                    notes = [i["note"] for i in infos if "lookalike_auc" in i and i.get("note")]
                     if notes:
                         rec["lookalike_note"] = notes[0]
                 for i in infos:

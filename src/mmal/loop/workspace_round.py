@@ -70,42 +70,55 @@ def _workspace_encoders(ws: Workspace) -> tuple[dict, dict]:
 
 
 def _train_end_to_end(ws: Workspace, labels, labeled, n_classes, model_cfg, tcfg, seed, progress):
-    """``mmal train --finetune-towers``: fit the classifier and the towers from the raw items."""
+    """``mmal train --finetune-towers``: fit the ``fusion`` classifier and the towers from the raw items."""
     from dataclasses import replace
-    from types import SimpleNamespace
 
     from mmal.errors import ConfigError
-    from mmal.loop.core import build_configs, split_train_val
+    from mmal.learners import FusionLearner
+    from mmal.models import ModelConfig
+    from mmal.train import TrainConfig
+    from mmal.loop.core import split_train_val
     from mmal.train.finetune import fit_end_to_end, towers_state
 
     if len(labeled) == 0:
         raise ConfigError("no labeled items to train on: label some items first (mmal label)")
     encs, params = _workspace_encoders(ws)
     inputs = _workspace_inputs(ws, list(encs))
-    dims = {m: SimpleNamespace(dim=e.dim) for m, e in encs.items()}
-    mc, tc = build_configs(dims, n_classes, model_cfg, tcfg, seed)
-    tc = replace(tc, device=str(tcfg.get("device", tc.device)), finetune_towers=True)
+    mo = {k: v for k, v in model_cfg.items() if k != "learner" and v is not None}
+    if "audio" not in encs:
+        mo["fusion"] = "none"
+    mc = ModelConfig(input_dims={m: e.dim for m, e in encs.items()}, n_classes=max(2, n_classes), **mo)
+    to = {k: v for k, v in tcfg.items() if k in TrainConfig.__dataclass_fields__}
+    tc = replace(TrainConfig.from_dict({**to, "seed": seed}), finetune_towers=True)
     tr, va = split_train_val(labeled, labels, float(tcfg.get("val_fraction", 0.2)), seed)
     model, towers, history = fit_end_to_end(
         inputs, labels, tr, va, encoders=encs, model_config=mc, train_config=tc,
         tower_lr=float(tcfg.get("tower_lr", 1e-5)), tower_mode=str(tcfg.get("tower_mode", "eval")), progress=progress)
-    return model, history, mc, tc, towers_state(towers, encs, params)
+    learner = FusionLearner(n_classes=mc.n_classes, seed=seed, model=mo, train=to)
+    learner.net = model
+    return learner, history, towers_state(towers, encs, params)
 
 
-def train_workspace(directory, *, fusion=None, heads=None, seed=None, finetune_towers=None, progress=True) -> dict:
-    """Train the round's model. ``finetune_towers`` (or ``[train] finetune_towers = true`` in
-    mmal.toml) trains the encoder towers end to end from the raw items and saves their
-    weights next to the checkpoint (``rounds/<n>/towers.pt``); slow on CPU."""
-    import os
+#: [train] keys that are not TrainConfig fields (read by the workspace round itself)
+ROUND_TRAIN_KEYS = ("val_fraction", "seed", "tower_lr", "tower_mode", "finetune_towers")
 
-    import torch
 
+def train_workspace(directory, *, learner=None, fusion=None, heads=None, seed=None, finetune_towers=None, progress=True,
+                    log=None) -> dict:
+    """Train the round's learner (``--learner`` or ``[model] learner``, default ``late-fusion``).
+
+    ``finetune_towers`` (or ``[train] finetune_towers = true``) trains the ``fusion`` learner
+    and the encoder towers end to end from the raw items and saves the towers next to the
+    checkpoint (``rounds/<n>/towers.pt``); slow on CPU."""
+    from mmal.errors import ConfigError
     from mmal.features.pipeline import load_features
-    from mmal.train import save_checkpoint
+    from mmal.learners import DEFAULT_LEARNER
+    from mmal.train.checkpoint import save_learner, write_payload
 
     ws = Workspace(directory)
     ids, split, labels = _arrays(ws)
     model_cfg = dict(ws.config.get("model", {}))
+    name = learner or model_cfg.get("learner") or DEFAULT_LEARNER
     if fusion:
         model_cfg["fusion"] = fusion
     if heads:
@@ -117,53 +130,48 @@ def train_workspace(directory, *, fusion=None, heads=None, seed=None, finetune_t
     n_classes = max(ws.n_classes, int(labels.max()) + 1 if labels.max() >= 0 else 0)
     rnd = current_round(ws)
     rdir = ws.round_dir(rnd)
-    extra = {"round": rnd, "n_labeled": int(len(labeled))}
+    extra = {"round": rnd, "n_labeled": int(len(labeled)), "learner": name}
     if finetune:
-        model, history, mc, tc, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
-        rdir.mkdir(parents=True, exist_ok=True)
-        tmp = rdir / (TOWERS_FILE + ".tmp")
-        torch.save({"format": TOWERS_FORMAT, "towers": tstate}, tmp)
-        os.replace(tmp, rdir / TOWERS_FILE)
+        if name != "fusion":
+            raise ConfigError(f"--finetune-towers trains the towers with the 'fusion' learner; got learner '{name}' "
+                              "(use `mmal train DIR --learner fusion --finetune-towers`)")
+        model, history, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
+        write_payload(rdir / TOWERS_FILE, {"format": TOWERS_FORMAT, "towers": tstate})
         extra.update(finetune_towers=True, towers_file=TOWERS_FILE)
     else:
         features = load_features(ws)
-        model, history, mc, tc = train_model(features, labels, labeled, n_classes, model_overrides=model_cfg,
-                                             train_overrides=tcfg, val_fraction=float(tcfg.get("val_fraction", 0.2)),
-                                             seed=seed, progress=progress)
+        train = {k: v for k, v in tcfg.items() if k not in ROUND_TRAIN_KEYS}
+        vf = tcfg.get("val_fraction")
+        model, history = train_model(features, labels, labeled, n_classes, learner=name, model_overrides=model_cfg,
+                                     train_overrides=train, val_fraction=None if vf is None else float(vf),
+                                     seed=seed, progress=progress, log=log)
         (rdir / TOWERS_FILE).unlink(missing_ok=True)  # a stale tuned tower must not be used by `score`
     path = rdir / "model.pt"
-    save_checkpoint(path, model, mc, tc, extra=extra)
+    save_learner(path, model, extra=extra)
     (rdir / "history.json").write_text(json.dumps(history, indent=1, default=float))
-    return {"round": rnd, "model": str(path), "n_labeled": int(len(labeled)), "best_epoch": history.get("best_epoch"),
-            "fusion": mc.fusion, "heads": mc.heads, "finetune_towers": finetune}
+    return {"round": rnd, "model": str(path), "learner": name, "n_labeled": int(len(labeled)),
+            "best_epoch": history.get("best_epoch"), "seconds": round(float(history.get("seconds", float("nan"))), 2),
+            "finetune_towers": finetune}
 
 
 def _load_round_model(ws: Workspace):
-    from mmal.train import load_checkpoint
+    from mmal.train.checkpoint import load_learner
 
     rnd = current_round(ws)
     path = ws.round_dir(rnd) / "model.pt"
     if not path.exists():
         raise WorkspaceError(f"no model for round {rnd} ({path}); run `mmal train {ws.dir}` first")
-    model, mc, tc, extra = load_checkpoint(path)
+    model, extra = load_learner(path)
     return rnd, model, extra
 
 
 def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -> dict:
     """Features re-encoded with the round's fine-tuned towers (``towers.pt``)."""
-    import torch
-
+    from mmal.train.checkpoint import read_payload
     from mmal.train.finetune import encode_with_towers, load_towers
 
     path = ws.round_dir(rnd) / extra["towers_file"]
-    if not path.is_file():
-        raise WorkspaceError(f"{path}: the round's checkpoint was trained with --finetune-towers but its towers file is missing; run `mmal train {ws.dir} --finetune-towers` again")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise WorkspaceError(f"{path}: not a readable towers file ({type(e).__name__}: {e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != TOWERS_FORMAT:
-        raise WorkspaceError(f"{path}: expected an mmal towers file (format '{TOWERS_FORMAT}')")
+    payload = read_payload(path, TOWERS_FORMAT, "towers file", f"run `mmal train {ws.dir} --learner fusion --finetune-towers` again")
     encs, towers = load_towers(payload["towers"])
     inputs = _workspace_inputs(ws, list(encs))
     return encode_with_towers(inputs, encs, towers, ids=ids, progress=progress)
@@ -182,19 +190,21 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True)
         features = load_features(ws)
     pool = score_pool(model, features, ids, labels=labels, split=split, coalitions=coalitions,
                       mc_samples=mc_samples, progress=progress)
-    folder = pool.save(ws.round_dir(rnd) / "pool")
+    from mmal.workspace.pool_io import save_pool
+
+    folder = save_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
 
 
 def _round_pool(ws: Workspace, hint: str):
     """(round, pool folder, ScoredPool) of the current round; WorkspaceError with ``hint`` if not scored."""
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     rnd = current_round(ws)
     folder = ws.round_dir(rnd) / "pool"
     if not (folder / "ids.parquet").exists():
         raise WorkspaceError(f"no scored pool for round {rnd}; {hint}")
-    return rnd, folder, ScoredPool.load(folder)
+    return rnd, folder, load_pool(folder)
 
 
 def evaluate_workspace(directory) -> dict:
@@ -212,27 +222,136 @@ def evaluate_workspace(directory) -> dict:
     return out
 
 
-def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
-                     select_fn=None) -> dict:
-    """Select the next batch; ``select_fn`` (default :func:`mmal.select.select`, same signature)
-    lets the Ray engine run the pool-sized part distributed (:mod:`mmal.engine`)."""
-    from mmal.select import select
-    from mmal.workspace.annotate import export_batch, record_batch
+def _select_base(ws: Workspace, append: bool, pool=None):
+    """(pool round, target round, pool folder, ScoredPool) for ``select``.
 
+    The target round is the pool's round + 1. A scored pool of the current round opens the
+    next round. When the current round is already open (it has a batch, selected from
+    the previous round's pool) and has no pool of its own, a further select goes into the
+    same round only with ``append`` (several batches per round); otherwise it is refused,
+    so that two selects started together never give two batches for one round.
+    """
+    from mmal.select.types import ScoredPool
+
+    rnd = current_round(ws)
+    if pool is not None:  # a cold-start pool built from the features (no model yet)
+        return rnd, rnd + 1, ws.dir / "features", pool
+    folder = ws.round_dir(rnd) / "pool"
+    if (folder / "ids.parquet").exists():
+        base = rnd
+    else:
+        with ws.db() as con:
+            open_batches = con.execute("SELECT COUNT(*) FROM batches WHERE round = ?", (rnd,)).fetchone()[0]
+        prev = ws.round_dir(rnd - 1) / "pool"
+        if not (open_batches and rnd >= 1 and (prev / "ids.parquet").exists()):
+            raise WorkspaceError(f"no scored pool for round {rnd}; run `mmal train {ws.dir}` and `mmal score {ws.dir}` first")
+        base, folder = rnd - 1, prev
+    return base, base + 1, folder, ScoredPool.load(folder)
+
+
+def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
+                     dry_run: bool = False, append: bool = False, lock_timeout: float | None = None,
+                     pool=None, select_fn=None) -> dict:
+    """Select the next batch and record it with its exports, as one unit.
+
+    ``select_fn`` (default :func:`mmal.select.select`, same signature) lets the Ray engine
+    run the pool-sized part distributed (:mod:`mmal.engine`).
+
+    ``pool`` replaces the round's scored pool (cold start: :func:`mmal.loop.pretrain.cold_select_workspace`).
+
+    Under the workspace lock (:mod:`mmal.workspace.lock`): the batch rows are inserted in a
+    SQLite transaction, the exports are written (each file via temp + rename), and only
+    then the transaction commits. A failure or ``kill -9`` before the commit leaves no
+    batch (at most export files of a batch id that does not exist; the next select
+    reuses that id and overwrites them). ``rounds/<n>/selection.parquet`` is written
+    after the commit (derived; ``export_round`` rewrites it).
+
+    Excluded from selection: labeled items, test-split items, and items already in any
+    batch (sent to annotators: labeled, or awaiting their label), so that no item is sent
+    twice and each label belongs to exactly one batch. A round that already has a batch takes another one only with
+    ``append=True``. ``dry_run=True`` returns the selection and records and writes
+    nothing. A budget above the selectable count selects them all and says so
+    (``shortfall``, ``warnings``).
+    """
+    from mmal.errors import ConfigError
+    from mmal.workspace.annotate import export_batch, insert_batch, remove_orphan_exports
+    from mmal.workspace.lock import workspace_lock
+
+    if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or int(budget) < 1:
+        raise ConfigError(f"--budget must be a positive integer, got {budget!r}")
+    budget = int(budget)
     ws = Workspace(directory)
-    rnd, folder, pool = _round_pool(ws, "run `mmal train` and `mmal score` first")
-    ids, split, labels = _arrays(ws)
-    if pool.ids.tolist() != ids.tolist():
-        raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score` again")
-    pool.labels = labels
-    sel = (select_fn or select)(spec, pool, int(budget), labeled_mask=labels >= 0, seed=seed, **(params or {}))
-    sel.round = rnd + 1
-    batch_id = record_batch(ws, sel, budget=int(budget), round_=rnd + 1, info={"spec": spec, **(sel.info or {})})
-    sel_dir = ws.round_dir(rnd + 1)
-    sel_dir.mkdir(parents=True, exist_ok=True)
+    if dry_run:
+        return _select_compute(ws, spec, budget, seed, params, append=True, dry_run=True, pool=pool, select_fn=select_fn)[0]
+    with workspace_lock(ws.dir, f"select --strategy {spec} --budget {budget}", timeout=lock_timeout):
+        remove_orphan_exports(ws)
+        out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False, pool=pool,
+                                                   select_fn=select_fn)
+        with ws.db() as con:
+            try:
+                con.execute("BEGIN IMMEDIATE")
+                batch_id = insert_batch(con, sel, budget=budget, round_=target, info={"spec": spec, **(sel.info or {})})
+                paths = export_batch(ws, batch_id, con=con)
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
+        _write_round_selection(ws, target)
+    out.update(batch=batch_id, exports={k: str(v) for k, v in paths.items()})
+    return out
+
+
+def _write_round_selection(ws: Workspace, round_: int) -> None:
+    """``rounds/<n>/selection.parquet``: every batch item of the round (derived from the DB)."""
+    import os
+
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(sel.to_table(), sel_dir / "selection.parquet")
-    paths = export_batch(ws, batch_id)
-    return {"round": rnd + 1, "batch": batch_id, "n_selected": len(sel), "exports": {k: str(v) for k, v in paths.items()},
-            "info": sel.info}
+    with ws.db() as con:
+        rows = con.execute(
+            "SELECT bi.item_id, bi.strategy, bi.score, bi.reason, bi.batch_id, bi.rank FROM batch_items bi "
+            "JOIN batches b USING (batch_id) WHERE b.round = ? ORDER BY bi.batch_id, bi.rank", (round_,)).fetchall()
+    t = pa.table({"id": [r[0] for r in rows], "strategy": [r[1] for r in rows],
+                  "score": pa.array([r[2] for r in rows], pa.float64()), "reason": [r[3] for r in rows],
+                  "batch": [r[4] for r in rows], "round": [round_] * len(rows)})
+    d = ws.round_dir(round_)
+    d.mkdir(parents=True, exist_ok=True)
+    tmp = d / f".selection.parquet.{os.getpid()}.tmp"
+    pq.write_table(t, tmp)
+    os.replace(tmp, d / "selection.parquet")
+
+
+def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, dry_run: bool, pool=None,
+                    select_fn=None):
+    from mmal.select import select
+
+    base, target, folder, pool = _select_base(ws, append, pool)
+    ids, split, labels = _arrays(ws)
+    if pool.ids.tolist() != ids.tolist():
+        raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score {ws.dir}` again")
+    with ws.db() as con:
+        in_batches = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM batch_items")}
+        n_batches = con.execute("SELECT COUNT(*) FROM batches WHERE round = ?", (target,)).fetchone()[0]
+    if n_batches and not append:
+        raise WorkspaceError(f"round {target} already has {n_batches} batch(es); label them, then `mmal train` and "
+                             f"`mmal score` for the next round, or pass `--append` to add another batch to round {target}")
+    pool.labels = labels
+    excluded = (labels >= 0) | (split == "test") | np.isin(ids, list(in_batches))
+    n_selectable = int((~excluded).sum())
+    if n_selectable == 0:
+        raise WorkspaceError(f"{ws.dir}: nothing left to select for round {target} (every non-test item is labeled or "
+                             f"already in a batch)")
+    take = min(budget, n_selectable)
+    sel = (select_fn or select)(spec, pool, take, labeled_mask=excluded, seed=seed, **(params or {}))
+    sel.round = target
+    warnings = []
+    if take < budget:
+        warnings.append(f"budget {budget} is larger than the {n_selectable} selectable items; selected {len(sel)}")
+    out = {"round": target, "scored_round": base, "n_selected": len(sel), "budget": budget, "n_selectable": n_selectable,
+           "shortfall": budget - len(sel), "warnings": warnings, "dry_run": dry_run, "info": sel.info}
+    if dry_run:
+        out["ids"] = sel.ids.tolist()
+        out["strategy"] = [str(s) for s in sel.strategy]
+        out["score"] = [None if s != s else float(s) for s in sel.score]
+    return out, sel, target

@@ -63,8 +63,10 @@ def recall_at_precision_points(y_bin, score, precisions=DEFAULT_PRECISIONS):
     """For each precision level P (in %), the operating point with the highest recall among
     those with precision >= P/100; ties in recall go to the higher precision (fewer FP).
 
-    Returns ``{str(P): (recall, tp, fp)}``; ``(0.0, 0, 0)`` when no threshold reaches P
-    (the empty prediction set), ``(nan, 0, 0)`` when there are no positives.
+    Returns ``{str(P): (recall, tp, fp, reachable)}``. ``reachable`` is False when no
+    threshold reaches precision P (including when there are no positives); then the
+    recall is NaN, not 0.0 (issue 9: "not reached" is not a measured recall of zero) and
+    ``tp = fp = 0``.
     """
     y_bin = np.asarray(y_bin, dtype=bool)
     n_pos = int(y_bin.sum())
@@ -72,16 +74,16 @@ def recall_at_precision_points(y_bin, score, precisions=DEFAULT_PRECISIONS):
     prec = tp / np.maximum(tp + fp, 1)
     out = {}
     for P in precisions:
-        if n_pos == 0:
-            out[str(P)] = (NAN, 0, 0)
-            continue
-        ok = np.flatnonzero(prec >= P / 100.0 - 1e-12)
+        ok = np.flatnonzero(prec >= P / 100.0 - 1e-12) if n_pos else np.zeros(0, np.int64)
         if not len(ok):
-            out[str(P)] = (0.0, 0, 0)
+            out[str(P)] = (NAN, 0, 0, False)
             continue
         best = ok[np.lexsort((fp[ok], -tp[ok]))[0]]  # max TP, then min FP
-        out[str(P)] = (float(tp[best] / n_pos), int(tp[best]), int(fp[best]))
+        out[str(P)] = (float(tp[best] / n_pos), int(tp[best]), int(fp[best]), True)
     return out
+
+
+F1_VIEWS = ("binary", "argmax")
 
 
 def compute(
@@ -91,6 +93,7 @@ def compute(
     threshold: float = 0.5,
     precisions: Sequence[int] = DEFAULT_PRECISIONS,
     beta_points: str = "r_at_p",
+    f1_view: str = "binary",
 ) -> dict:
     """All evaluation metrics of 000 §4.3 / METHODS D for one prediction set.
 
@@ -98,7 +101,11 @@ def compute(
     ----------
     y_true : int labels [N] in ``[0, C)``.
     probs : class probabilities [N, C].
-    threshold : binary F1 predicts "non-zero" when ``1 - p_0 >= threshold`` (0.5).
+    threshold : float
+        Threshold of the binary F1 (``f1_view="binary"``): an item is predicted
+        "non-zero" when ``1 - p_0 >= threshold`` (inclusive; default 0.5). 000 §4.3 states
+        the view ("we base on zero or non-zero scores to calculate F1, AUC, and
+        precision-recall") but no threshold; 0.5 on the non-zero score is our convention.
     precisions : precision levels (in %) of the recall-at-precision metrics (40..90).
     beta_points : which P/R operating points the max Beta variance (000 eq. 12) runs over.
         ``"r_at_p"`` (default): the operating points reported as R@P — the paper reports
@@ -109,17 +116,20 @@ def compute(
     -------
     dict with ``accuracy``, ``macro_f1`` (argmax predictions, all C classes); on the binary
     view "label 0 vs non-zero" (positive = non-zero, score = 1 - p_0): ``auc``, ``f1``,
-    ``r_at_p`` ``{"40": recall, ...}``, ``max_beta_variance``; on the ordinal view:
+    ``r_at_p`` ``{"40": recall, ...}`` (NaN where precision P is never reached) with
+    ``r_at_p_reachable`` ``{"40": bool, ...}``, ``max_beta_variance``; on the ordinal view:
     ``multiclass_loss`` (000 eq. 11), ``spearman`` and ``pearson`` of ``E_p[y]`` vs ``y``;
     plus ``n``. Undefined values (one class only, constant predictions) are NaN.
     """
     y, p = _check(y_true, probs)
+    if f1_view not in F1_VIEWS:
+        raise ConfigError(f"f1_view = '{f1_view}': expected one of {', '.join(F1_VIEWS)}")
     if beta_points not in ("r_at_p", "all"):
         raise ConfigError(f"beta_points = '{beta_points}': expected 'r_at_p' or 'all'")
     res: dict = {"n": int(len(y))}
     if len(y) == 0:
         return res | {k: NAN for k in ("accuracy", "macro_f1", "auc", "f1", "max_beta_variance", "multiclass_loss", "spearman", "pearson")} | {
-            "r_at_p": {str(P): NAN for P in precisions}
+            "r_at_p": {str(P): NAN for P in precisions}, "r_at_p_reachable": {str(P): False for P in precisions},
         }
     pred = p.argmax(1)
     res["accuracy"] = float((pred == y).mean())
@@ -129,13 +139,16 @@ def compute(
     s = 1.0 - p[:, 0]
     both = 0 < yb.sum() < len(yb)
     res["auc"] = float(roc_auc_score(yb, s)) if both else NAN
-    res["f1"] = float(f1_score(yb, s >= threshold, zero_division=0)) if yb.any() else NAN
+    pred_nonzero = s >= threshold if f1_view == "binary" else pred != 0
+    res["f1"] = float(f1_score(yb, pred_nonzero, zero_division=0)) if yb.any() else NAN
+    res["f1_view"] = f1_view
     rp = recall_at_precision_points(yb, s, precisions)
     res["r_at_p"] = {k: v[0] for k, v in rp.items()}
+    res["r_at_p_reachable"] = {k: bool(v[3]) for k, v in rp.items()}
     if not yb.any():
         res["max_beta_variance"] = NAN
     elif beta_points == "r_at_p":
-        pts = [(tp, fp) for _, tp, fp in rp.values() if tp + fp > 0]
+        pts = [(tp, fp) for _, tp, fp, reached in rp.values() if reached]
         res["max_beta_variance"] = float(max(beta_variance(tp, fp) for tp, fp in pts)) if pts else NAN
     else:
         _, tp, fp = operating_points(yb, s)

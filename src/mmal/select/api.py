@@ -1,9 +1,11 @@
 """The selection entry point :func:`select` and helpers shared by strategies.
 
-Strategies are ``fn(pool, budget, *, labeled_mask, rng, **params) -> Selection``,
-registered by name (:mod:`mmal.select.registry`). :func:`select` validates the inputs
-once, builds the ``rng`` from ``seed`` and dispatches either to one strategy or to a mix
-(``"entropy:0.8,lsb-lt:0.2"``, see :mod:`mmal.select.mix`).
+Strategies are ``fn(pool, budget, *, labeled_mask, rng, <params>) -> Selection``,
+registered with their parameters and needs (:mod:`mmal.select.registry`). :func:`select`
+parses the spec (:mod:`mmal.select.spec`), validates budget, mask, seed and parameters
+once, builds the ``rng`` from ``seed`` and runs one strategy or a mix
+(``"entropy:0.8,lsb-lt:0.2"``, :mod:`mmal.select.mix`) through :func:`run_strategy`, which
+checks every result (size, no labeled/test/duplicate ids).
 """
 
 from __future__ import annotations
@@ -11,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from mmal.errors import ConfigError
+from mmal.pool import ScoredPool, Selection
 from mmal.select.registry import get_strategy
-from mmal.select.types import ScoredPool, Selection
 
 
 def check_budget(budget) -> int:
@@ -56,11 +58,6 @@ def check_probs(pool: ScoredPool, rows: np.ndarray, what: str) -> np.ndarray:
     return p
 
 
-def reject_params(name: str, params: dict) -> None:
-    if params:
-        raise ConfigError(f"strategy '{name}' got unknown parameters: {', '.join(sorted(params))}")
-
-
 def rank_desc(scores: np.ndarray) -> np.ndarray:
     """Order of ``scores`` from highest to lowest; ties keep the smaller position first."""
     return np.argsort(-np.asarray(scores, dtype=np.float64), kind="stable")
@@ -90,51 +87,68 @@ def select(spec: str, pool: ScoredPool, budget: int, *, labeled_mask=None, seed:
     Parameters
     ----------
     spec : str
-        A registered strategy name (``"entropy"``, ``"lsb-lt"``, ...) or a mix string
-        ``"name:share,name:share"`` (FAISS ``index_factory`` style), e.g.
+        A registered strategy name (``"entropy"``, ``"lsb-lt"``, ...) or a mix
+        ``"name:share,name:share"`` (grammar: :mod:`mmal.select.spec`), e.g.
         ``"entropy:0.8,lsb-lt:0.2"``.
     pool : ScoredPool
     budget : int
         Number of items wanted (>= 0). The result has ``min(budget, #selectable)``
-        items for the statistical/random strategies; LSB may return fewer (see
-        ``Selection.info``).
+        items for the statistical/random/diversity strategies; LSB may return fewer (its
+        ``info["shortfall"]``; a mix hands a shortfall on to its other parts).
     labeled_mask : bool array [N], optional
-        Items that already have a label; never selected. Default: ``pool.labels >= 0``
-        when the pool has labels, else nothing. Test items (``pool.split == "test"``)
-        are never selected either.
+        Items that already have a label (or cannot get one); never selected. Default:
+        ``pool.labels >= 0`` when the pool has labels, else nothing. Test items
+        (``pool.split == "test"``) are never selected either.
     seed : int
         Seed of the ``numpy.random.Generator`` handed to the strategy; same seed, same
         result.
     **params
-        For a single strategy: its parameters. For a mix: one dict per part, keyed by the
-        part's strategy name, e.g. ``select("entropy:0.5,lsb-lt:0.5", ..., **{"lsb-lt": {"k": 5}})``.
+        Strategy parameters (see ``get_strategy(name).params``). For a mix: per part
+        ``**{"lsb-lt": {"k": 5}}``, dotted ``**{"lsb-lt.k": 5}``, or plain keys, which go
+        to every part declaring them (:func:`mmal.select.spec.route_params`). An unknown
+        parameter is a ConfigError naming the strategy and its allowed parameters.
 
     Returns
     -------
     Selection
     """
-    if not isinstance(spec, str) or not spec.strip():
-        raise ConfigError(f"strategy spec must be a non-empty string, got {spec!r}")
+    from mmal.select.spec import is_mix, parse_spec, route_params
+
     if not isinstance(pool, ScoredPool):
         raise ConfigError(f"pool must be a ScoredPool, got {type(pool).__name__}")
+    parts = parse_spec(spec)
+    routed = route_params(parts, params)
     budget = check_budget(budget)
     mask = check_labeled_mask(pool, labeled_mask)
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
         raise ConfigError(f"seed must be an integer, got {seed!r}")
     rng = np.random.default_rng(int(seed))
-    spec = spec.strip()
-    if ":" in spec or "," in spec:
-        from mmal.select.mix import mix_select, parse_mix
+    if is_mix(spec):
+        from mmal.select.mix import mix_select
 
-        return mix_select(parse_mix(spec), pool, budget, labeled_mask=mask, rng=rng, **params)
-    fn = get_strategy(spec)
-    sel = fn(pool, budget, labeled_mask=mask, rng=rng, **params)
-    _check_result(sel, pool, mask, budget, spec)
+        return mix_select(parts, pool, budget, labeled_mask=mask, rng=rng, **routed)
+    name = parts[0][0]
+    return run_strategy(name, pool, budget, mask, rng, routed[name])
+
+
+def run_strategy(name: str, pool: ScoredPool, budget: int, mask: np.ndarray, rng, params: dict) -> Selection:
+    """Run one registered strategy under the contract: parameters checked, result checked.
+
+    Used by :func:`select`, by every part of a mix and by calling a registry entry.
+    ``mask`` is the labeled mask (``None``: nothing labeled).
+    """
+    strategy = get_strategy(name)
+    strategy.check_params(params)
+    budget = check_budget(budget)
+    sel = strategy.fn(pool, budget, labeled_mask=mask, rng=rng, **params)
+    _check_result(sel, pool, mask, budget, name)
     return sel
 
 
 def _check_result(sel: Selection, pool: ScoredPool, mask: np.ndarray, budget: int, name: str) -> None:
     """Guard the contract every strategy must keep (cheap; catches strategy bugs early)."""
+    if not isinstance(sel, Selection):
+        raise ConfigError(f"strategy '{name}' returned {type(sel).__name__}, not a Selection")
     if len(sel) > budget:
         raise ConfigError(f"strategy '{name}' returned {len(sel)} items for budget {budget}")
     if len(sel):

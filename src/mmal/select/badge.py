@@ -30,7 +30,8 @@ import numpy as np
 
 from mmal.errors import ConfigError
 from mmal.select.registry import register
-from mmal.select.types import ScoredPool, Selection
+from mmal.utils import progress_task
+from mmal.pool import ScoredPool, Selection
 
 DEFAULT_BLOCK = 8192
 
@@ -168,14 +169,6 @@ class GradientSpace:
 # ---------------------------------------------------------------------------------------
 # k-means++ seeding
 # ---------------------------------------------------------------------------------------
-def _progress(total: int, desc: str, enabled: bool):
-    from rich.progress import Progress
-
-    prog = Progress(disable=not enabled, transient=True)
-    task = prog.add_task(desc, total=total)
-    return prog, task
-
-
 def _check_common(budget, candidates, n):
     if int(budget) < 0:
         raise ConfigError(f"budget must be >= 0, got {budget}")
@@ -237,8 +230,8 @@ def kmeanspp_seed(
         A factorised ``D²`` below ``zero_tol · (||g_i||² + ||g_c||²)`` is set to 0: the
         cancellation in ``||g_i||² + ||g_c||² - 2⟨g_i,g_c⟩`` leaves float noise for exact
         duplicates, which would otherwise be drawn with tiny but non-zero probability.
-    progress : bool
-        Show a ``rich`` progress bar.
+    progress : bool or callable
+        See :func:`mmal.utils.progress_task`.
 
     Returns
     -------
@@ -274,9 +267,8 @@ def kmeanspp_seed(
     chosen[first] = True
     newest = first
 
-    prog, task = _progress(k_total, "k-means++ seeding", progress)
-    with prog:
-        prog.advance(task)
+    with progress_task(k_total, "k-means++ seeding", progress) as advance:
+        advance()
         for k in range(1, k_total):
             c_row, c_sqn = int(cand[newest]), sqn[newest]
             for s in range(0, len(cand), block):
@@ -296,7 +288,7 @@ def kmeanspp_seed(
             newest = _d2_sample(d2, rng)
             chosen[newest] = True
             picks[k], score[k] = cand[newest], d2[newest]
-            prog.advance(task)
+            advance()
     return picks, score
 
 
@@ -390,7 +382,16 @@ def _features(pool: ScoredPool, feature: str):
     return pool.embedding
 
 
-@register("badge")
+_FEATURE_DOC = ("z of the gradient embedding: 'auto' = pool.extras['penultimate'] when present "
+                "(input of the last linear layer, as in the reference), else pool.embedding; "
+                "'penultimate' or 'embedding' to force one")
+BLOCK_DOC = "rows per distance block (memory per block ~ block x D floats); does not change the result"
+ZERO_TOL_DOC = "relative D^2 below which a candidate counts as a duplicate of a centre (float noise guard)"
+PROGRESS_DOC = "progress: False, True (a bar via mmal.utils.progress_task) or a callable(done, total, desc)"
+
+
+@register("badge", params={"feature": _FEATURE_DOC, "block": BLOCK_DOC, "zero_tol": ZERO_TOL_DOC,
+                           "progress": PROGRESS_DOC})
 def badge(
     pool: ScoredPool,
     budget: int,

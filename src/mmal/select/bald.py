@@ -17,7 +17,7 @@ import numpy as np
 
 from mmal.errors import ConfigError
 from mmal.select.registry import register
-from mmal.select.types import ScoredPool, Selection
+from mmal.pool import ScoredPool, Selection
 
 DEFAULT_EPS = 1e-12
 
@@ -58,7 +58,8 @@ def bald_scores(mc_probs, *, eps: float = DEFAULT_EPS, block: int = 65536) -> np
     return out
 
 
-@register("bald")
+@register("bald", params={"key": "pool.extras entry with the MC-dropout probabilities [T, N, C]",
+                          "eps": "added inside the log, so 0 log 0 = 0"}, needs=("mc_samples",))
 def bald(
     pool: ScoredPool,
     budget: int,

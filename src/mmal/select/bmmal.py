@@ -10,11 +10,12 @@
    ``g_i = ⊕_m w_im (p_i - e_ŷi) ⊗ z_im`` and BADGE's k-means++ seeding on it, factorised
    as ``⟨g_i, g_j⟩ = ⟨a_i, a_j⟩ · Σ_m w_im w_jm ⟨z_im, z_jm⟩`` (never materialised).
 
-Choice where the thesis is silent for our architecture: the per-modality features
-``z_m = pool.modality[m]`` stand in for the fused classifier's input blocks ``z_{m_k}``
-of eq. 3.12 (in the thesis the fused layer's input is the concatenation of the unimodal
-features; with a fusion transformer the per-modality embeddings are the closest
-available analogue).
+Blocks (issue 9, fidelity 4): eq. 3.12-3.14 scale the gradient blocks of the *fused linear
+classifier*, whose input is the concatenation of the per-modality features. Only a pool
+with ``pool.fused_blocks`` True (the ``late-fusion`` learner: its last linear layer reads
+``concat(pool.modality[m] for m in sorted(pool.modality))``) has such blocks; for any other
+pool BMMAL refuses with a ConfigError instead of running an approximation under the same
+name (a fusion transformer's per-modality token means are not inputs of its head).
 
 Coalition probabilities come either from ``pool.extras["coalition:<names>"]`` ([N, C]
 each; key = ``"coalition:" + "+".join(sorted(names))``; ``"coalition:"`` = no modality;
@@ -29,10 +30,12 @@ from typing import Callable
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.badge import DEFAULT_BLOCK, GradientSpace, kmeanspp_seed, pseudo_label_residual
+from mmal.pool import ScoredPool, Selection
+from mmal.select.badge import (
+    BLOCK_DOC, DEFAULT_BLOCK, PROGRESS_DOC, ZERO_TOL_DOC, GradientSpace, kmeanspp_seed, pseudo_label_residual,
+)
 from mmal.select.registry import register
 from mmal.select.shapley import shapley_values
-from mmal.select.types import ScoredPool, Selection
 
 COALITION_PREFIX = "coalition:"
 
@@ -138,7 +141,28 @@ def balance_weights(Phi) -> np.ndarray:
     return 1.0 - (Phi.max(axis=1, keepdims=True) - Phi)  # [N, M]
 
 
-@register("bmmal")
+def require_fused_blocks(pool: ScoredPool, name: str = "bmmal") -> list[str]:
+    """Modality names (sorted) of a pool whose blocks are the fused last layer's input; else ConfigError."""
+    if not pool.fused_blocks:
+        raise ConfigError(
+            f"{name} needs the input blocks of the fused classifier's last linear layer (002 eq. 3.12-3.14), "
+            "which this pool does not have (pool.fused_blocks is False); train with `--learner late-fusion` "
+            "and score again"
+        )
+    if not pool.modality:
+        raise ConfigError(f"{name}: pool.fused_blocks is True but pool.modality is empty")
+    return sorted(pool.modality)
+
+
+@register("bmmal", params={
+    "value_fn": "callable(subset) -> probs [N, C] of the fused head with only `subset` present; "
+                "default: pool.extras['coalition:...']",
+    "weights": "'shapley' (002 eq. 3.13, default) or 'ones' (every block weight 1: BADGE on the "
+               "concatenated blocks; an ablation)",
+    "exact_max_modalities": "exact Shapley up to this many modalities, Monte Carlo permutations above",
+    "n_permutations": "permutations of the Monte-Carlo Shapley estimate",
+    "block": BLOCK_DOC, "zero_tol": ZERO_TOL_DOC, "progress": PROGRESS_DOC,
+}, needs=("coalitions", "unimodal", "fused_blocks"))
 def bmmal(
     pool: ScoredPool,
     budget: int,
@@ -146,27 +170,30 @@ def bmmal(
     labeled_mask=None,
     rng: np.random.Generator | None = None,
     value_fn: Callable | None = None,
-    modalities=None,
+    weights: str = "shapley",
     exact_max_modalities: int = 4,
     n_permutations: int = 128,
     block: int = DEFAULT_BLOCK,
     zero_tol: float = 1e-6,
     progress: bool = False,
 ) -> Selection:
-    """BMMAL strategy (002 ch. 3, eq. 3.9–3.14; METHODS.md E).
+    """BMMAL strategy (002 ch. 3, eq. 3.9-3.14; METHODS.md E).
 
     Parameters
     ----------
     pool : ScoredPool
-        Needs ``probs``, ``modality`` (one ``[N, D_m]`` block per modality) and coalition
-        probabilities (``extras["coalition:..."]``) unless ``value_fn`` is given.
+        Needs ``fused_blocks`` True (``late-fusion`` learner), ``probs``, ``modality`` (the
+        fused last layer's input blocks ``z_m``) and coalition probabilities
+        (``extras["coalition:..."]``) unless ``value_fn`` is given or ``weights="ones"``.
     budget : int
     labeled_mask : bool array [N], optional
         Labeled and ``split == "test"`` items are never selected.
     rng : numpy.random.Generator
         ``None`` means ``default_rng(0)``.
-    value_fn, modalities, exact_max_modalities, n_permutations :
+    value_fn, exact_max_modalities, n_permutations :
         See :func:`modality_contributions`.
+    weights : {"shapley", "ones"}
+        ``"ones"`` skips the Shapley step: BADGE on ``concat(z_m)``.
     block, zero_tol, progress :
         See :func:`mmal.select.badge.kmeanspp_seed`.
 
@@ -176,23 +203,28 @@ def bmmal(
         Ids in pick order, ``score`` = scaled-gradient ``D²`` at pick time. ``info`` has
         ``mean_contribution`` (mean Φ per modality over the whole pool, cf. 002 Fig.
         3.1/3.2), ``mean_contribution_selected``, ``mean_weight`` and ``shapley``
-        ("exact" or "mc").
+        ("exact", "mc" or "none").
     """
+    if weights not in ("shapley", "ones"):
+        raise ConfigError(f"bmmal: weights must be 'shapley' or 'ones', got {weights!r}")
+    names = require_fused_blocks(pool)
     rng = np.random.default_rng(0) if rng is None else rng
-    phi, Phi, names = modality_contributions(
-        pool, value_fn=value_fn, modalities=modalities,
-        exact_max_modalities=exact_max_modalities, n_permutations=n_permutations, rng=rng,
-    )
-    missing = [m for m in names if m not in pool.modality]
-    if missing:
-        raise ConfigError(f"BMMAL: pool.modality has no features for {missing}; have {sorted(pool.modality)}")
-    w = balance_weights(Phi)  # [N, M]
+    if weights == "shapley":
+        phi, Phi, names = modality_contributions(
+            pool, value_fn=value_fn, modalities=names,
+            exact_max_modalities=exact_max_modalities, n_permutations=n_permutations, rng=rng,
+        )
+        w = balance_weights(Phi)  # [N, M]
+    else:
+        Phi = np.full((len(pool), len(names)), 1.0 / len(names))
+        w = np.ones((len(pool), len(names)))
     space = GradientSpace(pseudo_label_residual(pool.probs), [pool.modality[m] for m in names], weights=w)
     cand = np.flatnonzero(pool.selectable(labeled_mask))
     picks, score = kmeanspp_seed(space, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress)
     info = {
         "modalities": names,
-        "shapley": "exact" if len(names) <= exact_max_modalities else "mc",
+        "weights": weights,
+        "shapley": "none" if weights == "ones" else ("exact" if len(names) <= exact_max_modalities else "mc"),
         "mean_contribution": {m: float(Phi[:, k].mean()) for k, m in enumerate(names)},
         "mean_contribution_selected": {
             m: (float(Phi[picks, k].mean()) if len(picks) else float("nan")) for k, m in enumerate(names)

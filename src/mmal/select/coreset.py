@@ -16,9 +16,10 @@ from __future__ import annotations
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.badge import DEFAULT_BLOCK, _check_common, _progress
+from mmal.select.badge import BLOCK_DOC, DEFAULT_BLOCK, PROGRESS_DOC, _check_common
 from mmal.select.registry import register
-from mmal.select.types import ScoredPool, Selection
+from mmal.pool import ScoredPool, Selection
+from mmal.utils import progress_task
 
 
 def kcenter_greedy(
@@ -48,8 +49,8 @@ def kcenter_greedy(
         Only used for the first pick when there are no centres; ``None`` = ``default_rng(0)``.
     block : int
         Rows per distance block.
-    progress : bool
-        Show a ``rich`` progress bar.
+    progress : bool or callable
+        See :func:`mmal.utils.progress_task`.
 
     Returns
     -------
@@ -97,8 +98,7 @@ def kcenter_greedy(
     for s in range(0, len(cen), 256):  # labeled centres, 256 at a time
         update(np.sort(cen[s : s + 256]))
 
-    prog, task = _progress(k_total, "k-center greedy", progress)
-    with prog:
+    with progress_task(k_total, "k-center greedy", progress) as advance:
         for k in range(k_total):
             if k == 0 and len(cen) == 0:
                 rng = np.random.default_rng(0) if rng is None else rng
@@ -110,7 +110,7 @@ def kcenter_greedy(
             picks[k], radius[k] = cand[pos], r
             update(np.array([cand[pos]]))
             d2[pos] = -np.inf  # never picked again
-            prog.advance(task)
+            advance()
     return picks, radius
 
 
@@ -119,7 +119,28 @@ def _block_sqnorm(x, rows) -> np.ndarray:
     return np.einsum("nd,nd->n", xb, xb)
 
 
-@register("coreset")
+def labeled_centres(pool: ScoredPool, labeled_mask) -> np.ndarray:
+    """Rows that are labeled **and available**: the Core-Set centres (issue 9, fidelity 5).
+
+    Sener & Savarese cover the unlabeled pool with balls around the *labeled training set*
+    ``s0``. ``labeled_mask`` also marks rows that are merely unselectable (in ``simulate``,
+    items without a gold label; in a workspace, labeled test items), so a centre must be
+    in ``labeled_mask``, carry a known label (``pool.labels >= 0`` when the pool has labels)
+    and not be a test item (``pool.split != "test"``).
+    """
+    if labeled_mask is None:
+        return np.zeros(0, dtype=np.int64)
+    m = np.asarray(labeled_mask, dtype=bool).copy()
+    if pool.labels is not None:
+        m &= np.asarray(pool.labels) >= 0
+    if pool.split is not None:
+        m &= pool.split != "test"
+    return np.flatnonzero(m)
+
+
+@register("coreset", params={
+    "feature": "'embedding' (pool.embedding, default) or 'penultimate' (pool.extras['penultimate'])",
+    "block": BLOCK_DOC, "progress": PROGRESS_DOC}, needs=("embedding",))
 def coreset(
     pool: ScoredPool,
     budget: int,
@@ -137,8 +158,9 @@ def coreset(
     pool : ScoredPool
     budget : int
     labeled_mask : bool array [N], optional
-        Labeled items are the initial centres and never selected; ``split == "test"``
-        items are never selected either (nor used as centres unless labeled).
+        Never selected. The initial centres are the labeled, available items among them
+        (:func:`labeled_centres`: known label, not a test item); ``split == "test"`` items
+        are never selected nor centres.
     rng : numpy.random.Generator
         For the random first pick when nothing is labeled; ``None`` = ``default_rng(0)``.
     feature : {"embedding", "penultimate"}
@@ -163,7 +185,7 @@ def coreset(
         raise ConfigError(f"coreset: feature must be 'embedding' or 'penultimate', got '{feature}'")
     rng = np.random.default_rng(0) if rng is None else rng
     cand = np.flatnonzero(pool.selectable(labeled_mask))
-    centres = np.zeros(0, dtype=np.int64) if labeled_mask is None else np.flatnonzero(np.asarray(labeled_mask, bool))
+    centres = labeled_centres(pool, labeled_mask)
     picks, radius = kcenter_greedy(x, budget, cand, centres, rng, block=block, progress=progress)
     return Selection(
         ids=pool.ids[picks], strategy="coreset", score=radius, reason=None,

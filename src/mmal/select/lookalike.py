@@ -22,9 +22,10 @@ def lookalike_fit(embedding_labeled, is_mistake, *, C: float = 1.0, class_weight
     Parameters
     ----------
     embedding_labeled : float array [L, D]
-        CLS embeddings of labeled (non-test) items.
+        CLS embeddings of the training items (labeled, non-test).
     is_mistake : bool array [L]
-        ``argmax p != label`` per item.
+        True for the positives: the seed bad cases (see
+        :func:`mmal.select.lsb.lookalike_training_set`); False for correctly predicted items.
     C : float
         Inverse L2 regularisation of ``sklearn.linear_model.LogisticRegression``.
     class_weight : "balanced" | dict | None

@@ -1,13 +1,25 @@
 """Latent Space Broadening (LSB) with the lookalike threshold (METHODS.md B; 000 §3.1, Alg. 1).
 
-Pipeline: seed bad cases among labeled items -> k nearest unlabeled candidates of each
-seed by CLS embedding -> (``lsb-lt`` only) keep candidates the lookalike model flags,
-``g(h) > l_t`` -> rank -> budget.
+Pipeline: seed bad cases among labeled items -> the k nearest unlabeled candidates of each
+seed by CLS embedding (the *broadened set*; paper: k = 3, fixed) -> (``lsb-lt`` only) keep
+candidates the lookalike model flags, ``g(h) > l_t`` -> order -> budget.
 
-Ranking (the paper leaves it open): each broadened candidate carries its closest seed
-(``reason``); candidates are ordered by that seed's badness (descending), then by
-closeness to it (similarity descending / distance ascending), then by pool row. The
-``score`` column is that seed badness.
+Order (issue 9, fidelity 1), a named parameter ``order``:
+
+* ``lsb-knn`` default ``"random"``: the LSB share is **sampled at random** from the
+  broadened set, as 000 l. 227 does ("a subset of 30k is randomly sampled from 130k LSB
+  data"). Exactly ``rng.choice(M, size=min(budget, M), replace=False)`` over the ``M``
+  broadened candidates in ascending pool-row order; ``score`` is NaN.
+* ``lsb-lt`` default ``"lookalike"``: the filtered set is **ranked by g(h)** (000 §3.1.2:
+  the lookalike model "quantitatively rank[s] the kNN-selected samples"), highest first,
+  ties by pool row; ``score`` is g(h).
+* ``"badness"`` (either strategy; the ordering used before issue 9): closest seed's
+  badness descending, then closeness to it, then pool row; ``score`` is that badness.
+
+Fill (fidelity 2): ``k`` stays fixed (``fill="none"``, default) and a shortfall is
+returned (``info["shortfall"]``) for a mix to hand on to its next part;
+``fill="knn"`` doubles ``k`` until enough candidates survive (a named option).
+``Selection.reason`` is always the id of the closest seed.
 """
 
 from __future__ import annotations
@@ -21,7 +33,7 @@ from mmal.index import Index, build_index
 from mmal.select.api import empty_selection
 from mmal.select.lookalike import lookalike_filter, lookalike_fit
 from mmal.select.registry import register
-from mmal.select.types import Selection
+from mmal.pool import Selection
 
 #: index the full embedding (and filter results) instead of copying the candidate rows
 #: when candidates are at least this fraction of the pool
@@ -253,29 +265,61 @@ def lsb_expand(index_or_embedding, seeds, candidates=None, *, k: int = 3, metric
     return LSBExpansion(cand[first], seed_rep[first], flat_s[first], rank[first], int(ok.sum()), larger)
 
 
-def _rank_expansion(exp: LSBExpansion, seed_score: dict) -> np.ndarray:
-    """Order of ``exp``: seed badness desc, closeness to it, pool row."""
-    bad = np.array([seed_score[s] for s in exp.seed.tolist()], dtype=np.float64)
-    closeness = -exp.score if exp.larger_is_closer else exp.score
-    return np.lexsort((exp.rows, closeness, -bad)), bad
+ORDERS = ("random", "lookalike", "badness")
 
 
-def _lsb(pool, budget, *, labeled_mask, name: str, lookalike: bool, k: int = 3, s_t=None, top_s=None,
-         l_t: float = 0.3, metric: str = "cosine", index="auto", fill: str = "knn", fill_max_k: int | None = None,
-         index_params: dict | None = None, C: float = 1.0, class_weight="balanced", holdout: float = 0.25,
-         lookalike_seed: int = 0) -> Selection:
+def _order_expansion(exp: LSBExpansion, keep: np.ndarray, budget: int, order: str, rng, seed_score: dict, g):
+    """Rows of ``exp`` (positions) to select, in order, and their scores (see module docstring)."""
+    pos = np.flatnonzero(keep)  # ascending pool rows (exp.rows is sorted)
+    if len(pos) == 0:
+        return pos, np.zeros(0)
+    if order == "random":
+        take = pos[rng.choice(len(pos), size=min(budget, len(pos)), replace=False)]
+        return take, np.full(len(take), np.nan)
+    if order == "lookalike":
+        o = np.lexsort((exp.rows[pos], -g[pos]))[:budget]  # g(h) desc, then pool row
+        return pos[o], g[pos[o]]
+    bad = np.array([seed_score[s] for s in exp.seed[pos].tolist()], dtype=np.float64)
+    closeness = -exp.score[pos] if exp.larger_is_closer else exp.score[pos]
+    o = np.lexsort((exp.rows[pos], closeness, -bad))[:budget]
+    return pos[o], bad[o]
+
+
+def lookalike_training_set(pool, eligible: np.ndarray, seeds: np.ndarray):
+    """Rows and targets of the lookalike model (000 l. 251; METHODS.md B step 3).
+
+    Positives are the **seed bad cases** (respecting ``s_t``/``top_s``); negatives the
+    eligible labeled items whose prediction matches the label, seeds excluded. Labeled
+    mistakes that are not seeds are in neither set. Returns ``rows [L]`` (ascending),
+    ``is_seed [L]``.
+    """
+    rows = np.flatnonzero(eligible)
+    correct = np.asarray(pool.probs[rows]).argmax(axis=1) == np.asarray(pool.labels)[rows]
+    is_seed = np.isin(rows, seeds)
+    use = is_seed | correct
+    return rows[use], is_seed[use]
+
+
+def _lsb(pool, budget, *, labeled_mask, rng, name: str, lookalike: bool, order: str, k: int, s_t, top_s,
+         metric: str, index, index_params, fill: str, fill_max_k, l_t: float = 0.3, C: float = 1.0,
+         class_weight="balanced", holdout: float = 0.25, lookalike_seed: int = 0) -> Selection:
     if fill not in ("none", "knn"):
         raise ConfigError(f"{name}: fill must be 'none' or 'knn', got {fill!r}")
+    allowed_orders = ORDERS if lookalike else ("random", "badness")
+    if order not in allowed_orders:
+        raise ConfigError(f"{name}: order must be one of {', '.join(allowed_orders)}, got {order!r}")
     if pool.embedding is None:
         raise ConfigError(f"{name} needs pool.embedding (the fused CLS embedding)")
     if pool.labels is None:
         raise ConfigError(f"{name} needs pool.labels to find seed bad cases")
+    rng = np.random.default_rng(0) if rng is None else rng
     labeled = np.zeros(len(pool), bool) if labeled_mask is None else np.asarray(labeled_mask, bool)
     not_test = np.ones(len(pool), bool) if pool.split is None else pool.split != "test"
     eligible = labeled & not_test & (np.asarray(pool.labels) >= 0)  # seeds / lookalike training never use test items
     seeds, seed_bad = seed_bad_cases(pool.probs, pool.labels, eligible, s_t=s_t, top_s=top_s)
-    info = {"n_seeds": int(len(seeds)), "k": int(k), "metric": metric,
-            "ranking": "seed badness desc, closeness to seed, pool row"}
+    info = {"n_seeds": int(len(seeds)), "k": int(k), "metric": metric, "order": order, "fill": fill}
+    if lookalike:
+        info["lookalike_auc"] = float("nan")
     cand_mask = pool.selectable(labeled)
     if budget == 0 or len(seeds) == 0 or not cand_mask.any():
         if len(seeds) == 0:
@@ -285,14 +329,13 @@ def _lsb(pool, budget, *, labeled_mask, name: str, lookalike: bool, k: int = 3, 
 
     g_model = None
     if lookalike:
-        lab_rows = np.flatnonzero(eligible)
-        lab_y = np.asarray(pool.labels)[lab_rows].astype(np.int64)
-        is_mistake = np.asarray(pool.probs[lab_rows]).argmax(axis=1) != lab_y
+        lab_rows, is_seed = lookalike_training_set(pool, eligible, seeds)
+        info.update(n_lookalike_pos=int(is_seed.sum()), n_lookalike_neg=int((~is_seed).sum()))
         try:
-            g_model, auc = lookalike_fit(np.asarray(pool.embedding[lab_rows], dtype=np.float32), is_mistake,
+            g_model, auc = lookalike_fit(np.asarray(pool.embedding[lab_rows], dtype=np.float32), is_seed,
                                          C=C, class_weight=class_weight, holdout=holdout, seed=lookalike_seed)
         except ConfigError as e:
-            info.update(n_broadened=0, n_after_filter=0, shortfall=int(budget), lookalike_auc=float("nan"),
+            info.update(n_broadened=0, n_after_filter=0, shortfall=int(budget),
                         note=f"lookalike model not fitted ({e}); nothing selected")
             return empty_selection(name, info)
         info["lookalike_auc"] = auc
@@ -314,6 +357,7 @@ def _lsb(pool, budget, *, labeled_mask, name: str, lookalike: bool, k: int = 3, 
     while True:
         exp = lsb_expand(idx, seeds, cand_mask, k=k_cur, metric=metric, queries=queries, index_rows=idx_rows)
         keep = np.ones(len(exp), bool)
+        g = None
         if lookalike and len(exp):
             g = g_model.predict_proba(np.asarray(pool.embedding[exp.rows], dtype=np.float32))[:, 1]  # [M]
             keep = lookalike_filter(g, l_t)
@@ -322,75 +366,74 @@ def _lsb(pool, budget, *, labeled_mask, name: str, lookalike: bool, k: int = 3, 
             break
         k_cur = min(n_cand, max_k, k_cur * 2)
     info.update(n_broadened=int(len(exp)), n_pairs=int(exp.n_pairs), n_after_filter=n_keep, k_used=int(k_cur))
-    order, bad = _rank_expansion(exp, seed_score)
-    order = order[keep[order]][:budget]
-    if len(order) < budget:
-        info["shortfall"] = int(budget - len(order))
-        info["note"] = f"only {len(order)} candidates survived (budget {budget}); not padded (fill={fill!r})"
-    return Selection(ids=pool.ids[exp.rows[order]], strategy=name, score=bad[order],
-                     reason=pool.ids[exp.seed[order]].astype(object), info=info)
+    take, score = _order_expansion(exp, keep, budget, order, rng, seed_score, g)
+    if len(take) < budget:
+        info["shortfall"] = int(budget - len(take))
+        info["note"] = (f"only {len(take)} candidates in the broadened{' and filtered' if lookalike else ''} set "
+                        f"(budget {budget}, k={k_cur}); not padded (fill={fill!r})")
+    return Selection(ids=pool.ids[exp.rows[take]], strategy=name, score=score,
+                     reason=pool.ids[exp.seed[take]].astype(object), info=info)
 
 
-_PARAMS_DOC = """
-    Parameters (all optional, keyword)
-    ----------------------------------
-    k : int = 3
-        Neighbours per seed (paper: 3).
-    s_t : float, optional
-        Seed threshold on badness ``|E_p[y] - y|`` (strictly above).
-    top_s : int, optional
-        Keep the top-S seeds. Default (neither): every labeled mistake (argmax != label).
-    metric : "cosine" | "ip" | "l2" = "cosine"
-    index : "auto" | backend string | mmal.index.Index = "auto"
-        kNN backend (:func:`mmal.index.build_index`), or a prebuilt index over the whole
-        pool embedding (rows = pool rows). ``index_params`` (dict) goes to ``build_index``.
-    fill : "none" | "knn" = "knn"
-        When fewer than ``budget`` candidates survive: ``"knn"`` (default) doubles ``k``
-        (up to ``fill_max_k``, default ``32 k``) until enough survive -- more neighbours
-        of the same seeds, never unrelated items; ``"none"`` keeps the paper's fixed ``k``,
-        returns fewer and says so in ``info["shortfall"]``/``info["note"]``. The paper
-        (50k seeds x k=3 over 60M candidates for a 30k budget) never runs short; on small
-        pools with few mistakes a fixed k=3 leaves most of the budget unspent, so the
-        default spends it (choice recorded here; set ``fill="none"`` for the paper's k).
-"""
+_COMMON_DOCS = {
+    "k": "neighbours per seed (000: k = 3, fixed)",
+    "s_t": "seed threshold: keep labeled items with badness |E_p[y] - y| strictly above s_t",
+    "top_s": "keep the top-S seeds by badness; default (neither s_t nor top_s): every labeled mistake",
+    "metric": "'cosine' (000), 'ip' or 'l2'",
+    "index": "kNN backend string for mmal.index.build_index ('auto'), or a prebuilt mmal.index.Index "
+             "over the whole pool embedding",
+    "index_params": "dict of options passed to mmal.index.build_index",
+    "fill": "'none' (default: fixed k, a shortfall is returned and a mix hands it on) or 'knn' "
+            "(double k until enough candidates survive, up to fill_max_k)",
+    "fill_max_k": "largest k of fill='knn' (default 32 k)",
+}
+_LT_DOCS = {
+    "l_t": "lookalike threshold: keep g(h) > l_t (000: 0.3; 0.5 for search ads)",
+    "C": "inverse L2 regularisation of the lookalike LogisticRegression",
+    "class_weight": "class weighting of the lookalike model ('balanced'; 000 says 'class weighting')",
+    "holdout": "fraction of the lookalike training set held out (stratified) to report its AUC",
+    "lookalike_seed": "seed of the holdout split and the solver",
+}
 
 
-@register("lsb-knn")
-def lsb_knn(pool, budget, *, labeled_mask=None, rng=None, **params) -> Selection:
-    """LSB-kNN: seed bad cases -> kNN broadening -> rank -> budget (000 §3.1, Table 1 "LSB-kNN").
+@register("lsb-knn", params={
+    **_COMMON_DOCS,
+    "order": "'random' (default; 000 l. 227: the LSB share is randomly sampled from the broadened set) "
+             "or 'badness' (closest seed's badness, then closeness)",
+}, needs=("embedding", "labels"))
+def lsb_knn(pool, budget, *, labeled_mask=None, rng=None, k: int = 3, s_t: float | None = None,
+            top_s: int | None = None, metric: str = "cosine", index="auto", index_params: dict | None = None,
+            fill: str = "none", fill_max_k: int | None = None, order: str = "random") -> Selection:
+    """LSB-kNN: seed bad cases -> kNN broadening (k = 3) -> random subsample (000 §3.1, l. 227).
 
-    ``Selection.reason`` is the id of the closest seed, ``score`` its badness;
-    ``info`` has ``n_seeds``, ``n_broadened`` (unique candidates), ``n_pairs``, ``k_used``.
-    Deterministic (no randomness; ``rng`` unused).
+    ``Selection.reason`` is the id of the closest seed; ``score`` NaN (``order="random"``) or
+    the seed badness (``order="badness"``). ``info`` has ``n_seeds``, ``n_broadened``
+    (unique candidates), ``n_pairs``, ``k_used`` and, when short, ``shortfall``/``note``.
+    Randomness only from ``rng`` (same seed, same result).
     """
-    _reject_lsb(params, "lsb-knn", lookalike=False)
-    return _lsb(pool, budget, labeled_mask=labeled_mask, name="lsb-knn", lookalike=False, **params)
+    return _lsb(pool, budget, labeled_mask=labeled_mask, rng=rng, name="lsb-knn", lookalike=False, order=order,
+                k=k, s_t=s_t, top_s=top_s, metric=metric, index=index, index_params=index_params, fill=fill,
+                fill_max_k=fill_max_k)
 
 
-@register("lsb-lt")
-def lsb_lt(pool, budget, *, labeled_mask=None, rng=None, **params) -> Selection:
-    """LSB-kNN-LT: LSB-kNN, then keep candidates with lookalike ``g(h) > l_t`` (000 Alg. 1, fixed ``>``).
+@register("lsb-lt", params={
+    **_COMMON_DOCS, **_LT_DOCS,
+    "order": "'lookalike' (default; 000 §3.1.2: rank the kNN-selected samples by g(h)), 'random' or 'badness'",
+}, needs=("embedding", "labels"))
+def lsb_lt(pool, budget, *, labeled_mask=None, rng=None, k: int = 3, s_t: float | None = None,
+           top_s: int | None = None, metric: str = "cosine", index="auto", index_params: dict | None = None,
+           fill: str = "none", fill_max_k: int | None = None, order: str = "lookalike", l_t: float = 0.3,
+           C: float = 1.0, class_weight="balanced", holdout: float = 0.25, lookalike_seed: int = 0) -> Selection:
+    """LSB-kNN-LT: LSB-kNN, keep ``g(h) > l_t`` (000 Alg. 1, fixed ``>``), rank by ``g(h)`` (§3.1.2).
 
-    Extra parameters: ``l_t`` = 0.3 (paper: 0.3; 0.5 for search ads), ``C`` = 1.0,
-    ``class_weight`` = "balanced", ``holdout`` = 0.25, ``lookalike_seed`` = 0 (see
-    :func:`mmal.select.lookalike.lookalike_fit`). ``info`` adds ``lookalike_auc``,
-    ``n_after_filter``. If the lookalike model cannot be fitted (no mistakes or no correct
-    labeled items) nothing is selected and ``info["note"]`` says why.
+    The lookalike model ``g`` (:func:`mmal.select.lookalike.lookalike_fit`) is fitted with
+    the seed bad cases as positives and the correctly predicted labeled items as negatives
+    (:func:`lookalike_training_set`, 000 l. 251). ``info`` adds ``lookalike_auc`` (NaN when
+    not fitted), ``n_after_filter``, ``n_lookalike_pos``/``n_lookalike_neg``. If the model
+    cannot be fitted (no seeds or no correct labeled items) nothing is selected and
+    ``info["note"]`` says why.
     """
-    _reject_lsb(params, "lsb-lt", lookalike=True)
-    return _lsb(pool, budget, labeled_mask=labeled_mask, name="lsb-lt", lookalike=True, **params)
-
-
-_COMMON = {"k", "s_t", "top_s", "metric", "index", "fill", "fill_max_k", "index_params"}
-_LT = {"l_t", "C", "class_weight", "holdout", "lookalike_seed"}
-
-
-def _reject_lsb(params: dict, name: str, lookalike: bool) -> None:
-    allowed = _COMMON | (_LT if lookalike else set())
-    extra = set(params) - allowed
-    if extra:
-        raise ConfigError(f"strategy '{name}' got unknown parameters {sorted(extra)}; allowed: {sorted(allowed)}")
-
-
-lsb_knn.__doc__ += _PARAMS_DOC
-lsb_lt.__doc__ += _PARAMS_DOC
+    return _lsb(pool, budget, labeled_mask=labeled_mask, rng=rng, name="lsb-lt", lookalike=True, order=order,
+                k=k, s_t=s_t, top_s=top_s, metric=metric, index=index, index_params=index_params, fill=fill,
+                fill_max_k=fill_max_k, l_t=l_t, C=C, class_weight=class_weight, holdout=holdout,
+                lookalike_seed=lookalike_seed)

@@ -15,6 +15,10 @@ Semantics
   part's request; whatever is still missing after the last part is offered once more to
   the parts in order (first to last), each asked only for the remaining shortfall. What
   cannot be filled is reported in ``info["shortfall"]``, never padded otherwise.
+* Every part runs through the one strategy contract (:func:`mmal.select.api.run_strategy`):
+  its parameters are checked and its result is checked (size, no labeled/test/taken id).
+* Shares are normalised by their sum (``entropy:3,lsb-lt:1`` = 0.75 / 0.25); ``info["shares"]``
+  records the normalised shares.
 * Each part gets its own ``numpy.random.Generator`` drawn from the mix's ``rng`` in a
   fixed order, so the same seed gives the same mix.
 """
@@ -27,34 +31,23 @@ import math
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.api import check_budget
-from mmal.select.registry import get_strategy
-from mmal.select.types import ScoredPool, Selection
+from mmal.pool import ScoredPool, Selection
+from mmal.select.api import check_budget, check_labeled_mask, run_strategy
+from mmal.select.spec import route_params
 
 
 def parse_mix(spec: str) -> list[tuple[str, float]]:
     """``"entropy:0.8,lsb-lt:0.2"`` -> ``[("entropy", 0.8), ("lsb-lt", 0.2)]``.
 
-    Shares must be positive finite numbers (they are normalised by their sum); every
-    name must be a registered strategy.
+    :func:`mmal.select.spec.parse_spec` restricted to mixes (every part has a share).
+    Shares must be positive finite numbers (normalised by their sum); every name must be a
+    registered strategy.
     """
-    parts = []
-    for raw in spec.split(","):
-        item = raw.strip()
-        if not item:
-            raise ConfigError(f"mix '{spec}': empty part (stray comma?)")
-        name, sep, share = item.rpartition(":")
-        if not sep or not name.strip():
-            raise ConfigError(f"mix '{spec}': part '{item}' must be 'strategy:share', e.g. 'entropy:0.8'")
-        try:
-            w = float(share)
-        except ValueError:
-            raise ConfigError(f"mix '{spec}': share '{share}' of '{name}' is not a number") from None
-        if not math.isfinite(w) or w <= 0:
-            raise ConfigError(f"mix '{spec}': share of '{name}' must be a positive number, got {share}")
-        get_strategy(name.strip())  # unknown names fail here, before any work
-        parts.append((name.strip(), w))
-    return parts
+    from mmal.select.spec import parse_spec
+
+    if ":" not in spec:
+        raise ConfigError(f"mix '{spec.strip()}': parts must be 'strategy:share', e.g. 'entropy:0.8'")
+    return parse_spec(spec)
 
 
 def split_budget(budget: int, shares) -> list[int]:
@@ -87,7 +80,9 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
     pool, budget, labeled_mask, rng :
         As for a strategy.
     **params
-        ``{part_name: {param: value}}``; each dict goes to every part of that name.
+        As for :func:`mmal.select.select` (routed by :func:`mmal.select.spec.route_params`);
+        every part runs through :func:`mmal.select.api.run_strategy` (parameter and result
+        checks of the one strategy contract).
 
     Returns
     -------
@@ -95,13 +90,8 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
         ``strategy`` names the part per id; ``info`` has ``quotas``, ``parts`` (per call:
         name, asked, got, info) and ``shortfall``.
     """
-    names = {n for n, _ in parts}
-    for key, val in params.items():
-        if key not in names or not isinstance(val, dict):
-            raise ConfigError(
-                f"mix parameters must be given per part as {{strategy_name: {{...}}}}; got '{key}' "
-                f"(parts: {', '.join(n for n, _ in parts)})"
-            )
+    routed = route_params(parts, params)
+    mask = check_labeled_mask(pool, labeled_mask)
     budget = check_budget(budget)
     rng = np.random.default_rng(0) if rng is None else rng
     quotas = split_budget(budget, [w for _, w in parts])
@@ -114,10 +104,7 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
         nonlocal id_to_row
         name = parts[i][0]
         sub = _without(pool, taken)
-        sel = get_strategy(name)(sub, want, labeled_mask=labeled_mask, rng=np.random.default_rng(seed),
-                                 **params.get(name, {}))
-        if len(sel) > want:
-            raise ConfigError(f"mix part '{name}' returned {len(sel)} items for {want}")
+        sel = run_strategy(name, sub, want, mask, np.random.default_rng(seed), routed[name])
         if id_to_row is None:
             id_to_row = {s: r for r, s in enumerate(pool.ids.tolist())}
         rows = np.fromiter((id_to_row[s] for s in sel.ids.tolist()), dtype=np.int64, count=len(sel))
@@ -141,6 +128,9 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
     strat = np.concatenate([np.full(len(s), n, dtype=object) for n, s in pieces]) if pieces else np.array([], dtype=object)
     score = np.concatenate([s.score for _, s in pieces]) if pieces else np.array([])
     reason = np.concatenate([s.reason for _, s in pieces]) if pieces else np.array([], dtype=object)
-    info = {"mix": ",".join(f"{n}:{w:g}" for n, w in parts), "quotas": quotas, "parts": calls,
+    total = sum(w for _, w in parts)
+    info = {"mix": ",".join(f"{n}:{w:g}" for n, w in parts), "shares": {n: w / total for n, w in parts},
+            "shares_sum": total,
+            "quotas": quotas, "parts": calls,
             "shortfall": int(max(carry, 0))}
     return Selection(ids=ids, strategy=strat, score=score, reason=reason, info=info)

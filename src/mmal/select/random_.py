@@ -4,19 +4,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmal.select.api import empty_selection, reject_params
+from mmal.pool import Selection
+from mmal.select.api import empty_selection
 from mmal.select.registry import register
-from mmal.select.types import Selection
 
 
 @register("random")
-def random_strategy(pool, budget, *, labeled_mask=None, rng=None, **params) -> Selection:
+def random_strategy(pool, budget, *, labeled_mask=None, rng=None) -> Selection:
     """``min(budget, #selectable)`` selectable items uniformly without replacement.
 
     Uses ``rng`` (a ``numpy.random.Generator``; :func:`mmal.select.select` builds it from
     ``seed``). Scores are NaN (random sampling has none).
     """
-    reject_params("random", params)
     rng = np.random.default_rng(0) if rng is None else rng
     rows = np.flatnonzero(pool.selectable(labeled_mask))
     if budget == 0 or len(rows) == 0:

@@ -1,29 +1,137 @@
-"""Strategy registry: ``@register("name")`` and lookup by name.
+"""Strategy registry: one contract per strategy (issue 9 "One strategy contract").
 
-A strategy is ``fn(pool, budget, *, labeled_mask, rng, **params) -> Selection``.
+A strategy is a function ``fn(pool, budget, *, labeled_mask, rng, <param>=<default>, ...)
+-> Selection`` registered with :func:`register`. Its registry entry, a :class:`Strategy`,
+holds
+
+* ``fn`` -- the function;
+* ``params`` -- every keyword parameter besides ``labeled_mask``/``rng``, with its default
+  (read from the signature) and its documentation (given to :func:`register`; registering
+  fails when a parameter has no doc or a doc names no parameter);
+* ``needs`` -- what it needs from the scored pool (:data:`NEEDS`), so that ``simulate`` and
+  the workspace round know what to compute without hard-coding strategy names.
+
+Calling an entry (``get_strategy("badge")(pool, 5, labeled_mask=m, rng=r, block=64)``)
+runs it under the same contract as :func:`mmal.select.select`: budget and parameters are
+checked first (an unknown parameter is a :class:`~mmal.errors.ConfigError` naming the
+strategy and its allowed parameters) and the result afterwards.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable
 
 from mmal.errors import ConfigError
 
-STRATEGIES: dict[str, Callable] = {}
+#: what a strategy may need from the pool (or from training), and who provides it
+NEEDS: dict[str, str] = {
+    "embedding": "pool.embedding, the fused CLS state (always written by scoring)",
+    "labels": "pool.labels, the known labels (seed bad cases, lookalike model)",
+    "coalitions": "pool.extras['coalition:...'], fused-head probabilities with modalities zeroed "
+                  "(score with coalitions; `mmal score --coalitions`)",
+    "mc_samples": "pool.extras['mc_probs'] [T, N, C], MC-dropout passes (score with mc_samples > 0)",
+    "unimodal": "a classification head per modality, trained with the fused one (heads='fused+unimodal')",
+    "fused_blocks": "pool.fused_blocks: pool.modality are the input blocks of the fused last layer "
+                    "(the late-fusion learner)",
+}
+
+#: keyword arguments every strategy receives from :func:`mmal.select.select` (not parameters)
+RESERVED = ("labeled_mask", "rng")
 
 
-def register(name: str):
+@dataclass(frozen=True)
+class Param:
+    """One strategy parameter: its default (from the function signature) and its doc."""
+
+    default: Any
+    doc: str
+
+
+@dataclass
+class Strategy:
+    """Registry entry of one strategy (see the module docstring)."""
+
+    name: str
+    fn: Callable
+    params: dict[str, Param] = field(default_factory=dict)
+    needs: frozenset = frozenset()
+
+    @property
+    def doc(self) -> str:
+        return inspect.getdoc(self.fn) or ""
+
+    def check_params(self, params: dict) -> None:
+        """ConfigError for any key of ``params`` that is not a parameter of this strategy."""
+        unknown = sorted(set(params) - set(self.params))
+        if unknown:
+            allowed = ", ".join(sorted(self.params)) or "none"
+            raise ConfigError(
+                f"strategy '{self.name}' got unknown parameter{'s' if len(unknown) > 1 else ''} "
+                f"{', '.join(unknown)}; allowed: {allowed}"
+            )
+
+    def __call__(self, pool, budget, *, labeled_mask=None, rng=None, **params):
+        """Run under the contract (:func:`mmal.select.api.run_strategy`): params and result checked."""
+        from mmal.select.api import run_strategy
+
+        return run_strategy(self.name, pool, budget, labeled_mask, rng, params)
+
+    def describe(self) -> str:
+        """Human-readable parameter list (for ``--help`` texts and docs)."""
+        lines = [f"{self.name}  (needs: {', '.join(sorted(self.needs)) or 'probs only'})"]
+        for p, spec in sorted(self.params.items()):
+            lines.append(f"  {p} = {spec.default!r}: {spec.doc}")
+        return "\n".join(lines)
+
+
+STRATEGIES: dict[str, Strategy] = {}
+
+
+def register(name: str, *, params: dict[str, str] | None = None, needs=()):
+    """Decorator registering ``fn`` as strategy ``name``.
+
+    Parameters
+    ----------
+    name : str
+        Strategy name used in specs (``"entropy"``, ``"lsb-lt"``).
+    params : dict name -> doc
+        Documentation of every keyword parameter of ``fn`` other than ``labeled_mask`` and
+        ``rng``; the defaults come from the signature (a parameter needs one).
+    needs : iterable of str
+        Keys of :data:`NEEDS`.
+    """
+    docs = dict(params or {})
+    needs = frozenset(needs)
+    bad = needs - set(NEEDS)
+    if bad:
+        raise ValueError(f"strategy '{name}': unknown needs {sorted(bad)}; known: {sorted(NEEDS)}")
+
     def deco(fn):
         if name in STRATEGIES:
             raise ValueError(f"strategy '{name}' registered twice")
-        STRATEGIES[name] = fn
+        sig = inspect.signature(fn)
+        kw = {p.name: p for p in sig.parameters.values()
+              if p.kind is inspect.Parameter.KEYWORD_ONLY and p.name not in RESERVED}
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+            raise ValueError(f"strategy '{name}': declare parameters explicitly, not **kwargs")
+        missing_doc = sorted(set(kw) - set(docs))
+        extra_doc = sorted(set(docs) - set(kw))
+        no_default = sorted(p for p, v in kw.items() if v.default is inspect.Parameter.empty)
+        if missing_doc or extra_doc or no_default:
+            raise ValueError(f"strategy '{name}': undocumented {missing_doc}, documented but absent {extra_doc}, "
+                             f"without default {no_default}")
+        entry = Strategy(name, fn, {p: Param(v.default, docs[p]) for p, v in kw.items()}, needs)
+        STRATEGIES[name] = entry
         fn.strategy_name = name
         return fn
 
     return deco
 
 
-def get_strategy(name: str) -> Callable:
+def get_strategy(name: str) -> Strategy:
+    """The registry entry of ``name`` (callable like the strategy function, with checks)."""
     try:
         return STRATEGIES[name]
     except KeyError:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmal.select.api import check_probs, empty_selection, reject_params, take_top
+from mmal.errors import ConfigError
+from mmal.pool import Selection
+from mmal.select.api import check_probs, empty_selection, take_top
 from mmal.select.registry import register
 
 EPS = 1e-12
@@ -38,28 +40,35 @@ def entropy(probs, eps: float = EPS) -> np.ndarray:
     return -(p * np.log(p + eps)).sum(axis=1)
 
 
-def _uncertainty_strategy(name: str, score_fn):
-    def strategy(pool, budget, *, labeled_mask=None, rng=None, block_size: int = 1_000_000, **params):
-        eps = params.pop("eps", None)
-        reject_params(name, params)
-        rows = np.flatnonzero(pool.selectable(labeled_mask))  # ascending pool rows
-        if budget == 0 or len(rows) == 0:
-            return empty_selection(name, {"n_selectable": int(len(rows))})
-        scores = np.empty(len(rows), dtype=np.float64)
-        for a in range(0, len(rows), block_size):  # memmap-friendly: one block of probs at a time
-            p = check_probs(pool, rows[a:a + block_size], name)
-            scores[a:a + block_size] = score_fn(p) if eps is None else score_fn(p, eps=eps)
-        return take_top(pool, rows, scores, budget, name, info={"n_selectable": int(len(rows))})
-
-    strategy.__name__ = name.replace("-", "_")
-    strategy.__doc__ = (
-        f"Strategy ``{name}``: top-``budget`` selectable items by :func:`{score_fn.__name__}`.\n\n"
-        "Parameters: ``block_size`` (rows of probs read at once, default 1e6)"
-        + (", ``eps`` (inside the log, default 1e-12)." if score_fn is entropy else ".")
-    )
-    return strategy
+_BLOCK_DOC = "rows of probs read at once (memmap-friendly); does not change the result"
 
 
-least_confidence_strategy = register("least-confidence")(_uncertainty_strategy("least-confidence", least_confidence))
-margin_strategy = register("margin")(_uncertainty_strategy("margin", margin))
-entropy_strategy = register("entropy")(_uncertainty_strategy("entropy", entropy))
+def _rank(name: str, score_fn, pool, budget, labeled_mask, block_size: int) -> Selection:
+    if isinstance(block_size, bool) or not isinstance(block_size, (int, np.integer)) or block_size < 1:
+        raise ConfigError(f"{name}: block_size must be a positive integer, got {block_size!r}")
+    rows = np.flatnonzero(pool.selectable(labeled_mask))  # ascending pool rows
+    if budget == 0 or len(rows) == 0:
+        return empty_selection(name, {"n_selectable": int(len(rows))})
+    scores = np.empty(len(rows), dtype=np.float64)
+    for a in range(0, len(rows), block_size):  # one block of probs at a time
+        scores[a:a + block_size] = score_fn(check_probs(pool, rows[a:a + block_size], name))
+    return take_top(pool, rows, scores, budget, name, info={"n_selectable": int(len(rows))})
+
+
+@register("least-confidence", params={"block_size": _BLOCK_DOC})
+def least_confidence_strategy(pool, budget, *, labeled_mask=None, rng=None, block_size: int = 1_000_000) -> Selection:
+    """Top-``budget`` selectable items by :func:`least_confidence` (000 eq. 8); ties: lower row."""
+    return _rank("least-confidence", least_confidence, pool, budget, labeled_mask, block_size)
+
+
+@register("margin", params={"block_size": _BLOCK_DOC})
+def margin_strategy(pool, budget, *, labeled_mask=None, rng=None, block_size: int = 1_000_000) -> Selection:
+    """Top-``budget`` selectable items by :func:`margin` (000 eq. 9); ties: lower row."""
+    return _rank("margin", margin, pool, budget, labeled_mask, block_size)
+
+
+@register("entropy", params={"block_size": _BLOCK_DOC, "eps": "added inside the log (METHODS.md A), so 0 log 0 = 0"})
+def entropy_strategy(pool, budget, *, labeled_mask=None, rng=None, block_size: int = 1_000_000,
+                     eps: float = EPS) -> Selection:
+    """Top-``budget`` selectable items by :func:`entropy` (000 eq. 10); ties: lower row."""
+    return _rank("entropy", lambda p: entropy(p, eps=eps), pool, budget, labeled_mask, block_size)

@@ -14,6 +14,35 @@ from mmal.train.config import TrainConfig
 FORMAT = "mmal-classifier/1"
 
 
+def write_payload(path, payload: dict) -> Path:
+    """``torch.save`` a plain payload atomically (temp file + rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_payload(path, fmt: str, what: str, fix: str = "", device: str = "cpu") -> dict:
+    """Load a payload written by :func:`write_payload` with ``weights_only=True``.
+
+    Raises :class:`WorkspaceError` naming ``path`` (and ``fix``, what to run) when the file
+    is missing, unreadable (no pickle is ever executed) or not of format ``fmt``.
+    """
+    path = Path(path)
+    hint = f"; {fix}" if fix else ""
+    if not path.is_file():
+        raise WorkspaceError(f"{path}: {what} not found{hint}")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
+        raise WorkspaceError(f"{path}: not a readable {what} ({type(e).__name__}: {e}){hint}") from e
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise WorkspaceError(f"{path}: expected an mmal {what} (format '{fmt}'){hint}")
+    return payload
+
+
 def save_checkpoint(path, model: MultimodalClassifier, model_config: ModelConfig | None = None,
                     train_config: TrainConfig | None = None, extra: dict | None = None) -> Path:
     """Write ``model`` + configs to ``path`` atomically (temp file + rename).
@@ -29,11 +58,7 @@ def save_checkpoint(path, model: MultimodalClassifier, model_config: ModelConfig
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "extra": extra or {},
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return write_payload(path, payload)
 
 
 def load_checkpoint(path, device: str = "cpu"):
@@ -48,14 +73,7 @@ def load_checkpoint(path, device: str = "cpu"):
     WorkspaceError : file missing, unreadable, or not an mmal classifier checkpoint.
     """
     path = Path(path)
-    if not path.is_file():
-        raise WorkspaceError(f"{path}: checkpoint not found")
-    try:
-        payload = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
-        raise WorkspaceError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from e
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise WorkspaceError(f"{path}: expected an mmal classifier checkpoint (format '{FORMAT}')")
+    payload = read_payload(path, FORMAT, "classifier checkpoint", device=device)
     try:
         mc = ModelConfig.from_dict(payload["model_config"])
         tc = TrainConfig.from_dict(payload["train_config"]) if payload["train_config"] is not None else None
@@ -65,3 +83,35 @@ def load_checkpoint(path, device: str = "cpu"):
         raise WorkspaceError(f"{path}: checkpoint does not match the model code ({e})") from e
     model.to(device).eval()
     return model, mc, tc, payload.get("extra", {})
+
+
+LEARNER_FORMAT = "mmal-learner/1"
+
+
+def save_learner(path, learner, extra: dict | None = None) -> Path:
+    """Write a fitted learner (name, config, state) to ``path`` atomically.
+
+    Everything is plain Python values and tensors, read back with ``weights_only=True``.
+    """
+    return write_payload(path, {"format": LEARNER_FORMAT, "learner": learner.name, "config": learner.config(),
+                                "state": learner.state(), "extra": extra or {}})
+
+
+def load_learner(path):
+    """Read a learner written by :func:`save_learner`; returns ``(learner, extra)``.
+
+    Raises
+    ------
+    WorkspaceError : file missing, unreadable, or not an mmal learner checkpoint.
+    """
+    from mmal.learners import make_learner
+
+    path = Path(path)
+    payload = read_payload(path, LEARNER_FORMAT, "learner checkpoint", "run `mmal train` again")
+    try:
+        cfg = dict(payload["config"])
+        learner = make_learner(payload["learner"], **cfg)
+        learner.load_state(payload["state"])
+    except (ConfigError, RuntimeError, KeyError, TypeError) as e:
+        raise WorkspaceError(f"{path}: checkpoint does not match the model code ({e}); run `mmal train` again") from e
+    return learner, payload.get("extra", {})

@@ -16,7 +16,6 @@ cache does), or a zero-argument callable returning one of these (decoded lazily)
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import replace
 from typing import Mapping, Sequence
 
@@ -28,7 +27,9 @@ from mmal.features.types import SequenceFeatures
 from mmal.models import ModelConfig, MultimodalClassifier
 from mmal.models.layers import reduce_tokens
 from mmal.train.config import TrainConfig
-from mmal.train.loop import _as_idx, _loss, _progress, _threads, val_metrics
+from mmal.train.engine import as_index, check_labels, class_weights, seeded, torch_threads, train_epochs
+from mmal.train.loop import _loss
+from mmal.utils import progress_bar
 
 TOWER_MODES = ("eval", "train")
 
@@ -181,20 +182,12 @@ def fit_end_to_end(
     if not tower_lr > 0:
         raise ConfigError(f"tower_lr = {tower_lr}: expected > 0")
     tc = replace(train_config or TrainConfig(), finetune_towers=True)
-    labels = np.asarray(labels).reshape(-1)
-    n = _check(inputs, encoders, len(labels))
-    train_idx = _as_idx(train_idx, n, "train_idx")
-    val_idx = _as_idx(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
-    if len(train_idx) == 0:
-        raise ConfigError("train_idx is empty: expected at least one labeled training item")
-    used = labels[np.concatenate([train_idx, val_idx])]
-    if not np.issubdtype(used.dtype, np.integer) or used.min() < 0:
-        raise ConfigError(f"labels at train/val indices must be integers >= 0, got dtype {used.dtype}")
-    labels = labels.astype(np.int64)
+    n = _check(inputs, encoders, len(np.asarray(labels).reshape(-1)))
+    train_idx = as_index(train_idx, n, "train_idx")
+    val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
+    labels, k = check_labels(labels, train_idx, val_idx, n, None if model_config is None else model_config.n_classes)
     if model_config is None:
-        model_config = ModelConfig(input_dims={m: encoders[m].dim for m in inputs}, n_classes=max(2, int(used.max()) + 1))
-    if int(used.max()) >= model_config.n_classes:
-        raise ConfigError(f"label {int(used.max())} found but ModelConfig.n_classes = {model_config.n_classes}")
+        model_config = ModelConfig(input_dims={m: encoders[m].dim for m in inputs}, n_classes=k)
     for m in inputs:
         if model_config.input_dims.get(m) != encoders[m].dim:
             raise ConfigError(f"encoder '{encoders[m].name}' gives {encoders[m].dim}-d tokens but ModelConfig.input_dims['{m}'] = {model_config.input_dims.get(m)}")
@@ -204,80 +197,31 @@ def fit_end_to_end(
     used_idx = np.unique(np.concatenate([train_idx, val_idx]))
     pos = {int(i): j for j, i in enumerate(used_idx)}
     prepared = _prepare_all(inputs, encoders, used_idx)
-
-    weight = None
-    if tc.class_weight == "balanced":
-        cnt = np.bincount(labels[train_idx], minlength=model_config.n_classes).astype(np.float64)
-        w = np.where(cnt > 0, len(train_idx) / (model_config.n_classes * np.maximum(cnt, 1)), 0.0)
-        weight = torch.tensor(w, dtype=torch.float32, device=device)
+    weight = class_weights(labels[train_idx], model_config.n_classes, tc.class_weight)
+    if weight is not None:
+        weight = weight.to(device)
     y_all = torch.as_tensor(labels)
-    history: dict = {"epochs": [], "best_epoch": None, "stopped_early": False}
-    with _threads(tc.threads), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
+    with torch_threads(tc.threads), seeded(tc.seed):
         model = MultimodalClassifier(model_config).to(device)
         towers = {m: copy.deepcopy(encoders[m].module).to(device) for m in sorted(inputs)}
         for t in towers.values():
             t.requires_grad_(True)
         tower_params = [p for m in sorted(towers) for p in towers[m].parameters()]
-        opt = torch.optim.AdamW(
-            [{"params": list(model.parameters()), "lr": tc.lr}, {"params": tower_params, "lr": float(tower_lr)}],
-            weight_decay=tc.weight_decay,
-        )
-        all_params = list(model.parameters()) + tower_params
-        gen = torch.Generator().manual_seed(tc.seed)
-        best, best_state, bad_epochs = None, None, 0
-        n_batches = -(-len(train_idx) // tc.batch_size)
-        t_train, seen = 0.0, 0
-        with _progress(progress) as bar:
-            task = bar.add_task("fine-tune", total=tc.epochs * n_batches, info="")
-            for epoch in range(tc.epochs):
-                t0 = time.perf_counter()
-                _set_modes(model, towers, True, tower_mode)
-                order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-                total = 0.0
-                for b in range(n_batches):
-                    bi = order[b * tc.batch_size : (b + 1) * tc.batch_size]
-                    batch = _batch(prepared, [pos[int(i)] for i in bi], encoders, towers, model_config, device)
-                    out = model(batch)
-                    loss = _loss(out, y_all[bi].to(device), tc, weight)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if tc.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(all_params, tc.grad_clip)
-                    opt.step()
-                    total += float(loss.detach()) * len(bi)
-                    bar.advance(task)
-                t_train += time.perf_counter() - t0
-                seen += len(train_idx)
-                rec = {"epoch": epoch, "train_loss": total / len(train_idx), "val_loss": float("nan"), "val_accuracy": float("nan")}
-                if len(val_idx):
-                    probs = _predict(model, towers, encoders, prepared, [pos[int(i)] for i in val_idx], model_config,
-                                     device, max(1, tc.batch_size))
-                    rec["val_loss"], rec["val_accuracy"] = val_metrics(probs, labels[val_idx], weight)
-                rec["seconds"] = time.perf_counter() - t0
-                history["epochs"].append(rec)
-                bar.update(task, info=f"loss {rec['train_loss']:.3f} val {rec['val_loss']:.3f}")
-                if not len(val_idx):
-                    history["best_epoch"] = epoch
-                    continue
-                value = rec["val_loss"] if tc.monitor == "val_loss" else -rec["val_accuracy"]
-                if best is None or value < best:
-                    best, bad_epochs, history["best_epoch"] = value, 0, epoch
-                    best_state = (
-                        {k: v.detach().clone() for k, v in model.state_dict().items()},
-                        {m: {k: v.detach().clone() for k, v in t.state_dict().items()} for m, t in towers.items()},
-                    )
-                else:
-                    bad_epochs += 1
-                    if tc.patience is not None and bad_epochs >= tc.patience:
-                        history["stopped_early"] = True
-                        break
-        if best_state is not None:
-            model.load_state_dict(best_state[0])
-            for m, sd in best_state[1].items():
-                towers[m].load_state_dict(sd)
+        groups = [{"params": list(model.parameters()), "lr": tc.lr}, {"params": tower_params, "lr": float(tower_lr)}]
+
+        def batch_loss(bi):
+            batch = _batch(prepared, [pos[int(i)] for i in bi], encoders, towers, model_config, device)
+            return _loss(model(batch), y_all[bi].to(device), tc, weight)
+
+        def predict(vi):
+            return _predict(model, towers, encoders, prepared, [pos[int(i)] for i in vi], model_config, device,
+                            max(1, tc.batch_size))
+
+        history = train_epochs({"model": model, **{f"tower:{m}": t for m, t in towers.items()}}, groups, train_idx,
+                               batch_loss, tc, val_idx=val_idx, val_labels=labels[val_idx], predict=predict,
+                               weight=weight, set_train_mode=lambda flag: _set_modes(model, towers, flag, tower_mode),
+                               progress=progress, desc="fine-tune")
     _set_modes(model, towers, False, tower_mode)
-    history["train_samples_per_s"] = seen / t_train if t_train > 0 else float("nan")
     history.update(train_config=tc.to_dict(), tower_lr=float(tower_lr), tower_mode=tower_mode)
     return model, towers, history
 
@@ -331,7 +275,7 @@ def encode_with_towers(
     if len(ids) != n:
         raise ConfigError(f"ids has {len(ids)} entries but inputs have {n} items")
     out = {}
-    with _progress(progress) as bar:
+    with progress_bar(progress) as bar:
         for m in sorted(inputs):
             enc = encoders[m]
             tower = towers.get(m, enc.module)
@@ -339,7 +283,7 @@ def encode_with_towers(
             tower.eval()
             bs = int(batch_size or enc.default_batch_size)
             seqs, pooled = [], np.zeros((n, enc.dim), np.float32)
-            task = bar.add_task(f"encode {m} (tuned)", total=n, info="")
+            task = bar.add_task(f"encode {m} (tuned)", total=n)
             try:
                 for s in range(0, n, bs):
                     idx = np.arange(s, min(n, s + bs))

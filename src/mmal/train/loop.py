@@ -2,52 +2,22 @@
 
 from __future__ import annotations
 
-import contextlib
-import itertools
-import time
-from typing import Iterable, Mapping, Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from mmal.errors import ConfigError
 from mmal.features.types import SequenceFeatures
 from mmal.models import ModelConfig, MultimodalClassifier
 from mmal.train.config import TrainConfig
 from mmal.train.data import check_features, collate
+from mmal.train.engine import as_index, check_labels, class_weights, seeded, torch_threads, train_epochs
+from mmal.learners.base import coalition_key, coalition_subsets
+from mmal.utils import progress_bar
 
 Features = Mapping[str, SequenceFeatures]
-
-
-def _progress(enabled: bool) -> Progress:
-    return Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeRemainingColumn(), disable=not enabled, transient=True,
-    )
-
-
-@contextlib.contextmanager
-def _threads(n: int | None):
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
-
-
-def _as_idx(idx, n: int, what: str) -> np.ndarray:
-    if idx is None:
-        return np.arange(n, dtype=np.int64)
-    idx = np.asarray(idx, dtype=np.int64).reshape(-1)
-    if len(idx) and (idx.min() < 0 or idx.max() >= n):
-        raise ConfigError(f"{what}: indices must lie in [0, {n}), got min {idx.min()} max {idx.max()}")
-    return idx
 
 
 def _token_limits(cfg: ModelConfig) -> dict[str, int | None]:
@@ -81,20 +51,6 @@ def _loss(out: dict, y: torch.Tensor, tc: TrainConfig, weight: torch.Tensor | No
     return ce + tc.unimodal_weight * sum(terms)
 
 
-def val_metrics(probs: np.ndarray, y: np.ndarray, weight) -> tuple[float, float]:
-    """(cross-entropy, accuracy) of validation ``probs`` [N, C] against labels ``y`` [N].
-
-    With class weights (a tensor [C]) the loss is the weighted mean, as in training.
-    """
-    p = np.clip(probs[np.arange(len(y)), y], 1e-12, None)  # [N]
-    if weight is not None:
-        wv = weight.cpu().numpy()[y]
-        loss = float(-(wv * np.log(p)).sum() / wv.sum())
-    else:
-        loss = float(-np.log(p).mean())
-    return loss, float((probs.argmax(1) == y).mean())
-
-
 def fit(
     features: Features,
     labels: Sequence[int] | np.ndarray,
@@ -103,8 +59,9 @@ def fit(
     model_config: ModelConfig | None = None,
     train_config: TrainConfig | None = None,
     progress: bool = True,
+    log=None,
 ):
-    """Train a :class:`MultimodalClassifier` on cached features.
+    """Train a :class:`MultimodalClassifier` (the ``fusion`` learner) on cached features.
 
     Parameters
     ----------
@@ -115,20 +72,20 @@ def fit(
         and the last state is kept.
     model_config : built from ``features`` and ``max(labels)+1`` classes when ``None``.
     train_config : defaults of :class:`TrainConfig` when ``None``.
-    progress : show a rich progress bar.
+    progress : show a progress bar; ``log`` : optional per-epoch line callback.
 
     Returns
     -------
     model : the trained classifier in eval mode, with the best state (by
         ``train_config.monitor``) restored.
-    history : dict with ``epochs`` (list of ``{epoch, train_loss, val_loss, val_accuracy,
-        seconds}``), ``best_epoch``, ``stopped_early``, ``train_samples_per_s``.
+    history : see :func:`mmal.train.engine.train_epochs`.
 
     Notes
     -----
-    AdamW; batches reshuffled each epoch by a ``torch.Generator`` seeded with
-    ``seed``; weight init and dropout use ``torch.manual_seed(seed)`` inside a forked RNG
-    state, so the caller's global RNG is untouched and the same seed gives identical weights.
+    The epoch loop, optimiser, class weights and early stopping are the shared
+    :func:`mmal.train.engine.train_epochs`; weight init and dropout use
+    ``torch.manual_seed(seed)`` inside a forked RNG state, so the caller's global RNG is
+    untouched and the same seed gives identical weights.
     """
     tc = train_config or TrainConfig()
     if tc.finetune_towers:
@@ -138,113 +95,33 @@ def fit(
             "encoders=...) with the raw inputs (or `mmal train DIR --finetune-towers`); slow on CPU, meant for GPU"
         )
     n = check_features(features)
-    labels = np.asarray(labels).reshape(-1)
-    if len(labels) != n:
-        raise ConfigError(f"labels has {len(labels)} entries but features have {n} items; expected one label per item")
-    train_idx = _as_idx(train_idx, n, "train_idx")
-    val_idx = _as_idx(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
-    if len(train_idx) == 0:
-        raise ConfigError("train_idx is empty: expected at least one labeled training item")
-    used = labels[np.concatenate([train_idx, val_idx])]
-    if np.issubdtype(used.dtype, np.floating) and np.isfinite(used).all() and (used == np.round(used)).all():
-        labels = np.where(np.isfinite(labels), labels, -1).astype(np.int64)  # float labels with NaN = unlabeled
-        used = labels[np.concatenate([train_idx, val_idx])]
-    if not np.issubdtype(used.dtype, np.integer) or used.min() < 0:
-        raise ConfigError(
-            f"labels at train/val indices must be integers >= 0 (no unlabeled items in train_idx/val_idx), "
-            f"got dtype {used.dtype} with min {np.nanmin(used) if np.issubdtype(used.dtype, np.number) else '?'}"
-        )
+    train_idx = as_index(train_idx, n, "train_idx")
+    val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
+    labels, k = check_labels(labels, train_idx, val_idx, n, None if model_config is None else model_config.n_classes)
     if model_config is None:
-        model_config = ModelConfig.from_features(features, n_classes=max(2, int(used.max()) + 1))
-    if int(used.max()) >= model_config.n_classes:
-        raise ConfigError(f"label {int(used.max())} found but ModelConfig.n_classes = {model_config.n_classes}")
+        model_config = ModelConfig.from_features(features, n_classes=k)
     _check_model_features(model_config, features)
     device = torch.device(tc.device)
     limits = _token_limits(model_config)
-
-    weight = None
-    if tc.class_weight == "balanced":
-        cnt = np.bincount(labels[train_idx], minlength=model_config.n_classes).astype(np.float64)
-        w = np.where(cnt > 0, len(train_idx) / (model_config.n_classes * np.maximum(cnt, 1)), 0.0)
-        weight = torch.tensor(w, dtype=torch.float32, device=device)
-
-    y_all = torch.as_tensor(labels.astype(np.int64))
-    history: dict = {"epochs": [], "best_epoch": None, "stopped_early": False}
-    with _threads(tc.threads), torch.random.fork_rng(devices=[]):
-        torch.manual_seed(tc.seed)
+    weight = class_weights(labels[train_idx], model_config.n_classes, tc.class_weight)
+    if weight is not None:
+        weight = weight.to(device)
+    y_all = torch.as_tensor(labels)
+    with torch_threads(tc.threads), seeded(tc.seed):
         model = MultimodalClassifier(model_config).to(device)
-        opt = torch.optim.AdamW(model.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
-        gen = torch.Generator().manual_seed(tc.seed)
-        best, best_state, bad_epochs = None, None, 0
-        n_batches = -(-len(train_idx) // tc.batch_size)
-        t_train, seen = 0.0, 0
-        with _progress(progress) as bar:
-            task = bar.add_task("train", total=tc.epochs * n_batches, info="")
-            for epoch in range(tc.epochs):
-                t0 = time.perf_counter()
-                model.train()
-                order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-                total = 0.0
-                for b in range(n_batches):
-                    bi = order[b * tc.batch_size : (b + 1) * tc.batch_size]
-                    batch = collate(features, bi, max_tokens=limits, device=device)
-                    out = model(batch)
-                    loss = _loss(out, y_all[bi].to(device), tc, weight)
-                    opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    if tc.grad_clip is not None:
-                        torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                    opt.step()
-                    total += float(loss.detach()) * len(bi)
-                    bar.advance(task)
-                t_train += time.perf_counter() - t0
-                seen += len(train_idx)
-                rec = {"epoch": epoch, "train_loss": total / len(train_idx), "val_loss": float("nan"), "val_accuracy": float("nan")}
-                if len(val_idx):
-                    probs = predict_proba(model, features, val_idx, batch_size=max(256, tc.batch_size), progress=False)
-                    rec["val_loss"], rec["val_accuracy"] = val_metrics(probs, labels[val_idx], weight)
-                rec["seconds"] = time.perf_counter() - t0
-                history["epochs"].append(rec)
-                bar.update(task, info=f"loss {rec['train_loss']:.3f} val {rec['val_loss']:.3f}")
-                if not len(val_idx):
-                    history["best_epoch"] = epoch
-                    continue
-                value = rec["val_loss"] if tc.monitor == "val_loss" else -rec["val_accuracy"]
-                if best is None or value < best:
-                    best, bad_epochs, history["best_epoch"] = value, 0, epoch
-                    best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-                else:
-                    bad_epochs += 1
-                    if tc.patience is not None and bad_epochs >= tc.patience:
-                        history["stopped_early"] = True
-                        break
-        if best_state is not None:
-            model.load_state_dict(best_state)
+
+        def batch_loss(bi):
+            out = model(collate(features, bi, max_tokens=limits, device=device))
+            return _loss(out, y_all[bi].to(device), tc, weight)
+
+        def predict(vi):
+            return predict_proba(model, features, vi, batch_size=max(256, tc.batch_size), progress=False)
+
+        history = train_epochs({"model": model}, [{"params": list(model.parameters())}], train_idx, batch_loss, tc,
+                               val_idx=val_idx, val_labels=labels[val_idx], predict=predict, weight=weight,
+                               progress=progress, desc="train fusion", log=log)
     model.eval()
-    history["train_samples_per_s"] = seen / t_train if t_train > 0 else float("nan")
     return model, history
-
-
-def _coalition_key(subset: Iterable[str]) -> str:
-    return "+".join(sorted(subset))
-
-
-def _coalitions(modalities: list[str], coalitions) -> list[tuple[str, ...]]:
-    if coalitions is True:
-        if len(modalities) > 4:
-            raise ConfigError(
-                f"coalitions=True with {len(modalities)} modalities would need {2 ** len(modalities)} passes; "
-                "pass an explicit list of subsets (e.g. sampled permutations' prefixes)"
-            )
-        return [s for r in range(len(modalities) + 1) for s in itertools.combinations(modalities, r)]
-    subsets = []
-    for s in coalitions:
-        s = tuple(sorted([s] if isinstance(s, str) else s))
-        bad = set(s) - set(modalities)
-        if bad:
-            raise ConfigError(f"coalition {s} names modalities {sorted(bad)} the model does not have; model has {modalities}")
-        subsets.append(s)
-    return subsets
 
 
 @torch.no_grad()
@@ -286,17 +163,17 @@ def score(
     cfg = model.config
     n = check_features(features)
     _check_model_features(cfg, features)
-    idx = _as_idx(idx, n, "idx")
+    idx = as_index(idx, n, "idx")
     dev = torch.device(device) if device else next(model.parameters()).device
     limits = _token_limits(cfg)
-    subsets = _coalitions(cfg.modalities, coalitions) if coalitions else []
+    subsets = coalition_subsets(cfg.modalities, coalitions) if coalitions else []
     was_training = model.training
     model.eval()
     acc: dict = {"probs": [], "embedding": [], "penultimate": [], "modality": {}, "present": {}, "unimodal_probs": {}}
-    coal = {_coalition_key(s): [] for s in subsets}
+    coal = {coalition_key(s): [] for s in subsets}
     try:
-        with _progress(progress) as bar:
-            task = bar.add_task("score", total=len(idx), info="")
+        with progress_bar(progress) as bar:
+            task = bar.add_task("score", total=len(idx))
             for s in range(0, len(idx), batch_size):
                 bi = idx[s : s + batch_size]
                 batch = collate(features, bi, max_tokens=limits, device=dev)
@@ -312,7 +189,7 @@ def score(
                 for sub in subsets:
                     masked = {m: (x, mask & (m in sub)) for m, (x, mask) in batch.items()}
                     lg = model(masked)["logits"]
-                    coal[_coalition_key(sub)].append(torch.softmax(lg.float(), -1).cpu().numpy())
+                    coal[coalition_key(sub)].append(torch.softmax(lg.float(), -1).cpu().numpy())
                 bar.advance(task, len(bi))
     finally:
         model.train(was_training)

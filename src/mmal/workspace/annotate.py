@@ -1,66 +1,125 @@
 """Batches and labels in the workspace: record a selection, export it, import labels.
 
 Imports are transactions (one SQLite transaction per file: any bad row -> nothing
-imported, and the error names the row) and idempotent by (item id, round): importing
-the same file twice changes nothing. A ``kill -9`` at any point leaves the previous
-state intact because SQLite (WAL, synchronous=FULL) only makes a committed
-transaction visible.
+imported, and the error names the file, row and field) and idempotent by (item id,
+round): importing the same file twice changes nothing. A ``kill -9`` at any point leaves
+the previous state intact because SQLite (WAL, synchronous=FULL) only makes a committed
+transaction visible. Every writer holds the workspace lock (:mod:`mmal.workspace.lock`),
+so a ``select`` never runs while an import is half done.
+
+What an import refuses (each: one line, exit 2 from the CLI, nothing imported) is listed
+in docs/labelstudio.md ("Importing labels") and docs/reliability.md.
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import time
+import urllib.parse
 from pathlib import Path
 
 from mmal.errors import LabelImportError, WorkspaceError
+from mmal.workspace import labelstudio as ls
+from mmal.workspace.lock import workspace_lock
 from mmal.workspace.workspace import Workspace
 
 EXPORT_MEDIA = ("text", "image", "video", "audio", "query")
+MEDIA_COLUMNS = ("image", "video", "audio")
+#: First characters that make a spreadsheet evaluate a cell (OWASP "CSV Injection").
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+#: Default media URL: Label Studio local-files serving (see docs/labelstudio.md).
+DEFAULT_MEDIA_URL = "/data/local-files/?d={path}"
 
 
+# ---- classes ---------------------------------------------------------------------------------
 def label_names(ws: Workspace) -> list[str] | None:
+    """The workspace's class names (index = class id), or None when classes are plain integers.
+
+    Reads the workspace's class table when it has one (``Workspace.class_names``), else the
+    ``[task] label_names`` list of ``mmal.toml``.
+    """
+    table = getattr(ws, "class_names", None)
+    if callable(table):
+        table = table()
+    if table:
+        return [str(x) for x in table]
     names = ws.config.get("task", {}).get("label_names")
-    return list(names) if names else None
+    return [str(x) for x in names] if names else None
+
+
+def class_choices(ws: Workspace) -> list[str]:
+    """What an annotator picks from: the class names, else ``"0"`` .. ``str(n_classes - 1)``."""
+    return label_names(ws) or [str(i) for i in range(max(int(ws.n_classes), 2))]
+
+
+def _add_classes(ws: Workspace, names: list[str] | None, new: list[str], n_classes: int) -> str:
+    """Store new classes (after their labels committed) and mark the round's model stale."""
+    from mmal.loop.workspace_round import current_round
+
+    add = getattr(ws, "add_class_names", None)
+    if callable(add) and names is not None:
+        add(new)
+    else:
+        task = ws.config.setdefault("task", {})
+        if names is not None:
+            task["label_names"] = list(names) + list(new)
+        task["n_classes"] = int(n_classes)
+        ws.save_config()
+    rnd = current_round(ws)
+    msg = (f"added class(es) {', '.join(repr(x) for x in new)}: the model of round {rnd} no longer matches the "
+           f"classes; run `mmal train {ws.dir}` and `mmal score {ws.dir}` before the next select")
+    from mmal.utils import atomic_write_bytes
+
+    atomic_write_bytes(ws.round_dir(rnd) / "STALE.json", json.dumps({"reason": msg, "at": time.time()}).encode())
+    return msg
+
+
+# ---- batches ---------------------------------------------------------------------------------
+def insert_batch(con, selection, *, budget: int, round_: int, info: dict | None = None) -> int:
+    """Insert a batch (rounds row if new, batches row, batch_items rows) on an open connection,
+    inside the caller's transaction; returns the batch id."""
+    now = time.time()
+    con.execute("INSERT OR IGNORE INTO rounds (round, created_at, status, info) VALUES (?, ?, 'selected', '{}')",
+                (round_, now))
+    strategy_spec = (info or {}).get("spec") or ",".join(dict.fromkeys(str(s) for s in selection.strategy))
+    cur = con.execute(
+        "INSERT INTO batches (round, strategy, budget, created_at, info) VALUES (?, ?, ?, ?, ?)",
+        (round_, strategy_spec, int(budget), now, json.dumps(info or selection.info, default=float)),
+    )
+    batch_id = cur.lastrowid
+    con.executemany(
+        "INSERT INTO batch_items (batch_id, item_id, rank, strategy, score, reason) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (batch_id, i, r, str(s), None if sc != sc else float(sc), str(re))
+            for r, (i, s, sc, re) in enumerate(zip(selection.ids.tolist(), selection.strategy, selection.score, selection.reason))
+        ],
+    )
+    return int(batch_id)
 
 
 def record_batch(ws: Workspace, selection, *, budget: int, round_: int | None = None, info: dict | None = None) -> int:
-    """Store a :class:`~mmal.select.Selection` as a new batch; returns its batch id."""
-    now = time.time()
+    """Store a :class:`~mmal.select.Selection` as a new batch (no exports); returns its batch id."""
     with ws.db() as con:
         with con:
             if round_ is None:
                 round_ = (con.execute("SELECT COALESCE(MAX(round), 0) FROM rounds").fetchone()[0]) + 1
-            con.execute(
-                "INSERT OR IGNORE INTO rounds (round, created_at, status, info) VALUES (?, ?, 'selected', '{}')",
-                (round_, now),
-            )
-            strategy_spec = (info or {}).get("spec") or ",".join(dict.fromkeys(str(s) for s in selection.strategy))
-            cur = con.execute(
-                "INSERT INTO batches (round, strategy, budget, created_at, info) VALUES (?, ?, ?, ?, ?)",
-                (round_, strategy_spec, int(budget), now, json.dumps(info or selection.info, default=float)),
-            )
-            batch_id = cur.lastrowid
-            con.executemany(
-                "INSERT INTO batch_items (batch_id, item_id, rank, strategy, score, reason) VALUES (?, ?, ?, ?, ?, ?)",
-                [
-                    (batch_id, i, r, str(s), None if sc != sc else float(sc), str(re))
-                    for r, (i, s, sc, re) in enumerate(zip(selection.ids.tolist(), selection.strategy, selection.score, selection.reason))
-                ],
-            )
-    return int(batch_id)
+            return insert_batch(con, selection, budget=budget, round_=int(round_), info=info)
 
 
-def batch_rows(ws: Workspace, batch_id: int) -> list[dict]:
-    with ws.db() as con:
-        b = con.execute("SELECT round FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
-        if b is None:
-            raise WorkspaceError(f"no batch {batch_id} in {ws.dir}")
-        rows = con.execute(
-            "SELECT item_id, rank, strategy, score, reason FROM batch_items WHERE batch_id = ? ORDER BY rank", (batch_id,)
-        ).fetchall()
+def batch_rows(ws: Workspace, batch_id: int, con=None) -> list[dict]:
+    """The rows of a batch (rank order) with the item's modality values (media paths absolute)."""
+    if con is None:
+        with ws.db() as c:
+            return batch_rows(ws, batch_id, c)
+    b = con.execute("SELECT round FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+    if b is None:
+        raise WorkspaceError(f"no batch {batch_id} in {ws.dir}")
+    rows = con.execute(
+        "SELECT item_id, rank, strategy, score, reason FROM batch_items WHERE batch_id = ? ORDER BY rank", (batch_id,)
+    ).fetchall()
     items = ws.items
     pos = {k: i for i, k in enumerate(items.column("id").to_pylist())}
     cols = {c: items.column(c).to_pylist() for c in EXPORT_MEDIA if c in items.column_names}
@@ -74,135 +133,343 @@ def batch_rows(ws: Workspace, batch_id: int) -> list[dict]:
     return out
 
 
-def export_batch(ws: Workspace, batch_id: int, out_dir=None) -> dict[str, Path]:
-    """Write the batch as ``batch-<id>.csv``, ``.jsonl`` and ``.labelstudio.json`` (Label Studio tasks)."""
-    rows = batch_rows(ws, batch_id)
+# ---- exports ---------------------------------------------------------------------------------
+def neutralise_cell(v):
+    """OWASP CSV-injection defence: a string cell starting with ``= + - @ TAB CR`` gets a
+    leading ``'`` so spreadsheets show it as text. The importer strips that quote again."""
+    if isinstance(v, str) and v.startswith(FORMULA_PREFIXES):
+        return "'" + v
+    return v
+
+
+def unneutralise_cell(v):
+    if isinstance(v, str) and len(v) > 1 and v[0] == "'" and v[1:].startswith(FORMULA_PREFIXES):
+        return v[1:]
+    return v
+
+
+def media_settings(ws: Workspace, media_root=None, media_url=None) -> tuple[Path, bool, str]:
+    """(media root, whether it was set explicitly, URL template) from arguments or ``[export]``."""
+    cfg = ws.config.get("export", {}) or {}
+    root = media_root if media_root is not None else cfg.get("media_root")
+    explicit = root is not None
+    if root is None:
+        src = ws.config.get("task", {}).get("items_source")
+        root = Path(src).parent if src else ws.dir
+    url = media_url if media_url is not None else cfg.get("media_url", DEFAULT_MEDIA_URL)
+    return Path(root).resolve(), explicit, str(url)
+
+
+def media_relpath(path: str, root: Path, explicit: bool, item_id: str) -> str:
+    """``path`` relative to the media root (POSIX). Outside the root: refused when the root was
+    set explicitly (no ``../`` escape), else the absolute path the user gave (default policy)."""
+    p = Path(path)
+    p = p if p.is_absolute() else (root / p)
+    p = Path(os.path.normpath(p))
+    try:
+        return p.relative_to(root).as_posix()
+    except ValueError:
+        if explicit:
+            raise WorkspaceError(f"item {item_id!r}: media path {path} is outside the media root {root}; "
+                                 f"move the file under it or set another media_root") from None
+        return p.as_posix()
+
+
+def export_batch(ws: Workspace, batch_id: int, out_dir=None, *, media_root=None, media_url=None, con=None) -> dict[str, Path]:
+    """Write the batch as ``batch-<id>.csv``, ``.jsonl``, ``.labelstudio.json`` (tasks) and
+    ``.labelstudio-config.xml``. Each file is written to a temp file and renamed into place.
+
+    Media paths are relative to the media root (``[export] media_root``, default: the items
+    file's folder); Label Studio media URLs come from the template ``[export] media_url``
+    (``{path}``: relative path, URL-quoted; ``{id}``: item id), default
+    ``/data/local-files/?d={path}``.
+    """
+    rows = batch_rows(ws, batch_id, con)
+    root, explicit, url_tpl = media_settings(ws, media_root, media_url)
     out_dir = Path(out_dir or ws.dir / "exports")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = out_dir / f"batch-{batch_id:04d}"
-    paths = {"csv": stem.with_suffix(".csv"), "jsonl": stem.with_suffix(".jsonl"), "labelstudio": Path(f"{stem}.labelstudio.json")}
-    cols = list(rows[0].keys()) if rows else ["id", "label"]
-    with open(paths["csv"], "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=cols)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: "" if v is None else v for k, v in r.items()})
-    paths["jsonl"].write_text("".join(json.dumps(r) + "\n" for r in rows))
-    names = label_names(ws)
-    tasks = []
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise WorkspaceError(f"{out_dir}: cannot write exports there (a file is in the way); move it and retry") from None
+    rel_rows = []
     for r in rows:
-        data = {"item_id": r["id"], "round": r["round"], "strategy": r["strategy"], "reason": r["reason"]}
-        for c in EXPORT_MEDIA:
-            if r.get(c):
-                data[c] = r[c] if c in ("text", "query") else f"/data/local-files/?d={r[c]}"
-                if c not in ("text", "query"):
-                    data[f"{c}_path"] = r[c]
-        tasks.append({"data": data, "meta": {"mmal_batch": batch_id}})
-    paths["labelstudio"].write_text(json.dumps(tasks, indent=1))
-    (out_dir / f"batch-{batch_id:04d}.labelstudio-config.xml").write_text(_ls_config(names, ws.n_classes))
+        r2 = dict(r)
+        for c in MEDIA_COLUMNS:
+            if r2.get(c):
+                r2[c] = media_relpath(r2[c], root, explicit, r["id"])
+        rel_rows.append(r2)
+
+    def url(col, relpath, item_id):
+        return url_tpl.format(path=urllib.parse.quote(relpath), id=urllib.parse.quote(str(item_id), safe=""), column=col)
+
+    present = [c for c in EXPORT_MEDIA if c in ws.items.column_names]
+    stem = f"batch-{batch_id:04d}"
+    paths = {"csv": out_dir / f"{stem}.csv", "jsonl": out_dir / f"{stem}.jsonl",
+             "labelstudio": out_dir / f"{stem}.labelstudio.json", "labelstudio_config": out_dir / f"{stem}.labelstudio-config.xml"}
+    cols = list(rel_rows[0].keys()) if rel_rows else ["id", "round", "batch", "rank", "strategy", "score", "reason", *present, "label"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=cols, quoting=csv.QUOTE_ALL, lineterminator="\r\n")  # RFC 4180; OWASP: quote every cell
+    w.writeheader()
+    for r in rel_rows:
+        w.writerow({k: "" if v is None else neutralise_cell(v) for k, v in r.items()})
+    tasks = [ls.task(r, present, url) for r in rel_rows]
+    contents = {
+        "csv": buf.getvalue(),
+        "jsonl": "".join(json.dumps(r) + "\n" for r in rel_rows),
+        "labelstudio": json.dumps(tasks, indent=1),
+        "labelstudio_config": ls.labeling_config(present, class_choices(ws)),
+    }
+    from mmal.utils import atomic_write_bytes
+
+    try:
+        for k, p in paths.items():
+            atomic_write_bytes(p, contents[k].encode("utf-8"))
+    except OSError as e:
+        raise WorkspaceError(f"{out_dir}: cannot write exports ({e.strerror or e})") from None
     return paths
 
 
-def _ls_config(names, n_classes) -> str:
-    choices = names or [str(i) for i in range(max(n_classes, 2))]
-    opts = "\n".join(f'    <Choice value="{c}"/>' for c in choices)
-    return (
-        "<View>\n  <Image name=\"image\" value=\"$image\"/>\n  <Text name=\"text\" value=\"$text\"/>\n"
-        "  <Audio name=\"audio\" value=\"$audio\"/>\n"
-        f"  <Choices name=\"label\" toName=\"text\" choice=\"single\">\n{opts}\n  </Choices>\n</View>\n"
-    )
+def remove_orphan_exports(ws: Workspace) -> list[Path]:
+    """Delete export files of batch ids that are not in the database (left by a select killed
+    before its commit) and temp files of interrupted writes. Call with the lock held."""
+    d = ws.dir / "exports"
+    if not d.is_dir():
+        return []
+    with ws.db() as con:
+        have = {r[0] for r in con.execute("SELECT batch_id FROM batches")}
+    gone = []
+    for p in d.iterdir():
+        name = p.name
+        bid = None
+        if name.startswith("batch-") and name[6:10].isdigit():
+            bid = int(name[6:10])
+        if (bid is not None and bid not in have) or (name.startswith(".batch-") and name.endswith(".tmp")):
+            p.unlink(missing_ok=True)
+            gone.append(p)
+    return gone
 
 
-# ---- import ---------------------------------------------------------------------------
+def export_round(ws_dir, round_: int, *, media_root=None, media_url=None, out_dir=None) -> dict:
+    """Re-export every batch of round ``round_`` (``mmal export WS --round N``); returns
+    ``{"round", "batches": {batch_id: {format: path}}}``. Holds the workspace lock."""
+    ws = Workspace(ws_dir)
+    if isinstance(round_, bool) or not isinstance(round_, int):
+        raise WorkspaceError(f"--round must be an integer, got {round_!r}")
+    with workspace_lock(ws.dir, f"export --round {round_}"):
+        with ws.db() as con:
+            ids = [r[0] for r in con.execute("SELECT batch_id FROM batches WHERE round = ? ORDER BY batch_id", (round_,))]
+            if not ids:
+                have = [r[0] for r in con.execute("SELECT DISTINCT round FROM batches ORDER BY round")]
+                raise WorkspaceError(f"{ws.dir}: round {round_} has no batch (rounds with batches: "
+                                     f"{', '.join(map(str, have)) or 'none'}); run `mmal select` first")
+            out = {b: {k: str(v) for k, v in export_batch(ws, b, out_dir, media_root=media_root, media_url=media_url, con=con).items()}
+                   for b in ids}
+    return {"round": round_, "batches": out}
+
+
+# ---- import ----------------------------------------------------------------------------------
+def _fail(path, i, msg):
+    where = f"{path}: row {i}: " if i is not None else f"{path}: "
+    raise LabelImportError(f"{where}{msg}; nothing imported")
+
+
+def _parse_csv(path: Path, text: str) -> list[tuple[int, dict]]:
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    id_col = "item_id" if "item_id" in header else ("id" if "id" in header else None)
+    if id_col is None or ls.CONTROL_NAME not in header:
+        _fail(path, None, f"header has columns {', '.join(repr(h) for h in header) or 'none'}; expected 'id' (or Label "
+                          f"Studio's 'item_id') and 'label', plus optional 'round' and 'annotator'")
+    out = []
+    for i, r in enumerate(reader, start=1):
+        if None in r:
+            _fail(path, i, f"has {len(header) + len(r[None])} fields, the header has {len(header)}")
+        r = {k: unneutralise_cell(v) for k, v in r.items()}
+        if id_col == "item_id":  # a Label Studio CSV export: 'id' is Label Studio's own task id
+            out.append((i, ls.from_min(r, path, i)))
+        else:
+            out.append((i, {"id": r.get("id"), "label": r.get("label"), "round": r.get("round"),
+                            "annotator": r.get("annotator"), "_id_field": "id"}))
+    return out
+
+
 def _parse_rows(path: Path) -> list[tuple[int, dict]]:
-    """(row number, {id, label, round?, annotator?}) from CSV / JSONL / Label Studio JSON."""
+    """(row number, {id, label, round, annotator, _id_field}) from CSV / JSONL / Label Studio JSON or JSON_MIN."""
     suffix = path.suffix.lower()
-    if not path.exists():
-        raise LabelImportError(f"{path}: label file does not exist")
+    if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
+        _fail(path, None, f"unknown label file type '{suffix}' (expected .csv, .jsonl, or a Label Studio .json export)")
+    if not path.is_file():
+        _fail(path, None, "label file does not exist")
     try:
-        if suffix == ".csv":
-            with open(path, newline="", encoding="utf-8") as f:
-                return [(i, dict(r)) for i, r in enumerate(csv.DictReader(f), start=1)]
-        if suffix in (".jsonl", ".ndjson"):
-            out = []
-            with open(path, encoding="utf-8") as f:
-                for i, line in enumerate(f, start=1):
-                    if line.strip():
-                        try:
-                            out.append((i, json.loads(line)))
-                        except json.JSONDecodeError as e:
-                            raise LabelImportError(f"{path}: row {i}: invalid JSON ({e.msg}); nothing imported") from None
-            return out
-        if suffix == ".json":
-            data = json.loads(path.read_text(encoding="utf-8"))
-            if not isinstance(data, list):
-                raise LabelImportError(f"{path}: expected a Label Studio export (a JSON list of tasks); nothing imported")
-            return [(i, _from_labelstudio(t, path, i)) for i, t in enumerate(data, start=1)]
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LabelImportError(f"{path}: cannot parse ({e}); nothing imported") from None
-    raise LabelImportError(f"{path}: unknown label file type '{suffix}' (expected .csv, .jsonl or Label Studio .json)")
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        _fail(path, None, f"not UTF-8 text (byte {e.start})")
+    if not text.strip():
+        _fail(path, None, "label file is empty")
+    if suffix == ".csv":
+        return _parse_csv(path, text)
+    if suffix in (".jsonl", ".ndjson"):
+        out = []
+        for i, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                _fail(path, i, f"invalid JSON ({e.msg})")
+            if not isinstance(obj, dict):
+                _fail(path, i, f"expected a JSON object with 'id' and 'label', got {type(obj).__name__}")
+            if ls.is_task(obj):
+                out.append((i, ls.from_task(obj, path, i)))
+            else:
+                out.append((i, {"id": obj.get("id", obj.get("item_id")), "label": obj.get("label"), "round": obj.get("round"),
+                                "annotator": obj.get("annotator"), "_id_field": "id"}))
+        return out
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        _fail(path, None, f"invalid JSON at line {e.lineno} ({e.msg})")
+    if not isinstance(data, list):
+        _fail(path, None, f"expected a Label Studio export (a JSON list of tasks), got a JSON {type(data).__name__}")
+    out = []
+    for i, t in enumerate(data, start=1):
+        if ls.is_task(t):
+            out.append((i, ls.from_task(t, path, i)))
+        elif ls.is_min(t):
+            out.append((i, ls.from_min(t, path, i)))
+        else:
+            _fail(path, i, "not a Label Studio task (no 'data') nor a JSON_MIN row (no 'item_id')")
+    return out
 
 
-def _from_labelstudio(task, path, i) -> dict:
-    if not isinstance(task, dict) or "data" not in task:
-        raise LabelImportError(f"{path}: row {i}: not a Label Studio task (no 'data'); nothing imported")
-    data = task["data"]
-    anns = [a for a in task.get("annotations", []) if not a.get("was_cancelled")]
-    label, annotator = None, None
-    if anns:
-        ann = anns[-1]
-        annotator = str(ann.get("completed_by", "")) or None
-        for res in ann.get("result", []):
-            choices = res.get("value", {}).get("choices")
-            if choices:
-                label = choices[0]
-                break
-    return {"id": data.get("item_id", data.get("id")), "label": label, "round": data.get("round"), "annotator": annotator}
+def _to_label(raw):
+    """int class id, a str to look up as a class name, or None when ``raw`` is neither."""
+    if isinstance(raw, bool):
+        return None
+    if isinstance(raw, int):
+        return raw
+    if isinstance(raw, float):
+        return int(raw) if raw.is_integer() else None
+    s = str(raw).strip()
+    try:
+        return int(s)
+    except ValueError:
+        return s
 
 
-def import_labels(ws: Workspace, path, *, source: str | None = None) -> dict:
-    """Import a label file in one transaction. Returns ``{"rows", "inserted", "updated", "unchanged", "skipped"}``.
+def _parse_round(raw, path, i, field="round"):
+    if raw is None or raw == "":
+        return None
+    if isinstance(raw, bool):
+        _fail(path, i, f"field '{field}': {raw!r} is not a round number")
+    try:
+        f = float(raw)
+    except (TypeError, ValueError):
+        _fail(path, i, f"field '{field}': {raw!r} is not an integer")
+    if not f.is_integer():
+        _fail(path, i, f"field '{field}': {raw!r} is not an integer")
+    return int(f)
 
-    Rows without a label (empty cell / no annotation) are skipped. Each label is stored
-    under (item id, round), where round is the row's ``round`` column if present, else the
-    round of the latest batch that contains the item, else 0.
+
+def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbatched: bool = False,
+                  allow_new_classes: bool = False, lock: bool = True) -> dict:
+    """Import a label file in one transaction.
+
+    Returns ``{"rows", "inserted", "updated", "unchanged", "skipped", "new_classes", "warnings"}``.
+
+    A row's label is stored under (item id, round): the row's ``round`` when given (it
+    must be a round with a batch holding the item), else the latest round whose batch
+    holds the item. Labels for items in no batch are refused unless ``allow_unbatched``
+    (then stored under the row's ``round`` if it is an existing round, else round 0, the
+    items file's round). Test-split items are always
+    refused (their gold labels feed ``evaluate``). A label is a class id or a class name
+    of the workspace; an unknown name is refused unless ``allow_new_classes``, which adds
+    it to the class table and marks the round's model stale. Rows without a label are
+    skipped. Two rows for one item: identical ones count once, conflicting ones are refused.
     """
     path = Path(path).resolve()
+    if lock:
+        with workspace_lock(ws.dir, f"label {path.name}"):
+            return import_labels(ws, path, source=source, allow_unbatched=allow_unbatched,
+                                 allow_new_classes=allow_new_classes, lock=False)
     rows = _parse_rows(path)
     names = label_names(ws)
-    n_classes = ws.n_classes
+    n_classes = int(ws.n_classes)
+    new_names: list[str] = []
     with ws.db() as con:
-        known = {r[0] for r in con.execute("SELECT id FROM items")}
-        item_round = dict(con.execute(
-            "SELECT bi.item_id, MAX(b.round) FROM batch_items bi JOIN batches b USING (batch_id) GROUP BY bi.item_id"
-        ).fetchall())
-    parsed = []
+        split = dict(con.execute("SELECT id, split FROM items").fetchall())
+        batch_rounds: dict[str, set] = {}
+        for item_id, rnd in con.execute("SELECT bi.item_id, b.round FROM batch_items bi JOIN batches b USING (batch_id)"):
+            batch_rounds.setdefault(item_id, set()).add(int(rnd))
+        max_round = int(con.execute("SELECT MAX(r) FROM (SELECT COALESCE(MAX(round), 0) AS r FROM rounds "
+                                    "UNION ALL SELECT COALESCE(MAX(round), 0) FROM labels)").fetchone()[0])
+    parsed: dict[tuple[str, int], tuple[int, int, str | None]] = {}
     skipped = 0
     for i, r in rows:
-        item_id = r.get("id", r.get("item_id"))
-        item_id = None if item_id is None else str(item_id)
+        fid = r.get("_id_field", "id")
+        item_id = r.get("id")
+        if isinstance(item_id, (dict, list, bool)):
+            _fail(path, i, f"field '{fid}': expected an item id, got {type(item_id).__name__}")
+        item_id = None if item_id is None else str(item_id).strip()
         if not item_id:
-            raise LabelImportError(f"{path}: row {i}: field 'id' is empty; nothing imported")
-        if item_id not in known:
-            raise LabelImportError(f"{path}: row {i}: field 'id': unknown item id {item_id!r}; nothing imported")
+            _fail(path, i, f"field '{fid}' is empty")
+        if item_id not in split:
+            _fail(path, i, f"field '{fid}': unknown item id {item_id!r}")
         raw = r.get("label")
         if raw is None or (isinstance(raw, str) and raw.strip() == ""):
             skipped += 1
             continue
-        label = _to_label(raw, names)
+        if split[item_id] == "test":
+            _fail(path, i, f"field '{fid}': item {item_id!r} is in the test split; its gold label is not overwritten by imports")
+        label = _to_label(raw)
         if label is None:
-            raise LabelImportError(f"{path}: row {i}: field 'label': {raw!r} is not an integer class or a known class name; nothing imported")
-        if n_classes and not (0 <= label < n_classes):
-            raise LabelImportError(f"{path}: row {i}: field 'label': {label} out of range 0..{n_classes - 1}; nothing imported")
+            _fail(path, i, f"field 'label': {raw!r} is not a class id or a class name")
+        if isinstance(label, str):
+            if names and label in names:
+                label = names.index(label)
+            elif names and label in new_names:
+                label = len(names) + new_names.index(label)
+            elif allow_new_classes and names is not None:
+                new_names.append(label)
+                label = len(names) + len(new_names) - 1
+            else:
+                known = ", ".join(repr(x) for x in (names or [])) or f"integers 0..{n_classes - 1}"
+                _fail(path, i, f"field 'label': {raw!r} is not a class of this workspace (classes: {known}); "
+                               f"to add a class use `mmal label --allow-new-classes`")
+        n_now = len(names) + len(new_names) if names else n_classes
         if label < 0:
-            raise LabelImportError(f"{path}: row {i}: field 'label': {label} is negative; nothing imported")
-        rnd = r.get("round")
-        try:
-            rnd = int(rnd) if rnd not in (None, "") else int(item_round.get(item_id, 0))
-        except (TypeError, ValueError):
-            raise LabelImportError(f"{path}: row {i}: field 'round': {rnd!r} is not an integer; nothing imported") from None
-        parsed.append((item_id, rnd, label, r.get("annotator") or None))
-    stats = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "skipped": skipped}
+            _fail(path, i, f"field 'label': {label} is negative")
+        if n_now and label >= n_now and not (allow_new_classes and names is None):
+            _fail(path, i, f"field 'label': {label} out of range 0..{n_now - 1}"
+                           + ("" if names else "; to add a class use `mmal label --allow-new-classes`"))
+        rnd = _parse_round(r.get("round"), path, i)
+        have = batch_rounds.get(item_id, set())
+        if rnd is None:
+            if have:
+                rnd = max(have)
+            elif allow_unbatched:
+                rnd = 0
+            else:
+                _fail(path, i, f"field '{fid}': item {item_id!r} is in no batch; label only selected items, "
+                               f"or pass `--allow-unbatched` to store it under round 0")
+        elif rnd not in have and not (allow_unbatched and not have and 0 <= rnd <= max_round):
+            where = f"its batches are in round(s) {', '.join(map(str, sorted(have)))}" if have else "it is in no batch"
+            _fail(path, i, f"field 'round': {rnd} is not a round in which item {item_id!r} was selected ({where})")
+        annotator = r.get("annotator")
+        annotator = None if annotator in (None, "") else str(annotator)
+        key = (item_id, rnd)
+        if key in parsed and parsed[key][0] != label:
+            _fail(path, i, f"field 'label': item {item_id!r} already has label {parsed[key][0]} in row {parsed[key][1]} "
+                           f"of this file, now {label}; keep one row per item")
+        parsed.setdefault(key, (label, i, annotator))
+    stats = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "skipped": skipped,
+             "new_classes": list(new_names), "warnings": []}
+    new_int_classes = 0
+    if allow_new_classes and names is None and parsed:
+        top = max(v[0] for v in parsed.values()) + 1
+        if top > n_classes:
+            new_int_classes = top
     delay = float(os.environ.get("MMAL_TEST_IMPORT_DELAY", "0") or 0)  # test hook: widen the kill window
     src = source or str(path)
     now = time.time()
@@ -211,7 +478,7 @@ def import_labels(ws: Workspace, path, *, source: str | None = None) -> dict:
             con.execute("BEGIN IMMEDIATE")
             if delay:
                 Path(str(path) + ".importing").write_text("1")
-            for item_id, rnd, label, annotator in parsed:
+            for (item_id, rnd), (label, _, annotator) in parsed.items():
                 old = con.execute("SELECT label FROM labels WHERE item_id = ? AND round = ?", (item_id, rnd)).fetchone()
                 if old is not None and int(old[0]) == label:
                     stats["unchanged"] += 1
@@ -229,24 +496,8 @@ def import_labels(ws: Workspace, path, *, source: str | None = None) -> dict:
         except BaseException:
             con.execute("ROLLBACK")
             raise
+    if new_names:
+        stats["warnings"].append(_add_classes(ws, names, new_names, len(names) + len(new_names)))
+    elif new_int_classes:
+        stats["warnings"].append(_add_classes(ws, None, [str(k) for k in range(n_classes, new_int_classes)], new_int_classes))
     return stats
-
-
-def _to_label(raw, names):
-    if isinstance(raw, bool):
-        return None
-    if isinstance(raw, int):
-        return raw
-    if isinstance(raw, float):
-        return int(raw) if raw.is_integer() else None
-    s = str(raw).strip()
-    if names and s in names:
-        return names.index(s)
-    try:
-        return int(s)
-    except ValueError:
-        try:
-            f = float(s)
-        except ValueError:
-            return None
-        return int(f) if f.is_integer() else None

@@ -71,8 +71,17 @@ CREATE TABLE IF NOT EXISTS labels (
 """
 
 
-def default_config(task: str, modalities: list[str], n_classes: int, items_source: str) -> dict:
-    """The ``mmal.toml`` written by ``mmal init``; every value is a documented default."""
+def default_config(task: str, modalities: list[str], n_classes: int, items_source: str,
+                   label_names: list[str] | None = None) -> dict:
+    """The ``mmal.toml`` written by ``mmal init``.
+
+    Only what differs per workspace is written: the task, modalities, encoders and the
+    learner (``late-fusion``, with VLMAE audio fusion when there is audio; no fusion without). Learner
+    hyper-parameters are left to each learner's own defaults (:mod:`mmal.learners`; e.g.
+    late-fusion trains with lr 0.01 for 100 epochs, fusion with lr 1e-3 for 30), so that
+    ``mmal train --learner NAME`` gets that learner's defaults; any key of
+    :data:`mmal.workspace.schema.SCHEMA` may be added to override them.
+    """
     enc = {}
     if "text" in modalities:
         enc["text"] = "text:minilm"
@@ -80,32 +89,32 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
         enc["image"] = "image:efficientnet-lite0"
     if "audio" in modalities:
         enc["audio"] = "audio:whisper-tiny.en"
+    task_cfg = {"type": task, "n_classes": n_classes, "items_source": items_source}
+    if label_names:
+        task_cfg["label_names"] = list(label_names)
     return {
-        "task": {"type": task, "n_classes": n_classes, "items_source": items_source},
+        "task": task_cfg,
         "modalities": {m: True for m in modalities},
         "encoders": enc,
         "encode": {"n_frames": 3, "batch_size": 16, "whisper_pad_to_30s": False},
-        "model": {
-            "fusion": "vlmae" if "audio" in modalities else "none",
-            "heads": "fused",
-            "d_model": 192,
-            "n_layers": 2,
-            "n_heads": 4,
-            "dropout": 0.1,
-        },
-        "train": {"lr": 1e-3, "epochs": 30, "batch_size": 32, "weight_decay": 0.01, "patience": 5, "val_fraction": 0.2, "seed": 0},
+        # the learner and its own settings (mmal.learners); [train] takes TrainConfig fields for torch learners
+        "model": {"learner": "late-fusion", "fusion": "vlmae" if "audio" in modalities else "none"},
+        "train": {"seed": 0},
         "select": {"strategy": "entropy", "budget": 50},
     }
 
 
-def init_workspace(directory, items_file, *, task: str = "classify", force: bool = False, progress: bool = False) -> "Workspace":
+def init_workspace(directory, items_file, *, task: str = "classify", force: bool = False, progress: bool = False,
+                   n_classes: int | None = None) -> "Workspace":
     """Validate ``items_file`` and create a workspace at ``directory``.
 
     Raises before writing anything if the items are invalid, or if ``directory`` already
     holds a workspace (unless ``force``; even then the old one is only replaced once the
-    new one is complete).
+    new one is complete). ``n_classes`` declares the class count of integer labels (see
+    :func:`mmal.data.items.validate_items`); class names, from the items file, go to
+    ``[task] label_names``.
     """
-    from mmal.data.items import modalities_of, validate_items
+    from mmal.data.items import class_table, modalities_of, validate_items
 
     if task not in ("classify", "relevance"):
         raise ConfigError(f"--task must be 'classify' or 'relevance', got {task!r}")
@@ -116,13 +125,10 @@ def init_workspace(directory, items_file, *, task: str = "classify", force: bool
         raise WorkspaceError(f"{directory} exists and is not a directory")
     if directory.exists() and any(directory.iterdir()) and not (directory / "mmal.toml").exists():
         raise WorkspaceError(f"{directory} exists and is not empty; choose a new folder")
-    table = validate_items(items_file, progress=progress)
-    labels = [x for x in table.column("label").to_pylist() if x is not None]
-    n_classes = (max(labels) + 1) if labels else 0
-    if "n_classes" in table.schema.metadata_keys if table.schema.metadata else False:  # pragma: no cover
-        pass
+    table = validate_items(items_file, progress=progress, n_classes=n_classes)
+    n_classes, label_names = class_table(table)
     modalities = modalities_of(table)
-    cfg = default_config(task, modalities, int(n_classes), str(Path(items_file).resolve()))
+    cfg = default_config(task, modalities, int(n_classes), str(Path(items_file).resolve()), label_names)
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init.", dir=directory.parent))
@@ -162,17 +168,137 @@ def init_workspace(directory, items_file, *, task: str = "classify", force: bool
     return Workspace(directory)
 
 
-class Workspace:
-    """Handle on an existing workspace folder."""
+RESTORE = "restore it from a backup or re-run `mmal init`"
+#: tables every workspace database has (SCHEMA above)
+TABLES = ("meta", "items", "rounds", "batches", "batch_items", "labels")
 
-    def __init__(self, directory):
+
+def _sqlite_uri(path: Path) -> str:
+    from urllib.parse import quote
+
+    return "file:" + quote(str(path)) + "?mode=rw"
+
+
+_CHECKED: set[tuple] = set()  # databases that passed check_database in this process
+
+
+def check_database(path: Path) -> None:
+    """WorkspaceError (one line, naming the file) unless ``path`` is an intact workspace database.
+
+    Opens with ``mode=rw`` (never creates a file) and writes nothing: a missing, empty,
+    zeroed, truncated or foreign file is refused before any command touches it.
+    ``PRAGMA quick_check`` reads the whole file (about 0.5 s for 200 000 items and labels),
+    so it runs once per process and database file (inode); later opens only check that the
+    file is still there.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WorkspaceError(f"{path}: workspace database is missing; {RESTORE}")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_dev, st.st_ino)
+    if key in _CHECKED:
+        return
+    try:
+        con = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=30)
+    except sqlite3.Error as e:
+        raise WorkspaceError(f"{path}: cannot open the workspace database ({e}); {RESTORE}") from None
+    try:
+        rows = con.execute("PRAGMA quick_check").fetchall()
+        if [r[0] for r in rows] != ["ok"]:
+            raise WorkspaceError(f"{path}: workspace database is damaged ({rows[0][0]}); {RESTORE}")
+        have = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        missing = [t for t in TABLES if t not in have]
+        if missing:
+            raise WorkspaceError(f"{path}: not a workspace database (no table {missing[0]!r}); {RESTORE}")
+        _CHECKED.add(key)
+    except sqlite3.OperationalError as e:
+        if "locked" in str(e) or "busy" in str(e):
+            raise WorkspaceError(f"{path}: the workspace database is locked by another mmal command; try again") from None
+        raise WorkspaceError(f"{path}: workspace database is damaged ({e}); {RESTORE}") from None
+    except sqlite3.DatabaseError as e:
+        raise WorkspaceError(f"{path}: workspace database is damaged ({e}); {RESTORE}") from None
+    finally:
+        con.close()
+
+
+def check_npy_files(folder: Path, *, fix: str) -> None:
+    """WorkspaceError naming the first ``.npy`` file under ``folder`` whose size does not match its header.
+
+    A truncated array (disk full, a copy cut short) would otherwise fail deep inside a
+    memmap with a traceback, or read garbage.
+    """
+    import numpy as np
+
+    for p in sorted(Path(folder).rglob("*.npy")):
+        problem = npy_problem(p, np)
+        if problem:
+            raise WorkspaceError(f"{p}: {problem}; {fix}")
+
+
+def check_parquet_files(folder: Path, *, fix: str) -> None:
+    """WorkspaceError naming the first ``.parquet`` file under ``folder`` whose footer cannot be read."""
+    for p in sorted(Path(folder).rglob("*.parquet")):
+        try:
+            pq.read_metadata(p)
+        except (pa.ArrowException, OSError) as e:
+            raise WorkspaceError(f"{p}: truncated or damaged table ({type(e).__name__}: {e}); {fix}") from None
+
+
+def npy_problem(p: Path, np=None) -> str | None:
+    """Why ``p`` is not a complete ``.npy`` file, or None."""
+    if np is None:
+        import numpy as np
+    try:
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            header_end = f.tell()
+    except (ValueError, OSError, EOFError) as e:
+        return f"not a readable array file ({e})"
+    if dtype.hasobject:
+        return "array of Python objects (refused)"
+    want = header_end + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = p.stat().st_size
+    if size != want:
+        return f"truncated or damaged array file ({size} bytes, header says {want})"
+    return None
+
+
+class Workspace:
+    """Handle on an existing workspace folder.
+
+    Opening checks, before anything else happens: ``mmal.toml`` parses and passes
+    :func:`mmal.workspace.schema.validate_config`; ``state.sqlite`` exists and is an intact
+    workspace database (:func:`check_database`); ``items.parquet`` exists. Any failure is one
+    :class:`~mmal.errors.WorkspaceError` / :class:`~mmal.errors.ConfigError` line naming
+    the file, and nothing is written.
+    """
+
+    def __init__(self, directory, *, check_db: bool = True):
+        """``check_db=False`` skips :func:`check_database` (the file must still exist, and every
+        connection still opens with ``mode=rw``)."""
+        from mmal.workspace.schema import validate_config
+
         self.dir = Path(directory).resolve()
-        if not (self.dir / "mmal.toml").exists():
+        toml_path = self.dir / "mmal.toml"
+        if not toml_path.exists():
             raise WorkspaceError(f"{self.dir} is not a workspace (no mmal.toml); run `mmal init` first")
         try:
-            self.config = tomllib.loads((self.dir / "mmal.toml").read_text())
+            self.config = tomllib.loads(toml_path.read_text(encoding="utf-8"))
         except tomllib.TOMLDecodeError as e:
-            raise WorkspaceError(f"{self.dir / 'mmal.toml'}: invalid TOML ({e})") from None
+            raise WorkspaceError(f"{toml_path}: invalid TOML ({e}); fix it or restore it from a backup") from None
+        except UnicodeDecodeError:
+            raise WorkspaceError(f"{toml_path}: not UTF-8 text; restore it from a backup or re-run `mmal init`") from None
+        validate_config(self.config, toml_path)
+        if check_db:
+            check_database(self.dir / "state.sqlite")
+        elif not (self.dir / "state.sqlite").is_file():
+            raise WorkspaceError(f"{self.dir / 'state.sqlite'}: workspace database is missing; {RESTORE}")
+        if not (self.dir / "items.parquet").is_file():
+            raise WorkspaceError(f"{self.dir / 'items.parquet'}: the workspace's items table is missing; {RESTORE}")
         self._items = None
 
     # ---- paths ----------------------------------------------------------------------
@@ -187,7 +313,17 @@ class Workspace:
     @property
     def items(self) -> pa.Table:
         if self._items is None:
-            self._items = pq.read_table(self.dir / "items.parquet")
+            path = self.dir / "items.parquet"
+            try:
+                table = pq.ParquetFile(path).read()  # (read_table would import pyarrow.dataset + pandas: ~1 s)
+            except FileNotFoundError:
+                raise WorkspaceError(f"{path}: the workspace's items table is missing; {RESTORE}") from None
+            except (pa.ArrowException, OSError, ValueError) as e:
+                raise WorkspaceError(f"{path}: unreadable items table ({type(e).__name__}: {e}); {RESTORE}") from None
+            for col in ("id", "split", "label"):
+                if col not in table.column_names:
+                    raise WorkspaceError(f"{path}: items table has no '{col}' column; {RESTORE}")
+            self._items = table
         return self._items
 
     @property
@@ -198,15 +334,32 @@ class Workspace:
     def n_classes(self) -> int:
         return int(self.config["task"]["n_classes"])
 
+    @property
+    def label_names(self) -> list[str] | None:
+        """Class names (index = integer label) from ``[task] label_names``, or None."""
+        names = self.config["task"].get("label_names")
+        return list(names) if names else None
+
     # ---- state ----------------------------------------------------------------------
     @contextmanager
     def db(self):
-        """A SQLite connection (WAL, foreign keys on); commits on success, rolls back on error."""
-        con = sqlite3.connect(self.dir / "state.sqlite", timeout=30)
+        """A SQLite connection (WAL, foreign keys on); commits on success, rolls back on error.
+
+        Opened with ``mode=rw``: a database deleted after the workspace was opened is an
+        error, never silently re-created empty.
+        """
+        path = self.dir / "state.sqlite"
         try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.execute("PRAGMA foreign_keys=ON")
-            con.execute("PRAGMA synchronous=FULL")
+            con = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=30)
+        except sqlite3.OperationalError as e:
+            raise WorkspaceError(f"{path}: cannot open the workspace database ({e}); {RESTORE}") from None
+        try:
+            try:
+                con.execute("PRAGMA journal_mode=WAL")
+                con.execute("PRAGMA foreign_keys=ON")
+                con.execute("PRAGMA synchronous=FULL")
+            except sqlite3.DatabaseError as e:
+                raise WorkspaceError(f"{path}: workspace database is damaged ({e}); {RESTORE}") from None
             yield con
         finally:
             con.close()
@@ -229,6 +382,9 @@ class Workspace:
         return {"items": n_items, "splits": by_split, "labeled": n_labeled, "rounds": n_rounds, "batches": n_batches}
 
     def save_config(self) -> None:
+        """Validate ``self.config`` against the schema and rewrite ``mmal.toml`` atomically."""
         from mmal.utils import atomic_write_bytes
+        from mmal.workspace.schema import validate_config
 
+        validate_config(self.config, self.dir / "mmal.toml")
         atomic_write_bytes(self.dir / "mmal.toml", tomli_w.dumps(self.config).encode())

@@ -20,6 +20,8 @@ from dataclasses import dataclass
 from mmal.data.datasets.synthetic_embeddings import build_synthetic_embeddings, load_synthetic_embeddings
 from mmal.data.datasets.synthetic_video import build_synthetic_video
 from mmal.data.datasets.tuxpaint import build_tuxpaint
+from mmal.data.datasets.tuxpaint_relevance import build_tuxpaint_relevance
+from mmal.data.datasets.synthetic_video_relevance import build_synthetic_video_relevance
 from mmal.errors import ConfigError
 
 
@@ -50,6 +52,12 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("synthetic-embeddings", build_synthetic_embeddings,
                     "N x D clustered float32 vectors with planted label-noise regions (memmap, up "
                     "to 10M rows)"),
+        DatasetSpec("tuxpaint-relevance", build_tuxpaint_relevance,
+                    "(query, stamp) pairs with relevance levels 0..3 from the Tux Paint category tree; "
+                    "caption / other-locale captions / pocketsphinx ASR text fields"),
+        DatasetSpec("synthetic-video-relevance", build_synthetic_video_relevance,
+                    "(query, clip) pairs with relevance levels 0..3 over the synthetic videos; title + "
+                    "pocketsphinx ASR text fields"),
     )
 }
 
@@ -91,4 +99,5 @@ def build(name: str, out_dir: str | os.PathLike, *, n: int | None = None, seed: 
 
 
 __all__ = ["DATASETS", "DatasetSpec", "build", "build_tuxpaint", "build_synthetic_video",
-           "build_synthetic_embeddings", "load_synthetic_embeddings"]
+           "build_synthetic_embeddings", "load_synthetic_embeddings",
+           "build_tuxpaint_relevance", "build_synthetic_video_relevance"]

@@ -1,39 +1,13 @@
-"""Command line: one thin sub-command per stage (DESIGN.md). Logic lives in the packages.
-
-Every :class:`mmal.errors.MmalError` becomes one line on stderr and exit code 2 —
-never a traceback.
-"""
+"""CLI: dataset / init / encode / info (data and workspace stages)."""
 
 from __future__ import annotations
 
-import json
-import os
-import sys
 from pathlib import Path
 from typing import Optional
 
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+import typer
 
-import typer  # noqa: E402
-
-from mmal.errors import MmalError  # noqa: E402
-
-app = typer.Typer(
-    add_completion=False,
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    help="mmal: multimodal active learning and data expansion.",
-)
-
-
-def _progress() -> bool:
-    return os.environ.get("MMAL_PROGRESS", "1") != "0"
-
-
-def _echo_json(obj) -> None:
-    typer.echo(json.dumps(obj, indent=2, default=str))
+from mmal.cli._common import app, echo_json, positive, progress_enabled
 
 
 @app.command()
@@ -47,8 +21,9 @@ def dataset(
     """Build a dataset: writes OUT_DIR/items.parquet plus media."""
     from mmal.data.datasets import build
 
+    positive(n, "--n")
     opts = {"audio_locale": audio_locale} if name == "tuxpaint" else {}
-    path = build(name, out_dir, n=n, seed=seed, progress=_progress(), **opts)
+    path = build(name, out_dir, n=n, seed=seed, progress=progress_enabled(), **opts)
     typer.echo(str(path))
 
 
@@ -58,25 +33,32 @@ def init(
     items: Path = typer.Option(..., "--items", help="items file: .parquet, .csv or .jsonl"),
     task: str = typer.Option("classify", "--task", help="classify | relevance"),
     force: bool = typer.Option(False, "--force", help="replace an existing workspace"),
+    n_classes: Optional[int] = typer.Option(None, "--n-classes", help="class count of integer labels, when some classes have no labeled item yet"),
 ):
     """Validate an items file and create a workspace (mmal.toml, state.sqlite, items.parquet)."""
     from mmal.workspace import init_workspace
 
-    ws = init_workspace(directory, items, task=task, force=force, progress=_progress())
+    positive(n_classes, "--n-classes")
+    ws = init_workspace(directory, items, task=task, force=force, progress=progress_enabled(), n_classes=n_classes)
     c = ws.counts()
-    typer.echo(f"workspace {ws.dir}: {c['items']} items, {c['labeled']} labeled, modalities {', '.join(ws.modalities)}")
+    names = ws.label_names
+    classes = f"{ws.n_classes} classes" + (f" ({', '.join(names)})" if names else "")
+    typer.echo(f"workspace {ws.dir}: {c['items']} items, {c['labeled']} labeled, {classes}, modalities {', '.join(ws.modalities)}")
+    if ws.n_classes == 0:
+        typer.echo("note: the items file has no labels; label some items (`mmal label`) before `mmal train`", err=True)
 
 
 @app.command()
 def encode(
     directory: Path = typer.Argument(...),
     encoders: Optional[str] = typer.Option(None, "--encoders", help="comma list of specs, e.g. text:minilm,audio:whisper-base (default: mmal.toml [encoders])"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="items per encoder call (>= 1; default mmal.toml [encode] batch_size)"),
 ):
     """Fill the feature cache; a re-run encodes only what is missing."""
     from mmal.features.pipeline import encode_workspace
 
-    stats = encode_workspace(directory, encoders=encoders, batch_size=batch_size, progress=_progress())
+    positive(batch_size, "--batch-size")
+    stats = encode_workspace(directory, encoders=encoders, batch_size=batch_size, progress=progress_enabled())
     for s in stats:
         typer.echo(f"{s['modality']:<6} {s['encoder']:<26} encoded {s['encoded']:>6}  cached {s['cached']:>6}  absent {s['absent']:>6}")
 
@@ -88,10 +70,13 @@ def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(Fal
 
     data = workspace_info(directory)
     if as_json:
-        _echo_json(data)
+        echo_json(data, indent=2)
         return
     typer.echo(f"workspace   {data['dir']}")
-    typer.echo(f"task        {data['task']}  classes {data['n_classes']}")
+    from mmal.workspace import Workspace
+
+    names = Workspace(directory).label_names
+    typer.echo(f"task        {data['task']}  classes {data['n_classes']}" + (f" ({', '.join(names)})" if names else ""))
     typer.echo(f"items       {data['counts']['items']}  splits {data['counts']['splits']}")
     typer.echo(f"labeled     {data['counts']['labeled']}  per class {data['labels_per_class']}")
     typer.echo("modalities  " + ", ".join(f"{m} ({n} items)" for m, n in data["modality_counts"].items()))
@@ -101,53 +86,3 @@ def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(Fal
             typer.echo(f"features    {m}: {s['encoder']}: {s['error']}")
         else:
             typer.echo(f"features    {m}: {s['encoder']} [{s['fingerprint']}] {s['cached']}/{s['total']} cached")
-
-
-def _register_optional_commands() -> None:
-    """Commands of later stages register themselves here when their modules exist."""
-    import importlib
-
-    for mod in ("mmal.cli_train", "mmal.cli_al"):
-        try:
-            m = importlib.import_module(mod)
-        except ModuleNotFoundError as e:
-            if e.name != mod:
-                raise
-            continue
-        m.register(app)
-
-
-_register_optional_commands()
-
-
-def main(argv=None) -> int:
-    """Entry point: run the Typer app; MmalError -> one line on stderr, exit 2."""
-    import click
-
-    cmd = typer.main.get_command(app)
-    try:
-        rv = cmd.main(args=argv, prog_name="mmal", standalone_mode=False)
-        return int(rv or 0) if isinstance(rv, int) else 0
-    except MmalError as e:
-        msg = " ".join(str(e).split("\n"))
-        print(f"mmal: error: {msg}", file=sys.stderr)
-        return e.exit_code
-    except click.exceptions.Exit as e:
-        return e.exit_code
-    except click.ClickException as e:
-        e.show()
-        return e.exit_code
-    except click.exceptions.Abort:
-        print("mmal: aborted", file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
-        print("mmal: interrupted", file=sys.stderr)
-        return 130
-
-
-if __name__ == "__main__":
-    sys.exit(main())
-
-
-def _console() -> None:  # console-script wrapper: exit with main()'s code
-    sys.exit(main())

@@ -1,0 +1,232 @@
+"""Learner bench (issue 8): test accuracy at 50/100/200/400 random labels, 5 seeds, per learner.
+
+    .venv/bin/python bench/learner.py                       # both datasets, writes bench/results/learner.json
+    .venv/bin/python bench/learner.py --datasets tuxpaint --seeds 0,1
+    .venv/bin/python bench/learner.py --timing              # fit seconds at 200 labels -> learner_timing.json
+
+Datasets: Tux Paint (image + text + audio, 950 items, built from the Debian package) and
+synthetic-video (800 clips: frames + title + speech/tone audio). Each is built, validated
+and encoded once into ``bench/scratch/`` (reused on a re-run).
+
+For every (dataset, seed, budget) one random labeled set is drawn from the non-test items
+and every learner is fitted on exactly that set, in a rotating order (A, B, C, ...;
+B, C, ..., A) inside this one process, so timings share the same conditions; the load
+average is recorded before and after. Peak RSS is measured per learner in a child process
+that loads the features and fits once at the largest budget.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# bench/select.py would shadow the standard library's `select` module (imported by subprocess)
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+import argparse  # noqa: E402
+import json
+import os  # noqa: E402
+import resource  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("MMAL_PROGRESS", "0")
+
+#: learners compared: name -> (learner, params)
+LEARNERS = {
+    "linear": ("linear", {}),
+    "late-fusion/none": ("late-fusion", {"model": {"fusion": "none"}}),
+    "late-fusion/avgpool": ("late-fusion", {"model": {"fusion": "avgpool"}}),
+    "late-fusion/vlmae": ("late-fusion", {"model": {"fusion": "vlmae"}}),
+    "fusion": ("fusion", {"model": {"d_model": 64, "n_layers": 1, "n_heads": 2, "mlp_hidden": 128},
+                          "train": {"epochs": 20, "patience": 3}}),
+}
+DEFAULT = "late-fusion/vlmae"  # what `make_learner()` builds with the workspace defaults (see README)
+
+
+def workspace(name: str, scratch: Path):
+    from mmal.data.datasets import build
+    from mmal.features.pipeline import encode_workspace
+    from mmal.workspace import Workspace, init_workspace
+
+    data = scratch / f"data-{name}"
+    items = data / "items.parquet"
+    if not items.exists():
+        build(name, data, seed=0, progress=False, **({"n": 800} if name == "synthetic-video" else {}))
+    wsdir = scratch / f"ws-{name}"
+    if not (wsdir / "mmal.toml").exists():
+        init_workspace(wsdir, items, force=True)
+    encode_workspace(wsdir, progress=False)
+    return Workspace(wsdir)
+
+
+def learner_params(key: str, dataset_has_audio: bool):
+    name, params = LEARNERS[key]
+    params = json.loads(json.dumps(params))
+    if name == "fusion" and not dataset_has_audio:
+        params["model"]["fusion"] = "none"
+    return name, params
+
+
+def run(args) -> dict:
+    import torch
+
+    from mmal.features.pipeline import load_features
+    from mmal.learners import make_learner
+
+    torch.set_num_threads(args.threads)
+    scratch = ROOT / "bench" / "scratch" / "learner"
+    out = {"config": {"budgets": args.budgets, "seeds": args.seeds, "threads": args.threads, "learners": LEARNERS,
+                      "default": DEFAULT, "load_avg_start": os.getloadavg()}, "datasets": {}}
+    keys = list(LEARNERS)
+    for ds in args.datasets:
+        ws = workspace(ds, scratch)
+        feats = load_features(ws)
+        t = ws.items
+        gold = np.array(t.column("label").to_pylist())
+        split = np.array(t.column("split").to_pylist())
+        test = np.flatnonzero(split == "test")
+        cand = np.flatnonzero(split != "test")
+        res = {k: {str(b): {"accuracy": [], "fit_seconds": []} for b in args.budgets} for k in keys}
+        for si, seed in enumerate(args.seeds):
+            for b in args.budgets:
+                lab = np.random.default_rng(seed).choice(cand, b, replace=False)
+                order = keys[si % len(keys):] + keys[: si % len(keys)]  # rotate who goes first
+                for k in order:
+                    name, params = learner_params(k, "audio" in feats)
+                    L = make_learner(name, seed=seed, **params)
+                    t0 = time.perf_counter()
+                    L.fit(feats, gold, lab)
+                    sec = time.perf_counter() - t0
+                    acc = float((L.predict_proba(feats, test).argmax(1) == gold[test]).mean())
+                    res[k][str(b)]["accuracy"].append(acc)
+                    res[k][str(b)]["fit_seconds"].append(sec)
+                    print(f"{ds} seed {seed} n={b} {k:<22} acc {acc:.3f}  fit {sec:.2f} s", flush=True)
+        for k in keys:
+            for b in args.budgets:
+                r = res[k][str(b)]
+                r["mean"], r["std"] = float(np.mean(r["accuracy"])), float(np.std(r["accuracy"]))
+                r["fit_seconds_median"] = float(np.median(r["fit_seconds"]))
+        out["datasets"][ds] = {"n_items": int(len(gold)), "n_test": int(len(test)), "n_candidates": int(len(cand)),
+                               "modalities": sorted(feats), "results": res, "targets": targets(res, args.budgets)}
+    out["config"]["load_avg_end"] = os.getloadavg()
+    out["peak_rss_gb"] = peak_rss(args)
+    return out
+
+
+def targets(res: dict, budgets) -> dict:
+    """The issue's targets, checked on these numbers (paired by seed against `linear`)."""
+    from scipy.stats import ttest_rel
+
+    d, lin = res[DEFAULT], res["linear"]
+    means = [d[str(b)]["mean"] for b in budgets]
+    out = {"default_ge_linear": {str(b): d[str(b)]["mean"] >= lin[str(b)]["mean"] for b in budgets},
+           "vlmae_ge_linear_200_400": {str(b): res["late-fusion/vlmae"][str(b)]["mean"] >= lin[str(b)]["mean"]
+                                       for b in budgets if b in (200, 400)},
+           "default_std_200": d["200"]["std"] if "200" in d else None,
+           "largest_step_drop": float(max([0.0] + [means[i] - means[i + 1] for i in range(len(means) - 1)])),
+           "default_fit_seconds_200": d["200"]["fit_seconds_median"] if "200" in d else None,
+           "paired_t_vs_linear": {}}
+    for b in budgets:
+        a, c = np.array(d[str(b)]["accuracy"]), np.array(lin[str(b)]["accuracy"])
+        if len(a) > 1 and np.any(a != c):
+            t = ttest_rel(a, c)
+            out["paired_t_vs_linear"][str(b)] = {"mean_diff": float((a - c).mean()), "t": float(t.statistic), "p": float(t.pvalue)}
+    return out
+
+
+def _rss_child(ds, key, budget, q):
+    from mmal.features.pipeline import load_features
+    from mmal.learners import make_learner
+
+    scratch = ROOT / "bench" / "scratch" / "learner"
+    ws = workspace(ds, scratch)
+    feats = load_features(ws)
+    t = ws.items
+    gold = np.array(t.column("label").to_pylist())
+    cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
+    name, params = learner_params(key, "audio" in feats)
+    L = make_learner(name, seed=0, **params)
+    L.fit(feats, gold, np.random.default_rng(0).choice(cand, budget, replace=False))
+    L.score(feats)
+    q.put(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024 ** 2)
+
+
+def peak_rss(args) -> dict:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("spawn")
+    out = {}
+    for ds in args.datasets:
+        out[ds] = {}
+        for k in LEARNERS:
+            q = ctx.Queue()
+            p = ctx.Process(target=_rss_child, args=(ds, k, max(args.budgets), q))
+            p.start()
+            p.join()
+            out[ds][k] = round(q.get(), 3) if p.exitcode == 0 else None
+    return out
+
+
+def timing(args) -> dict:
+    """Fit seconds of each learner at one budget, alternating learners, in this process.
+
+    Separate from the accuracy run so it can be repeated on a quiet machine
+    (``--timing``): the accuracy numbers do not depend on load, the seconds do.
+    """
+    import torch
+
+    from mmal.features.pipeline import load_features
+    from mmal.learners import make_learner
+
+    torch.set_num_threads(args.threads)
+    scratch = ROOT / "bench" / "scratch" / "learner"
+    out = {"budget": args.timing_budget, "threads": args.threads, "load_avg_start": os.getloadavg(), "datasets": {}}
+    for ds in args.datasets:
+        ws = workspace(ds, scratch)
+        feats = load_features(ws)
+        t = ws.items
+        gold = np.array(t.column("label").to_pylist())
+        cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
+        make_learner("late-fusion", model={"fusion": "none"}, train={"epochs": 1}).fit(feats, gold, cand[:20])  # imports, warm caches
+        res = {k: [] for k in LEARNERS}
+        for si, seed in enumerate(args.seeds):
+            lab = np.random.default_rng(seed).choice(cand, args.timing_budget, replace=False)
+            keys = list(LEARNERS)
+            for k in keys[si % len(keys):] + keys[: si % len(keys)]:
+                name, params = learner_params(k, "audio" in feats)
+                L = make_learner(name, seed=seed, **params)
+                t0 = time.perf_counter()
+                L.fit(feats, gold, lab)
+                res[k].append(time.perf_counter() - t0)
+        out["datasets"][ds] = {k: {"seconds": v, "median": float(np.median(v))} for k, v in res.items()}
+    out["load_avg_end"] = os.getloadavg()
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--datasets", default="tuxpaint,synthetic-video")
+    ap.add_argument("--budgets", default="50,100,200,400")
+    ap.add_argument("--seeds", default="0,1,2,3,4")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=None)
+    ap.add_argument("--timing", action="store_true", help="only time fits at --timing-budget (bench/results/learner_timing.json)")
+    ap.add_argument("--timing-budget", type=int, default=200)
+    a = ap.parse_args(argv)
+    a.datasets = a.datasets.split(",")
+    a.budgets = [int(x) for x in a.budgets.split(",")]
+    a.seeds = [int(x) for x in a.seeds.split(",")]
+    a.out = a.out or str(ROOT / "bench" / "results" / ("learner_timing.json" if a.timing else "learner.json"))
+    res = timing(a) if a.timing else run(a)
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(a.out).write_text(json.dumps(res, indent=1, default=float))
+    print(a.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,85 @@
+"""The Typer app shared by the command modules, and small helpers they use."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import typer
+
+from mmal.errors import ConfigError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="mmal: multimodal active learning and data expansion.",
+)
+
+
+def progress_enabled() -> bool:
+    """Progress bars on (default) unless ``MMAL_PROGRESS=0``. Bars go to stderr (stdout stays JSON)."""
+    on = os.environ.get("MMAL_PROGRESS", "1") != "0"
+    if on:
+        import rich
+
+        rich.reconfigure(stderr=True)
+    return on
+
+
+def note(msg: str) -> None:
+    """A status line on stderr (not part of the command's stdout result)."""
+    if os.environ.get("MMAL_PROGRESS", "1") != "0":
+        print(f"mmal: {msg}", file=sys.stderr, flush=True)
+
+
+def _jsonable(o):
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
+
+
+def epoch_lines() -> bool:
+    """One line per training epoch on stderr: when progress is on and stderr is not a terminal
+    (a log file or CI); in a terminal the progress bar shows the epochs live instead."""
+    return os.environ.get("MMAL_PROGRESS", "1") != "0" and not sys.stderr.isatty()
+
+
+def echo_json(obj, indent=None) -> None:
+    typer.echo(json.dumps(obj, indent=indent, default=_jsonable))
+
+
+def positive(value, flag: str, *, minimum: int = 1):
+    """``value`` if it is None or >= ``minimum``; else ConfigError naming the flag."""
+    if value is not None and value < minimum:
+        raise ConfigError(f"{flag} must be >= {minimum}, got {value}")
+    return value
+
+
+def _version(value: bool):
+    if value:
+        from mmal import __version__
+
+        typer.echo(f"mmal {__version__}")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", is_eager=True, callback=_version, help="print the version and exit"),
+):
+    """mmal: multimodal active learning and data expansion."""
+
+
+def check_round_pool(ws) -> None:
+    """Refuse a truncated scored pool of the current round with one line (before anything reads it)."""
+    from mmal.loop.workspace_round import current_round
+    from mmal.workspace.workspace import check_npy_files, check_parquet_files
+
+    rnd = current_round(ws)
+    folder = ws.round_dir(rnd) / "pool"
+    if folder.is_dir():
+        check_npy_files(folder, fix=f"run `mmal score {ws.dir}` again to rewrite the scored pool")
+        check_parquet_files(folder, fix=f"run `mmal score {ws.dir}` again to rewrite the scored pool")

@@ -1,0 +1,192 @@
+"""CLI: select / label / simulate / demo (active-learning loop stages)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from mmal.cli._common import app, echo_json, positive, progress_enabled
+from mmal.errors import ConfigError, MmalError
+
+
+def _parse_params(items: list[str]) -> dict:
+    out = {}
+    for kv in items or []:
+        if "=" not in kv:
+            raise ConfigError(f"--param {kv!r}: expected NAME=VALUE")
+        k, v = kv.split("=", 1)
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+#: Substrings of errors raised inside :mod:`mmal.select` (which speaks in Python terms) ->
+#: the command that fixes them. Applied only to errors raised by ``select``.
+SELECT_HINTS = (
+    ("value_fn=", "strategy bmmal needs the coalition values V(S) in the scored pool: run "
+                  "`mmal score {ws} --coalitions` (on a model from `mmal train {ws} --learner late-fusion`)"),
+    ("pool.fused_blocks is False", "strategy bmmal needs the late-fusion learner's per-modality blocks: run "
+                                   "`mmal train {ws} --learner late-fusion` and then `mmal score {ws} --coalitions`"),
+    ("BALD needs", "strategy bald needs MC-dropout probabilities in the scored pool: run `mmal score {ws} --mc-samples 20`"),
+)
+
+
+def _with_hint(err: MmalError, ws_dir) -> MmalError:
+    text = str(err)
+    for needle, hint in SELECT_HINTS:
+        if needle in text:
+            return type(err)(hint.format(ws=ws_dir))
+    return err
+
+
+@app.command()
+def select(
+    directory: Path = typer.Argument(...),
+    strategy: Optional[str] = typer.Option(None, "--strategy", help='name or mix, e.g. "entropy:0.8,lsb-lt:0.2" (default: mmal.toml [select] strategy)'),
+    budget: Optional[int] = typer.Option(None, "--budget", help="items to select, >= 1 (default: mmal.toml [select] budget)"),
+    seed: int = typer.Option(0, "--seed"),
+    param: list[str] = typer.Option([], "--param", help="strategy parameter NAME=VALUE (repeatable), e.g. k=3, l_t=0.3"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the selection, record and export nothing"),
+    append: bool = typer.Option(False, "--append", help="add another batch to the current round (default: one batch per round)"),
+    pretrain: str = typer.Option("default", "--pretrain", help="cold start: stored MMSSL embeddings to use (`mmal pretrain --name`)"),
+):
+    """Select the next batch, record it, export CSV / JSONL / Label Studio tasks (one unit, under the workspace lock)."""
+    from mmal.cli._common import check_round_pool
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace import Workspace
+
+    positive(budget, "--budget")
+    params = _parse_params(param)
+    ws = Workspace(directory)
+    defaults = ws.config.get("select", {})
+    strategy = strategy if strategy is not None else defaults.get("strategy")
+    budget = budget if budget is not None else defaults.get("budget")
+    if not strategy:
+        raise ConfigError(f"no strategy: pass --strategy NAME or set [select] strategy in {ws.dir / 'mmal.toml'}")
+    if budget is None:
+        raise ConfigError(f"no budget: pass --budget N or set [select] budget in {ws.dir / 'mmal.toml'}")
+    from mmal.loop.pretrain import cold_select_workspace, workspace_has_labels
+    from mmal.select import shares_note
+
+    cold = not workspace_has_labels(directory)
+    if not cold:
+        check_round_pool(ws)
+    msg = shares_note(strategy)
+    if msg:
+        print(f"mmal: note: {msg}", file=sys.stderr)
+    try:
+        if cold:  # nothing labeled yet: cold-start strategies only (issue 10)
+            out = cold_select_workspace(directory, strategy, int(budget), seed=seed, params=params, pretrain=pretrain,
+                                        dry_run=dry_run, append=append)
+        else:
+            out = select_workspace(directory, strategy, int(budget), seed=seed, params=params, dry_run=dry_run, append=append)
+    except MmalError as e:
+        raise _with_hint(e, ws.dir) from None
+    for w in out.get("warnings", []) or []:
+        print(f"mmal: warning: {w}", file=sys.stderr)
+    echo_json(out, indent=1)
+
+
+@app.command()
+def label(directory: Path = typer.Argument(...),
+          file: Path = typer.Argument(..., help="CSV, JSONL or Label Studio export (JSON, JSON_MIN or CSV)"),
+          allow_unbatched: bool = typer.Option(False, "--allow-unbatched", help="accept labels for items in no batch"),
+          allow_new_classes: bool = typer.Option(False, "--allow-new-classes", help="accept class names not in the workspace (the trained model becomes stale)")):
+    """Import labels: one transaction, idempotent; a bad row imports nothing."""
+    from mmal.workspace import Workspace
+    from mmal.workspace.annotate import import_labels
+
+    stats = import_labels(Workspace(directory), file, allow_unbatched=allow_unbatched, allow_new_classes=allow_new_classes)
+    for w in stats.get("warnings", []) or []:
+        print(f"mmal: warning: {w}", file=sys.stderr)
+    echo_json(stats)
+
+
+@app.command()
+def export(directory: Path = typer.Argument(...),
+           round_: int = typer.Option(..., "--round", help="round whose batches to re-export"),
+           media_root: Optional[Path] = typer.Option(None, "--media-root", help="write media paths relative to this folder; paths outside it are refused"),
+           media_url: Optional[str] = typer.Option(None, "--media-url", help="URL template for media: {path} = path under the media root, {id} = item id (default /data/local-files/?d={path}; see docs/labelstudio.md)")):
+    """Re-export a round's batches (CSV, JSONL, Label Studio tasks + config)."""
+    from mmal.workspace.annotate import export_round
+
+    echo_json(export_round(directory, round_, media_root=media_root, media_url=media_url), indent=1)
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        out = [int(s) for s in text.split(",") if s.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} {text!r}: expected comma-separated integers, e.g. 0,1,2") from None
+    if not out:
+        raise ConfigError(f"{flag}: give at least one value")
+    return out
+
+
+@app.command()
+def simulate(
+    items: Path = typer.Argument(..., help="items file with gold labels"),
+    strategies: str = typer.Option(..., "--strategies", help='runs separated by "|", the parts of a mix by ",", e.g. "random|entropy|entropy:0.8,lsb-lt:0.2"'),
+    init: int = typer.Option(..., "--init"),
+    budget: int = typer.Option(..., "--budget"),
+    rounds: int = typer.Option(..., "--rounds"),
+    seeds: str = typer.Option("0,1,2", "--seeds"),
+    out: Path = typer.Option(..., "--out"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="linear | late-fusion | fusion"),
+    init_strategy: Optional[str] = typer.Option(None, "--init-strategy", help="cold-start strategy for the initial set (kmeans, typiclust, probcover, activeft, mmcsal, ...; default random)"),
+    fusion: Optional[str] = typer.Option(None, "--fusion"),
+    heads: Optional[str] = typer.Option(None, "--heads"),
+    encoders: Optional[str] = typer.Option(None, "--encoders"),
+    epochs: Optional[int] = typer.Option(None, "--epochs"),
+):
+    """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html."""
+    from mmal.loop.simulate import simulate as run
+    from mmal.workspace.schema import check_value
+
+    for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds), ("--epochs", epochs)):
+        positive(v, flag)
+    for flag, section, key, v in (("--learner", "model", "learner", learner), ("--fusion", "model", "fusion", fusion),
+                                  ("--heads", "model", "heads", heads)):
+        if v is not None:
+            check_value(section, key, v, where=flag)
+    seed_list = _int_list(seeds, "--seeds")
+    from mmal.select import parse_strategies, shares_note
+
+    specs = parse_strategies(strategies)
+    for s in specs:
+        if note := shares_note(s):
+            typer.echo(f"mmal: note: {note}", err=True)
+    kwargs = {"learner": learner} if learner is not None else {}
+    if init_strategy is not None:
+        kwargs["init_strategy"] = init_strategy
+    res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
+              encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
+              progress=progress_enabled(), **kwargs)
+    for spec, d in res["strategies"].items():
+        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
+    typer.echo(str(Path(out) / "report.html"))
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("demo"), "--out", help="folder for the dataset, cache and report"),
+    seeds: str = typer.Option("0,1,2", "--seeds"),
+    rounds: int = typer.Option(3, "--rounds"),
+    init: int = typer.Option(50, "--init"),
+    budget: int = typer.Option(50, "--budget"),
+):
+    """The main job: simulate AL on Tux Paint (see mmal.loop.demo for the strategies and model)."""
+    from mmal.loop.demo import run_demo
+
+    for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds)):
+        positive(v, flag)
+    res = run_demo(out, seeds=_int_list(seeds, "--seeds"), rounds=rounds, init=init, budget=budget, progress=progress_enabled())
+    for spec, d in res["strategies"].items():
+        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f} ± {d['std_aubc']:.4f}")
+    typer.echo(f"report: {res.get('report', Path(out) / 'simulation' / 'report.html')}")

@@ -1,0 +1,182 @@
+"""``linear``: the probe a practitioner tries first.
+
+Multinomial logistic regression (scikit-learn ``LogisticRegression``, lbfgs) on the
+concatenation of each modality's pooled tower embedding, each L2-normalised on its own
+(a missing modality is a zero block). Every other learner must beat it (issue 8).
+
+Being linear over per-modality blocks, it is exact for BMMAL: ``modality[m]`` are the
+blocks the logits read, and zeroing a block is dropping its term.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping
+
+import numpy as np
+
+from mmal.errors import ConfigError
+from mmal.learners.base import Learner, coalition_key, coalition_subsets, softmax
+from mmal.train.engine import as_index, check_labels
+
+ABSENT_CLASS_LOGIT = -30.0
+
+
+def pooled_blocks(features: Mapping, modalities: list[str], idx: np.ndarray, means: Mapping | None = None) -> dict[str, np.ndarray]:
+    """``{m: [k, d_m]}`` L2-normalised pooled features (optionally centred first); zeros where absent."""
+    out = {}
+    for m in modalities:
+        f = features[m]
+        x = np.asarray(f.pooled[idx], dtype=np.float64)  # [k, d_m]
+        if means is not None:
+            x = x - np.asarray(means[m], dtype=np.float64)
+        nrm = np.linalg.norm(x, axis=1, keepdims=True)
+        x = np.divide(x, nrm, out=np.zeros_like(x), where=nrm > 1e-12)
+        x[~np.asarray(f.present[idx], bool)] = 0.0
+        out[m] = x.astype(np.float32)
+    return out
+
+
+def pooled_means(features: Mapping, modalities: list[str]) -> dict[str, np.ndarray]:
+    """Mean pooled feature of the items that have each modality (unlabeled pool statistics)."""
+    out = {}
+    for m in modalities:
+        f = features[m]
+        has = np.asarray(f.present, bool)
+        out[m] = np.asarray(f.pooled[has], np.float64).mean(0) if has.any() else np.zeros(f.dim)
+    return out
+
+
+class LinearProbe(Learner):
+    """Logistic regression on concatenated, L2-normalised pooled embeddings.
+
+    Parameters
+    ----------
+    C : inverse L2 strength of ``LogisticRegression`` (10.0, the value the issue's probe used).
+    max_iter : lbfgs iterations (2000).
+    class_weight : ``None`` or ``"balanced"``.
+    center : subtract the pool mean of each modality before normalising (False: the plain
+        probe; the ``late-fusion`` learner always centres).
+    heads : ``"fused"`` or ``"fused+unimodal"`` (one probe per modality on its own block,
+        for unimodal accuracy).
+    modalities : which modalities to use (default: every one in ``features``).
+    """
+
+    name = "linear"
+    fused_blocks = True
+
+    def __init__(self, n_classes: int | None = None, seed: int = 0, *, C: float = 10.0, max_iter: int = 2000,
+                 class_weight: str | None = None, center: bool = False, heads: str = "fused", modalities=None):
+        if not C > 0:
+            raise ConfigError(f"linear learner: C = {C}: expected > 0")
+        if class_weight not in (None, "balanced"):
+            raise ConfigError(f"linear learner: class_weight = {class_weight!r}: expected None or 'balanced'")
+        if heads not in ("fused", "fused+unimodal"):
+            raise ConfigError(f"linear learner: heads = {heads!r}: expected 'fused' or 'fused+unimodal'")
+        super().__init__(n_classes, seed, C=float(C), max_iter=int(max_iter), class_weight=class_weight,
+                         center=bool(center), heads=heads, modalities=None if modalities is None else sorted(modalities))
+        self.coef_ = None  # [C, D]
+        self.intercept_ = None  # [C]
+        self.uni_ = {}  # m -> (coef [C, d_m], intercept [C])
+        self.means_ = None
+        self.modalities_ = None
+
+    def _fit_lr(self, x, y, C_total):
+        from sklearn.linear_model import LogisticRegression
+
+        lr = LogisticRegression(C=self.params["C"], max_iter=self.params["max_iter"], class_weight=self.params["class_weight"],
+                                random_state=self.seed)
+        coef = np.zeros((C_total, x.shape[1]), np.float64)
+        icpt = np.full(C_total, ABSENT_CLASS_LOGIT)
+        classes = np.unique(y)
+        if len(classes) == 1:  # one class seen: it gets every item
+            icpt[classes[0]] = 0.0
+            return coef, icpt
+        lr.fit(x, y)
+        if len(lr.classes_) == 2:  # sklearn stores one row for binary problems
+            coef[lr.classes_[1]], icpt[lr.classes_[1]] = lr.coef_[0], lr.intercept_[0]
+            coef[lr.classes_[0]], icpt[lr.classes_[0]] = 0.0, 0.0
+        else:
+            coef[lr.classes_], icpt[lr.classes_] = lr.coef_, lr.intercept_
+        return coef, icpt
+
+    def fit(self, features, labels, train_idx, val_idx=None, *, progress: bool = False, log=None) -> dict:
+        import time
+
+        mods = self.params["modalities"] or sorted(features)
+        missing = sorted(set(mods) - set(features))
+        if missing:
+            raise ConfigError(f"linear learner: features lack modalities {missing}; have {sorted(features)}")
+        n = len(features[mods[0]])
+        train_idx = as_index(train_idx, n, "train_idx")
+        val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
+        tr = np.concatenate([train_idx, val_idx])  # a probe needs no validation split: use every label
+        labels, C_total = check_labels(labels, tr, np.zeros(0, np.int64), n, self.n_classes)
+        self.n_classes = C_total
+        t0 = time.perf_counter()
+        self.modalities_ = mods
+        self.means_ = pooled_means(features, mods) if self.params["center"] else None
+        blocks = pooled_blocks(features, mods, tr, self.means_)
+        x = np.concatenate([blocks[m] for m in mods], 1)
+        y = labels[tr]
+        self.coef_, self.intercept_ = self._fit_lr(x, y, C_total)
+        self.uni_ = {}
+        if self.params["heads"] == "fused+unimodal":
+            for m in mods:
+                has = np.asarray(features[m].present[tr], bool)
+                if has.any():
+                    self.uni_[m] = self._fit_lr(blocks[m][has], y[has], C_total)
+        seconds = time.perf_counter() - t0
+        if log is not None:
+            log(f"linear: fitted on {len(tr)} items in {seconds:.2f} s")
+        return {"epochs": [], "best_epoch": None, "stopped_early": False, "seconds": seconds,
+                "train_samples_per_s": len(tr) / seconds if seconds > 0 else float("nan")}
+
+    def _check_fitted(self):
+        if self.coef_ is None:
+            raise ConfigError("linear learner: call fit() (or load a checkpoint) before score()")
+
+    def score(self, features, idx=None, *, coalitions=False, progress: bool = False) -> dict:
+        self._check_fitted()
+        mods = self.modalities_
+        n = len(features[mods[0]])
+        idx = as_index(idx, n, "idx")
+        blocks = pooled_blocks(features, mods, idx, self.means_)
+        x = np.concatenate([blocks[m] for m in mods], 1)  # [k, D]
+        logits = x @ self.coef_.T + self.intercept_  # [k, C]
+        res = {
+            "probs": softmax(logits).astype(np.float32),
+            "embedding": x,
+            "penultimate": x,
+            "modality": blocks,
+            "present": {m: np.asarray(features[m].present[idx], bool) for m in mods},
+            "unimodal_probs": {m: softmax(blocks[m] @ c.T + b).astype(np.float32) for m, (c, b) in self.uni_.items()},
+        }
+        subsets = coalition_subsets(mods, coalitions) if coalitions else []
+        if subsets:
+            offs = np.cumsum([0] + [blocks[m].shape[1] for m in mods])
+            res["coalition_probs"] = {}
+            for s in subsets:
+                lg = np.tile(self.intercept_, (len(idx), 1))
+                for j, m in enumerate(mods):
+                    if m in s:
+                        lg = lg + blocks[m] @ self.coef_[:, offs[j]:offs[j + 1]].T
+                res["coalition_probs"][coalition_key(s)] = softmax(lg).astype(np.float32)
+        return res
+
+    def state(self) -> dict:
+        import torch
+
+        self._check_fitted()
+        return {
+            "modalities": list(self.modalities_),
+            "coef": torch.from_numpy(self.coef_.copy()), "intercept": torch.from_numpy(self.intercept_.copy()),
+            "means": None if self.means_ is None else {m: torch.from_numpy(np.asarray(v)) for m, v in self.means_.items()},
+            "unimodal": {m: {"coef": torch.from_numpy(c.copy()), "intercept": torch.from_numpy(b.copy())} for m, (c, b) in self.uni_.items()},
+        }
+
+    def load_state(self, state) -> None:
+        self.modalities_ = list(state["modalities"])
+        self.coef_ = state["coef"].numpy().astype(np.float64)
+        self.intercept_ = state["intercept"].numpy().astype(np.float64)
+        self.means_ = None if state["means"] is None else {m: v.numpy() for m, v in state["means"].items()}
+        self.uni_ = {m: (d["coef"].numpy(), d["intercept"].numpy()) for m, d in state["unimodal"].items()}

@@ -1,0 +1,380 @@
+"""Pre-training (ITC, ITM, word-level MLM, PQVM) and fine-tuning of the relevance models.
+
+Pre-training (003 §3.2, eq. 2-6; METHODS.md G) runs on the *videos* of a relevance items
+file (no labels, no real queries), one step per batch of B >= 2 videos:
+
+- **ITC** (ALBEF): in-batch contrastive loss between the text ``[CLS]`` (keyword text
+  alone) and the image ``[CLS]``, ``(CE(s_i2t / tau) + CE(s_t2i / tau)) / 2``; no momentum
+  model or queue.
+- **ITM** with in-batch hard negatives (ALBEF): ``softmax`` of the similarities with the
+  diagonal zeroed; one negative image per text and one negative text per image drawn by
+  ``multinomial``; 2-way CE on the fusion ``[CLS]`` over B positives and 2B negatives.
+- **MLM**, word-level: each keyword of the video text is masked with probability
+  ``mlm_prob`` (at least one per video; all its wordpieces replaced by a learned ``[MASK]``
+  vector in the input space); the wordpiece ids are predicted from the fusion encoder.
+  With ``text_states="contextual"`` the frozen MiniLM states of the neighbours were
+  computed with the word visible, so MLM is easier than in ALBEF (see docs/relevance.md).
+- **PQVM** (eq. 2-5): ``inx = randint(a, b)`` keywords form the pseudo query ``Q_i``, the
+  rest ``T_i``; ``S = (softmax(s_i2t) + softmax(s_t2i)) / 2`` with the diagonal zeroed;
+  ``x ~ multinomial(S_i)``, ``x != i``; positive ``[CLS] Q_i [SEP] T_i`` + ``I_i``, negative
+  ``[CLS] Q_x [SEP] T_i`` + ``I_i``; 2-way CE on the fusion ``[CLS]``. Without ITC (the
+  ``single`` / ``text`` architectures or ``itc`` not selected) ``S`` is the softmax of the
+  frozen MiniLM keyword-text cosine similarities divided by ``pqvm_temp``.
+
+The total loss is the sum of the selected objectives (eq. 6).
+
+Fine-tuning: ``[CLS] query [SEP] keyword text`` + the video's visual tokens -> fusion
+``[CLS]`` -> a :class:`~mmal.relevance.heads.RelevanceHead`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmal.errors import ConfigError
+from mmal.relevance.features import RelevanceData, Segment
+from mmal.relevance.heads import RelevanceHead
+from mmal.relevance.model import SEG_Q, SEG_T, RelevanceConfig, RelevanceModel
+
+OBJECTIVES = ("itc", "itm", "mlm", "pqvm")
+
+
+def parse_objectives(spec) -> tuple[str, ...]:
+    """``"itc,itm,mlm,pqvm"`` or a sequence -> validated tuple (order kept, duplicates dropped)."""
+    items = [s.strip() for s in (spec.split(",") if isinstance(spec, str) else spec) if s.strip()]
+    bad = [s for s in items if s not in OBJECTIVES]
+    if bad or not items:
+        raise ConfigError(f"objectives must be a non-empty subset of {','.join(OBJECTIVES)}, got {spec!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def sample_hard_negatives(sim: torch.Tensor, generator: torch.Generator | None = None,
+                          forbid: torch.Tensor | None = None) -> torch.Tensor:
+    """One index per row drawn from ``multinomial(sim[i])`` with ``sim[i, i] = 0`` (ALBEF, 003 eq. 3).
+
+    Parameters
+    ----------
+    sim : ``[B, B]`` non-negative weights (e.g. softmax similarities), B >= 2.
+    forbid : optional ``[B, B]`` bool; True entries are zeroed too (e.g. same pseudo query
+        text). A row left with no weight falls back to uniform over ``j != i``.
+
+    Returns ``[B]`` long, never equal to the row index.
+    """
+    B = sim.shape[0]
+    if B < 2 or sim.shape != (B, B):
+        raise ConfigError(f"hard negatives need a square batch of >= 2, got {tuple(sim.shape)}")
+    w = sim.detach().clamp(min=0).clone()
+    eye = torch.eye(B, dtype=torch.bool, device=w.device)
+    w = torch.nan_to_num(w, nan=0.0, posinf=0.0)
+    w[eye] = 0
+    if forbid is not None:
+        w[forbid & ~eye] = 0
+    empty = w.sum(1) <= 0
+    if empty.any():
+        w[empty] = (~eye[empty]).to(w.dtype)
+    return torch.multinomial(w, 1, generator=generator)[:, 0]
+
+
+def text_batch(parts: list[tuple[Segment | None, Segment]], cls_vec, sep_vec, max_len: int,
+               mask_words: list[set] | None = None, tower=None):
+    """Assemble ``[CLS] Q [SEP] T [SEP]`` (or ``[CLS] T [SEP]`` when Q is None) batches.
+
+    Returns ``states [B, L, 384]``, ``segment [B, L]``, ``pad [B, L]`` (True = padding),
+    ``mlm_labels [B, L]`` (wordpiece ids at masked T tokens, -100 elsewhere) and
+    ``masked [B, L]`` bool. ``mask_words[b]`` = word indices of T to mask.
+
+    ``tower`` (a :class:`~mmal.relevance.features.TextStates` in ``joint`` mode): the states
+    are the frozen tower's over the assembled ids (masked ids replaced by ``[MASK]``);
+    otherwise the cached segment states are concatenated (specials = ``cls_vec``/``sep_vec``).
+    """
+    rows = []
+    for b, (q, t) in enumerate(parts):
+        st, sg, ids, mk = [cls_vec[None]], [SEG_Q], [-100], [False]
+        if q is not None:
+            q = Segment(q.ids[: max_len // 2], q.words[: max_len // 2], q.states[: max_len // 2])
+            st += [q.states, sep_vec[None]]
+            sg += [SEG_Q] * len(q.ids) + [SEG_Q]
+            ids += [-100] * (len(q.ids) + 1)
+            mk += [False] * (len(q.ids) + 1)
+        room = max_len - len(sg) - 1
+        tids, tw, ts = t.ids[:room], t.words[:room], t.states[:room]
+        m = torch.zeros(len(tids), dtype=torch.bool)
+        if mask_words is not None and mask_words[b]:
+            m = torch.tensor([int(w) in mask_words[b] for w in tw], dtype=torch.bool)
+        st += [ts, sep_vec[None]]
+        sg += [SEG_T] * len(tids) + [SEG_T]
+        ids += torch.where(m, tids, torch.full_like(tids, -100)).tolist() + [-100]
+        mk += m.tolist() + [False]
+        if tower is not None:
+            tok = [torch.tensor([tower.tok.cls_token_id])]
+            if q is not None:
+                tok += [q.ids, torch.tensor([tower.tok.sep_token_id])]
+            tok += [torch.where(m, torch.full_like(tids, tower.mask_id), tids), torch.tensor([tower.tok.sep_token_id])]
+            rows.append((torch.cat(tok), sg, ids, mk))
+        else:
+            rows.append((torch.cat(st), sg, ids, mk))
+    if tower is not None:
+        states_list = tower.joint([(r[0], torch.tensor(r[1])) for r in rows],
+                                  cache=mask_words is None)
+        rows = [(s_, g, i, k) for s_, (_, g, i, k) in zip(states_list, rows)]
+    L = max(len(r[1]) for r in rows)
+    B, D = len(rows), cls_vec.shape[0]
+    states = torch.zeros(B, L, D)
+    seg = torch.zeros(B, L, dtype=torch.long)
+    pad = torch.ones(B, L, dtype=torch.bool)
+    labels = torch.full((B, L), -100, dtype=torch.long)
+    masked = torch.zeros(B, L, dtype=torch.bool)
+    for b, (s, g, i, k) in enumerate(rows):
+        n = len(g)
+        states[b, :n], seg[b, :n], pad[b, :n] = s, torch.tensor(g), False
+        labels[b, :n], masked[b, :n] = torch.tensor(i), torch.tensor(k)
+    return states, seg, pad, labels, masked
+
+
+def _visual(data: RelevanceData, vids: np.ndarray):
+    tok = torch.from_numpy(data.visual[vids])
+    return tok, torch.zeros(tok.shape[:2], dtype=torch.bool)
+
+
+@dataclass
+class PretrainResult:
+    model: RelevanceModel
+    objectives: tuple
+    history: list = field(default_factory=list)  # per epoch: mean loss per objective
+    samples_per_s: float = 0.0
+
+
+def pretrain_relevance(
+    data: RelevanceData,
+    config: RelevanceConfig | None = None,
+    *,
+    objectives="itc,itm,mlm,pqvm",
+    epochs: int = 3,
+    batch_size: int = 32,
+    lr: float = 3e-4,
+    weight_decay: float = 0.02,
+    pq_range: tuple[int, int] = (1, 3),
+    mlm_prob: float = 0.15,
+    pqvm_temp: float = 0.07,
+    exclude_same_query: bool = True,
+    seed: int = 0,
+) -> PretrainResult:
+    """Pre-train a :class:`RelevanceModel` on the videos of ``data`` (module docstring).
+
+    ``objectives`` ``itc``/``itm`` need ``arch="dual"``. ``pq_range = (a, b)``: the pseudo
+    query takes ``randint(a, b)`` keywords (inclusive), capped so that at least one keyword
+    stays in the text. ``exclude_same_query``: a PQVM negative whose pseudo query text equals
+    the positive's is not drawn (it would be a false negative).
+    """
+    objs = parse_objectives(objectives)
+    cfg = config or RelevanceConfig()
+    cfg.vocab_size = data.vocab_size
+    if cfg.arch != "dual" and ({"itc", "itm"} & set(objs)):
+        raise ConfigError(f"objectives itc/itm need the dual-stream architecture, not {cfg.arch!r}")
+    if batch_size < 2:
+        raise ConfigError(f"pre-training needs batch_size >= 2 (in-batch negatives), got {batch_size}")
+    a, b = int(pq_range[0]), int(pq_range[1])
+    if not 1 <= a <= b:
+        raise ConfigError(f"pq_range must be 1 <= a <= b, got {pq_range}")
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    model = RelevanceModel(cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    V = len(data.video_ids)
+    history, n_seen, t0 = [], 0, time.perf_counter()
+    for _ in range(int(epochs)):
+        model.train()
+        perm = rng.permutation(V)
+        sums: dict[str, float] = {}
+        steps = 0
+        for s in range(0, V, batch_size):
+            vids = perm[s : s + batch_size]
+            if len(vids) < 2:
+                continue
+            losses = _pretrain_step(model, data, vids, objs, rng, gen, (a, b), mlm_prob, pqvm_temp, exclude_same_query)
+            loss = sum(losses.values())
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            for k_, v in losses.items():
+                sums[k_] = sums.get(k_, 0.0) + float(v.detach())
+            steps += 1
+            n_seen += len(vids)
+        history.append({k_: v / max(steps, 1) for k_, v in sums.items()})
+    dt = time.perf_counter() - t0
+    return PretrainResult(model, objs, history, n_seen / dt if dt > 0 else 0.0)
+
+
+def _pretrain_step(model, data, vids, objs, rng, gen, pq_range, mlm_prob, pqvm_temp, exclude_same_query):
+    cfg = model.cfg
+    B = len(vids)
+    segs = [data.video_text[v] for v in vids]
+    losses: dict[str, torch.Tensor] = {}
+    visual = _visual(data, vids) if cfg.arch != "text" else (None, None)
+    img = img_pad = None
+    if cfg.arch != "text":
+        img, img_pad = model.encode_image(*visual)
+    sim_i2t = sim_t2i = None
+    if {"itc", "itm"} & set(objs) or ("pqvm" in objs and cfg.arch == "dual" and "itc" in objs):
+        st, sg, pad, _, _ = text_batch([(None, t) for t in segs], data.cls_vec, data.sep_vec, cfg.max_len, tower=data.tower)
+        t = model.encode_text(st, sg, pad)
+        tf, imf = model.contrastive_features(t, img)
+        sim_i2t = imf @ tf.T / model.temp  # [B, B]
+        sim_t2i = tf @ imf.T / model.temp
+        target = torch.arange(B)
+        if "itc" in objs:
+            losses["itc"] = (F.cross_entropy(sim_i2t, target) + F.cross_entropy(sim_t2i, target)) / 2
+        if "itm" in objs:
+            with torch.no_grad():
+                neg_img = sample_hard_negatives(F.softmax(sim_t2i.float(), 1), gen)  # per text
+                neg_txt = sample_hard_negatives(F.softmax(sim_i2t.float(), 1), gen)  # per image
+            z = torch.cat([model.fuse(t, pad, img, img_pad)[:, 0],
+                           model.fuse(t, pad, img[neg_img], img_pad[neg_img])[:, 0],
+                           model.fuse(t[neg_txt], pad[neg_txt], img, img_pad)[:, 0]])
+            y = torch.cat([torch.ones(B), torch.zeros(2 * B)]).long()
+            losses["itm"] = F.cross_entropy(model.itm_head(z), y)
+    if "mlm" in objs:
+        mask_words = []
+        for sgm in segs:
+            n = sgm.n_words
+            m = set(np.flatnonzero(rng.random(n) < mlm_prob).tolist()) if n else set()
+            if n and not m:
+                m = {int(rng.integers(n))}
+            mask_words.append(m)
+        st, sg, pad, labels, masked = text_batch([(None, t) for t in segs], data.cls_vec, data.sep_vec,
+                                                 cfg.max_len, mask_words, tower=data.tower)
+        if data.tower is None:
+            st = torch.where(masked[..., None], model.mask_vec.expand_as(st), st)
+        h = model.fuse(model.encode_text(st, sg, pad), pad, img, img_pad)
+        h = h[:, : labels.shape[1]]
+        sel = labels != -100
+        if sel.any():
+            losses["mlm"] = F.cross_entropy(model.mlm_head(h[sel]), labels[sel])
+    if "pqvm" in objs:
+        inx = [min(int(rng.integers(pq_range[0], pq_range[1] + 1)), max(s.n_words - 1, 1)) for s in segs]
+        qs = [s.word_slice(0, k) for s, k in zip(segs, inx)]
+        ts = [s.word_slice(k) if s.n_words > k else s.word_slice(0, 0) for s, k in zip(segs, inx)]
+        if sim_i2t is not None and "itc" in objs:
+            S = (F.softmax(sim_i2t.detach().float(), 1) + F.softmax(sim_t2i.detach().float(), 1)) / 2
+        else:
+            tp = torch.from_numpy(data.text_pooled[vids])
+            S = F.softmax(tp @ tp.T / pqvm_temp, 1)
+        forbid = None
+        if exclude_same_query:
+            qtext = [" ".join(data.keywords[v][:k]) for v, k in zip(vids, inx)]
+            forbid = torch.tensor([[qa == qb for qb in qtext] for qa in qtext])
+        x = sample_hard_negatives(S, gen, forbid)
+        parts = [(q, t) for q, t in zip(qs, ts)] + [(qs[int(x[i])], ts[i]) for i in range(B)]
+        st, sg, pad, _, _ = text_batch(parts, data.cls_vec, data.sep_vec, cfg.max_len, tower=data.tower)
+        if img is not None:
+            img2, img_pad2 = torch.cat([img, img]), torch.cat([img_pad, img_pad])
+        else:
+            img2 = img_pad2 = None
+        z = model.fuse(model.encode_text(st, sg, pad), pad, img2, img_pad2)[:, 0]
+        y = torch.cat([torch.ones(B), torch.zeros(B)]).long()
+        losses["pqvm"] = F.cross_entropy(model.pqvm_head(z), y)
+    return losses
+
+
+# ---- fine-tuning ---------------------------------------------------------------------------------
+@dataclass
+class FinetuneResult:
+    model: RelevanceModel
+    head: RelevanceHead
+    history: list = field(default_factory=list)
+    samples_per_s: float = 0.0
+
+
+def _pair_batch(model, data, idx):
+    parts = [(data.query_text[i], data.video_text[data.video_index[i]]) for i in idx]
+    st, sg, pad, _, _ = text_batch(parts, data.cls_vec, data.sep_vec, model.cfg.max_len, tower=data.tower)
+    visual = _visual(data, data.video_index[idx]) if model.cfg.arch != "text" else None
+    return (st, sg, pad), visual
+
+
+def finetune_relevance(
+    data: RelevanceData,
+    model: RelevanceModel | None = None,
+    *,
+    config: RelevanceConfig | None = None,
+    head: str = "hsoftmax",
+    w: float = 1.0,
+    split: str = "train",
+    epochs: int = 4,
+    batch_size: int = 32,
+    lr: float = 3e-4,
+    weight_decay: float = 0.02,
+    seed: int = 0,
+    pairs: np.ndarray | None = None,
+) -> FinetuneResult:
+    """Fine-tune on the labeled pairs of ``split`` (or the given ``pairs`` indices) with ``head``.
+
+    ``model`` = a pre-trained model (from :func:`pretrain_relevance`), fine-tuned in place;
+    None = a fresh one from ``config`` (no pre-training).
+    """
+    torch.manual_seed(seed)
+    rng = np.random.default_rng([seed, 1])
+    if model is None:
+        cfg = config or RelevanceConfig()
+        cfg.vocab_size = data.vocab_size
+        model = RelevanceModel(cfg)
+    rhead = RelevanceHead(head, model.cfg.dim, w=w)
+    idx_all = data.pairs(split) if pairs is None else np.asarray(pairs)
+    if len(idx_all) == 0:
+        raise ConfigError(f"no labeled pairs to fine-tune on (split={split!r})")
+    params = list(model.parameters()) + list(rhead.parameters())
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    labels = torch.from_numpy(data.labels)
+    history, n_seen, t0 = [], 0, time.perf_counter()
+    for _ in range(int(epochs)):
+        model.train()
+        rhead.train()
+        perm = rng.permutation(idx_all)
+        tot, steps = 0.0, 0
+        for s in range(0, len(perm), batch_size):
+            idx = perm[s : s + batch_size]
+            text, visual = _pair_batch(model, data, idx)
+            loss = rhead.loss(rhead(model.joint(text, visual)), labels[idx])
+            opt.zero_grad()
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 5.0)
+            opt.step()
+            tot += float(loss.detach())
+            steps += 1
+            n_seen += len(idx)
+        history.append(tot / max(steps, 1))
+    dt = time.perf_counter() - t0
+    return FinetuneResult(model, rhead, history, n_seen / dt if dt > 0 else 0.0)
+
+
+def score_relevance(model: RelevanceModel, head: RelevanceHead, data: RelevanceData, idx, batch_size: int = 128):
+    """Scores ``[n]`` and level distributions ``[n, 4]`` (NaN rows for bce / mse) of pairs ``idx``."""
+    idx = np.asarray(idx)
+    return score_pairs(model, head, data, [data.query_text[i] for i in idx], data.video_index[idx], batch_size)
+
+
+@torch.inference_mode()
+def score_pairs(model: RelevanceModel, head: RelevanceHead, data: RelevanceData, query_segs, video_index,
+                batch_size: int = 128):
+    """Scores and level distributions of arbitrary (query segment, video index) pairs."""
+    model.eval()
+    head.eval()
+    vidx = np.asarray(video_index)
+    scores, probs = np.zeros(len(vidx)), np.full((len(vidx), 4), np.nan)
+    for s in range(0, len(vidx), batch_size):
+        parts = [(q, data.video_text[v]) for q, v in zip(query_segs[s : s + batch_size], vidx[s : s + batch_size])]
+        text = text_batch(parts, data.cls_vec, data.sep_vec, model.cfg.max_len, tower=data.tower)[:3]
+        visual = _visual(data, vidx[s : s + batch_size]) if model.cfg.arch != "text" else None
+        out = head(model.joint(text, visual))
+        scores[s : s + len(out)] = head.score(out).double().numpy()
+        p = head.probs(out)
+        if p is not None:
+            probs[s : s + len(out)] = p.double().numpy()
+    return scores, probs

@@ -1,0 +1,593 @@
+"""Cold-start selection: strategies that work when nothing is labeled (002 ch. 4, METHODS F).
+
+With no labels there is no model, so these strategies read only features: the raw frozen
+tower features (``pool.modality[m]``) or the MMSSL embeddings (``pool.extras["mmssl:<m>"]``,
+see :mod:`mmal.models.mmssl`), chosen by the named parameter ``features`` (``"auto"`` =
+MMSSL when the pool has it, else raw). Every block is L2-normalised; the "concatenated
+multimodal representation" of 002 §4.2.1 is ``concat_m(r^m) / sqrt(M)`` (unit norm, so its
+cosine is the mean of the per-modality cosines). Build such a pool with :func:`cold_pool`.
+
+Strategies (all registered; all return exactly ``min(B, #selectable)`` unique ids):
+
+* ``activeft`` - ActiveFT (Xie et al., CVPR 2023; METHODS F), paper loss or the official
+  code's loss (``official=True``);
+* ``mm-activeft`` - ActiveFT with the uni+cross-modal distribution gap of 002 eq. 4.9;
+* ``mmcsal`` - 002 eq. 4.11; ``align="printed"`` (+lambda A, as printed) or
+  ``align="corrected"`` (-lambda A, i.e. maximise the cross-modal similarity);
+* ``kmeans`` - the item nearest each of B k-means centres (002 §4.3.2);
+* ``typiclust`` - Hacohen et al., ICML 2022 (TPC_RP with given features);
+* ``probcover`` - Yehuda et al., NeurIPS 2022, delta by the purity rule;
+* ``random`` and ``coreset`` (k-center greedy from a random item) are the existing
+  strategies; on a :func:`cold_pool` ``coreset`` reads ``pool.embedding`` = the default
+  concatenated features.
+
+References
+----------
+Y. Xie et al. Active Finetuning: Exploiting Annotation Budget in the Pretraining-Finetuning
+Paradigm. CVPR 2023.  G. Hacohen, A. Dekel, D. Weinshall. Active Learning on a Budget:
+Opposite Strategies Suit High and Low Budgets. ICML 2022.  O. Yehuda, A. Dekel, G. Hacohen,
+D. Weinshall. Active Learning Through a Covering Lens. NeurIPS 2022.  M. Shen, thesis (002)
+ch. 4, eq. 4.6-4.11.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mmal.errors import ConfigError
+from mmal.models.mmssl import kmeans, paired_cosine
+from mmal.select.api import empty_selection
+from mmal.select.registry import register
+from mmal.select.types import ScoredPool, Selection
+
+#: Strategies that need no labels and no model (what ``mmal select`` accepts on a workspace
+#: with no labels).
+COLD_START_STRATEGIES = ("random", "coreset", "kmeans", "typiclust", "probcover",
+                         "activeft", "mm-activeft", "mmcsal")
+MMSSL_PREFIX = "mmssl:"
+
+
+# ---------------------------------------------------------------------------------------
+# features
+# ---------------------------------------------------------------------------------------
+def _normalise(x) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def cold_pool(ids, raw: dict, mmssl: dict | None = None, *, n_classes: int = 2, split=None,
+              labels=None) -> ScoredPool:
+    """A :class:`ScoredPool` for cold start: uniform probs, no model.
+
+    ``modality[m]`` = raw pooled tower features (L2-normalised); ``extras["mmssl:m"]`` =
+    MMSSL embeddings when given; ``embedding`` = the concatenation ``concat_m(r^m)/sqrt(M)``
+    of the MMSSL embeddings when given, else of the raw features (read by ``coreset``).
+    """
+    ids = np.asarray(ids).astype(str)
+    n = len(ids)
+    mod = {m: _normalise(x) for m, x in sorted(raw.items())}
+    extras = {MMSSL_PREFIX + m: _normalise(x) for m, x in sorted((mmssl or {}).items())}
+    default = {k[len(MMSSL_PREFIX):]: v for k, v in extras.items()} or mod
+    return ScoredPool(ids=ids, probs=np.full((n, max(1, int(n_classes))), 1.0 / max(1, int(n_classes)), np.float32),
+                      embedding=concat_features(default), modality=mod, split=split, labels=labels,
+                      extras=extras)
+
+
+def pool_features(pool: ScoredPool, features: str = "auto") -> tuple[dict, str]:
+    """``(modality -> L2-normalised [N, D_m], source)`` with source ``"mmssl"`` or ``"raw"``."""
+    mm = {k[len(MMSSL_PREFIX):]: v for k, v in pool.extras.items() if k.startswith(MMSSL_PREFIX)}
+    if features == "auto":
+        features = "mmssl" if mm else "raw"
+    if features == "mmssl":
+        if not mm:
+            raise ConfigError("features='mmssl' but the pool has no MMSSL embeddings; run `mmal pretrain DIR` "
+                              "first or pass features='raw'")
+        chosen = mm
+    elif features == "raw":
+        if not pool.modality:
+            raise ConfigError("features='raw' but the pool has no per-modality features (pool.modality)")
+        chosen = dict(pool.modality)
+    else:
+        raise ConfigError(f"features must be 'auto', 'mmssl' or 'raw', got {features!r}")
+    return {m: _normalise(chosen[m]) for m in sorted(chosen)}, features
+
+
+def concat_features(feats: dict) -> np.ndarray:
+    """``concat_m(normalise(x_m)) / sqrt(M)``: ``{m: [N, D_m]} -> [N, sum D_m]`` (unit rows)."""
+    mods = sorted(feats)
+    return (np.concatenate([_normalise(feats[m]) for m in mods], axis=1) / math.sqrt(len(mods))).astype(np.float32)
+
+
+def _shared_space(feats: dict, name: str) -> None:
+    dims = {m: x.shape[1] for m, x in feats.items()}
+    if len(feats) < 2 or len(set(dims.values())) != 1:
+        raise ConfigError(f"{name} compares modalities with each other and needs >= 2 modalities in one shared "
+                          f"space (MMSSL embeddings, features='mmssl'); got dims {dims}")
+
+
+def _cross_cosine_info(pool: ScoredPool, rows: np.ndarray, cand: np.ndarray) -> dict:
+    """Mean cross-modal cosine of the picks and of all candidates, in the MMSSL space."""
+    mm = {k[len(MMSSL_PREFIX):]: v for k, v in pool.extras.items() if k.startswith(MMSSL_PREFIX)}
+    if len(mm) < 2 or len(rows) == 0:
+        return {}
+    return {"cross_cosine_selected": paired_cosine(mm, rows), "cross_cosine_candidates": paired_cosine(mm, cand)}
+
+
+def _candidates(pool, budget, labeled_mask) -> tuple[np.ndarray, np.ndarray, int]:
+    if isinstance(budget, bool) or int(budget) != budget or budget < 0:
+        raise ConfigError(f"budget must be a non-negative integer, got {budget!r}")
+    cand = np.flatnonzero(pool.selectable(labeled_mask))
+    lab = np.zeros(0, dtype=np.int64) if labeled_mask is None else np.flatnonzero(np.asarray(labeled_mask, bool))
+    return cand, lab, min(int(budget), len(cand))
+
+
+def _selection(pool, name, rows, score, reason, info, cand) -> Selection:
+    info = {"n_candidates": int(len(cand)), **info, **_cross_cosine_info(pool, rows, cand)}
+    return Selection(ids=pool.ids[rows], strategy=name, score=np.asarray(score, dtype=np.float64),
+                     reason=np.asarray(reason, dtype=object), info=info)
+
+
+# ---------------------------------------------------------------------------------------
+# ActiveFT family: a parametric model Theta of B points, then "each theta takes its most
+# similar sample not yet taken"
+# ---------------------------------------------------------------------------------------
+def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+    """Row per theta_j, in order j = 0..B-1: its most similar row not taken by theta_0..theta_{j-1}.
+
+    Similarity = mean over blocks b of ``x_b . theta_b`` (rows and thetas unit-norm per
+    block). Each theta's ``top`` best rows are found in one blocked pass; a theta whose
+    ``top`` rows are all taken gets a full pass of its own. Ties: the lower row.
+
+    Returns ``(rows [B] int64, similarity [B])``.
+    """
+    n = blocks[0].shape[0]
+    b = theta[0].shape[0]
+    kk = min(n, max(1, top), max(b, 1))
+    best_s = np.full((b, 0), -np.inf, np.float32)
+    best_r = np.zeros((b, 0), np.int64)
+    th = [np.asarray(t, np.float32) for t in theta]
+    for s in range(0, n, block):
+        sim = sum(np.asarray(x[s:s + block], np.float32) @ t.T for x, t in zip(blocks, th)) / len(blocks)  # [R, B]
+        r = min(kk, sim.shape[0])
+        part = np.argpartition(-sim, r - 1, axis=0)[:r]  # [r, B]
+        cs = np.take_along_axis(sim, part, axis=0).T  # [B, r]
+        best_s = np.concatenate([best_s, cs], 1)
+        best_r = np.concatenate([best_r, part.T + s], 1)
+        if best_s.shape[1] > kk:
+            o = np.lexsort((best_r, -best_s), axis=1)[:, :kk]
+            best_s = np.take_along_axis(best_s, o, 1)
+            best_r = np.take_along_axis(best_r, o, 1)
+    o = np.lexsort((best_r, -best_s), axis=1)
+    best_s, best_r = np.take_along_axis(best_s, o, 1), np.take_along_axis(best_r, o, 1)
+    taken = np.zeros(n, bool)
+    rows = np.empty(b, np.int64)
+    sims = np.empty(b)
+    for j in range(b):
+        free = ~taken[best_r[j]]
+        if free.any():
+            k = int(np.argmax(free))
+            rows[j], sims[j] = best_r[j, k], best_s[j, k]
+        else:  # all of its top rows are taken: one full pass for this theta
+            sim = sum(np.asarray(x, np.float32) @ t[j] for x, t in zip(blocks, th)) / len(blocks)  # [N]
+            sim[taken] = -np.inf
+            rows[j] = int(np.argmax(sim))
+            sims[j] = sim[rows[j]]
+        taken[rows[j]] = True
+    return rows, sims
+
+
+def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *, objective: str = "activeft",
+                         official: bool = False, align: str = "printed", tau: float = 0.07,
+                         lambda_div: float = 1.0, lambda_align: float = 1.0, steps: int = 300, lr: float = 1e-3,
+                         batch_size: int | None = 10000) -> dict:
+    """Optimise the ActiveFT parametric model and pick; a pure function of arrays.
+
+    Parameters
+    ----------
+    blocks : list of float arrays [N, D_b]
+        Unit-norm feature blocks of the N candidates: one block (the concatenated
+        representation) for ActiveFT, one per modality for ``mm-activeft`` / ``mmcsal``.
+    objective : {"activeft", "mm-activeft", "mmcsal"}
+        * ``activeft`` (METHODS F): ``L = -E_i max_j cos(f_i, theta_j)/tau
+          + lambda_div E_j log sum_{k != j} exp(cos(theta_j, theta_k)/tau)``;
+          ``official=True``: the official code's ``-E_i log(e^{s_i} / (e^{s_i} + lambda_div
+          sum_k e^{cos(sg(theta_k), theta_{j_i})/tau}))`` with k = j included and one side
+          detached (sg).
+        * ``mm-activeft``: distribution term of 002 eq. 4.9 (uni- plus cross-modal cosines,
+          s_i = argmax of their sum; pairs of modalities averaged), diversity eq. 4.8.
+        * ``mmcsal``: 002 eq. 4.11: eq. 4.7 + eq. 4.8 + ``sign * lambda_align * E_j log
+          sum_k exp(cos(theta_j^a, theta_k^b)/tau)`` averaged over modality pairs (a, b);
+          ``align="printed"`` sign = +1 (as printed; lowers cross-modal similarity),
+          ``align="corrected"`` sign = -1 (raises it, the stated aim).
+    tau, lambda_div, lambda_align, steps, lr :
+        0.07, 1, 1, 300, Adam 1e-3 (ActiveFT / 002 §4.3.3).
+    batch_size : int or None
+        Rows of the distribution term per step: all rows when N <= batch_size, else a random
+        batch each step (the official code's large-dataset path); None = always all.
+
+    Returns
+    -------
+    dict with ``rows`` [B] (positions in the blocks), ``similarity`` [B], ``loss`` [steps]
+    (the loss of every step, before its update), ``theta`` list of [B, D_b], ``init`` [B]
+    (the row each theta started from; ``rows == init`` counts thetas that never left it).
+    """
+    if objective not in ("activeft", "mm-activeft", "mmcsal"):
+        raise ConfigError(f"objective must be activeft, mm-activeft or mmcsal, got {objective!r}")
+    if align not in ("printed", "corrected"):
+        raise ConfigError(f"align must be 'printed' or 'corrected', got {align!r}")
+    if official and objective != "activeft":
+        raise ConfigError("official=True is the official ActiveFT code's loss; it applies to objective='activeft' only")
+    n = blocks[0].shape[0]
+    b = min(int(budget), n)
+    if b == 0:
+        return {"rows": np.zeros(0, np.int64), "similarity": np.zeros(0), "loss": np.zeros(0), "theta": [],
+                "init": np.zeros(0, np.int64)}
+    init = np.sort(rng.choice(n, size=b, replace=False))
+    xs = [torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)) for x in blocks]
+    theta = [torch.nn.Parameter(x[torch.from_numpy(init)].clone()) for x in xs]
+    opt = torch.optim.Adam(theta, lr=lr)
+    nb = len(xs)
+    pairs = list(itertools.permutations(range(nb), 2))
+    upairs = list(itertools.combinations(range(nb), 2))
+    eye = torch.eye(b, dtype=torch.bool)
+    losses = np.zeros(steps)
+    gen = np.random.default_rng(rng.integers(2**63))
+    for step in range(steps):
+        th = [F.normalize(t, dim=1) for t in theta]
+        if batch_size is not None and n > batch_size:
+            idx = torch.from_numpy(np.sort(gen.choice(n, size=batch_size, replace=False)))
+            xb = [x[idx] for x in xs]
+        else:
+            xb = xs
+        uni = sum(x @ t.T for x, t in zip(xb, th)) / nb  # [n', B]
+        if objective == "mm-activeft":
+            cross = sum(xb[a] @ th[c].T for a, c in pairs) / len(pairs)  # [n', B]
+            dist_sim = uni + cross
+        else:
+            dist_sim = uni
+        s, pos = dist_sim.max(dim=1)  # [n']
+        tt = sum(t @ t.T for t in th) / nb  # [B, B] mean per-block cosine between thetas
+        if official:
+            cent = sum(t.detach() @ t.T for t in th) / nb  # [B, B], rows detached
+            csum = torch.exp(cent / tau).sum(0)  # [B]
+            loss = -(s / tau - torch.log(torch.exp(s / tau) + lambda_div * csum[pos])).mean()
+        else:
+            div = torch.logsumexp((tt / tau).masked_fill(eye, -math.inf), dim=1).mean() if b > 1 else torch.zeros(())
+            loss = -(s / tau).mean() + lambda_div * div
+        if objective == "mmcsal":
+            sign = 1.0 if align == "printed" else -1.0
+            a_term = torch.stack([torch.logsumexp(th[a] @ th[c].T / tau, dim=1).mean() for a, c in upairs]).mean()
+            loss = loss + sign * lambda_align * a_term
+        losses[step] = loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        th = [F.normalize(t, dim=1).numpy() for t in theta]
+    rows, sims = greedy_unique_pick(list(blocks), th)
+    return {"rows": rows, "similarity": sims, "loss": losses, "theta": th, "init": init}
+
+
+def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, objective, **kw) -> Selection:
+    cand, _, b = _candidates(pool, budget, labeled_mask)
+    if b == 0:
+        return empty_selection(name, {"n_candidates": int(len(cand))})
+    feats, source = pool_features(pool, features)
+    if objective == "activeft":
+        blocks = [concat_features(feats)[cand]]
+    else:
+        _shared_space(feats, name)
+        blocks = [feats[m][cand] for m in sorted(feats)]
+    rng = np.random.default_rng(0) if rng is None else rng
+    out = parametric_selection(blocks, b, rng, objective=objective, **kw)
+    rows = cand[out["rows"]]
+    info = {"features": source, "loss_first": float(out["loss"][0]), "loss_last": float(out["loss"][-1]),
+            "steps": int(len(out["loss"])), "picks_at_init": int(np.sum(out["rows"] == out["init"])),
+            **{k: v for k, v in kw.items() if k in ("official", "align")}}
+    return _selection(pool, name, rows, out["similarity"], [f"theta {j}" for j in range(len(rows))], info, cand)
+
+
+@register("activeft", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "tau": "temperature of the similarities (0.07)", "lambda_div": "weight of the diversity term (1.0)", "steps": "Adam steps (300)", "lr": "Adam learning rate (1e-3)", "batch_size": "candidates per step for the distribution term; None = all", "official": "use the official code's diversity term (k = j included, one side detached)"})
+def activeft(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
+             official: bool = False, tau: float = 0.07, lambda_div: float = 1.0, steps: int = 300,
+             lr: float = 1e-3, batch_size: int | None = 10000) -> Selection:
+    """ActiveFT (Xie et al. 2023; METHODS F) on the concatenated representation.
+
+    See :func:`parametric_selection` (``objective="activeft"``). ``official`` switches to the
+    official code's loss. Score = cosine of each pick to its theta; reason = ``theta j``;
+    ``info`` has the first/last loss and, with MMSSL features, the picks' mean cross-modal
+    cosine (``cross_cosine_selected``).
+    """
+    return _parametric_strategy("activeft", pool, budget, labeled_mask, rng, features, "activeft", official=official,
+                                tau=tau, lambda_div=lambda_div, steps=steps, lr=lr, batch_size=batch_size)
+
+
+@register("mm-activeft", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "tau": "temperature of the similarities (0.07)", "lambda_div": "weight of the diversity term (1.0)", "steps": "Adam steps (300)", "lr": "Adam learning rate (1e-3)", "batch_size": "candidates per step for the distribution term; None = all"})
+def mm_activeft(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
+                tau: float = 0.07, lambda_div: float = 1.0, steps: int = 300, lr: float = 1e-3,
+                batch_size: int | None = 10000) -> Selection:
+    """MMActiveFT: ActiveFT with the uni+cross-modal distribution gap of 002 eq. 4.9.
+
+    Per-modality thetas (each unit-norm); the final pick uses the uni-modal similarity, as
+    002 §4.2.3 states for MMCSAL (the thesis does not say it for MMActiveFT). Needs one
+    shared space (MMSSL embeddings).
+    """
+    return _parametric_strategy("mm-activeft", pool, budget, labeled_mask, rng, features, "mm-activeft",
+                                tau=tau, lambda_div=lambda_div, steps=steps, lr=lr, batch_size=batch_size)
+
+
+@register("mmcsal", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "tau": "temperature of the similarities (0.07)", "lambda_div": "weight of the diversity term (1.0)", "steps": "Adam steps (300)", "lr": "Adam learning rate (1e-3)", "batch_size": "candidates per step for the distribution term; None = all", "align": "'printed' (eq. 4.11 as printed) or 'corrected' (sign flipped)", "lambda_align": "weight of the alignment term (1.0)"})
+def mmcsal(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
+           align: str = "printed", tau: float = 0.07, lambda_div: float = 1.0, lambda_align: float = 1.0,
+           steps: int = 300, lr: float = 1e-3, batch_size: int | None = 10000) -> Selection:
+    """MMCSAL (002 eq. 4.11): ActiveFT's gap and diversity + the cross-modal alignment term.
+
+    ``align="printed"`` adds ``+lambda_align * A`` exactly as eq. 4.11 prints it (minimising
+    it *lowers* the thetas' cross-modal similarity); ``align="corrected"`` subtracts it.
+    ``info["cross_cosine_selected"]`` is the picks' mean cross-modal cosine (MMSSL space),
+    to compare with ``info["cross_cosine_candidates"]``. Needs MMSSL embeddings.
+    """
+    return _parametric_strategy("mmcsal", pool, budget, labeled_mask, rng, features, "mmcsal", align=align,
+                                tau=tau, lambda_div=lambda_div, lambda_align=lambda_align, steps=steps, lr=lr,
+                                batch_size=batch_size)
+
+
+# ---------------------------------------------------------------------------------------
+# k-means centres
+# ---------------------------------------------------------------------------------------
+def _fit_kmeans(x, k, rng, iters, fit_sample):
+    n = len(x)
+    seed = int(rng.integers(2**31))
+    if fit_sample is not None and n > fit_sample:
+        sub = np.sort(rng.choice(n, size=fit_sample, replace=False))
+        cen, _, _ = kmeans(x[sub], k, iters=iters, seed=seed)
+        # assign everything to the fitted centres (one Lloyd assignment step)
+        cen2, assign, d2 = kmeans_assign(x, cen)
+        return cen2, assign, d2
+    return kmeans(x, k, iters=iters, seed=seed)
+
+
+def kmeans_assign(x, centres, block: int = 65536):
+    """Nearest centre (squared Euclidean) of every row: ``(centres, assign [N], sqdist [N])``."""
+    x = np.asarray(x, np.float32)
+    c = np.asarray(centres, np.float32)
+    csq = np.einsum("kd,kd->k", c, c)
+    assign = np.empty(len(x), np.int64)
+    d2 = np.empty(len(x))
+    for s in range(0, len(x), block):
+        xb = x[s:s + block]
+        dd = np.einsum("nd,nd->n", xb, xb)[:, None] + csq[None, :] - 2.0 * (xb @ c.T)
+        assign[s:s + block] = dd.argmin(1)
+        d2[s:s + block] = np.maximum(dd[np.arange(len(dd)), assign[s:s + block]], 0.0)
+    return c, assign, d2
+
+
+@register("kmeans", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random candidates at most; None = all"})
+def kmeans_centres(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
+                   iters: int = 20, fit_sample: int | None = 100000) -> Selection:
+    """K-means with B clusters over the concatenated representation; per centre the nearest item.
+
+    002 §4.3.2 ("K-means"). Centres are taken in index order; each takes its nearest
+    candidate not yet taken (so exactly B unique ids). ``fit_sample``: fit on a random
+    subsample of that many candidates when there are more (then one assignment pass).
+    Score = minus the Euclidean distance of the pick to its centre.
+    """
+    cand, _, b = _candidates(pool, budget, labeled_mask)
+    if b == 0:
+        return empty_selection("kmeans", {"n_candidates": int(len(cand))})
+    feats, source = pool_features(pool, features)
+    rng = np.random.default_rng(0) if rng is None else rng
+    x = concat_features(feats)[cand]
+    cen, _, _ = _fit_kmeans(x, b, rng, iters, fit_sample)
+    # nearest unique candidate per centre: cosine similarity to the normalised centre is not
+    # the same as Euclidean distance for non-unit centres, so rank by -||x - c||^2 directly
+    # (= 2 x.c - ||c||^2 - 1 for unit x): feed [x, 1] . [2c, -||c||^2] to the greedy picker.
+    xa = np.concatenate([x, np.ones((len(x), 1), np.float32)], 1)
+    ca = np.concatenate([2 * cen, -np.einsum("kd,kd->k", cen, cen)[:, None]], 1).astype(np.float32)
+    rows, sim = greedy_unique_pick([xa], [ca])
+    dist = np.sqrt(np.maximum(1.0 - sim, 0.0))  # ||x - c||^2 = 1 - (2 x.c - ||c||^2)
+    return _selection(pool, "kmeans", cand[rows], -dist, [f"centre {j}" for j in range(len(rows))],
+                      {"features": source, "n_clusters": int(b)}, cand)
+
+
+# ---------------------------------------------------------------------------------------
+# TypiClust
+# ---------------------------------------------------------------------------------------
+def typicality(x: np.ndarray, k: int, block: int = 512) -> np.ndarray:
+    """``1 / (mean squared-L2 distance to the k nearest other rows + 1e-5)`` (TypiClust ref.).
+
+    The reference code uses faiss ``IndexFlatL2`` distances, which are squared. ``[n, D] -> [n]``;
+    distances are computed ``block`` rows at a time (memory ``block x n``).
+    """
+    x = np.asarray(x, np.float64)
+    n = len(x)
+    sq = np.einsum("nd,nd->n", x, x)
+    k = max(1, min(k, n - 1))
+    out = np.empty(n)
+    for s in range(0, n, block):
+        d2 = np.maximum(sq[s:s + block, None] + sq[None, :] - 2.0 * x[s:s + block] @ x.T, 0.0)  # [R, n]
+        d2[np.arange(len(d2)), np.arange(s, s + len(d2))] = np.inf  # not its own neighbour
+        out[s:s + block] = 1.0 / (np.partition(d2, k - 1, axis=1)[:, :k].mean(1) + 1e-5)
+    return out
+
+
+@register("typiclust", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "k_nn": "neighbours for typicality (20)", "min_cluster_size": "clusters this small are skipped (5)", "max_clusters": "cap on the number of clusters (500)", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random items at most; None = all"})
+def typiclust(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
+              k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, iters: int = 20,
+              fit_sample: int | None = 100000) -> Selection:
+    """TypiClust (Hacohen et al. 2022, TPC_RP on given features), as the reference code does it.
+
+    k-means with ``min(|L| + B, max_clusters)`` clusters over candidates and labeled items;
+    clusters of <= ``min_cluster_size`` items are skipped (unless all are); the rest are
+    visited by fewest labeled items, then largest size, cyclically; each visit picks the
+    member of highest :func:`typicality` with ``k = min(k_nn, n_c // 2)`` among its members
+    still unlabeled and unpicked. Score = typicality; reason = ``cluster c``.
+    """
+    cand, lab, b = _candidates(pool, budget, labeled_mask)
+    if b == 0:
+        return empty_selection("typiclust", {"n_candidates": int(len(cand))})
+    feats, source = pool_features(pool, features)
+    rng = np.random.default_rng(0) if rng is None else rng
+    rel = np.union1d(cand, lab)  # sorted rows: candidates and labeled
+    x = concat_features(feats)[rel]
+    k = min(len(lab) + b, max_clusters, len(rel))
+    _, assign, _ = _fit_kmeans(x, k, rng, iters, fit_sample)
+    is_cand = np.isin(rel, cand)
+    sizes = np.bincount(assign, minlength=k)
+    lab_counts = np.bincount(assign[~is_cand], minlength=k)
+    order = [c for c in np.lexsort((-sizes, lab_counts)) if sizes[c] > 0]
+    big = [c for c in order if sizes[c] > min_cluster_size]
+    order = big or order
+    free = is_cand.copy()  # members that may still be picked
+    picks, scores, reasons = [], [], []
+    i = 0
+    while len(picks) < b:
+        c = order[i % len(order)]
+        i += 1
+        members = np.flatnonzero((assign == c) & free)
+        if len(members) == 0:
+            if not any(((assign == cc) & free).any() for cc in order):  # skipped clusters only
+                order = [cc for cc in np.lexsort((-sizes, lab_counts)) if ((assign == cc) & free).any()]
+                i = 0
+            continue
+        t = typicality(x[members], min(k_nn, len(members) // 2)) if len(members) > 1 else np.ones(1)
+        j = int(np.argmax(t))
+        picks.append(int(members[j]))
+        scores.append(float(t[j]))
+        reasons.append(f"cluster {int(c)}")
+        free[members[j]] = False
+    rows = rel[np.array(picks, np.int64)]
+    return _selection(pool, "typiclust", rows, scores, reasons,
+                      {"features": source, "n_clusters": int(k), "n_clusters_used": int(len(big) or len(order))}, cand)
+
+
+# ---------------------------------------------------------------------------------------
+# ProbCover
+# ---------------------------------------------------------------------------------------
+def purity_delta(x: np.ndarray, pseudo: np.ndarray, alpha: float = 0.95, block: int = 4096) -> tuple[float, float]:
+    """Largest delta whose purity is >= alpha (ProbCover's rule), exactly.
+
+    A row's delta-ball ``{j : ||x_i - x_j|| < delta}`` is pure when all its members share
+    the row's pseudo-label, i.e. when ``delta <= d_i``, the distance from row i to the
+    nearest row of another pseudo-label. purity(delta) = mean(d_i >= delta), so the largest
+    delta with purity >= alpha is the ``floor((1 - alpha) N)``-th smallest d_i.
+    Returns ``(delta, purity(delta))``.
+    """
+    x = np.asarray(x, np.float64)  # exact enough to rank distances
+    n = len(x)
+    sq = np.einsum("nd,nd->n", x, x)
+    d_other = np.full(n, np.inf)
+    for s in range(0, n, block):
+        dd = sq[s:s + block, None] + sq[None, :] - 2.0 * (x[s:s + block] @ x.T)  # [R, N]
+        dd[pseudo[s:s + block, None] == pseudo[None, :]] = np.inf
+        d_other[s:s + block] = np.sqrt(np.maximum(dd.min(1), 0.0))
+    srt = np.sort(d_other)
+    m = int(math.floor((1.0 - alpha) * n))
+    delta = float(srt[min(m, n - 1)])
+    if not np.isfinite(delta):  # a single pseudo-class: every ball is pure
+        delta = float(np.sqrt(max(sq.max() * 4.0, 0.0))) or 1.0
+    return delta, float(np.mean(d_other >= delta))
+
+
+def delta_ball_graph(x: np.ndarray, delta: float, block: int = 2048) -> tuple[np.ndarray, np.ndarray]:
+    """CSR adjacency of ``||x_i - x_j|| < delta`` (self loops included): ``(indptr [N+1], indices)``."""
+    x = np.asarray(x, np.float32)
+    n = len(x)
+    sq = np.einsum("nd,nd->n", x, x)
+    ind, counts = [], []
+    for s in range(0, n, block):
+        dd = sq[s:s + block, None] + sq[None, :] - 2.0 * (x[s:s + block] @ x.T)
+        r, c = np.nonzero(dd < delta * delta)
+        counts.append(np.bincount(r, minlength=min(block, n - s)))
+        ind.append(c.astype(np.int64))
+    indptr = np.concatenate([[0], np.cumsum(np.concatenate(counts))]).astype(np.int64)
+    return indptr, np.concatenate(ind) if ind else np.zeros(0, np.int64)
+
+
+def max_coverage(indptr, indices, selectable: np.ndarray, covered: np.ndarray, budget: int) -> tuple[list, list]:
+    """Greedy max coverage on a symmetric ball graph (ProbCover Alg. 1).
+
+    Repeatedly pick the selectable row whose ball holds the most uncovered rows (ties: the
+    lower row), then mark its ball covered. Returns ``(picks, newly_covered_counts)``;
+    stops early when no ball covers anything new (the caller fills the rest).
+    """
+    n = len(indptr) - 1
+    covered = covered.copy()
+    deg = np.add.reduceat(~covered[indices], indptr[:-1]) if len(indices) else np.zeros(n, np.int64)
+    deg = np.where(np.diff(indptr) > 0, deg, 0).astype(np.int64)
+    deg[~selectable] = -1
+    picks, gains = [], []
+    for _ in range(budget):
+        cur = int(np.argmax(deg))
+        if deg[cur] <= 0:
+            break
+        picks.append(cur)
+        gains.append(int(deg[cur]))
+        nb = indices[indptr[cur]:indptr[cur + 1]]
+        for y in nb[~covered[nb]]:
+            covered[y] = True
+            np.subtract.at(deg, indices[indptr[y]:indptr[y + 1]], 1)  # balls containing y (symmetric)
+        deg[cur] = -1
+        deg[~selectable] = -1
+    return picks, gains
+
+
+@register("probcover", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "alpha": "purity threshold of the delta rule (0.95)", "n_pseudo": "k-means pseudo-label clusters for the purity rule (default: budget)", "delta": "ball radius; None = chosen by the purity rule (recorded in info)", "delta_sample": "items used to choose delta; None = all", "iters": "Lloyd iterations (20)"})
+def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
+              alpha: float = 0.95, n_pseudo: int | None = None, delta: float | None = None,
+              delta_sample: int | None = 20000, iters: int = 20) -> Selection:
+    """ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls.
+
+    Over candidates and labeled items (labeled balls start covered), on the concatenated
+    unit-norm representation with Euclidean distance. ``delta`` (``None`` = the purity rule,
+    :func:`purity_delta`, on k-means pseudo-labels with ``n_pseudo`` clusters, default the
+    pool's number of classes, purity threshold ``alpha`` = 0.95, computed on at most
+    ``delta_sample`` random rows) is recorded in ``info``. When every point is covered
+    before B picks, the rest are drawn at random (``info["n_random_fill"]``; the paper does
+    not say). Score = newly covered count (NaN for random fill).
+    """
+    cand, lab, b = _candidates(pool, budget, labeled_mask)
+    if b == 0:
+        return empty_selection("probcover", {"n_candidates": int(len(cand))})
+    feats, source = pool_features(pool, features)
+    rng = np.random.default_rng(0) if rng is None else rng
+    rel = np.union1d(cand, lab)
+    x = concat_features(feats)[rel]
+    info = {"features": source, "alpha": alpha}
+    if delta is None:
+        k = int(n_pseudo or pool.n_classes)
+        sub = np.arange(len(x)) if delta_sample is None or len(x) <= delta_sample else \
+            np.sort(rng.choice(len(x), size=delta_sample, replace=False))
+        _, pseudo, _ = kmeans(x[sub], min(max(k, 1), len(sub)), iters=iters, seed=int(rng.integers(2**31)))
+        delta, pur = purity_delta(x[sub], pseudo, alpha)
+        info.update({"delta_rule": "purity", "n_pseudo": k, "purity": pur, "delta_sample": int(len(sub))})
+    else:
+        info["delta_rule"] = "given"
+    delta = max(float(delta), 1e-6)  # balls must hold at least their centre
+    info["delta"] = delta
+    indptr, indices = delta_ball_graph(x, delta)
+    is_cand = np.isin(rel, cand)
+    covered = np.zeros(len(rel), bool)
+    for r in np.flatnonzero(~is_cand):
+        covered[indices[indptr[r]:indptr[r + 1]]] = True
+    picks, gains = max_coverage(indptr, indices, is_cand, covered, b)
+    score = [float(g) for g in gains]
+    reason = ["coverage"] * len(picks)
+    n_fill = b - len(picks)
+    if n_fill:
+        rest = np.setdiff1d(np.flatnonzero(is_cand), picks)
+        fill = rng.choice(rest, size=n_fill, replace=False)
+        picks += [int(f) for f in fill]
+        score += [math.nan] * n_fill
+        reason += ["random fill (all covered)"] * n_fill
+    covered_final = covered.copy()
+    for p in picks:
+        covered_final[indices[indptr[p]:indptr[p + 1]]] = True
+    info.update({"n_random_fill": int(n_fill), "coverage": float(covered_final.mean()),
+                 "mean_degree": float(np.diff(indptr).mean())})
+    return _selection(pool, "probcover", rel[np.array(picks, np.int64)], score, reason, info, cand)

@@ -1,0 +1,158 @@
+"""Label Studio formats, both ways (Label Studio 1.x; round trip tested against 1.23).
+
+Out: :func:`labeling_config` (the XML labeling config for the modalities present) and
+:func:`task` (one task per batch item; its ``data`` carries *every* variable the config
+uses, ``""`` where the item lacks that modality, because Label Studio rejects a task
+that lacks a variable of the config).
+
+In: Label Studio's three export formats, each turned into plain rows
+``{"id", "label", "round", "annotator"}``:
+
+- ``JSON``: a list of tasks ``{"id", "data": {...}, "annotations": [{"result": [...],
+  "was_cancelled", "completed_by", ...}], ...}``; a choice result is
+  ``{"type": "choices", "from_name": "label", "value": {"choices": ["cat"]}}``;
+- ``JSON_MIN``: a list of flat objects, one per annotated task: the task data keys,
+  plus ``id`` (Label Studio's task id), ``annotator``, ``annotation_id``, ``created_at``,
+  ``updated_at``, ``lead_time`` and one key per control tag (``label``) whose value is
+  the choice (a string) or ``{"choices": [...]}`` when several are chosen;
+- ``CSV``: the same columns as JSON_MIN.
+
+In every format the item is identified by ``item_id`` from the task data that mmal put
+there, never by Label Studio's own task ``id``.
+"""
+
+from __future__ import annotations
+
+import json
+from xml.sax.saxutils import quoteattr
+
+from mmal.errors import LabelImportError
+
+#: Label Studio object tag per modality column, in the order they appear in the config.
+OBJECT_TAGS = {"image": "Image", "video": "Video", "audio": "Audio", "text": "Text", "query": "Text"}
+MEDIA = ("image", "video", "audio")
+CONTROL_NAME = "label"
+#: Keys mmal puts in task data besides the modality variables.
+META_KEYS = ("item_id", "round", "batch", "strategy", "reason")
+
+
+def labeling_config(modalities, class_names) -> str:
+    """The XML labeling config: one object tag per modality present, one single-choice control.
+
+    ``class_names`` are the choice values; each is XML-escaped (an attribute value), so a
+    name such as ``Tom & Jerry`` or ``"/><Script>`` stays a plain value.
+    """
+    mods = [m for m in OBJECT_TAGS if m in set(modalities)]
+    if not mods:
+        raise ValueError("labeling_config needs at least one modality")
+    lines = ["<View>"]
+    for m in mods:
+        lines.append(f"  <{OBJECT_TAGS[m]} name={quoteattr(m)} value={quoteattr('$' + m)}/>")
+    to = "text" if "text" in mods else mods[0]
+    lines.append(f"  <Choices name={quoteattr(CONTROL_NAME)} toName={quoteattr(to)} choice=\"single\" showInline=\"true\">")
+    for c in class_names:
+        lines.append(f"    <Choice value={quoteattr(str(c))}/>")
+    lines.append("  </Choices>")
+    lines.append("</View>")
+    return "\n".join(lines) + "\n"
+
+
+def config_variables(modalities) -> list[str]:
+    """The ``$variables`` :func:`labeling_config` uses: every task must carry each of them."""
+    return [m for m in OBJECT_TAGS if m in set(modalities)]
+
+
+def task(row: dict, modalities, media_url) -> dict:
+    """One Label Studio task for a batch row. ``media_url(column, path, item_id)`` gives the
+    URL of a media file; an item lacking a modality gets ``""`` for that variable."""
+    data = {"item_id": row["id"], "round": row["round"], "batch": row["batch"],
+            "strategy": row["strategy"], "reason": row["reason"]}
+    for m in config_variables(modalities):
+        v = row.get(m)
+        if m in MEDIA:
+            data[m] = media_url(m, v, row["id"]) if v else ""
+        else:
+            data[m] = "" if v is None else str(v)
+    return {"data": data, "meta": {"mmal_batch": row["batch"], "mmal_round": row["round"]}}
+
+
+# ---- import ---------------------------------------------------------------------------------
+def _fail(path, i, msg):
+    raise LabelImportError(f"{path}: row {i}: {msg}; nothing imported")
+
+
+def _choice(value, path, i, field):
+    """The one chosen class of a control value: a string, or ``{"choices": [one]}``."""
+    if isinstance(value, dict):
+        if "choices" not in value:
+            _fail(path, i, f"field '{field}': expected a 'choices' list, got keys {sorted(value)[:5]}")
+        value = value["choices"]
+        if not isinstance(value, list):
+            _fail(path, i, f"field '{field}.choices': expected a list of one class, got {type(value).__name__} {value!r}")
+    if isinstance(value, list):
+        if len(value) != 1:
+            _fail(path, i, f"field '{field}': expected exactly one choice, got {len(value)}")
+        value = value[0]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        _fail(path, i, f"field '{field}': expected a class name, got {type(value).__name__} {value!r}")
+    return value
+
+
+def from_task(t, path, i) -> dict:
+    """A row from one task of a Label Studio ``JSON`` export (the last non-cancelled annotation)."""
+    data = t.get("data")
+    if not isinstance(data, dict):
+        _fail(path, i, f"field 'data': expected an object, got {type(data).__name__}")
+    anns = t.get("annotations", [])
+    if anns is None:
+        anns = []
+    if not isinstance(anns, list):
+        _fail(path, i, f"field 'annotations': expected a list, got {type(anns).__name__}")
+    for k, a in enumerate(anns):
+        if not isinstance(a, dict):
+            _fail(path, i, f"field 'annotations[{k}]': expected an object, got {type(a).__name__}")
+    anns = [a for a in anns if not a.get("was_cancelled")]
+    label, annotator = None, None
+    if anns:
+        ann = anns[-1]
+        cb = ann.get("completed_by")
+        if isinstance(cb, dict):
+            cb = cb.get("email") or cb.get("id")
+        annotator = None if cb in (None, "") else str(cb)
+        result = ann.get("result", [])
+        if not isinstance(result, list):
+            _fail(path, i, f"field 'annotations.result': expected a list, got {type(result).__name__}")
+        for k, res in enumerate(result):
+            if not isinstance(res, dict):
+                _fail(path, i, f"field 'annotations.result[{k}]': expected an object, got {type(res).__name__}")
+            if res.get("type") not in (None, "choices") or res.get("from_name", CONTROL_NAME) != CONTROL_NAME:
+                continue
+            value = res.get("value")
+            if not isinstance(value, dict):
+                _fail(path, i, f"field 'annotations.result[{k}].value': expected an object, got {type(value).__name__}")
+            label = _choice(value, path, i, "choices")
+            break
+    return {"id": data.get("item_id"), "label": label, "round": data.get("round"), "annotator": annotator,
+            "_id_field": "data.item_id"}
+
+
+def from_min(t: dict, path, i) -> dict:
+    """A row from one object of a ``JSON_MIN`` export (or one CSV export row)."""
+    raw = t.get(CONTROL_NAME)
+    if isinstance(raw, str) and raw.strip().startswith("{"):  # CSV cell holding {"choices": [...]}
+        try:
+            raw = json.loads(raw)
+        except json.JSONDecodeError:
+            _fail(path, i, f"field '{CONTROL_NAME}': invalid JSON {raw[:40]!r}")
+    label = None if raw in (None, "") else _choice(raw, path, i, CONTROL_NAME)
+    ann = t.get("annotator")
+    return {"id": t.get("item_id"), "label": label, "round": t.get("round"),
+            "annotator": None if ann in (None, "") else str(ann), "_id_field": "item_id"}
+
+
+def is_task(obj) -> bool:
+    return isinstance(obj, dict) and "data" in obj
+
+
+def is_min(obj) -> bool:
+    return isinstance(obj, dict) and "data" not in obj and "item_id" in obj

@@ -1,0 +1,142 @@
+"""50 `kill -9` trials at random moments across label import and select (issue 14 "Must show").
+
+Each trial forks a child that runs the real ``import_labels`` or ``select_workspace`` on a
+tiny text-only workspace and SIGKILLs it after a random delay drawn over the operation's
+measured duration (so kills land before, inside and after the SQLite transaction and the
+export writes). After every trial: ``PRAGMA integrity_check`` is ok; every acknowledged
+label is stored with its value; a killed import is all-or-nothing; every visible batch
+has all of its export files, matching its rows; no item is in two batches; and a re-run
+of the killed operation completes.
+"""
+
+import csv
+import os
+import random
+import signal
+import sqlite3
+import time
+
+from annot_ws import make_ws
+
+N_TRIALS = 50
+EXPORTS = (".csv", ".jsonl", ".labelstudio.json", ".labelstudio-config.xml")
+
+
+def _run_child(fn):
+    """Fork; the child runs ``fn`` and writes b'A' (acknowledged) to a pipe. Returns (pid, read fd)."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        os.close(r)
+        code = 0
+        try:
+            fn()
+            os.write(w, b"A")
+        except BaseException:  # noqa: BLE001
+            code = 3
+        os._exit(code)
+    os.close(w)
+    return pid, r
+
+
+def _kill_after(pid, r, delay):
+    time.sleep(delay)
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    _, status = os.waitpid(pid, 0)
+    acked = os.read(r, 1) == b"A"
+    os.close(r)
+    return acked, status
+
+
+def _state(ws):
+    con = sqlite3.connect(ws.dir / "state.sqlite")
+    try:
+        assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        labels = {(i, rnd): lab for i, rnd, lab in con.execute("SELECT item_id, round, label FROM labels")}
+        batches = {b: [r[0] for r in con.execute("SELECT item_id FROM batch_items WHERE batch_id=? ORDER BY rank", (b,))]
+                   for (b,) in con.execute("SELECT batch_id FROM batches")}
+    finally:
+        con.close()
+    return labels, batches
+
+
+def _check_batches(ws, batches):
+    seen = set()
+    for b, items in batches.items():
+        assert items, f"batch {b} is empty"
+        assert not seen & set(items), f"batch {b} repeats items"
+        seen |= set(items)
+        for suf in EXPORTS:  # visible => exported
+            assert (ws.dir / "exports" / f"batch-{b:04d}{suf}").is_file(), (b, suf)
+        with open(ws.dir / "exports" / f"batch-{b:04d}.csv", newline="") as f:
+            assert [r["id"] for r in csv.DictReader(f)] == items
+
+
+def test_kill9_trials(tmp_path):
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace import Workspace
+    from mmal.workspace.annotate import import_labels
+
+    ws = make_ws(tmp_path, n_pool=400, n_test=4)
+    os.environ["MMAL_LOCK_TIMEOUT"] = "30"
+    rng = random.Random(14)
+    select_workspace(ws.dir, "entropy", 8)  # round 1 has a batch; later selects append to it
+    acked_labels = {}
+    # measured durations of one complete operation, to spread the kills over them
+    t0 = time.monotonic()
+    select_workspace(ws.dir, "entropy", 3, append=True)
+    dur = {"select": time.monotonic() - t0}
+    dur["label"] = dur["select"]
+    kinds = {"select": 0, "label": 0, "acked": 0, "killed": 0}
+    start = time.monotonic()
+    for trial in range(N_TRIALS):
+        labels, batches = _state(ws)
+        op = rng.choice(["select", "label"])
+        if op == "label":
+            pending = [i for items in batches.values() for i in items if (i, 1) not in labels]
+            if len(pending) < 4:
+                op = "select"
+        kinds[op] += 1
+        if op == "label":
+            chosen = rng.sample(pending, min(6, len(pending)))
+            want = {(i, 1): rng.randrange(3) for i in chosen}
+            f = tmp_path / f"labels{trial}.csv"
+            f.write_text("id,label\n" + "".join(f"{i},{v}\n" for (i, _), v in want.items()))
+            fn = lambda: import_labels(Workspace(ws.dir), f)  # noqa: E731
+        else:
+            fn = lambda: select_workspace(ws.dir, "entropy", 3, append=True)  # noqa: E731
+        pid, r = _run_child(fn)
+        t_op = time.monotonic()
+        acked, status = _kill_after(pid, r, rng.uniform(0, 1.3 * dur[op]))
+        if acked:
+            dur[op] = 0.8 * dur[op] + 0.2 * (time.monotonic() - t_op)
+        kinds["acked" if acked else "killed"] += 1
+        labels2, batches2 = _state(ws)
+        _check_batches(ws, batches2)
+        for k, v in acked_labels.items():
+            assert labels2.get(k) == v, f"trial {trial}: acknowledged label {k} lost"
+        assert {k: v for k, v in labels2.items() if k in labels} == labels  # nothing earlier changed
+        if op == "label":
+            stored = {k: labels2.get(k) for k in want}
+            assert stored == want or all(v is None for v in stored.values()), f"trial {trial}: half an import"
+            if acked:
+                assert stored == want
+            else:  # re-run completes
+                import_labels(Workspace(ws.dir), f)
+                assert {k: _state(ws)[0].get(k) for k in want} == want
+            acked_labels.update(want)
+        else:
+            new = set(batches2) - set(batches)
+            assert len(new) <= 1 and (new or not acked)
+            if not new:  # re-run completes
+                select_workspace(ws.dir, "entropy", 3, append=True)
+                labels3, batches3 = _state(ws)
+                _check_batches(ws, batches3)
+                assert len(batches3) == len(batches) + 1
+    elapsed = time.monotonic() - start
+    print(f"crash trials: {kinds}, {elapsed:.1f} s")
+    assert kinds["select"] >= 10 and kinds["label"] >= 10
+    assert kinds["killed"] >= 10  # the kills did land inside operations
