@@ -485,10 +485,11 @@ def ray_select(spec: str, pool, budget: int, *, labeled_mask=None, seed: int = 0
 
 
 def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
-                     n_shards: int | None = None) -> dict:
-    """Ray twin of :func:`mmal.loop.workspace_round.select_workspace` (same batch and files)."""
+                     n_shards: int | None = None, **kw) -> dict:
+    """Ray twin of :func:`mmal.loop.workspace_round.select_workspace` (same batch and files);
+    ``kw`` (``dry_run``, ``append``, ``lock_timeout``) goes to it unchanged."""
     from functools import partial
 
     from mmal.loop.workspace_round import select_workspace as local
 
-    return local(directory, spec, budget, seed=seed, params=params, select_fn=partial(ray_select, n_shards=n_shards))
+    return local(directory, spec, budget, seed=seed, params=params, select_fn=partial(ray_select, n_shards=n_shards), **kw)
