@@ -180,7 +180,6 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
     Returns ``{"fingerprint", "encoded", "cached", "absent"}``.
     """
     from mmal import encoders
-    from mmal.data import media
 
     encoder_params = dict(encoder_params or {})
     fp = resolve_fingerprint(cache, encoder_spec, encoder_params)
@@ -189,16 +188,7 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
     stats = {"fingerprint": fp, "encoded": 0, "cached": len(ids) - len(todo), "absent": 0, "modality": modality, "encoder": encoder_spec}
     if not todo:
         return stats
-    names = table.column_names
-    if modality == "image":
-        img = table.column("image").to_pylist() if "image" in names else [None] * len(ids)
-        vid = table.column("video").to_pylist() if "video" in names else [None] * len(ids)
-        source = {i: (("image", a) if a else ("video", b) if b else None) for i, a, b in zip(ids, img, vid)}
-    elif modality in ("text", "audio"):
-        col = table.column(modality).to_pylist() if modality in names else [None] * len(ids)
-        source = {i: ((modality, v) if v not in (None, "") else None) for i, v in zip(ids, col)}
-    else:
-        raise WorkspaceError(f"unknown modality {modality!r}")
+    source = item_sources(table, modality)
 
     enc = encoders.load(encoder_spec, **encoder_params)
     if fp is None:
@@ -211,41 +201,71 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
         task = bar.add_task(f"encode {modality} ({encoder_spec})", total=len(todo))
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            inputs, owners = [], []  # owners[j] = (item position in batch, n inputs)
-            for b, item in enumerate(batch):
-                src = source[item]
-                if src is None:
-                    continue
-                kind, value = src
-                if kind == "text":
-                    inputs.append(value)
-                    owners.append((b, 1))
-                elif kind == "image":
-                    inputs.append(media.load_image(value))
-                    owners.append((b, 1))
-                elif kind == "video":
-                    frames = media.load_video_frames(value, n_frames)
-                    inputs.extend(frames)
-                    owners.append((b, len(frames)))
-                else:
-                    inputs.append(media.load_audio(value))
-                    owners.append((b, 1))
-            pooled = np.zeros((len(batch), dim), np.float32)
-            seqs = [np.zeros((0, dim), np.float32) for _ in batch]
-            present = np.zeros(len(batch), bool)
-            if inputs:
-                p, s = enc.encode(inputs)
-                k = 0
-                for b, m in owners:
-                    pooled[b] = np.asarray(p[k : k + m]).mean(0)  # video: mean over frames
-                    seqs[b] = np.concatenate([np.asarray(x) for x in s[k : k + m]], 0)  # [m*T, d]
-                    present[b] = True
-                    k += m
+            pooled, seqs, present = encode_batch(enc, [source[i] for i in batch], dim, n_frames)
             cache.write_chunk(fp, modality, batch, pooled, seqs, present)
             stats["encoded"] += int(present.sum())
             stats["absent"] += int((~present).sum())
             bar.advance(task, len(batch))
     return stats
+
+
+def item_sources(table, modality: str) -> dict:
+    """``id -> (kind, value)`` of one modality (``None`` where the item lacks it).
+
+    ``kind`` is ``"text"``, ``"image"``, ``"video"`` (the image tower reads its frames) or
+    ``"audio"``; ``value`` the string or the media path from the items table.
+    """
+    ids = table.column("id").to_pylist()
+    names = table.column_names
+    if modality == "image":
+        img = table.column("image").to_pylist() if "image" in names else [None] * len(ids)
+        vid = table.column("video").to_pylist() if "video" in names else [None] * len(ids)
+        return {i: (("image", a) if a else ("video", b) if b else None) for i, a, b in zip(ids, img, vid)}
+    if modality in ("text", "audio"):
+        col = table.column(modality).to_pylist() if modality in names else [None] * len(ids)
+        return {i: ((modality, v) if v not in (None, "") else None) for i, v in zip(ids, col)}
+    raise WorkspaceError(f"unknown modality {modality!r}")
+
+
+def encode_batch(enc, sources: list, dim: int, n_frames: int = 3):
+    """Encode one batch of item sources (``(kind, value)`` or ``None``) with a loaded tower.
+
+    Returns ``pooled [B, dim] float32``, ``seqs`` (list of ``[T_i, dim]``; ``[0, dim]`` where
+    absent) and ``present [B] bool``. A video's pooled vector is the mean over its frames and
+    its tokens are the frames' tokens concatenated. Used by the local and the Ray engine.
+    """
+    from mmal.data import media
+
+    inputs, owners = [], []  # owners[j] = (item position in batch, n inputs)
+    for b, src in enumerate(sources):
+        if src is None:
+            continue
+        kind, value = src
+        if kind == "text":
+            inputs.append(value)
+            owners.append((b, 1))
+        elif kind == "image":
+            inputs.append(media.load_image(value))
+            owners.append((b, 1))
+        elif kind == "video":
+            frames = media.load_video_frames(value, n_frames)
+            inputs.extend(frames)
+            owners.append((b, len(frames)))
+        else:
+            inputs.append(media.load_audio(value))
+            owners.append((b, 1))
+    pooled = np.zeros((len(sources), dim), np.float32)
+    seqs = [np.zeros((0, dim), np.float32) for _ in sources]
+    present = np.zeros(len(sources), bool)
+    if inputs:
+        p, s = enc.encode(inputs)
+        k = 0
+        for b, m in owners:
+            pooled[b] = np.asarray(p[k : k + m]).mean(0)  # video: mean over frames
+            seqs[b] = np.concatenate([np.asarray(x) for x in s[k : k + m]], 0)  # [m*T, d]
+            present[b] = True
+            k += m
+    return pooled, seqs, present
 
 
 def features_status(cache: FeatureCache, table, encoder_specs: dict[str, str], encoder_params: dict | None = None) -> dict:

@@ -274,8 +274,11 @@ def _select_base(ws: Workspace, append: bool, pool=None):
 
 def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
                      dry_run: bool = False, append: bool = False, lock_timeout: float | None = None,
-                     pool=None) -> dict:
+                     pool=None, select_fn=None) -> dict:
     """Select the next batch and record it with its exports, as one unit.
+
+    ``select_fn`` (default :func:`mmal.select.select`, same signature) lets the Ray engine
+    run the pool-sized part distributed (:mod:`mmal.engine`).
 
     ``pool`` replaces the round's scored pool (cold start: :func:`mmal.loop.pretrain.cold_select_workspace`).
 
@@ -302,10 +305,11 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
     budget = int(budget)
     ws = Workspace(directory)
     if dry_run:
-        return _select_compute(ws, spec, budget, seed, params, append=True, dry_run=True, pool=pool)[0]
+        return _select_compute(ws, spec, budget, seed, params, append=True, dry_run=True, pool=pool, select_fn=select_fn)[0]
     with workspace_lock(ws.dir, f"select --strategy {spec} --budget {budget}", timeout=lock_timeout):
         remove_orphan_exports(ws)
-        out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False, pool=pool)
+        out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False, pool=pool,
+                                                   select_fn=select_fn)
         with ws.db() as con:
             try:
                 con.execute("BEGIN IMMEDIATE")
@@ -341,7 +345,8 @@ def _write_round_selection(ws: Workspace, round_: int) -> None:
     os.replace(tmp, d / "selection.parquet")
 
 
-def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, dry_run: bool, pool=None):
+def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, dry_run: bool, pool=None,
+                    select_fn=None):
     from mmal.select import select
 
     base, target, folder, pool = _select_base(ws, append, pool)
@@ -361,7 +366,7 @@ def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, 
         raise WorkspaceError(f"{ws.dir}: nothing left to select for round {target} (every non-test item is labeled or "
                              f"already in a batch)")
     take = min(budget, n_selectable)
-    sel = select(spec, pool, take, labeled_mask=excluded, seed=seed, **(params or {}))
+    sel = (select_fn or select)(spec, pool, take, labeled_mask=excluded, seed=seed, **(params or {}))
     sel.round = target
     warnings = []
     if take < budget:
