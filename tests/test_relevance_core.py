@@ -167,3 +167,23 @@ def test_relevance_items_file_cli_exit_2_one_line(tmp_path, bad, where):
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and str(f) in lines[0] and where in lines[0] and "Traceback" not in res.stderr
+
+
+@pytest.mark.parametrize("bad,what", [({"label": 4}, "label"), ({"query": None}, "query")])
+def test_init_task_relevance_refuses_bad_rows(tmp_path, bad, what):
+    """Issue 11: `mmal init --task relevance` with a level 4 or a missing query: exit 2, one line
+    naming the file, the row and the column; no workspace is created."""
+    import json
+
+    from conftest import run_cli
+
+    rows = [{"id": f"p{i}", "query": "a cat", "text": f"stamp {i}", "label": i % 4, "split": "train"} for i in range(6)]
+    rows[3].update(bad)
+    items = tmp_path / "items.jsonl"
+    items.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = run_cli("init", tmp_path / "ws", "--items", items, "--task", "relevance")
+    assert r.returncode == 2, r.stderr
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr
+    assert "row 4" in lines[0] and what in lines[0] and "items.jsonl" in lines[0]
+    assert not (tmp_path / "ws").exists()

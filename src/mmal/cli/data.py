@@ -53,12 +53,15 @@ def encode(
     directory: Path = typer.Argument(...),
     encoders: Optional[str] = typer.Option(None, "--encoders", help="comma list of specs, e.g. text:minilm,audio:whisper-base (default: mmal.toml [encoders])"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="items per encoder call (>= 1; default mmal.toml [encode] batch_size)"),
+    engine: str = typer.Option("local", "--engine", help="local (default) or ray: run the pool-sized work on a Ray cluster"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray://host:10001 or auto; default $RAY_ADDRESS, else a local Ray"),
 ):
     """Fill the feature cache; a re-run encodes only what is missing."""
-    from mmal.features.pipeline import encode_workspace
+    from mmal.engine import encode_workspace
 
     positive(batch_size, "--batch-size")
-    stats = encode_workspace(directory, encoders=encoders, batch_size=batch_size, progress=progress_enabled())
+    stats = encode_workspace(directory, engine=engine, ray_address=ray_address, encoders=encoders, batch_size=batch_size,
+                             progress=progress_enabled())
     for s in stats:
         typer.echo(f"{s['modality']:<6} {s['encoder']:<26} encoded {s['encoded']:>6}  cached {s['cached']:>6}  absent {s['absent']:>6}")
 

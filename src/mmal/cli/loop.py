@@ -55,10 +55,11 @@ def select(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the selection, record and export nothing"),
     append: bool = typer.Option(False, "--append", help="add another batch to the current round (default: one batch per round)"),
     pretrain: str = typer.Option("default", "--pretrain", help="cold start: stored MMSSL embeddings to use (`mmal pretrain --name`)"),
+    engine: str = typer.Option("local", "--engine", help="local (default) or ray: run the pool-sized work on a Ray cluster"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray://host:10001 or auto; default $RAY_ADDRESS, else a local Ray"),
 ):
     """Select the next batch, record it, export CSV / JSONL / Label Studio tasks (one unit, under the workspace lock)."""
     from mmal.cli._common import check_round_pool
-    from mmal.loop.workspace_round import select_workspace
     from mmal.workspace import Workspace
 
     positive(budget, "--budget")
@@ -85,7 +86,10 @@ def select(
             out = cold_select_workspace(directory, strategy, int(budget), seed=seed, params=params, pretrain=pretrain,
                                         dry_run=dry_run, append=append)
         else:
-            out = select_workspace(directory, strategy, int(budget), seed=seed, params=params, dry_run=dry_run, append=append)
+            from mmal.engine import select_workspace as engine_select
+
+            out = engine_select(directory, strategy, int(budget), engine=engine, ray_address=ray_address, seed=seed,
+                                params=params, dry_run=dry_run, append=append)
     except MmalError as e:
         raise _with_hint(e, ws.dir) from None
     for w in out.get("warnings", []) or []:

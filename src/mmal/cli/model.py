@@ -76,16 +76,19 @@ def score(
     directory: Path = typer.Argument(...),
     coalitions: bool = typer.Option(False, "--coalitions", help="also store V(S) for BMMAL"),
     mc_samples: int = typer.Option(0, "--mc-samples", help="MC-dropout passes for BALD (0 = none)"),
+    engine: str = typer.Option("local", "--engine", help="local (default) or ray: run the pool-sized work on a Ray cluster"),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address", help="ray://host:10001 or auto; default $RAY_ADDRESS, else a local Ray"),
 ):
     """Score every item with the round's model; writes rounds/<n>/pool (ScoredPool memmaps)."""
-    from mmal.loop.workspace_round import score_workspace
+    from mmal.engine import score_workspace
     from mmal.workspace import Workspace
 
     positive(mc_samples, "--mc-samples", minimum=0)
     ws = Workspace(directory)
     note(f"score: {ws.dir}: scoring every item" + (" with coalitions" if coalitions else "")
          + (f" and {mc_samples} MC-dropout passes" if mc_samples else ""))
-    echo_json(score_workspace(directory, coalitions=coalitions, mc_samples=mc_samples, progress=progress_enabled()))
+    echo_json(score_workspace(directory, engine=engine, ray_address=ray_address, coalitions=coalitions,
+                              mc_samples=mc_samples, progress=progress_enabled()))
 
 
 @app.command()

@@ -125,6 +125,11 @@ def init_workspace(directory, items_file, *, task: str = "classify", force: bool
         raise WorkspaceError(f"{directory} exists and is not a directory")
     if directory.exists() and any(directory.iterdir()) and not (directory / "mmal.toml").exists():
         raise WorkspaceError(f"{directory} exists and is not empty; choose a new folder")
+    if task == "relevance":  # a `query` per row and ordinal levels 0..3 (003; mmal.relevance.data), checked first
+        from mmal.relevance.data import read_relevance_items
+
+        read_relevance_items(items_file)
+        n_classes = 4 if n_classes is None else n_classes  # the four levels, whichever occur
     table = validate_items(items_file, progress=progress, n_classes=n_classes)
     n_classes, label_names = class_table(table)
     modalities = modalities_of(table)
