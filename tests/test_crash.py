@@ -140,3 +140,89 @@ def test_kill9_trials(tmp_path):
     print(f"crash trials: {kinds}, {elapsed:.1f} s")
     assert kinds["select"] >= 10 and kinds["label"] >= 10
     assert kinds["killed"] >= 10  # the kills did land inside operations
+
+
+def test_kill9_train_score_encode(tmp_path):
+    """Issue 14: `kill -9` at random moments of train, score and encode (10 trials each).
+
+    After every kill: the database passes ``integrity_check``; the round's checkpoint is either
+    absent or loads; the scored pool is either absent or whole (ids, probs and embedding of the
+    same length, probabilities summing to 1); the feature cache loads; a re-run completes.
+    Features are synthetic for train/score (no tower); encode runs the real MiniLM tower,
+    loaded once in this process before the forks.
+    """
+    import numpy as np
+
+    from mmal.features.cache import FeatureCache, remember_fingerprint
+    from mmal.features.pipeline import encode_workspace, load_features
+    from mmal.loop.workspace_round import score_workspace, train_workspace
+    from mmal.train.checkpoint import load_learner
+    from mmal.workspace import Workspace
+    from mmal.workspace.pool_io import load_pool
+
+    ws = make_ws(tmp_path, n_pool=120, n_test=12, n_train=30)
+    ids = ws.items.column("id").to_pylist()
+    rng = np.random.default_rng(0)
+    cls = np.array([int(i[1:]) % 3 for i in ids])
+    pooled = rng.normal(size=(len(ids), 16)).astype(np.float32) + 2.0 * cls[:, None]
+    cache = FeatureCache(ws.dir / "features")
+    remember_fingerprint(cache, "text:minilm", {}, "fake0000")
+    cache.write_chunk("fake0000", "text", ids, pooled, [p[None] for p in pooled], np.ones(len(ids), bool))
+
+    def check_state():
+        con = sqlite3.connect(ws.dir / "state.sqlite")
+        try:
+            assert con.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            con.close()
+        model = ws.dir / "rounds" / "0" / "model.pt"
+        if model.exists():
+            load_learner(model)
+        pool_dir = ws.dir / "rounds" / "0" / "pool"
+        if pool_dir.exists():
+            pool = load_pool(pool_dir)
+            assert len(pool.ids) == len(ids) == pool.probs.shape[0] == pool.embedding.shape[0]
+            assert np.allclose(np.asarray(pool.probs).sum(1), 1, atol=1e-4)
+
+    rnd = random.Random(7)
+    t0 = time.monotonic()
+    train_workspace(ws.dir, progress=False)
+    dur = {"train": time.monotonic() - t0}
+    t0 = time.monotonic()
+    score_workspace(ws.dir, progress=False)
+    dur["score"] = time.monotonic() - t0
+    ops = {"train": lambda: train_workspace(ws.dir, progress=False), "score": lambda: score_workspace(ws.dir, progress=False)}
+    killed = 0
+    for trial in range(20):
+        op = ("train", "score")[trial % 2]
+        pid, r = _run_child(ops[op])
+        acked, _ = _kill_after(pid, r, rnd.uniform(0, 1.3 * dur[op]))
+        killed += not acked
+        check_state()
+        ops[op]()  # a re-run completes
+        check_state()
+    assert killed >= 5
+
+    # encode: a real tower on a fresh workspace of 24 short texts, killed mid-way 10 times
+    enc_ws = make_ws(tmp_path / "enc", n_pool=24, n_test=3, n_train=3)
+    enc_ws.config["encoders"] = {"text": "text:minilm"}
+    enc_ws.save_config()
+    from mmal import encoders
+
+    encoders.load("text:minilm")  # loaded before the forks; children reuse it
+    enc_ws.config["encode"]["batch_size"] = 2
+    enc_ws.save_config()
+    t0 = time.monotonic()
+    encode_workspace(enc_ws.dir, progress=False)
+    dur_enc = time.monotonic() - t0
+    import shutil
+
+    shutil.rmtree(enc_ws.dir / "features")
+    (enc_ws.dir / "features").mkdir()
+    for trial in range(10):
+        pid, r = _run_child(lambda: encode_workspace(enc_ws.dir, progress=False))
+        _kill_after(pid, r, rnd.uniform(0, 1.2 * dur_enc))
+        FeatureCache(enc_ws.dir / "features")  # opening the cache never fails
+    encode_workspace(enc_ws.dir, progress=False)  # the re-run completes what is missing
+    feats = load_features(Workspace(enc_ws.dir))
+    assert len(feats["text"]) == enc_ws.items.num_rows and feats["text"].present.all()

@@ -303,9 +303,9 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=False
     ids, split, labels = _arrays(ws)
     flat = score_rows(WorkspaceScorer(str(ws.dir), coalitions), len(ids), chunk=SCORE_CHUNK, n_actors=n_actors)
     pool = pool_from_scores(flat, ids, labels=labels, split=split, fused_blocks=bool(getattr(learner, "fused_blocks", False)))
-    from mmal.workspace.pool_io import save_pool
+    from mmal.workspace.pool_io import replace_pool
 
-    folder = save_pool(pool, ws.round_dir(rnd) / "pool")
+    folder = replace_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": False, "engine": "ray"}
 
 

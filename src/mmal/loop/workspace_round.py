@@ -213,9 +213,9 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True)
         features = load_features(ws)
     pool = score_pool(model, features, ids, labels=labels, split=split, coalitions=coalitions,
                       mc_samples=mc_samples, progress=progress)
-    from mmal.workspace.pool_io import save_pool
+    from mmal.workspace.pool_io import replace_pool
 
-    folder = save_pool(pool, ws.round_dir(rnd) / "pool")
+    folder = replace_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
 
 

@@ -39,6 +39,28 @@ def save_pool(pool: ScoredPool, folder) -> Path:
     return folder
 
 
+def replace_pool(pool: ScoredPool, folder) -> Path:
+    """Write ``pool`` to ``folder`` atomically: into a temporary sibling first, then swapped in.
+
+    A crash (``kill -9``) at any moment leaves either the old pool or the new one, never a
+    mix of the two's files (a re-score over an existing pool would otherwise pair new
+    ``probs.npy`` with old ids).
+    """
+    import os
+    import shutil
+
+    folder = Path(folder)
+    tmp = folder.with_name(f".{folder.name}.new.{os.getpid()}")
+    old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pool(pool, tmp)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
+    return folder
+
+
 def load_pool(folder, mmap: bool = True) -> ScoredPool:
     """Read a pool folder written by :func:`save_pool` (arrays memory-mapped when ``mmap``)."""
     import pyarrow.parquet as pq
