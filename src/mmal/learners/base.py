@@ -66,6 +66,14 @@ class Learner:
         return {"n_classes": self.n_classes, "seed": self.seed, **self.params}
 
     # ---- shared ------------------------------------------------------------------
+    def _features(self, features) -> dict:
+        """The learner's modalities (``modalities`` param, default all) of ``features``."""
+        mods = self.params.get("modalities") or sorted(features)
+        missing = sorted(set(mods) - set(features))
+        if missing:
+            raise ConfigError(f"{self.name} learner: features lack modalities {missing}; have {sorted(features)}")
+        return {m: features[m] for m in mods}
+
     def predict_proba(self, features, idx=None) -> np.ndarray:
         """Fused class probabilities ``[N, C]`` of items ``idx`` (default all)."""
         return self.score(features, idx)["probs"]

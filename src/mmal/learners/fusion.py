@@ -37,13 +37,6 @@ class FusionLearner(Learner):
                          modalities=None if modalities is None else sorted(modalities))
         self.net = None
 
-    def _features(self, features):
-        mods = self.params["modalities"] or sorted(features)
-        missing = sorted(set(mods) - set(features))
-        if missing:
-            raise ConfigError(f"fusion learner: features lack modalities {missing}; have {sorted(features)}")
-        return {m: features[m] for m in mods}
-
     def fit(self, features, labels, train_idx, val_idx=None, *, progress: bool = False, log=None) -> dict:
         from mmal.train.engine import as_index, check_labels
         from mmal.train.loop import fit

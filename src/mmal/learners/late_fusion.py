@@ -141,13 +141,6 @@ class LateFusionLearner(Learner):
     def train_config(self) -> TrainConfig:
         return TrainConfig.from_dict({**TRAIN_DEFAULTS, **self.params["train"], "seed": self.seed})
 
-    def _features(self, features):
-        mods = self.params["modalities"] or sorted(features)
-        missing = sorted(set(mods) - set(features))
-        if missing:
-            raise ConfigError(f"late-fusion learner: features lack modalities {missing}; have {sorted(features)}")
-        return {m: features[m] for m in mods}
-
     def fit(self, features, labels, train_idx, val_idx=None, *, progress: bool = False, log=None) -> dict:
         features = self._features(features)
         n = len(next(iter(features.values())))

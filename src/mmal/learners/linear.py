@@ -102,10 +102,7 @@ class LinearProbe(Learner):
     def fit(self, features, labels, train_idx, val_idx=None, *, progress: bool = False, log=None) -> dict:
         import time
 
-        mods = self.params["modalities"] or sorted(features)
-        missing = sorted(set(mods) - set(features))
-        if missing:
-            raise ConfigError(f"linear learner: features lack modalities {missing}; have {sorted(features)}")
+        mods = sorted(self._features(features))
         n = len(features[mods[0]])
         train_idx = as_index(train_idx, n, "train_idx")
         val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
