@@ -193,10 +193,10 @@ def timing(args) -> dict:
         gold = np.array(t.column("label").to_pylist())
         cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
         make_learner("late-fusion", model={"fusion": "none"}, train={"epochs": 1}).fit(feats, gold, cand[:20])  # imports, warm caches
-        res = {k: [] for k in LEARNERS}
+        keys = args.learners or list(LEARNERS)
+        res = {k: [] for k in keys}
         for si, seed in enumerate(args.seeds):
             lab = np.random.default_rng(seed).choice(cand, args.timing_budget, replace=False)
-            keys = list(LEARNERS)
             for k in keys[si % len(keys):] + keys[: si % len(keys)]:
                 name, params = learner_params(k, "audio" in feats)
                 L = make_learner(name, seed=seed, **params)
@@ -217,10 +217,12 @@ def main(argv=None):
     ap.add_argument("--out", default=None)
     ap.add_argument("--timing", action="store_true", help="only time fits at --timing-budget (bench/results/learner_timing.json)")
     ap.add_argument("--timing-budget", type=int, default=200)
+    ap.add_argument("--learners", default=None, help="with --timing: comma list of LEARNERS keys (default all)")
     a = ap.parse_args(argv)
     a.datasets = a.datasets.split(",")
     a.budgets = [int(x) for x in a.budgets.split(",")]
     a.seeds = [int(x) for x in a.seeds.split(",")]
+    a.learners = a.learners.split(",") if a.learners else None
     a.out = a.out or str(ROOT / "bench" / "results" / ("learner_timing.json" if a.timing else "learner.json"))
     res = timing(a) if a.timing else run(a)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

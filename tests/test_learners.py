@@ -172,3 +172,17 @@ def test_linear_has_no_mc_dropout():
     with pytest.raises(ConfigError, match="BALD"):
         L.mc_probs(feats, 3, 0)
 
+
+
+def test_learner_checkpoint_refuses_bad_files(tmp_path):
+    from mmal.errors import WorkspaceError
+    from mmal.train.checkpoint import load_learner
+
+    with pytest.raises(WorkspaceError, match="checkpoint not found; run `mmal train` again"):
+        load_learner(tmp_path / "nope.pt")
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    with pytest.raises(WorkspaceError, match="not a readable checkpoint"):
+        load_learner(tmp_path / "bad.pt")
+    torch.save({"format": "something-else"}, tmp_path / "other.pt")
+    with pytest.raises(WorkspaceError, match="mmal-learner/1"):
+        load_learner(tmp_path / "other.pt")

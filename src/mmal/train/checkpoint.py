@@ -73,7 +73,7 @@ def load_checkpoint(path, device: str = "cpu"):
     WorkspaceError : file missing, unreadable, or not an mmal classifier checkpoint.
     """
     path = Path(path)
-    payload = read_payload(path, FORMAT, "classifier checkpoint", device=device)
+    payload = read_payload(path, FORMAT, "checkpoint", device=device)
     try:
         mc = ModelConfig.from_dict(payload["model_config"])
         tc = TrainConfig.from_dict(payload["train_config"]) if payload["train_config"] is not None else None
@@ -107,7 +107,7 @@ def load_learner(path):
     from mmal.learners import make_learner
 
     path = Path(path)
-    payload = read_payload(path, LEARNER_FORMAT, "learner checkpoint", "run `mmal train` again")
+    payload = read_payload(path, LEARNER_FORMAT, "checkpoint", "run `mmal train` again")
     try:
         cfg = dict(payload["config"])
         learner = make_learner(payload["learner"], **cfg)
