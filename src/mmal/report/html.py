@@ -70,8 +70,13 @@ def table1(results) -> list[tuple]:
     """(strategy, mean batch multi-class loss, std over seeds) — 000 Table 1 analog."""
     rows = []
     for spec, d in results["strategies"].items():
-        per_seed = [np.nanmean([r["batch_multiclass_loss"] for r in v["rounds"][1:]]) for v in d["per_seed"].values()]
-        rows.append((spec, float(np.mean(per_seed)), _std(per_seed)))
+        per_seed = []
+        for v in d["per_seed"].values():  # rounds that selected nothing have no batch loss (NaN)
+            losses = np.array([r["batch_multiclass_loss"] for r in v["rounds"][1:]], float)
+            per_seed.append(float(losses[np.isfinite(losses)].mean()) if np.isfinite(losses).any() else np.nan)
+        per_seed = np.array(per_seed)
+        rows.append((spec, float(per_seed[np.isfinite(per_seed)].mean()) if np.isfinite(per_seed).any() else np.nan,
+                     _std(per_seed)))
     return rows
 
 
