@@ -25,9 +25,11 @@ def _png(fig) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _thumb(path, size=72) -> str:
+def image_data_uri(path, size: int, fmt: str = "PNG") -> str | None:
+    """A ``size``-px thumbnail of the image at ``path`` on white, as a ``data:`` URI; None when
+    there is no path or the picture cannot be read (a broken picture must not break a report)."""
     if not path:
-        return ""
+        return None
     try:
         from PIL import Image
 
@@ -36,10 +38,16 @@ def _thumb(path, size=72) -> str:
             im.thumbnail((size, size))
             bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
             buf = io.BytesIO()
-            Image.alpha_composite(bg, im).convert("RGB").save(buf, format="PNG")
-        return f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" width="{size}">'
-    except Exception:  # noqa: BLE001 - a broken thumbnail must not break the report
-        return ""
+            kw = {"quality": 85} if fmt == "JPEG" else {}
+            Image.alpha_composite(bg, im).convert("RGB").save(buf, format=fmt, **kw)
+        return f"data:image/{fmt.lower()};base64," + base64.b64encode(buf.getvalue()).decode()
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def _thumb(path, size=72) -> str:
+    uri = image_data_uri(path, size)
+    return f'<img src="{uri}" width="{size}">' if uri else ""
 
 
 def curves(results) -> dict:

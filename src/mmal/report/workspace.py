@@ -160,20 +160,9 @@ def fmt(x, digits: int = 3) -> str:
 
 # ---- I/O -------------------------------------------------------------------------------------
 def _thumb(path, size: int = 112) -> str | None:
-    if not path:
-        return None
-    try:
-        from PIL import Image
+    from mmal.report.html import image_data_uri
 
-        with Image.open(path) as im:
-            im = im.convert("RGBA")
-            im.thumbnail((size, size))
-            bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-            buf = io.BytesIO()
-            Image.alpha_composite(bg, im).convert("RGB").save(buf, format="JPEG", quality=85)
-        return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
-    except Exception:  # noqa: BLE001 - a broken picture must not break the report
-        return None
+    return image_data_uri(path, size, fmt="JPEG")
 
 
 def _frames_thumb(path, n_frames: int = 3, size: int = 112) -> str | None:
