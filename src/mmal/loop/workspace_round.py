@@ -203,7 +203,12 @@ def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -
 def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True) -> dict:
     """Score every item with the round's model (re-encoding with its tuned towers when it has them)."""
     from mmal.features.pipeline import load_features
+    from mmal.relevance.workspace import is_relevance
 
+    if is_relevance(directory):  # the four-level distribution of a relevance model (mmal.relevance.workspace)
+        from mmal.relevance.workspace import score_relevance_workspace
+
+        return score_relevance_workspace(directory, progress=progress)
     ws = Workspace(directory)
     rnd, model, extra = _load_round_model(ws)
     ids, split, labels = _arrays(ws)
@@ -232,7 +237,12 @@ def _round_pool(ws: Workspace, hint: str):
 
 def evaluate_workspace(directory) -> dict:
     from mmal.metrics import compute
+    from mmal.relevance.workspace import is_relevance
 
+    if is_relevance(directory):  # AUC {0,1} vs {2,3}, Spearman, Pearson, NDCG@10
+        from mmal.relevance.workspace import evaluate_relevance_workspace
+
+        return evaluate_relevance_workspace(directory)
     ws = Workspace(directory)
     rnd, folder, pool = _round_pool(ws, f"run `mmal score {ws.dir}` first")
     ids, split, labels = _arrays(ws)
