@@ -191,6 +191,7 @@ class SimEnv:
     (metrics, unimodal accuracy)``; ``initial(seed)`` the round-0 rows; ``curve_metrics``:
     the test metrics whose AUBC each seed records (the first is the run's ``aubc``);
     ``batch_loss(rows, probs)``: the batch-loss metric of a selected batch (000 eq. 11);
+    ``batch_info(rows) -> dict``: more per-batch records (relevance: the revealed levels);
     ``report(results, path, case_study)`` writes the HTML report.
     """
 
@@ -205,6 +206,7 @@ class SimEnv:
     results: dict
     curve_metrics: tuple = ("accuracy",)
     batch_loss: object = None
+    batch_info: object = None
     report: object = None
 
 
@@ -257,6 +259,8 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
                 met, uni = test_metrics(mdl)
                 rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,
                        "n_selected": int(len(rows))}
+                if env.batch_info is not None:
+                    rec.update(env.batch_info(rows))
                 infos = _part_infos(sel.info or {})
                 if any("lookalike_auc" in i for i in infos):  # a part fitted (or tried) a lookalike model
                     aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]

@@ -13,6 +13,7 @@ round-0 model. For relevance items (a ``query`` column, levels 0..3):
   scored by ``|E[y] - y|`` (000 eq. 11 with E[y] of 003 eq. 9; :func:`mmal.select.lsb.badness`);
 - **batch loss** (000 Table 1 analog): mean ``|E[y] - y|`` over the selected batch once its
   levels are revealed (:func:`mmal.relevance.al.lsb_seed_scores`), i.e. eq. 11 on levels;
+- **batch levels**: how many pairs of each level each batch revealed (``batch_levels``);
 - **test metrics**: AUC ({0,1} vs {2,3}), Spearman, Pearson, NDCG@10 per query, level accuracy
   (:func:`mmal.relevance.workspace.relevance_test_metrics`); the curves and the AUBC are
   recorded for AUC (the run's ``aubc``) **and** Spearman (``aubc_by_metric``).
@@ -88,6 +89,10 @@ def relevance_setup(items, out, strategies, *, learner=None, model=None, seeds=(
         """000 eq. 11 on levels: mean |E[y] - y| of the batch under the model that selected it."""
         return float(lsb_seed_scores(probs, gold[rows]).mean())
 
+    def batch_info(rows):
+        """How many pairs of each level the batch revealed (levels 0..3)."""
+        return {"batch_levels": np.bincount(gold[rows], minlength=4).tolist()}
+
     results = {"strategies": {s: {"per_seed": {}} for s in strategies}, "config": {
         "task": "relevance", "items": str(items), "strategies": list(strategies), "init": init, "budget": budget,
         "rounds": rounds, "seeds": list(seeds), "learner": name, "model": probe.config(), "n_items": len(ids),
@@ -97,7 +102,8 @@ def relevance_setup(items, out, strategies, *, learner=None, model=None, seeds=(
     }}
     return SimEnv(ids=ids, gold=gold, split=split, table=table, features=data, fit=fit, test_metrics=test_metrics,
                   initial=lambda seed: initial_labeled(cand, gold, init, seed), results=results,
-                  curve_metrics=CURVE_METRICS, batch_loss=batch_loss, report=write_relevance_report)
+                  curve_metrics=CURVE_METRICS, batch_loss=batch_loss, batch_info=batch_info,
+                  report=write_relevance_report)
 
 
 # ---- tables and report ---------------------------------------------------------------------------
@@ -127,6 +133,20 @@ def relevance_table(results) -> list[dict]:
             row[f"aubc_{k}"] = _ms([r.get("aubc_by_metric", {}).get(k, np.nan) for r in runs])
         rows.append(row)
     return rows
+
+
+def batch_level_shares(results) -> dict:
+    """Per strategy: share of each level among all selected pairs (rounds >= 1), mean over seeds."""
+    out = {}
+    for spec, d in results["strategies"].items():
+        shares = []
+        for v in d["per_seed"].values():
+            c = np.sum([r["batch_levels"] for r in v["rounds"][1:] if "batch_levels" in r], axis=0)
+            if np.ndim(c) and c.sum() > 0:
+                shares.append(c / c.sum())
+        if shares:
+            out[spec] = np.mean(shares, 0).tolist()
+    return out
 
 
 def paired_vs(results, baseline: str = "random", metrics=CURVE_METRICS) -> dict:
@@ -169,6 +189,10 @@ def markdown_relevance_tables(results, baseline: str = "random") -> str:
         lines.append(f"| `{r['strategy']}` | {r['n_labeled']} | {_fmt(r['aubc_auc'])} | {_fmt(r['aubc_spearman'])} | "
                      f"{_fmt(r['auc'])} | {_fmt(r['spearman'])} | {_fmt(r['pearson'])} | {_fmt(r['ndcg@10'])} | "
                      f"{_fmt(r['accuracy'])} | {_fmt(r['batch_loss'])} |")
+    lines += ["", "Levels revealed by the selected batches (share of all selected pairs, mean over seeds; levels 0 / 1 / 2 / 3):", "",
+              "| strategy | level 0 | level 1 | level 2 | level 3 |", "|---|---|---|---|---|"]
+    for spec, sh in batch_level_shares(results).items():
+        lines.append(f"| `{spec}` | " + " | ".join(f"{x:.2f}" for x in sh) + " |")
     pv = paired_vs(results, baseline)
     if pv:
         lines += ["", f"AUBC difference to `{baseline}`, paired by seed (mean ± std; two-sided paired t-test):", "",
