@@ -20,8 +20,9 @@ an MLP + hierarchical-softmax head over frozen MiniLM query / keyword-text vecto
   the top-S rule takes the least well fitted labeled pairs instead;
 
 and writes ``OUT.json`` (every round of every seed, the paired tests, the load average) and
-``OUT.md`` (tables: AUBC of AUC and of Spearman, final metrics, ordinal batch loss, paired
-t-tests against random). ``--items`` defaults to building ``tuxpaint-relevance`` (seed 0,
+``OUT.md`` (tables: AUBC of AUC and of Spearman, final metrics, ordinal batch loss, levels
+revealed per batch, paired t-tests against random; a section starting "## Reading the
+numbers" already in ``OUT.md`` is kept). ``--items`` defaults to building ``tuxpaint-relevance`` (seed 0,
 300 stamps) under ``--work``.
 """
 
@@ -99,9 +100,16 @@ def main(argv=None) -> int:
         "",
         _rounds_table(res),
     ]
-    out.with_suffix(".md").write_text("\n".join(lines))
+    md = out.with_suffix(".md")
+    keep = ""
+    if md.exists() and NOTES in md.read_text():  # a hand-written reading of the numbers survives a re-run
+        keep = md.read_text()[md.read_text().index(NOTES):]
+    md.write_text("\n".join(lines) + ("\n" + keep if keep else ""))
     print(markdown_relevance_tables(res))
     return 0
+
+
+NOTES = "## Reading the numbers"
 
 
 def _rounds_table(res) -> str:
