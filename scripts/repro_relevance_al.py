@@ -12,12 +12,10 @@ an MLP + hierarchical-softmax head over frozen MiniLM query / keyword-text vecto
 - ``entropy`` — entropy of the four-level distribution;
 - ``level-variance`` — Var[y] under it (an ordinal uncertainty);
 - ``lsb-knn`` with seeds scored by ``|E[y] - y|`` (000 eq. 11, E[y] of 003 eq. 9): the
-  ``--lsb-top-s`` labeled pairs with the largest score (default ``ceil(budget / 3)``), ``k = 3``
-  neighbours per seed (000), ordered by the seed's score, filled by doubling k (``fill=knn``)
-  when neighbours overlap. Not the default seed rule (labeled *argmax mistakes*) nor a
-  threshold: the probe fits its training pairs, so no labeled pair is an argmax mistake and
-  none is off by more than half a level (a 1-seed trial with ``s_t = 0.5`` selected nothing);
-  the top-S rule takes the least well fitted labeled pairs instead;
+  ``--lsb-top-s`` labeled pairs with the largest score (default ``ceil(budget / 3)``), each
+  judged by the distribution it had when it was selected (out of sample; the initial set is
+  cross-fitted: ``mmal.select.lsb`` ``seeds_from="auto"``), ``k = 3`` neighbours per seed (000),
+  ordered by the seed's score, filled by doubling k (``fill=knn``) when neighbours overlap;
 
 and writes ``OUT.json`` (every round of every seed, the paired tests, the load average) and
 ``OUT.md`` (tables: AUBC of AUC and of Spearman, final metrics, ordinal batch loss, levels

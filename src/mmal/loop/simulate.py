@@ -258,9 +258,10 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
         met0, uni0 = test_metrics(m0)
         at_sel0 = None
         if any(_needs(s)["at_selection"] for s in strategies):  # LSB: out-of-sample judgements of the initial set
-            at_sel0 = np.full((len(ids), n_classes), np.nan)
-            at_sel0[lab0] = cross_fitted_probs(lambda r: fit(r, seed), lambda m, r: m.score(features, r)["probs"],
-                                               lab0, folds=2, seed=seed)
+            cf = cross_fitted_probs(lambda r: fit(r, seed), lambda m, r: m.score(features, r)["probs"],
+                                    lab0, folds=2, seed=seed)
+            at_sel0 = np.full((len(ids), cf.shape[1]), np.nan)
+            at_sel0[lab0] = cf
         for spec in strategies:
             need = _needs(spec)
             log(f"[simulate] seed {seed} strategy {spec}")

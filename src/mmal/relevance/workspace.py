@@ -13,7 +13,9 @@ What differs:
 - the model: a relevance learner (:mod:`mmal.relevance.learner`), saved with
   :func:`mmal.train.checkpoint.write_payload` as format ``mmal-relevance/1``;
 - the pool: ``probs`` is the four-level distribution ``[N, 4]``, ``embedding`` the learner's
-  embedding, ``extras["relevance_score"]`` the score ``r`` (eq. 9 for distribution heads);
+  embedding, ``extras["relevance_score"]`` the score ``r`` (eq. 9 for distribution heads) and,
+  as for classification, ``extras["at_selection_probs"]`` (each batched pair's distribution
+  when it was selected; LSB's out-of-sample seeds);
 - ``evaluate``: AUC ({0,1} vs {2,3}), Spearman, Pearson, NDCG@10 per query and level accuracy;
 - ``pretrain``: ITC / ITM / MLM / PQVM (:func:`~mmal.relevance.pretrain.pretrain_relevance`)
   on the workspace's videos, stored in ``pretrain/<name>/`` (``config.json``, ``model.pt``,
@@ -213,6 +215,13 @@ def score_relevance_workspace(directory, *, progress: bool = False) -> dict:
     res = model.score(data)
     pool = ScoredPool(ids=ids, probs=res["probs"], embedding=res["embedding"], labels=data.labels, split=split,
                       extras={"relevance_score": np.asarray(res["scores"], np.float64)})
+    from mmal.loop.workspace_round import at_selection_probs
+
+    at_sel = at_selection_probs(ws, ids, data.labels, 4)  # LSB judges labeled pairs out of sample (mmal.select.lsb)
+    if at_sel is not None:
+        from mmal.select.lsb import AT_SELECTION
+
+        pool.extras[AT_SELECTION] = at_sel
     folder = replace_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "task": "relevance", "learner": model.name,
             "head": model.params["head"]}
