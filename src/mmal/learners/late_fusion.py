@@ -110,14 +110,18 @@ class LateFusionLearner(Learner):
     ``train`` = :class:`TrainConfig` fields over :data:`TRAIN_DEFAULTS`, plus
     ``label_smoothing`` (0.0), ``init`` (``"probe"``, default: start the fused layer from the
     logistic-regression probe with ``probe_C`` = 10 on the initial blocks; ``"zero"``:
-    PyTorch's default init) and ``modalities`` (default: every modality of the features)."""
+    PyTorch's default init), ``modalities`` (default: every modality of the features),
+    ``init_encoders`` (``None``, default; or a stored MMSSL pre-training folder
+    ``DIR/pretrain/<name>``: the vector modalities' encoders become its projection heads,
+    :mod:`mmal.learners.mmssl_init`) and ``freeze_encoders`` (True: those heads do not train)."""
 
     name = "late-fusion"
     fused_blocks = True
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
                  train: Mapping | None = None, label_smoothing: float = 0.0, init: str = "probe",
-                 probe_C: float = 10.0, modalities=None):
+                 probe_C: float = 10.0, modalities=None, init_encoders: str | None = None,
+                 freeze_encoders: bool = True):
         model = dict(model or {})
         unknown = set(model) - set(LateFusionConfig.__dataclass_fields__) | ({"input_dims", "n_classes"} & set(model))
         if unknown:
@@ -130,7 +134,9 @@ class LateFusionLearner(Learner):
         if init not in INITS:
             raise ConfigError(f"late-fusion learner: init = {init!r}: expected one of {INITS}")
         super().__init__(n_classes, seed, model=model, train=train, label_smoothing=float(label_smoothing),
-                         init=init, probe_C=float(probe_C), modalities=None if modalities is None else sorted(modalities))
+                         init=init, probe_C=float(probe_C), modalities=None if modalities is None else sorted(modalities),
+                         init_encoders=None if init_encoders is None else str(init_encoders),
+                         freeze_encoders=bool(freeze_encoders))
         self.net: LateFusionClassifier | None = None
 
     @property
@@ -148,11 +154,22 @@ class LateFusionLearner(Learner):
         val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
         labels, C = check_labels(labels, train_idx, val_idx, n, self.n_classes)
         self.n_classes = C
-        cfg = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **self.params["model"])
+        model_cfg, pre = dict(self.params["model"]), None
+        if self.params.get("init_encoders"):
+            from mmal.learners.mmssl_init import load_mmssl_heads, mmssl_model_overrides
+
+            pre = load_mmssl_heads(self.params["init_encoders"])
+            dims = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)
+            model_cfg.update(mmssl_model_overrides(pre, dims.input_dims, dims.vector_modalities))
+        cfg = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)
         tc = self.train_config()
         weight = class_weights(labels[train_idx], C, tc.class_weight)
         with torch_threads(tc.threads), seeded(self.seed):
             net = LateFusionClassifier(cfg)
+            if pre is not None:
+                from mmal.learners.mmssl_init import copy_mmssl_heads
+
+                copy_mmssl_heads(net, pre, self.params["freeze_encoders"])
             means = pooled_means(features, cfg.modalities) if cfg.center else {m: np.zeros(f.dim) for m, f in features.items()}
             net.set_statistics({m: torch.from_numpy(v) for m, v in means.items()})
             rows = np.concatenate([train_idx, val_idx])
@@ -173,7 +190,7 @@ class LateFusionLearner(Learner):
 
             if self.params["init"] == "probe":
                 _init_from_probe(net, cache, labels[rows], C, self.params["probe_C"], self.seed)
-            history = train_epochs({"net": net}, [{"params": list(net.parameters())}], train_idx, batch_loss, tc,
+            history = train_epochs({"net": net}, [{"params": [p for p in net.parameters() if p.requires_grad]}], train_idx, batch_loss, tc,
                                    val_idx=val_idx, val_labels=labels[val_idx], predict=predict, weight=weight,
                                    progress=progress, desc="train late-fusion", log=log)
         self.net = net.eval()
