@@ -186,7 +186,7 @@ def run_picks(name, ws_dir, seeds, per_class, pre_seeds, log, only=None, partial
     return res
 
 
-def run_evaluate(name, ws_dir, picked: dict, log, partial=None) -> dict:
+def run_evaluate(name, ws_dir, picked: dict, log, partial=None, max_seeds: int | None = None) -> dict:
     """Fit the default learner on every stored pick set; adds accuracies and paired tests.
 
     Identical pick sets under the same seed (e.g. MMCSAL as printed = random) are fitted once."""
@@ -199,6 +199,12 @@ def run_evaluate(name, ws_dir, picked: dict, log, partial=None) -> dict:
     if (labels[test] < 0).any() or (labels[split != "test"] < 0).any():
         raise SystemExit(f"{ws_dir}: every item needs its gold label in items.parquet for this experiment")
     res = json.loads(json.dumps(picked))
+    if max_seeds:  # a quick check on the first seeds only
+        res["seeds"] = res["seeds"][:max_seeds]
+        for bd in res["budgets"].values():
+            for d in bd["table"].values():
+                for k in ("picks", "seconds", "cross_cosine", "classes_hit", "picks_at_init", "info"):
+                    d[k] = d[k][:max_seeds]
     res["learner"] = learner_description()
     cache: dict = {}
     t_all = time.perf_counter()
@@ -326,6 +332,7 @@ def main(argv=None):
     ap.add_argument("--per-class", default="1,2,5")
     ap.add_argument("--out", default="docs/results/cold_start")
     ap.add_argument("--variants", default="", help="comma list of table rows to run (default: all)")
+    ap.add_argument("--eval-seeds", type=int, default=None, help="evaluate only the first N seeds of the picks")
     a = ap.parse_args(argv)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
     out = Path(a.out)
@@ -372,7 +379,7 @@ def main(argv=None):
                 results["datasets"][name] = res
                 out.with_suffix(".partial.json").write_text(json.dumps(results, indent=1, default=float))
 
-            results["datasets"][name] = run_evaluate(name, d, picked["datasets"][name], log, partial)
+            results["datasets"][name] = run_evaluate(name, d, picked["datasets"][name], log, partial, a.eval_seeds)
         results["seconds"] = time.time() - t0 + picked.get("picks_seconds", 0.0)
     out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float))
     out.with_suffix(".table.md").write_text(markdown(results))
