@@ -24,7 +24,28 @@ def _needs(spec: str) -> dict:
     from mmal.select import needs_of
 
     needs = needs_of(spec)
-    return {"coalitions": "coalitions" in needs, "mc": "mc_samples" in needs, "unimodal": "unimodal" in needs}
+    return {"coalitions": "coalitions" in needs, "mc": "mc_samples" in needs, "unimodal": "unimodal" in needs,
+            "at_selection": "at_selection" in needs}
+
+
+def cross_fitted_probs(fit, predict, rows: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold probabilities ``[len(rows), C]`` of ``rows``: each fold predicted by a model
+    ``fit`` on the other folds (seeded split; a fold's items never train its own model).
+
+    ``simulate`` uses it for the initial labeled set, which no earlier model has seen: it
+    stands in for the predictions those items would have had before labeling, so LSB's seed
+    bad cases are out-of-sample from round 1 on.
+    """
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(rows)) % folds
+    out = None
+    for f in range(folds):
+        m = fit(rows[fold != f])
+        p = predict(m, rows[fold == f])
+        if out is None:
+            out = np.full((len(rows), p.shape[1]), np.nan)
+        out[fold == f] = p
+    return out
 
 
 def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: int) -> np.ndarray:
@@ -164,12 +185,18 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
             lab0 = initial_labeled(cand, gold, init, seed)
         m0 = fit(lab0, seed)
         met0, uni0 = test_metrics(m0)
+        at_sel0 = None
+        if any(_needs(s)["at_selection"] for s in strategies):  # LSB: out-of-sample judgements of the initial set
+            at_sel0 = np.full((len(ids), n_classes), np.nan)
+            at_sel0[lab0] = cross_fitted_probs(lambda r: fit(r, seed), lambda m, r: m.score(features, r)["probs"],
+                                               lab0, folds=2, seed=seed)
         for spec in strategies:
             need = _needs(spec)
             log(f"[simulate] seed {seed} strategy {spec}")
             labeled = np.zeros(len(ids), bool)
             labeled[lab0] = True
             mdl = m0
+            at_sel = None if at_sel0 is None else at_sel0.copy()  # probabilities of each labeled item before its label
             recs = [{"round": 0, "n_labeled": int(labeled.sum()), "test": met0}]
             if uni0:
                 recs[0]["unimodal_test_accuracy"] = uni0
@@ -177,6 +204,10 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                 known = np.where(labeled, gold, -1)
                 pool = score_pool(mdl, features, ids, labels=known, split=split, coalitions=need["coalitions"],
                                   mc_samples=mc_samples if need["mc"] else 0, seed=seed * 1000 + r)
+                if at_sel is not None:
+                    from mmal.select.lsb import AT_SELECTION
+
+                    pool.extras[AT_SELECTION] = at_sel
                 # items without a gold label cannot be revealed: treat them as unavailable
                 unavailable = labeled | (gold < 0)
                 params = spec_params(spec, sp)  # per part, never flattened across a mix
@@ -184,6 +215,8 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                 rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
                 batch_loss = compute(gold[rows], np.asarray(pool.probs)[rows])["multiclass_loss"] if len(rows) else float("nan")
                 labeled[rows] = True
+                if at_sel is not None and len(rows):
+                    at_sel[rows] = np.asarray(pool.probs)[rows]  # judged later by what the model said before labeling
                 mdl = fit(np.flatnonzero(labeled), seed)
                 met, uni = test_metrics(mdl)
                 rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,

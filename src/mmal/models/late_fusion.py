@@ -58,7 +58,10 @@ class LateFusionConfig:
     input_dims : ``{modality: feature dim}`` of the frozen towers.
     n_classes : C (>= 2).
     head_modalities : modalities given to the head as frame sequences (``("audio",)``).
-    fusion : ``"none"`` | ``"avgpool"`` (000 eq. 6) | ``"vlmae"`` (000 eq. 7) for head modalities.
+    fusion : ``"none"`` | ``"avgpool"`` (000 eq. 6, default) | ``"vlmae"`` (000 eq. 7) for head
+        modalities. Avg-pool is the default because it is at or above the linear probe at every
+        budget on both bench datasets and VLMAE is not (Tux Paint, 400 labels: VLMAE 0.6 points
+        below the probe; bench/learner.py, docs/learners.md), at a third of the fit time.
     encoder : per-modality encoder of vector modalities: ``"identity"`` (centre + L2
         normalise), ``"mlp"`` (that plus a zero-initialised residual MLP) or ``"mmssl"``
         (the MMSSL projection head's shape, ``proj_hidden`` -> ``proj_dim``, output
@@ -85,14 +88,16 @@ class LateFusionConfig:
     head_scale : norm of the head modalities' (audio) unit blocks relative to the others'
         (0.25). Below 1 the fused layer needs larger weights to use audio, so the probe's L2
         penalty, weight decay and the finite training budget lean on the vision-language
-        blocks first. Chosen on Tux Paint (3 seeds, 50 and 200 labels, random test split):
-        at 1.0 the audio block cost 2-3 points of accuracy against no audio, at 0.25 none.
+        blocks first. The ``late-fusion`` learner chooses it per fit by cross-validation on the
+        labeled items (``head_scale_grid``); this default applies when it cannot (too few
+        labels per class) or when the grid is empty. 0.25 was the best fixed value on Tux Paint
+        (at 1.0 the audio block cost 2-3 points there); synthetic-video wants 1.0.
     """
 
     input_dims: dict[str, int]
     n_classes: int = 2
     head_modalities: tuple[str, ...] = ("audio",)
-    fusion: str = "vlmae"
+    fusion: str = "avgpool"
     encoder: str = "identity"
     d_hidden: int = 256
     dropout: float = 0.0
