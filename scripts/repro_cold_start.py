@@ -242,7 +242,7 @@ def _cell(d: dict, base_mean: float) -> str:
     p = d.get("p_vs_random")
     if p is not None:
         arrow = "↑" if d["mean"] > base_mean else "↓"
-        cell += f" {'*' + arrow if p < 0.05 else ''}({p:.2f})"
+        cell += f" {'*' + arrow if p < 0.05 else ''}({p:.3f})" if p < 0.1 else f" ({p:.2f})"
     elif "diff_vs_random" in d:
         cell += " (=)" if abs(d["diff_vs_random"]) < 1e-12 else f" (const. {100 * d['diff_vs_random']:+.1f})"
     return cell

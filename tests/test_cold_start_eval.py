@@ -71,4 +71,4 @@ def test_markdown_marks_identical_rows_and_significance():
                                               "mmssl_seconds": {"proto": [1.0]}}}}
     md = mod.markdown(res)
     assert "| same [raw] | 50.0 ± 10.0 (=) |" in md
-    assert "| better [raw] | 70.0 ± 10.0 *↑(0.01) |" in md
+    assert "| better [raw] | 70.0 ± 10.0 *↑(0.010) |" in md
