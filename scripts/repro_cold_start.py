@@ -332,6 +332,7 @@ def main(argv=None):
     ap.add_argument("--per-class", default="1,2,5")
     ap.add_argument("--out", default="docs/results/cold_start")
     ap.add_argument("--variants", default="", help="comma list of table rows to run (default: all)")
+    ap.add_argument("--drop-picks", action="store_true", help="with --merge: leave the picked rows out of the output")
     ap.add_argument("--eval-seeds", type=int, default=None, help="evaluate only the first N seeds of the picks")
     a = ap.parse_args(argv)
     log = lambda s: print(s, file=sys.stderr, flush=True)  # noqa: E731
@@ -343,6 +344,13 @@ def main(argv=None):
         results = {k: v for k, v in parts[0].items() if k != "datasets"}
         results["datasets"] = {k: v for part in parts for k, v in part["datasets"].items()}
         results["seconds"] = sum(part.get("seconds", 0.0) for part in parts)
+        if a.drop_picks:  # the rows are reproducible from the seeds, the CV losses from the fits: keep the file small
+            for r in results["datasets"].values():
+                for bd in r["budgets"].values():
+                    for d in bd["table"].values():
+                        d.pop("picks", None)
+                        d["fit_info"] = [{k: ({"value": v.get("value"), "source": v.get("source")} if isinstance(v, dict) else v)
+                                          for k, v in fi.items()} for fi in d.get("fit_info", [])]
     else:
         if not a.ws:
             ap.error("give --ws NAME=DIR (or --merge)")
