@@ -111,14 +111,18 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int,
     and mapped back exactly: with ``A = U Λ^½`` the weights ``w'`` on ``A`` correspond to
     ``w = xᵀ U Λ^-½ w'`` (same logits on every training row, same ``||w||``).
     """
+    import warnings
+
     from mmal.learners.linear import LinearProbe
 
     probe = LinearProbe(n_classes, seed, C=C)
     x = np.asarray(x, np.float64)
-    if x.shape[0] >= x.shape[1]:
-        return probe._fit_lr(x, y, n_classes, tol)
-    A, U, lam = kernel_coordinates(x @ x.T)
-    coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
+    with warnings.catch_warnings():  # 1-2 labels per class (cold start, CV folds) is expected here
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        if x.shape[0] >= x.shape[1]:
+            return probe._fit_lr(x, y, n_classes, tol)
+        A, U, lam = kernel_coordinates(x @ x.T)
+        coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
     return (coef_a / np.sqrt(lam)) @ U.T @ x, icpt
 
 
