@@ -111,14 +111,18 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int,
     and mapped back exactly: with ``A = U Λ^½`` the weights ``w'`` on ``A`` correspond to
     ``w = xᵀ U Λ^-½ w'`` (same logits on every training row, same ``||w||``).
     """
+    import warnings
+
     from mmal.learners.linear import LinearProbe
 
     probe = LinearProbe(n_classes, seed, C=C)
     x = np.asarray(x, np.float64)
-    if x.shape[0] >= x.shape[1]:
-        return probe._fit_lr(x, y, n_classes, tol)
-    A, U, lam = kernel_coordinates(x @ x.T)
-    coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
+    with warnings.catch_warnings():  # 1-2 labels per class (cold start, CV folds) is expected here
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        if x.shape[0] >= x.shape[1]:
+            return probe._fit_lr(x, y, n_classes, tol)
+        A, U, lam = kernel_coordinates(x @ x.T)
+        coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
     return (coef_a / np.sqrt(lam)) @ U.T @ x, icpt
 
 
@@ -201,15 +205,19 @@ class LateFusionLearner(Learner):
     PyTorch's default init), ``head_scale_grid`` ((0.25, 0.5, 1.0): when audio frames reach
     the head and ``model`` does not set ``head_scale``, each fit chooses it from this grid by
     ``cv_folds``-fold cross-validation on its labeled items, :func:`choose_head_scale`; with
-    too few labels per class, or an empty grid, the config's default 0.25 is kept) and
-    ``modalities`` (default: every modality of the features)."""
+    too few labels per class, or an empty grid, the config's default 0.25 is kept),
+    ``modalities`` (default: every modality of the features), ``init_encoders`` (``None``,
+    default; or a stored MMSSL pre-training folder ``DIR/pretrain/<name>``: the vector
+    modalities' encoders become its projection heads, :mod:`mmal.learners.mmssl_init`) and
+    ``freeze_encoders`` (True: those heads do not train)."""
 
     name = "late-fusion"
     fused_blocks = True
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
                  train: Mapping | None = None, label_smoothing: float = 0.0, init: str = "probe",
-                 probe_C: float = 10.0, head_scale_grid=(0.25, 0.5, 1.0), cv_folds: int = 3, modalities=None):
+                 probe_C: float = 10.0, head_scale_grid=(0.25, 0.5, 1.0), cv_folds: int = 3, modalities=None,
+                 init_encoders: str | None = None, freeze_encoders: bool = True):
         model = dict(model or {})
         unknown = set(model) - set(LateFusionConfig.__dataclass_fields__) | ({"input_dims", "n_classes"} & set(model))
         if unknown:
@@ -228,7 +236,9 @@ class LateFusionLearner(Learner):
             raise ConfigError(f"late-fusion learner: cv_folds = {cv_folds}: expected >= 2")
         super().__init__(n_classes, seed, model=model, train=train, label_smoothing=float(label_smoothing),
                          init=init, probe_C=float(probe_C), head_scale_grid=grid, cv_folds=int(cv_folds),
-                         modalities=None if modalities is None else sorted(modalities))
+                         modalities=None if modalities is None else sorted(modalities),
+                         init_encoders=None if init_encoders is None else str(init_encoders),
+                         freeze_encoders=bool(freeze_encoders))
         self.net: LateFusionClassifier | None = None
 
     @property
@@ -246,11 +256,22 @@ class LateFusionLearner(Learner):
         val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
         labels, C = check_labels(labels, train_idx, val_idx, n, self.n_classes)
         self.n_classes = C
-        cfg = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **self.params["model"])
+        model_cfg, pre = dict(self.params["model"]), None
+        if self.params.get("init_encoders"):
+            from mmal.learners.mmssl_init import load_mmssl_heads, mmssl_model_overrides
+
+            pre = load_mmssl_heads(self.params["init_encoders"])
+            dims = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)
+            model_cfg.update(mmssl_model_overrides(pre, dims.input_dims, dims.vector_modalities))
+        cfg = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)
         tc = self.train_config()
         weight = class_weights(labels[train_idx], C, tc.class_weight)
         with torch_threads(tc.threads), seeded(self.seed):
             net = LateFusionClassifier(cfg)
+            if pre is not None:
+                from mmal.learners.mmssl_init import copy_mmssl_heads
+
+                copy_mmssl_heads(net, pre, self.params["freeze_encoders"])
             means = pooled_means(features, cfg.modalities) if cfg.center else {m: np.zeros(f.dim) for m, f in features.items()}
             net.set_statistics({m: torch.from_numpy(v) for m, v in means.items()})
             rows = np.concatenate([train_idx, val_idx])
@@ -272,7 +293,7 @@ class LateFusionLearner(Learner):
             chosen = self._choose_head_scale(net, cache, labels[rows], rows)
             if self.params["init"] == "probe":
                 _init_from_probe(net, cache, labels[rows], C, self.params["probe_C"], self.seed)
-            history = train_epochs({"net": net}, [{"params": list(net.parameters())}], train_idx, batch_loss, tc,
+            history = train_epochs({"net": net}, [{"params": [p for p in net.parameters() if p.requires_grad]}], train_idx, batch_loss, tc,
                                    val_idx=val_idx, val_labels=labels[val_idx], predict=predict, weight=weight,
                                    progress=progress, desc="train late-fusion", log=log)
         self.net = net.eval()

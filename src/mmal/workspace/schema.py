@@ -100,7 +100,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "learner": _s("late-fusion", LEARNERS, doc="which learner `mmal train` fits"),
         # shared by late-fusion and fusion (heads also by linear)
-        "fusion": _s("vlmae", ("none", "avgpool", "vlmae"), doc="how audio enters the fused head"),
+        "fusion": _s("avgpool", ("none", "avgpool", "vlmae"), doc="how audio enters the fused head (late-fusion "
+                                                                   "default avgpool, fusion default vlmae)"),
         "heads": _s("fused", ("fused", "fused+unimodal"), doc="unimodal heads (BMMAL, unimodal accuracy)"),
         "dropout": _f(None, 0.0, 1.0, hi_open=True),
         "d_attn": _i(128, 1, 8192, doc="VLMAE attention width"),
