@@ -109,6 +109,18 @@ def test_ivfpq_rerank_beats_plain_pq_and_returns_exact_scores():
     np.testing.assert_allclose(s, np.einsum("qd,qkd->qk", qn, xn[r]), atol=1e-4)
 
 
+def test_ivfsq8_rerank_returns_exact_scores_and_high_recall():
+    rng = np.random.default_rng(5)
+    x = clustered(20000, 32, 40, rng)
+    q = clustered(200, 32, 40, rng)
+    _, er = build_index(x, backend="exact").search(q, 3)
+    s, r = build_index(x, backend="IVF64,SQ8", nprobe=16, k_factor=10, train_iters=5).search(q, 3)
+    assert recall(r, er) >= 0.95
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+    np.testing.assert_allclose(s, np.einsum("qd,qkd->qk", qn, xn[r]), atol=1e-4)
+
+
 def test_auto_backend_thresholds_and_overrides():
     assert auto_backend(49_999, 384) == "exact"
     assert auto_backend(50_000, 384) == "IVF256,BLAS"  # sqrt(50k) = 224 -> 2**8

@@ -1,10 +1,10 @@
-"""FAISS backends: ``Flat``, ``IVF{nlist},Flat`` and ``IVF{nlist},PQ{m}`` with exact re-ranking.
+"""FAISS backends: ``Flat``, ``IVF{nlist},Flat``, and ``IVF{nlist},PQ{m}`` / ``IVF{nlist},SQ8`` with exact re-ranking.
 
 Vectors are added in blocks (a memmap is never loaded whole). For cosine the blocks are
 L2-normalised on the fly and the index uses L2 internally (equivalent ranking on the
 unit sphere, and better-behaved IVF/PQ quantisation than raw inner product).
 
-PQ indexes re-rank: ``search`` asks FAISS for a shortlist of ``k * k_factor`` rows and
+PQ and SQ8 (8-bit scalar quantised) indexes re-rank: ``search`` asks FAISS for a shortlist of ``k * k_factor`` rows and
 recomputes their exact scores from the *original* vectors (read from the memmap, sorted
 by row for locality) -- like FAISS ``RFlat`` but without a second in-RAM copy.
 """
@@ -21,7 +21,7 @@ from mmal.index.base import (
 )
 from mmal.utils import ProgressTask
 
-_FACTORY = re.compile(r"^(?:Flat|IVF(\d+),Flat|IVF(\d+),PQ(\d+)(?:x(\d+))?)$")
+_FACTORY = re.compile(r"^(?:Flat|IVF(\d+),Flat|IVF(\d+),PQ(\d+)(?:x(\d+))?|IVF(\d+),SQ8)$")
 
 
 def _faiss():
@@ -40,13 +40,14 @@ class FaissIndex(Index):
     vectors : float array [N, D]
         Numpy array or memmap; kept by reference for re-ranking, never copied whole.
     factory : str
-        ``"Flat"``, ``"IVF{nlist},Flat"`` or ``"IVF{nlist},PQ{m}"`` (optionally ``x{nbits}``).
+        ``"Flat"``, ``"IVF{nlist},Flat"``, ``"IVF{nlist},PQ{m}"`` (optionally ``x{nbits}``) or
+        ``"IVF{nlist},SQ8"`` (8-bit scalar quantiser, FAISS ``IndexIVFScalarQuantizer``).
     metric : {"cosine", "ip", "l2"}
     nprobe : int, optional
         Inverted lists visited per query (IVF only). Default ``max(16, nlist // 64)``
         -- chosen so recall@3 >= 0.95 on clustered 384-d data (see ``bench/knn.py``).
     k_factor : int
-        Re-ranking shortlist is ``k * k_factor`` (PQ only; default 10). ``rerank=False``
+        Re-ranking shortlist is ``k * k_factor`` (PQ and SQ8 only; default 10). ``rerank=False``
         turns re-ranking off.
     train_size : int, optional
         Vectors sampled (uniformly, without replacement, by ``seed``) to train the
@@ -83,8 +84,8 @@ class FaissIndex(Index):
         m = _FACTORY.match(factory.replace(" ", ""))
         if m is None:
             raise ConfigError(
-                f"unsupported FAISS backend '{factory}'; expected 'Flat', 'IVF<nlist>,Flat' "
-                "or 'IVF<nlist>,PQ<m>' (e.g. 'IVF4096,PQ48')"
+                f"unsupported FAISS backend '{factory}'; expected 'Flat', 'IVF<nlist>,Flat', "
+                "'IVF<nlist>,PQ<m>' (e.g. 'IVF4096,PQ48') or 'IVF<nlist>,SQ8'"
             )
         self.backend = factory
         if threads is not None:
@@ -93,11 +94,12 @@ class FaissIndex(Index):
         self.k_factor = int(k_factor)
         self.seed = int(seed)
         n, d = self.ntotal_input, self.dim
-        nlist = int(m.group(1) or m.group(2) or 0)
+        nlist = int(m.group(1) or m.group(2) or m.group(5) or 0)
         pq_m = int(m.group(3)) if m.group(3) else 0
         nbits = int(m.group(4)) if m.group(4) else 8
         self.is_pq = pq_m > 0
-        self.rerank = bool(rerank) and self.is_pq
+        self.is_sq8 = m.group(5) is not None
+        self.rerank = bool(rerank) and (self.is_pq or self.is_sq8)
         if pq_m and d % pq_m:
             raise ConfigError(f"PQ{pq_m}: dimension {d} is not divisible by m={pq_m}")
         if nlist and nlist > n:
@@ -121,6 +123,8 @@ class FaissIndex(Index):
                 quantizer = faiss.IndexFlatIP(d) if self._internal_ip else faiss.IndexFlatL2(d)
             if pq_m:
                 index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, nbits, fmetric)
+            elif self.is_sq8:
+                index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, fmetric)
             else:
                 index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
             index.cp.niter = int(train_iters)

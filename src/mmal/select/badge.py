@@ -494,6 +494,7 @@ def badge_select(
     block: int = DEFAULT_BLOCK,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    method: str = "exact",
 ):
     """BADGE selection as a pure function of arrays (METHODS.md E, 002 eq. 3.3).
 
@@ -507,7 +508,7 @@ def badge_select(
     candidates : int array [K] or bool mask [N]
         Selectable rows.
     rng : numpy.random.Generator
-    block, zero_tol, progress :
+    block, zero_tol, progress, method :
         See :func:`kmeanspp_seed`.
 
     Returns
@@ -521,7 +522,8 @@ def badge_select(
     if z.ndim != 2 or z.shape[0] != probs.shape[0]:
         raise ConfigError(f"BADGE: features must be [N={probs.shape[0]}, D], got {z.shape}")
     space = GradientSpace(pseudo_label_residual(probs), [z])
-    return kmeanspp_seed(space, budget, candidates, rng, block=block, zero_tol=zero_tol, progress=progress)
+    return kmeanspp_seed(space, budget, candidates, rng, block=block, zero_tol=zero_tol, progress=progress,
+                         method=method)
 
 
 def _features(pool: ScoredPool, feature: str):
@@ -543,10 +545,13 @@ _FEATURE_DOC = ("z of the gradient embedding: 'auto' = pool.extras['penultimate'
 BLOCK_DOC = "rows per distance block (memory per block ~ block x D floats); does not change the result"
 ZERO_TOL_DOC = "relative D^2 below which a candidate counts as a duplicate of a centre (float noise guard)"
 PROGRESS_DOC = "progress: False, True (a bar via mmal.utils.progress_task) or a callable(done, total, desc)"
+METHOD_DOC = ("k-means++ sampler: 'exact' (default; one pass over the pool per pick, the reference's draws) "
+              "or 'rejection' (same k-means++ law from stale D^2 bounds, far faster on large pools; "
+              "different random stream)")
 
 
 @register("badge", params={"feature": _FEATURE_DOC, "block": BLOCK_DOC, "zero_tol": ZERO_TOL_DOC,
-                           "progress": PROGRESS_DOC})
+                           "progress": PROGRESS_DOC, "method": METHOD_DOC})
 def badge(
     pool: ScoredPool,
     budget: int,
@@ -557,6 +562,7 @@ def badge(
     block: int = DEFAULT_BLOCK,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    method: str = "exact",
 ) -> Selection:
     """BADGE strategy (METHODS.md E): gradient embeddings + k-means++ seeding.
 
@@ -572,7 +578,7 @@ def badge(
         Which ``z`` to use: ``auto`` = ``pool.extras["penultimate"]`` when present (the
         input of the classifier's last linear layer, as in the reference), else
         ``pool.embedding``.
-    block, zero_tol, progress :
+    block, zero_tol, progress, method :
         See :func:`kmeanspp_seed`.
 
     Returns
@@ -583,8 +589,9 @@ def badge(
     rng = np.random.default_rng(0) if rng is None else rng
     z = _features(pool, feature)
     cand = np.flatnonzero(pool.selectable(labeled_mask))
-    picks, score = badge_select(pool.probs, z, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress)
+    picks, score = badge_select(pool.probs, z, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress,
+                                method=method)
     return Selection(
         ids=pool.ids[picks], strategy="badge", score=score, reason=None,
-        info={"n_candidates": int(len(cand))},
+        info={"n_candidates": int(len(cand)), "method": method},
     )
