@@ -212,8 +212,6 @@ def features_of(rng, data, n, d):
 
 def badge_potential(space, picks, rows, block=4096):
     """k-means potential of the picks: sum over ``rows`` of min squared gradient distance to a pick."""
-    from mmal.select.badge import GradientSpace  # noqa: F401
-
     picks = np.asarray(picks)
     cen = space.centre_rows(picks)
     csq = space.sqnorm(picks)

@@ -121,6 +121,33 @@ def test_ivfsq8_rerank_returns_exact_scores_and_high_recall():
     np.testing.assert_allclose(s, np.einsum("qd,qkd->qk", qn, xn[r]), atol=1e-4)
 
 
+@pytest.mark.parametrize("metric", ["cosine", "l2"])
+def test_exact_gpu_equals_numpy_reference(metric):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device on this machine")
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((5000, 24)).astype(np.float32)
+    q = rng.standard_normal((70, 24)).astype(np.float32)
+    s, r = ExactIndex(x, metric=metric, base_block=777, query_block=32, device="cuda").search(q, 4)
+    if metric == "cosine":  # independent reference: full score matrix in float64
+        xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+        qn = q / np.linalg.norm(q, axis=1, keepdims=True)
+        full = -(qn.astype(np.float64) @ xn.T.astype(np.float64))
+    else:
+        full = ((q[:, None, :].astype(np.float64) - x[None]) ** 2).sum(-1)
+    want = np.argsort(full, axis=1, kind="stable")[:, :4]
+    np.testing.assert_array_equal(r, want)
+
+
+def test_exact_device_cuda_without_gpu_is_a_clear_error():
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(ConfigError, match="no CUDA device"):
+        ExactIndex(np.zeros((3, 2), np.float32), device="cuda")
+
+
 def test_auto_backend_thresholds_and_overrides():
     assert auto_backend(49_999, 384) == "exact"
     assert auto_backend(50_000, 384) == "IVF256,BLAS"  # sqrt(50k) = 224 -> 2**8

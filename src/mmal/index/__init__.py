@@ -82,7 +82,8 @@ def build_index(vectors, *, metric: str = "cosine", backend: str = "auto", exact
     nlist_min, nlist_max : int
         Clip range of ``auto``'s nlist (defaults 16 and 1024).
     **params
-        Backend options: for ``exact`` ``base_block``, ``query_block``, ``progress``; for
+        Backend options: for ``exact`` ``base_block``, ``query_block``, ``progress``, ``device``
+        (``auto``: the GPU when torch sees CUDA); for
         ``IVF*,BLAS*`` ``nprobe``, ``target_recall``, ``tune_queries``, ``tune_k``,
         ``train_size``, ``train_iters``, ``k_factor``, ``add_block``, ``query_block``,
         ``seed``, ``threads``, ``progress`` (see :class:`IVFBlasIndex`); for FAISS
@@ -98,7 +99,7 @@ def build_index(vectors, *, metric: str = "cosine", backend: str = "auto", exact
         backend = auto_backend(n, d, exact_max=exact_max, ivf_flat_max=ivf_flat_max, nlist=nlist,
                                nlist_min=nlist_min, nlist_max=nlist_max)
     if backend == "exact":
-        allowed = {"base_block", "query_block", "progress"}
+        allowed = {"base_block", "query_block", "progress", "device"}
         extra = set(params) - allowed
         if extra:
             raise ConfigError(f"exact backend does not take {sorted(extra)}; allowed: {sorted(allowed)}")
