@@ -173,7 +173,7 @@ def run_size(n: int, args) -> dict:
             factory, _, kf = cfg.partition("@")
             l0 = loads()
             t0 = time.perf_counter()
-            index = FaissIndex(cand, factory, metric="cosine", train_iters=10, threads=args.threads,
+            index = FaissIndex(cand, factory, metric="cosine", train_iters=10, threads=args.threads, tune_queries=0,
                                **({"k_factor": int(kf)} if kf else {}))
             t_build = time.perf_counter() - t0
             t0 = time.perf_counter()

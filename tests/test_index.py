@@ -148,6 +148,22 @@ def test_exact_device_cuda_without_gpu_is_a_clear_error():
         ExactIndex(np.zeros((3, 2), np.float32), device="cuda")
 
 
+def test_faiss_ivf_nprobe_tuned_to_target_recall():
+    rng = np.random.default_rng(6)
+    x = clustered(20000, 32, 60, rng, noise=0.6)
+    q = x[rng.choice(20000, 300, replace=False)] + 0.05 * rng.standard_normal((300, 32)).astype(np.float32)
+    idx = build_index(x, backend="IVF128,Flat", target_recall=0.9, train_iters=5)
+    assert idx.tune_history and idx.tune_history[-1][0] == idx.nprobe
+    assert idx.tune_history[-1][1] - idx.tune_history[-1][2] >= 0.9 or idx.nprobe == 128
+    # the tuned nprobe is the smallest step that reached the target
+    assert all(r - se < 0.9 for _, r, se in idx.tune_history[:-1])
+    _, er = build_index(x, backend="exact").search(q, 3)
+    _, r = idx.search(q, 3)
+    assert recall(r, er) >= 0.85
+    fixed = build_index(x, backend="IVF128,Flat", nprobe=5, train_iters=5)
+    assert fixed.nprobe == 5 and fixed.tune_history == []
+
+
 def test_auto_backend_thresholds_and_overrides():
     assert auto_backend(49_999, 384) == "exact"
     assert auto_backend(50_000, 384) == "IVF256,BLAS"  # sqrt(50k) = 224 -> 2**8

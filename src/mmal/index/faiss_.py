@@ -44,8 +44,16 @@ class FaissIndex(Index):
         ``"IVF{nlist},SQ8"`` (8-bit scalar quantiser, FAISS ``IndexIVFScalarQuantizer``).
     metric : {"cosine", "ip", "l2"}
     nprobe : int, optional
-        Inverted lists visited per query (IVF only). Default ``max(16, nlist // 64)``
-        -- chosen so recall@3 >= 0.95 on clustered 384-d data (see ``bench/knn.py``).
+        Inverted lists visited per query (IVF only). Default: tuned at build time so that
+        recall@``tune_k`` on ``tune_queries`` held-out indexed rows reaches
+        ``target_recall`` (:func:`mmal.index.ivf.tune_nprobe`; their exact neighbours are
+        accumulated while the vectors are added, no extra pass).
+    target_recall : float
+        Recall the nprobe tuner aims for (default 0.95, the LSB target).
+    tune_queries, tune_k, tune_z :
+        Tuning rows (default 300), k of the tuned recall (default 3) and the one-sided
+        margin in standard errors (default 1.0); as in :class:`mmal.index.IVFBlasIndex`.
+        ``tune_queries=0`` skips tuning (nprobe = ``max(16, nlist // 64)``).
     k_factor : int
         Re-ranking shortlist is ``k * k_factor`` (PQ and SQ8 only; default 10). ``rerank=False``
         turns re-ranking off.
@@ -73,6 +81,7 @@ class FaissIndex(Index):
     """
 
     def __init__(self, vectors, factory: str, *, metric: str = "cosine", nprobe: int | None = None,
+                 target_recall: float = 0.95, tune_queries: int = 300, tune_k: int = 3, tune_z: float = 1.0,
                  k_factor: int = 10, rerank: bool = True, train_size: int | None = None,
                  train_iters: int = 10, add_block: int = 65536, seed: int = 0,
                  threads: int | None = None, progress: bool = False, quantizer: str = "auto",
@@ -142,20 +151,36 @@ class FaissIndex(Index):
             index.nprobe = min(index.nprobe, nlist)
         self.nlist = nlist
         self.index = index
-        self._add_all(progress)
+        from mmal.index.ivf import TruthAccumulator, pick_tune_rows, tune_nprobe
+
+        if not 0.0 < float(target_recall) <= 1.0:
+            raise ConfigError(f"target_recall must be in (0, 1], got {target_recall}")
+        tune = nlist > 0 and nprobe is None and int(tune_queries) > 0 and n > 1
+        tune_rows = pick_tune_rows(n, tune_queries, self.seed) if tune else np.zeros(0, np.int64)
+        acc = TruthAccumulator(self._prep(self.vectors[tune_rows]), tune_rows, min(int(tune_k), n - 1),
+                               self.metric) if tune else None
+        self._add_all(progress, acc)
         self.ntotal = int(index.ntotal)
+        self.tune_history: list = []
+        if acc is not None:
+            npb, self.tune_history = tune_nprobe(self, acc.q, tune_rows, acc.best_r,
+                                                 target_recall=float(target_recall), nlist=nlist, z=float(tune_z))
+            self.nprobe = npb
 
     # ---- building ---------------------------------------------------------------------
     def _prep(self, block) -> np.ndarray:
         block = np.ascontiguousarray(block, dtype=np.float32)
         return normalize_rows(block) if self.metric == "cosine" else block
 
-    def _add_all(self, progress: bool):
+    def _add_all(self, progress: bool, acc=None):
         blocks = list(iter_blocks(self.ntotal_input, self.add_block))
         bar = ProgressTask(len(blocks), f"FAISS add ({self.backend})", progress)
         try:
             for a, b in blocks:
-                self.index.add(self._prep(self.vectors[a:b]))
+                blk = self._prep(self.vectors[a:b])
+                self.index.add(blk)
+                if acc is not None:  # exact neighbours of the tuning rows, same pass
+                    acc.update(blk, a)
                 release_pages(self.vectors)
                 bar.advance()
         finally:
