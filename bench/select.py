@@ -245,6 +245,7 @@ def child_scale(spec: dict) -> dict:
         from small_text.query_strategies.coresets import greedy_coreset
     out["rss_after_data_mb"] = current_rss_mb()
     out["loadavg_before"] = list(os.getloadavg())
+    cpu0 = time.process_time()
     t = time.perf_counter()
     if kind == "scale-badge":
         space = GradientSpace(pseudo_label_residual(probs), [z])
@@ -273,6 +274,7 @@ def child_scale(spec: dict) -> dict:
     else:
         raise SystemExit(f"unknown kind {kind}")
     out["loadavg_after"] = list(os.getloadavg())
+    out["cpu_seconds_incl_potential"] = time.process_time() - cpu0  # this process's CPU time (load-robust)
     out["picks"] = int(len(picks))
     out["seconds_per_pick"] = out["seconds"] / max(out["picks"], 1)
     out["peak_rss_mb"] = rss_mb()

@@ -270,9 +270,12 @@ def kmeanspp_seed(
         pick costs a few ``O(k·(C+D))`` checks instead of ``O(N·(C+D))``. The random stream
         differs, so the picks differ from ``"exact"`` for the same seed (not in law).
     max_rejects : int
-        ``"rejection"`` only: after this many rejections within one pick, every bound is
-        refreshed at once with blocked matrix products (then the next draw is exact-first-
-        time). Does not change the law of the picks.
+        ``"rejection"`` only: every bound is refreshed at once with blocked matrix products
+        after at least this many rejections within one pick *and* once the checks of that
+        pick have cost about as much as the refresh (``REFRESH_GAIN`` x the centre-candidate
+        pairs checked ≥ ``N`` x the centres not yet folded into every bound). This keeps a
+        pool of near-duplicates from stalling the sampler without ever paying an
+        ``O(N·k)`` refresh for a few unlucky rejections. Does not change the law.
 
     Returns
     -------
@@ -340,6 +343,7 @@ def kmeanspp_seed(
 
 
 SAMPLE_BLOCK = 1024  # candidates per partial sum of the rejection sampler
+REFRESH_GAIN = 8  # pairs per second of a blocked refresh over a single-candidate check (rough, measured)
 
 
 def _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, score, *, block, zero_tol,
@@ -399,7 +403,7 @@ def _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, s
     with progress_task(k_total, "k-means++ seeding (rejection)", progress) as advance:
         advance()
         for k in range(1, k_total):
-            rejects = 0
+            rejects, checked = 0, 0  # rejections / centre-candidate pairs checked in this pick
             while True:
                 total = float(bsum.sum())
                 if not np.isfinite(total):
@@ -413,6 +417,7 @@ def _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, s
                     b = (b + 1) % nb
                 j = _d2_sample_at(ubb[b], u - (cb[b - 1] if b else 0.0))
                 pos = b * SAMPLE_BLOCK + j
+                checked += k - int(seen[pos])
                 t = float(folded(np.array([pos]), np.array([cand[pos]]), int(seen[pos]), k)[0]) \
                     if seen[pos] < k else ub[pos]
                 t = min(t, ub[pos])
@@ -422,10 +427,12 @@ def _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, s
                     break
                 bsum[b] = ubb[b].sum()
                 rejects += 1
-                if rejects >= max_rejects:
+                # ski rental: refresh everything once this pick's checks have cost as much as a
+                # refresh would (a blocked product is ~REFRESH_GAIN x cheaper per pair than a check)
+                if rejects >= max_rejects and checked * REFRESH_GAIN >= n_c * (k - int(seen.min())):
                     refresh_all(k)
                     bsum = ubb.sum(axis=1)
-                    rejects = 0
+                    rejects, checked = 0, 0
             if total <= 0.0:  # everything left duplicates a centre: fill at random
                 rest = np.flatnonzero(~chosen)
                 picks[k:] = cand[rng.choice(rest, size=k_total - k, replace=False)]
