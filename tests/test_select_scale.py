@@ -154,3 +154,25 @@ def test_kmeanspp_unknown_method():
     space = GradientSpace(pseudo_label_residual(np.full((3, 2), 0.5)), [np.ones((3, 1))])
     with pytest.raises(ConfigError, match="method"):
         kmeanspp_seed(space, 2, np.arange(3), np.random.default_rng(0), method="mcmc2")
+
+
+def test_strategies_take_the_method_option():
+    """badge/bmmal/coreset accept method=; coreset's two methods agree, the samplers stay in the pool."""
+    from mmal.pool import ScoredPool
+    from mmal.select import select
+
+    rng = np.random.default_rng(11)
+    n, c = 120, 3
+    probs = rng.dirichlet(np.ones(c), size=n).astype(np.float32)
+    modality = {"a": rng.normal(size=(n, 4)).astype(np.float32), "b": rng.normal(size=(n, 5)).astype(np.float32)}
+    pool = ScoredPool(ids=[f"i{k}" for k in range(n)], probs=probs, embedding=rng.normal(size=(n, 6)).astype(np.float32),
+                      modality=modality, fused_blocks=True)
+    labeled = np.zeros(n, bool)
+    labeled[:10] = True
+    for name, kw in [("badge", {}), ("bmmal", {"weights": "ones"})]:
+        sel = select(name, pool, 15, labeled_mask=labeled, seed=0, method="rejection", **kw)
+        assert len(set(sel.ids)) == 15 and not set(sel.ids) & {f"i{k}" for k in range(10)}
+        assert sel.info["method"] == "rejection"
+    lazy = select("coreset", pool, 15, labeled_mask=labeled, seed=0, method="lazy")
+    full = select("coreset", pool, 15, labeled_mask=labeled, seed=0, method="full")
+    assert list(lazy.ids) == list(full.ids)
