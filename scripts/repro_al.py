@@ -84,6 +84,9 @@ def main(argv=None):
         model["heads"] = a.heads
     if a.fusion:
         model["fusion"] = a.fusion
+    import os
+
+    load0 = os.getloadavg()
     res = simulate(a.items, parse_strategies(a.strategies), init=a.init, budget=a.budget, rounds=a.rounds,
                    seeds=[int(s) for s in a.seeds.split(",")], out=out, learner=a.learner, model=model, progress=False,
                    modalities=a.modalities.split(",") if a.modalities else None, mc_samples=a.mc_samples)
@@ -95,7 +98,8 @@ def main(argv=None):
             f"`python scripts/repro_al.py {' '.join(__import__('sys').argv[1:])}`\n\n"
             f"{cfg['n_items']} items ({cfg['n_candidates']} candidates, {cfg['n_test']} test), {cfg['n_classes']} classes, "
             f"modalities {', '.join(cfg['modalities'])}; init {a.init} + {a.budget} × {a.rounds} rounds; seeds {a.seeds}; "
-            f"learner `{a.learner}` {json.dumps(model)}; {cfg['seconds']} s on the 2-core machine.\n\n"
+            f"learner `{a.learner}` {json.dumps(model)} (defaults: `mmal.learners`); {cfg['seconds']} s on the 2-core machine "
+            f"(load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).\n\n"
             "Table 1 analog (first table): mean batch multi-class loss (000 eq. 11) of the selected batches; "
             "Table 2 analog (second): test metrics after the last round, mean ± std over seeds.\n\n" + markdown_tables(res)
             + "\n## Against random (paired by seed)\n\n" + markdown_vs_random(res)

@@ -46,6 +46,34 @@ def test_concentration_without_clipping_is_plain_rescale():
     np.testing.assert_allclose(got, [1 / 3, 2 / 3])
 
 
+def test_concentration_treats_a_zero_spread_cluster_like_a_single_point():
+    # c0: 3 identical points (distance 0, e.g. duplicated titles); c1: 2 points at 0.2, 0.4;
+    # c2: 2 points at 0.1, 0.3. c0 gives no spread estimate -> max phi of the others (as a singleton).
+    dist = np.array([0.0, 0.0, 0.0, 0.2, 0.4, 0.1, 0.3])
+    assign = np.array([0, 0, 0, 1, 1, 2, 2])
+    phi1 = 0.3 / math.log(2 + 10)
+    phi2 = 0.2 / math.log(2 + 10)
+    raw = np.array([max(phi1, phi2), phi1, phi2])
+    expected = 0.07 * raw / raw.mean()
+    got = prototype_concentration(dist, assign, 3, alpha=10, tau=0.07, clip_percentiles=(0, 100))
+    np.testing.assert_allclose(got, expected, rtol=1e-12)
+    assert (got > 0).all()
+
+
+def test_training_stays_finite_with_many_duplicate_rows():
+    # one modality takes only 6 distinct values over 200 items (as synthetic-video's titles):
+    # several prototypes then sit on exact duplicates; without the zero-spread rule phi = 0 there
+    rng = np.random.default_rng(0)
+    n = 200
+    z = rng.normal(size=(n, 4))
+    groups = rng.integers(0, 6, size=n)
+    feats = {"t": rng.normal(size=(6, 8))[groups], "v": z @ rng.normal(size=(4, 9)) + 0.1 * rng.normal(size=(n, 9))}
+    res = train_mmssl(feats, MMSSLConfig(dim=8, hidden=16, epochs=12, warmup_epochs=2, batch_size=64,
+                                         n_prototypes=20, seed=0))
+    assert all(math.isfinite(h["loss"]) for h in res.history)
+    assert all(np.isfinite(e).all() for e in res.embeddings.values())
+
+
 def test_infonce_matches_formula():
     g = torch.Generator().manual_seed(0)
     za = torch.nn.functional.normalize(torch.randn(5, 4, generator=g), dim=1)

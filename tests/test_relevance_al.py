@@ -21,3 +21,120 @@ def test_scores_on_hand_values():
 def test_bad_shape():
     with pytest.raises(ValueError):
         level_entropy(np.ones((3, 3)) / 3)
+
+
+# ---- selection on a relevance pool (issue 11, item 6) -------------------------------------------
+def _tiny_relevance_data(seed=0, n_videos=10, n_pairs=60, dim=16):
+    """Hand-made RelevanceData (no towers): random unit query / keyword vectors, levels 0..3."""
+    import torch
+
+    from mmal.relevance.features import RelevanceData, Segment
+
+    rng = np.random.default_rng(seed)
+
+    def seg(n):
+        return Segment(torch.arange(n), torch.arange(n), torch.randn(n, dim))
+
+    tp = rng.normal(size=(n_videos, dim)).astype(np.float32)
+    tp /= np.linalg.norm(tp, axis=1, keepdims=True)
+    qs = [seg(2) for _ in range(6)]
+    qi = np.arange(n_pairs) % 6
+    splits = np.array(["train"] * 30 + ["pool"] * 20 + ["test"] * (n_pairs - 50), dtype=object)
+    return RelevanceData(
+        video_ids=[f"v{i}" for i in range(n_videos)], keywords=[["w"]] * n_videos, video_text=[seg(3) for _ in range(n_videos)],
+        visual=np.zeros((n_videos, 4, 8), np.float32), visual_pooled=rng.normal(size=(n_videos, 8)).astype(np.float32),
+        text_pooled=tp, queries=[f"q{i}" for i in qi], query_text=[qs[i] for i in qi],
+        video_index=rng.integers(0, n_videos, n_pairs), labels=rng.integers(0, 4, n_pairs), splits=splits,
+        query_ids=np.array([f"q{i}" for i in qi], dtype=object), cls_vec=torch.zeros(dim), sep_vec=torch.zeros(dim))
+
+
+def _probe_pool(head="hsoftmax"):
+    from mmal.loop.core import score_pool
+    from mmal.relevance.learner import RelevanceProbe
+
+    d = _tiny_relevance_data()
+    labeled = np.arange(20)
+    m = RelevanceProbe(seed=0, head=head, steps=50)
+    m.fit(d, d.labels, labeled)
+    known = np.full(len(d.labels), -1)
+    known[labeled] = d.labels[labeled]
+    ids = np.array([f"p{i:03d}" for i in range(len(d.labels))])
+    return d, score_pool(m, d, ids, labels=known, split=d.splits.astype(str)), labeled
+
+
+def _hand_entropy(row):
+    return -sum(p * math.log(p) for p in row if p > 0)
+
+
+def _hand_variance(row):
+    m = sum(k * p for k, p in enumerate(row))
+    return sum((k - m) ** 2 * p for k, p in enumerate(row))
+
+
+@pytest.mark.parametrize("head", ["hsoftmax", "ordinal"])
+def test_relevance_select_top_b_by_level_entropy_and_variance(head):
+    from mmal.select import select
+
+    d, pool, labeled = _probe_pool(head)
+    probs = np.asarray(pool.probs, float)
+    assert probs.shape == (len(d.labels), 4)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-6)  # a four-level distribution
+    selectable = [i for i in range(len(d.labels)) if i not in set(labeled) and d.splits[i] != "test"]
+    for spec, fn in (("entropy", _hand_entropy), ("level-variance", _hand_variance)):
+        hand = sorted(selectable, key=lambda i: (-fn(probs[i]), i))[:7]  # ties: lower row first
+        sel = select(spec, pool, 7, seed=0)
+        assert sel.ids.tolist() == [pool.ids[i] for i in hand], spec
+        np.testing.assert_allclose(sel.score, [fn(probs[i]) for i in hand], atol=1e-6)
+
+
+def test_level_variance_refuses_a_classification_pool():
+    from mmal.errors import ConfigError
+    from mmal.select import ScoredPool, select
+
+    pool = ScoredPool(ids=np.array(["a", "b"]), probs=np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]))
+    with pytest.raises(ConfigError, match="four-level"):
+        select("level-variance", pool, 1)
+
+
+def test_lsb_seeds_on_a_relevance_pool_are_scored_by_abs_expected_level_minus_label():
+    """000 eq. 11 with E[y] = p1 + 2 p2 + 3 p3 (003 eq. 9), computed here by hand per labeled pair."""
+    from mmal.select import select, seed_bad_cases
+
+    d, pool, labeled = _probe_pool()
+    probs = np.asarray(pool.probs, float)
+    hand = {int(i): abs(sum(k * probs[i, k] for k in range(4)) - int(pool.labels[i])) for i in labeled}
+    rows, scores = seed_bad_cases(pool.probs, pool.labels, pool.labels >= 0, top_s=5)
+    want = sorted(hand, key=lambda i: (-hand[i], i))[:5]
+    assert rows.tolist() == want
+    np.testing.assert_allclose(scores, [hand[i] for i in want], atol=1e-9)
+    # lsb-knn on the pool: every selected pair names one of those seeds as its reason
+    sel = select("lsb-knn", pool, 6, seed=0, top_s=5, fill="knn", order="badness")
+    assert len(sel) == 6 and set(sel.reason.tolist()) <= {pool.ids[i] for i in want}
+
+
+def test_relevance_probe_refuses_coalitions_and_bad_heads():
+    from mmal.errors import ConfigError
+    from mmal.relevance.learner import level_probs_or_error, make_relevance_learner
+
+    with pytest.raises(ConfigError, match="--head"):
+        make_relevance_learner("probe", head="softmax")
+    with pytest.raises(ConfigError, match="unknown setting"):
+        make_relevance_learner("probe", fusion="vlmae")
+    with pytest.raises(ConfigError, match="no four-level distribution"):
+        level_probs_or_error("mse")
+    d, pool, labeled = _probe_pool()
+    m = make_relevance_learner("probe", steps=5)
+    m.fit(d, d.labels, labeled)
+    with pytest.raises(ConfigError, match="coalitions"):
+        m.score(d, coalitions=True)
+
+
+def test_probe_state_round_trip():
+    from mmal.relevance.learner import make_relevance_learner
+
+    d, _, labeled = _probe_pool()
+    a = make_relevance_learner("probe", seed=3, steps=20)
+    a.fit(d, d.labels, labeled)
+    b = make_relevance_learner("probe", **{k: v for k, v in a.config().items() if k != "n_classes"})
+    b.load_state(a.state())
+    np.testing.assert_allclose(a.score(d)["probs"], b.score(d)["probs"], atol=1e-7)

@@ -331,3 +331,62 @@ def test_progress_callback_and_no_rich_import():
     assert seen[-1][:2] == (7, 7) and [d for d, _, _ in seen] == list(range(1, 8))
     for f in itertools.chain((SRC / "select").glob("*.py"), (SRC / "index").glob("*.py")):
         assert "rich" not in f.read_text(), f
+
+
+# ---------------------------------------------------------------------------------------
+# LSB seeds from out-of-sample predictions (pool.extras["at_selection_probs"])
+# ---------------------------------------------------------------------------------------
+def _fitted_pool_with_prior(seed=0):
+    """A pool whose current model fits every labeled item (no in-sample mistake) while the
+    probabilities recorded when half of them were selected got some wrong."""
+    pool = lsb_pool(seed=seed)
+    rng = np.random.default_rng(seed + 100)
+    lab = np.flatnonzero((pool.labels >= 0) & (pool.split != "test"))
+    probs = pool.probs.copy()
+    probs[lab] = np.eye(2)[pool.labels[lab]] * 0.9 + 0.05  # in-sample: all right
+    prior = np.full_like(probs, np.nan)
+    judged = lab[rng.random(len(lab)) < 0.5]
+    prior[judged] = pool.probs[judged]  # out-of-sample: the original model's view
+    pool = ScoredPool(ids=pool.ids, probs=probs, embedding=pool.embedding, labels=pool.labels, split=pool.split,
+                      extras={"at_selection_probs": prior})
+    return pool, judged, prior
+
+
+def test_lsb_seeds_are_the_mistakes_made_before_labeling():
+    pool, judged, prior = _fitted_pool_with_prior()
+    # hand: judged items whose recorded prediction was wrong, worst first (|p_1 - y|), ties by row
+    wrong = judged[prior[judged].argmax(1) != pool.labels[judged]]
+    bad = np.abs(prior[wrong, 1] - pool.labels[wrong])
+    seeds = wrong[sorted(range(len(wrong)), key=lambda i: (-bad[i], wrong[i]))]
+    assert len(seeds) >= 5
+    near = hand_knn_set(pool, seeds, k=3)
+    sel = select("lsb-knn", pool, 10_000, seed=3, order="badness")
+    assert set(sel.ids.tolist()) == set(pool.ids[sorted(near)].tolist())
+    assert sel.info["n_seeds"] == len(seeds) and sel.info["n_judged_at_selection"] == len(judged)
+    # the in-sample view finds nothing: the current model fits its labels
+    empty = select("lsb-knn", pool, 50, seed=3, seeds_from="current")
+    assert len(empty.ids) == 0 and empty.info["n_seeds"] == 0
+    # 'at_selection' ignores items without a recorded prediction; here the same seeds
+    only = select("lsb-knn", pool, 10_000, seed=3, order="badness", seeds_from="at_selection")
+    assert set(only.ids.tolist()) == set(sel.ids.tolist())
+
+
+def test_lsb_lt_lookalike_negatives_use_the_same_judgement():
+    from mmal.select.lsb import lookalike_training_set
+
+    pool, judged, prior = _fitted_pool_with_prior(seed=1)
+    eligible = (pool.labels >= 0) & (pool.split != "test")
+    lab = np.flatnonzero(eligible)
+    view = pool.probs[lab].copy()
+    have = np.isin(lab, judged)
+    view[have] = prior[lab[have]]  # 'auto': recorded where known, current elsewhere
+    wrong = lab[view.argmax(1) != pool.labels[lab]]
+    rows, is_seed = lookalike_training_set(pool, eligible, wrong)
+    assert set(rows[is_seed].tolist()) == set(wrong.tolist())
+    assert set(rows[~is_seed].tolist()) == set(lab.tolist()) - set(wrong.tolist())
+
+
+def test_lsb_rejects_an_unknown_seed_source():
+    pool, _, _ = _fitted_pool_with_prior()
+    with pytest.raises(ConfigError, match="seeds_from"):
+        select("lsb-knn", pool, 5, seeds_from="oracle")

@@ -88,6 +88,19 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     r = run_cli("train", ws)
     assert r.returncode == 0 and json.loads(r.stdout.strip().splitlines()[-1])["n_labeled"] == n_train + len(rows)
     assert (ws / "rounds/1/model.pt").exists()
+    # the round-1 pool records, for each item labeled from the round-1 batch, what the round-0
+    # model predicted before it was labeled (LSB's out-of-sample seed bad cases)
+    r = run_cli("score", ws)
+    assert r.returncode == 0, r.stderr
+    new = load_pool(ws / "rounds/1/pool")
+    at = np.asarray(new.extras["at_selection_probs"])
+    batch = {x["id"] for x in rows}
+    for i, item in enumerate(new.ids.tolist()):
+        if item in batch:
+            j = pool.ids.tolist().index(item)
+            np.testing.assert_allclose(at[i], np.asarray(pool.probs)[j], rtol=1e-6)
+        else:
+            assert np.isnan(at[i]).all()
 
 
 def test_select_before_score_is_a_clear_error(tmp_path):
@@ -118,6 +131,9 @@ def test_simulate_text_only_schema(tmp_path):
             assert all(r["batch_multiclass_loss"] >= 0 for r in rounds[1:])
             if "lsb-lt" in name:
                 assert all("lookalike_auc" in r for r in rounds[1:])
+                # seeds are judged out of sample (the initial set cross-fitted), so the lookalike
+                # model has seed bad cases to fit every round (in-sample, the learner fits them all)
+                assert all(np.isfinite(r["lookalike_auc"]) and "lookalike_note" not in r for r in rounds[1:])
     # every strategy of a seed starts from the same round-0 model
     r0 = [saved["strategies"][s]["per_seed"]["0"]["rounds"][0]["test"]["accuracy"] for s in saved["strategies"]]
     assert r0[0] == r0[1]

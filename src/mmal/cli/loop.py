@@ -142,21 +142,28 @@ def simulate(
     rounds: int = typer.Option(..., "--rounds"),
     seeds: str = typer.Option("0,1,2", "--seeds"),
     out: Path = typer.Option(..., "--out"),
-    learner: Optional[str] = typer.Option(None, "--learner", help="linear | late-fusion | fusion"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="linear | late-fusion | fusion; relevance items: probe (default) | hcmrm"),
     init_strategy: Optional[str] = typer.Option(None, "--init-strategy", help="cold-start strategy for the initial set (kmeans, typiclust, probcover, activeft, mmcsal, ...; default random)"),
     fusion: Optional[str] = typer.Option(None, "--fusion"),
     heads: Optional[str] = typer.Option(None, "--heads"),
     encoders: Optional[str] = typer.Option(None, "--encoders"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
+    task: Optional[str] = typer.Option(None, "--task", help="classify | relevance (default: relevance when the items have a 'query' column)"),
 ):
     """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html."""
+    from mmal.loop.simulate import _task_of
     from mmal.loop.simulate import simulate as run
     from mmal.workspace.schema import check_value
 
     for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds), ("--epochs", epochs)):
         positive(v, flag)
-    for flag, section, key, v in (("--learner", "model", "learner", learner), ("--fusion", "model", "fusion", fusion),
-                                  ("--heads", "model", "heads", heads)):
+    task = task or _task_of(items)
+    if task == "relevance":  # relevance learners (mmal.relevance.learner) have their own names and settings
+        for flag, v in (("--fusion", fusion), ("--heads", heads), ("--encoders", encoders), ("--epochs", epochs)):
+            if v is not None:
+                raise ConfigError(f"{flag} applies to classification items; {items} has relevance items (a 'query' column)")
+    for flag, section, key, v in (("--learner", "model", "learner", learner if task != "relevance" else None),
+                                  ("--fusion", "model", "fusion", fusion), ("--heads", "model", "heads", heads)):
         if v is not None:
             check_value(section, key, v, where=flag)
     seed_list = _int_list(seeds, "--seeds")
@@ -170,9 +177,14 @@ def simulate(
     if init_strategy is not None:
         kwargs["init_strategy"] = init_strategy
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
-              encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs},
-              progress=progress_enabled(), **kwargs)
+              encoders=encoders, model={"fusion": fusion, "heads": heads} if task != "relevance" else None,
+              train={"epochs": epochs}, task=task, progress=progress_enabled(), **kwargs)
     for spec, d in res["strategies"].items():
+        if "mean_aubc_by_metric" in d:  # relevance: AUBC of test AUC and of test Spearman
+            typer.echo(f"{spec:<32} " + "  ".join(
+                f"AUBC({m}) {d['mean_aubc_by_metric'][m]:.4f}" + (f" ± {d['std_aubc_by_metric'][m]:.4f}" if len(d["per_seed"]) > 1 else "")
+                for m in d["mean_aubc_by_metric"]))
+            continue
         typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f}" + (f" ± {d['std_aubc']:.4f}" if len(d["per_seed"]) > 1 else " (1 seed)"))
     typer.echo(str(Path(out) / "report.html"))
 

@@ -40,12 +40,30 @@ def train(
         help="also fine-tune the encoder towers end to end from the raw media (slow on CPU; meant for GPU, "
              "[train] device = 'cuda'); `mmal score` then re-encodes with the tuned towers. Default: mmal.toml [train] finetune_towers",
     ),
+    head: Optional[str] = typer.Option(None, "--head", help="relevance workspaces: hsoftmax (default) | bce | mse | ordinal"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="relevance workspaces, learner hcmrm: fine-tuning epochs (default 4)"),
+    pretrain: Optional[str] = typer.Option(None, "--pretrain", help="relevance workspaces: start from DIR/pretrain/NAME (default: 'default' when present)"),
 ):
-    """Train the round's classifier on the labeled items (cached features); checkpoint per round."""
+    """Train the round's model on the labeled items; checkpoint per round (relevance: docs/relevance.md)."""
     from mmal.loop.workspace_round import train_workspace
+    from mmal.relevance.workspace import is_relevance
     from mmal.workspace import Workspace
     from mmal.workspace.schema import check_value
 
+    if is_relevance(directory):  # the relevance task (issue 11): its own learners and heads
+        from mmal.relevance.workspace import train_relevance_workspace
+
+        for flag, v in (("--fusion", fusion), ("--heads", heads), ("--finetune-towers", finetune_towers)):
+            if v is not None:
+                raise ConfigError(f"{flag} applies to classification workspaces; {directory} is a relevance workspace")
+        positive(epochs, "--epochs")
+        note(f"train: {directory}: fitting the round's relevance model")
+        echo_json(train_relevance_workspace(directory, learner=learner, head=head or "hsoftmax", epochs=epochs, seed=seed,
+                                            pretrain=pretrain or "default", log=note if epoch_lines() else None))
+        return
+    for flag, v in (("--head", head), ("--epochs", epochs), ("--pretrain", pretrain)):
+        if v is not None:
+            raise ConfigError(f"{flag} applies to relevance workspaces (`mmal init --task relevance`)")
     given = {"--learner": learner, "--fusion": fusion, "--heads": heads, "--seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
     for flag, value in given.items():
@@ -84,6 +102,11 @@ def score(
     from mmal.workspace import Workspace
 
     positive(mc_samples, "--mc-samples", minimum=0)
+    from mmal.relevance.workspace import is_relevance
+
+    if is_relevance(directory) and (coalitions or mc_samples or engine != "local"):
+        raise ConfigError("a relevance workspace is scored locally with its level distribution only "
+                          "(no --coalitions, --mc-samples or --engine ray)")
     ws = Workspace(directory)
     note(f"score: {ws.dir}: scoring every item" + (" with coalitions" if coalitions else "")
          + (f" and {mc_samples} MC-dropout passes" if mc_samples else ""))
@@ -113,12 +136,26 @@ def pretrain(
     include_test: bool = typer.Option(False, "--include-test"),
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force", help="replace an existing pre-training of this name"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="relevance workspaces: subset of itc,itm,mlm,pqvm (default all four)"),
+    arch: str = typer.Option("dual", "--arch", help="relevance workspaces: dual (HCMRM) | single | text"),
 ):
-    """MMSSL pre-training (002 ch. 4) on the unlabeled pool; stores per-modality embeddings for cold start."""
+    """Pre-training on the workspace's items: MMSSL (002 ch. 4) for classification, ITC/ITM/MLM/PQVM (003) for relevance."""
     from mmal.loop.pretrain import pretrain_workspace
+    from mmal.relevance.workspace import is_relevance
 
     for flag, v in (("--epochs", epochs), ("--dim", dim), ("--n-prototypes", n_prototypes)):
         positive(v, flag)
+    if is_relevance(directory):  # ITC / ITM / MLM / PQVM pre-training of the relevance model (003 §3.2)
+        from mmal.relevance.workspace import pretrain_relevance_workspace
+
+        if n_prototypes is not None or include_test:
+            raise ConfigError("--n-prototypes and --include-test apply to MMSSL (classification workspaces)")
+        meta = pretrain_relevance_workspace(directory, name=name, objectives=objectives or "itc,itm,mlm,pqvm",
+                                            arch=arch, epochs=epochs or 3, seed=seed, force=force, dim=dim)
+        echo_json({k: meta[k] for k in ("name", "objectives", "arch", "n_videos", "history", "seconds")}, indent=1)
+        return
+    if objectives is not None or arch != "dual":
+        raise ConfigError("--objectives and --arch apply to relevance workspaces (`mmal init --task relevance`)")
     cfg = {k: v for k, v in {"epochs": epochs, "dim": dim, "n_prototypes": n_prototypes}.items() if v is not None}
     meta = pretrain_workspace(directory, name=name, include_test=include_test, force=force, prototypes=prototypes,
                               seed=seed, **cfg)

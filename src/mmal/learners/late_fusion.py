@@ -88,19 +88,111 @@ def _take(batch: dict, rows: np.ndarray) -> dict:
 INITS = ("zero", "probe")
 
 
+def kernel_coordinates(K: np.ndarray, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Coordinates ``A [n, r]`` with ``A Aᵀ = K`` for a Gram matrix ``K [n, n]``.
+
+    From ``K = U Λ Uᵀ``: ``A = U Λ^½`` over the ``r`` eigenvalues above ``rtol · λ_max``.
+    Returns ``(A, U_r, λ_r)``. An L2-penalised linear model depends on its training rows only
+    through inner products (representer theorem), so fitting it on ``A`` instead of the
+    ``D``-wide rows gives the same objective, the same predictions and the same weight norm,
+    at ``O(n² r)`` instead of ``O(n D)`` per iteration when ``n < D``.
+    """
+    lam, U = np.linalg.eigh(np.asarray(K, np.float64))
+    keep = lam > rtol * max(float(lam.max(initial=0.0)), 1e-300)
+    lam, U = lam[keep], U[:, keep]
+    return U * np.sqrt(lam), U, lam
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
+    """The ``linear`` learner's logistic regression (``C``; lbfgs stopping tolerance ``tol``, scikit-learn's
+    default) on rows ``x [n, D]`` -> ``(coef [C, D], intercept [C])``.
+
+    When ``n < D`` it is solved on kernel coordinates (:func:`kernel_coordinates` of ``x xᵀ``)
+    and mapped back exactly: with ``A = U Λ^½`` the weights ``w'`` on ``A`` correspond to
+    ``w = xᵀ U Λ^-½ w'`` (same logits on every training row, same ``||w||``).
+    """
+    import warnings
+
+    from mmal.learners.linear import LinearProbe
+
+    probe = LinearProbe(n_classes, seed, C=C)
+    x = np.asarray(x, np.float64)
+    with warnings.catch_warnings():  # 1-2 labels per class (cold start, CV folds) is expected here
+        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+        if x.shape[0] >= x.shape[1]:
+            return probe._fit_lr(x, y, n_classes, tol)
+        A, U, lam = kernel_coordinates(x @ x.T)
+        coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
+    return (coef_a / np.sqrt(lam)) @ U.T @ x, icpt
+
+
+def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Fold number per item: each class's items are shuffled and dealt round-robin from a random start."""
+    rng = np.random.default_rng(seed)
+    out = np.empty(len(y), np.int64)
+    for c in np.unique(y):
+        rows = rng.permutation(np.flatnonzero(y == c))
+        out[rows] = (np.arange(len(rows)) + rng.integers(folds)) % folds
+    return out
+
+
+def choose_head_scale(z: Mapping[str, np.ndarray], head: set | list, y: np.ndarray, grid, *, folds: int = 3, C: float = 10.0,
+                      seed: int = 0, min_scored: int = 10) -> tuple[float | None, dict]:
+    """The audio block's scale (``head_scale``) chosen from ``grid`` by cross-validation on the labeled items.
+
+    ``z {m: [n, D_m]}`` are the initial unit blocks of the labeled items (centred, normalised;
+    the head modalities' block at scale 1, i.e. the avg-pool block VLMAE starts from) and
+    ``head`` the head modalities. For each ``s`` in ``grid`` the rows ``concat(z_m · s_m)``
+    (``s_m = s`` for head modalities, 1 otherwise) are scored by ``folds``-fold stratified
+    cross-validation of the probe the learner starts from (:func:`fit_probe`, on kernel
+    coordinates of ``K(s) = Σ_vec Z Zᵀ + s² Σ_head Z Zᵀ``, so a grid point costs ``folds``
+    fits of width ``n``): the held-out log-loss, summed over held-out items whose class the
+    fold's training part has. Returns ``(best s, {"log_loss": {s: mean loss}, "scored": k})``;
+    ``(None, ...)`` when fewer than ``min_scored`` held-out items can be scored (too few labels
+    per class: the caller keeps its fixed default). Ties go to the earlier grid value.
+    The scale is the one choice the papers leave open that moves accuracy by > 10 points
+    between datasets (bench/learner.py: synthetic-video, whose classes are in the speech for a
+    third of the clips, wants 1.0; Tux Paint, whose sound effects barely name the class, 0.25).
+    """
+    y = np.asarray(y)
+    fold = stratified_folds(y, folds, seed)
+    K_vec = sum((np.asarray(v, np.float64) @ np.asarray(v, np.float64).T for m, v in z.items() if m not in head), np.zeros((len(y),) * 2))
+    K_head = sum((np.asarray(v, np.float64) @ np.asarray(v, np.float64).T for m, v in z.items() if m in head), np.zeros((len(y),) * 2))
+    n_classes = int(y.max()) + 1
+    scorable = np.zeros(len(y), bool)
+    for f in range(folds):
+        seen = np.unique(y[fold != f])
+        scorable |= (fold == f) & np.isin(y, seen)
+    info = {"log_loss": {}, "scored": int(scorable.sum()), "folds": folds}
+    if scorable.sum() < min_scored or len(np.unique(y)) < 2:
+        return None, info
+    for s in grid:
+        A, _, _ = kernel_coordinates(K_vec + float(s) ** 2 * K_head)
+        loss = 0.0
+        for f in range(folds):
+            tr, va = fold != f, (fold == f) & scorable
+            if not va.any():
+                continue
+            coef, icpt = fit_probe(A[tr], y[tr], n_classes, C, seed)
+            lg = A[va] @ coef.T + icpt
+            lg = lg - lg.max(1, keepdims=True)
+            loss -= float((lg[np.arange(va.sum()), y[va]] - np.log(np.exp(lg).sum(1))).sum())
+        info["log_loss"][float(s)] = loss / scorable.sum()
+    best = min(info["log_loss"], key=lambda s: info["log_loss"][s])  # dicts keep grid order: ties -> earlier
+    return best, info
+
+
 @torch.no_grad()
 def _init_from_probe(net: LateFusionClassifier, batch: dict, y: np.ndarray, n_classes: int, C: float, seed: int) -> None:
     """Set the fused linear layer to the logistic-regression probe fitted on the initial blocks.
 
     The blocks at initialisation are the centred, normalised vectors and the avg-pool audio
     block (VLMAE starts from uniform attention), so this is the ``linear`` learner's solution
-    on the same inputs; training then continues from it.
+    on the same inputs (:func:`fit_probe`); training then continues from it.
     """
-    from mmal.learners.linear import LinearProbe
-
     z, _ = net.blocks(batch)
     x = torch.cat([z[m] for m in net.dims], 1).numpy().astype(np.float64)
-    coef, icpt = LinearProbe(n_classes, seed, C=C)._fit_lr(x, y, n_classes)
+    coef, icpt = fit_probe(x, y, n_classes, C, seed)
     net.fused.weight.copy_(torch.from_numpy(coef))
     net.fused.bias.copy_(torch.from_numpy(icpt))
 
@@ -110,14 +202,22 @@ class LateFusionLearner(Learner):
     ``train`` = :class:`TrainConfig` fields over :data:`TRAIN_DEFAULTS`, plus
     ``label_smoothing`` (0.0), ``init`` (``"probe"``, default: start the fused layer from the
     logistic-regression probe with ``probe_C`` = 10 on the initial blocks; ``"zero"``:
-    PyTorch's default init) and ``modalities`` (default: every modality of the features)."""
+    PyTorch's default init), ``head_scale_grid`` ((0.25, 0.5, 1.0): when audio frames reach
+    the head and ``model`` does not set ``head_scale``, each fit chooses it from this grid by
+    ``cv_folds``-fold cross-validation on its labeled items, :func:`choose_head_scale`; with
+    too few labels per class, or an empty grid, the config's default 0.25 is kept),
+    ``modalities`` (default: every modality of the features), ``init_encoders`` (``None``,
+    default; or a stored MMSSL pre-training folder ``DIR/pretrain/<name>``: the vector
+    modalities' encoders become its projection heads, :mod:`mmal.learners.mmssl_init`) and
+    ``freeze_encoders`` (True: those heads do not train)."""
 
     name = "late-fusion"
     fused_blocks = True
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
                  train: Mapping | None = None, label_smoothing: float = 0.0, init: str = "probe",
-                 probe_C: float = 10.0, modalities=None):
+                 probe_C: float = 10.0, head_scale_grid=(0.25, 0.5, 1.0), cv_folds: int = 3, modalities=None,
+                 init_encoders: str | None = None, freeze_encoders: bool = True):
         model = dict(model or {})
         unknown = set(model) - set(LateFusionConfig.__dataclass_fields__) | ({"input_dims", "n_classes"} & set(model))
         if unknown:
@@ -129,8 +229,16 @@ class LateFusionLearner(Learner):
             raise ConfigError(f"late-fusion learner: label_smoothing = {label_smoothing}: expected in [0, 1)")
         if init not in INITS:
             raise ConfigError(f"late-fusion learner: init = {init!r}: expected one of {INITS}")
+        grid = [float(g) for g in (head_scale_grid or ())]
+        if any(not (g > 0 and np.isfinite(g)) for g in grid):
+            raise ConfigError(f"late-fusion learner: head_scale_grid = {list(head_scale_grid)}: expected positive numbers")
+        if int(cv_folds) < 2:
+            raise ConfigError(f"late-fusion learner: cv_folds = {cv_folds}: expected >= 2")
         super().__init__(n_classes, seed, model=model, train=train, label_smoothing=float(label_smoothing),
-                         init=init, probe_C=float(probe_C), modalities=None if modalities is None else sorted(modalities))
+                         init=init, probe_C=float(probe_C), head_scale_grid=grid, cv_folds=int(cv_folds),
+                         modalities=None if modalities is None else sorted(modalities),
+                         init_encoders=None if init_encoders is None else str(init_encoders),
+                         freeze_encoders=bool(freeze_encoders))
         self.net: LateFusionClassifier | None = None
 
     @property
@@ -148,11 +256,22 @@ class LateFusionLearner(Learner):
         val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
         labels, C = check_labels(labels, train_idx, val_idx, n, self.n_classes)
         self.n_classes = C
-        cfg = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **self.params["model"])
+        model_cfg, pre = dict(self.params["model"]), None
+        if self.params.get("init_encoders"):
+            from mmal.learners.mmssl_init import load_mmssl_heads, mmssl_model_overrides
+
+            pre = load_mmssl_heads(self.params["init_encoders"])
+            dims = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)
+            model_cfg.update(mmssl_model_overrides(pre, dims.input_dims, dims.vector_modalities))
+        cfg = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)
         tc = self.train_config()
         weight = class_weights(labels[train_idx], C, tc.class_weight)
         with torch_threads(tc.threads), seeded(self.seed):
             net = LateFusionClassifier(cfg)
+            if pre is not None:
+                from mmal.learners.mmssl_init import copy_mmssl_heads
+
+                copy_mmssl_heads(net, pre, self.params["freeze_encoders"])
             means = pooled_means(features, cfg.modalities) if cfg.center else {m: np.zeros(f.dim) for m, f in features.items()}
             net.set_statistics({m: torch.from_numpy(v) for m, v in means.items()})
             rows = np.concatenate([train_idx, val_idx])
@@ -171,13 +290,35 @@ class LateFusionLearner(Learner):
             def predict(vi):
                 return torch.softmax(net(_take(cache, [pos[int(i)] for i in vi]))["logits"], -1).numpy()
 
+            chosen = self._choose_head_scale(net, cache, labels[rows], rows)
             if self.params["init"] == "probe":
                 _init_from_probe(net, cache, labels[rows], C, self.params["probe_C"], self.seed)
-            history = train_epochs({"net": net}, [{"params": list(net.parameters())}], train_idx, batch_loss, tc,
+            history = train_epochs({"net": net}, [{"params": [p for p in net.parameters() if p.requires_grad]}], train_idx, batch_loss, tc,
                                    val_idx=val_idx, val_labels=labels[val_idx], predict=predict, weight=weight,
                                    progress=progress, desc="train late-fusion", log=log)
         self.net = net.eval()
+        history["head_scale"] = chosen
+        if log is not None and chosen["source"] == "cross-validation":
+            log(f"late-fusion: head_scale {cfg.head_scale} chosen by {chosen['info']['folds']}-fold cross-validation "
+                f"(held-out log-loss {', '.join(f'{s}: {v:.3f}' for s, v in chosen['info']['log_loss'].items())})")
         return history
+
+    def _choose_head_scale(self, net: LateFusionClassifier, cache: dict, y: np.ndarray, rows: np.ndarray) -> dict:
+        """Set ``net.config.head_scale`` by :func:`choose_head_scale` when it applies; returns how it was set."""
+        cfg = net.config
+        grid = self.params["head_scale_grid"]
+        if "head_scale" in self.params["model"] or not cfg.frame_modalities or not grid:
+            why = "set" if "head_scale" in self.params["model"] else "default"
+            return {"value": cfg.head_scale, "source": why}
+        with torch.no_grad():
+            z, _ = net.blocks(cache)
+        unit = {m: (v / cfg.head_scale if m in cfg.frame_modalities else v).numpy() for m, v in z.items()}
+        best, info = choose_head_scale(unit, set(cfg.frame_modalities), y, grid, folds=self.params["cv_folds"],
+                                       C=self.params["probe_C"], seed=self.seed)
+        if best is None:
+            return {"value": cfg.head_scale, "source": "default (too few labels per class to cross-validate)", "info": info}
+        cfg.head_scale = best
+        return {"value": best, "source": "cross-validation", "info": info}
 
     def _frame_means(self) -> dict:
         return {m: mod.mu.numpy() for m, mod in self.net.frames.items()}

@@ -80,11 +80,11 @@ class LinearProbe(Learner):
         self.means_ = None
         self.modalities_ = None
 
-    def _fit_lr(self, x, y, C_total):
+    def _fit_lr(self, x, y, C_total, tol: float = 1e-4):
         from sklearn.linear_model import LogisticRegression
 
         lr = LogisticRegression(C=self.params["C"], max_iter=self.params["max_iter"], class_weight=self.params["class_weight"],
-                                random_state=self.seed)
+                                random_state=self.seed, tol=tol)
         coef = np.zeros((C_total, x.shape[1]), np.float64)
         icpt = np.full(C_total, ABSENT_CLASS_LOGIT)
         classes = np.unique(y)

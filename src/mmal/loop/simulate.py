@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,28 @@ def _needs(spec: str) -> dict:
     from mmal.select import needs_of
 
     needs = needs_of(spec)
-    return {"coalitions": "coalitions" in needs, "mc": "mc_samples" in needs, "unimodal": "unimodal" in needs}
+    return {"coalitions": "coalitions" in needs, "mc": "mc_samples" in needs, "unimodal": "unimodal" in needs,
+            "at_selection": "at_selection" in needs}
+
+
+def cross_fitted_probs(fit, predict, rows: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Out-of-fold probabilities ``[len(rows), C]`` of ``rows``: each fold predicted by a model
+    ``fit`` on the other folds (seeded split; a fold's items never train its own model).
+
+    ``simulate`` uses it for the initial labeled set, which no earlier model has seen: it
+    stands in for the predictions those items would have had before labeling, so LSB's seed
+    bad cases are out-of-sample from round 1 on.
+    """
+    rng = np.random.default_rng(seed)
+    fold = rng.permutation(len(rows)) % folds
+    out = None
+    for f in range(folds):
+        m = fit(rows[fold != f])
+        p = predict(m, rows[fold == f])
+        if out is None:
+            out = np.full((len(rows), p.shape[1]), np.nan)
+        out[fold == f] = p
+    return out
 
 
 def initial_labeled(candidates: np.ndarray, labels: np.ndarray, n0: int, seed: int) -> np.ndarray:
@@ -45,7 +67,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
              encoders: str | None = None, model: dict | None = None, train: dict | None = None,
              strategy_params: dict | None = None, val_fraction: float | None = None, mc_samples: int = 10,
              modalities=None, learner: str | None = None, init_strategy: str | None = None,
-             progress: bool = True, log=print) -> dict:
+             task: str | None = None, progress: bool = True, log=print) -> dict:
     """Run the simulation and write ``out/results.json`` and ``out/report.html``.
 
     Parameters
@@ -66,10 +88,14 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     strategy_params : per strategy name, extra keyword params for :func:`mmal.select.select`.
     mc_samples : MC-dropout passes T for BALD.
     modalities : use only these modalities (e.g. ``["image", "text"]``); default all.
+    task : ``"classify"`` or ``"relevance"``; default: ``"relevance"`` when the items file has a
+        ``query`` column. Relevance (:mod:`mmal.relevance.simulate`): the learner is a relevance
+        learner (``probe`` default, ``hcmrm``), ``probs`` are the four-level distribution, the
+        curves are test AUC ({0,1} vs {2,3}) and Spearman, and each seed records the AUBC of both.
     """
     from mmal.features.pipeline import encode_workspace, load_features
     from mmal.metrics import compute
-    from mmal.select import select, spec_params
+    from mmal.select import spec_params
     from mmal.workspace import Workspace, init_workspace
 
     out = Path(out)
@@ -82,8 +108,19 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     if init < 1 or budget < 1 or rounds < 1:
         raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
     t_start = time.time()
-    wsdir = out / "workspace"
     items = Path(items).resolve()
+    task = task or _task_of(items)
+    if task == "relevance":  # the loop below, on a relevance learner's four-level distribution
+        from mmal.relevance.simulate import relevance_setup
+
+        if init_strategy not in (None, "random"):
+            raise ConfigError("--init-strategy: the relevance simulation draws its initial set at random")
+        env = relevance_setup(items, out, strategies, learner=learner, model=model, seeds=seeds, init=init,
+                              budget=budget, rounds=rounds, progress=progress)
+        return _run_rounds(env, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log)
+    if task != "classify":
+        raise ConfigError(f"task must be 'classify' or 'relevance', got {task!r}")
+    wsdir = out / "workspace"
     ws = None
     if (wsdir / "mmal.toml").exists():
         ws = Workspace(wsdir)
@@ -132,8 +169,6 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         "val_fraction": val_fraction, "n_items": len(ids), "n_test": int(len(test_idx)), "n_candidates": int(len(cand)),
         "n_classes": n_classes, "modalities": sorted(features),
     }}
-    case_study = {}
-    sp = strategy_params or {}
 
     def test_metrics(m):
         """Test metrics of the fused head and the test accuracy of each unimodal head
@@ -155,21 +190,85 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         if init_strategy in NEEDS_SHARED_SPACE:
             pretrained = pretrain_features(pooled, cand)
     results["config"]["init_strategy"] = init_strategy or "random"
-    for seed in seeds:
+
+    def initial(seed):
         if init_strategy and init_strategy != "random":
             from mmal.loop.pretrain import cold_start_initial
 
-            lab0 = np.sort(cold_start_initial(pooled, cand, init, init_strategy, seed, pretrained, n_classes=n_classes))
-        else:
-            lab0 = initial_labeled(cand, gold, init, seed)
+            return np.sort(cold_start_initial(pooled, cand, init, init_strategy, seed, pretrained, n_classes=n_classes))
+        return initial_labeled(cand, gold, init, seed)
+
+    env = SimEnv(ids=ids, gold=gold, split=split, table=table, features=features, fit=fit, test_metrics=test_metrics,
+                 initial=initial, results=results)
+    return _run_rounds(env, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log)
+
+
+@dataclass
+class SimEnv:
+    """What the round loop needs from a task: the items, a fit and a test-metrics function.
+
+    ``fit(rows, seed) -> learner`` (the learner contract of :mod:`mmal.learners.base`, scored
+    by :func:`~mmal.loop.core.score_pool` on ``features``); ``test_metrics(learner) ->
+    (metrics, unimodal accuracy)``; ``initial(seed)`` the round-0 rows; ``curve_metrics``:
+    the test metrics whose AUBC each seed records (the first is the run's ``aubc``);
+    ``batch_loss(rows, probs)``: the batch-loss metric of a selected batch (000 eq. 11);
+    ``batch_info(rows) -> dict``: more per-batch records (relevance: the revealed levels);
+    ``report(results, path, case_study)`` writes the HTML report.
+    """
+
+    ids: np.ndarray
+    gold: np.ndarray
+    split: np.ndarray
+    table: object
+    features: object
+    fit: object
+    test_metrics: object
+    initial: object
+    results: dict
+    curve_metrics: tuple = ("accuracy",)
+    batch_loss: object = None
+    batch_info: object = None
+    report: object = None
+
+
+def _task_of(items) -> str:
+    """``relevance`` when the items file has a ``query`` column, else ``classify``."""
+    from mmal.data.items import read_table
+
+    try:
+        return "relevance" if "query" in read_table(Path(items)).column_names else "classify"
+    except Exception:  # noqa: BLE001 - unreadable items: the classification path reports it with file/row/column
+        return "classify"
+
+
+def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log):
+    """Each seed: initial set and round-0 model shared by every strategy; then per round
+    score -> select -> reveal -> fit; records per round and the AUBC of ``env.curve_metrics``."""
+    from mmal.metrics import compute
+    from mmal.select import select, spec_params
+
+    ids, gold, split, table, features, results = env.ids, env.gold, env.split, env.table, env.features, env.results
+    fit, test_metrics = env.fit, env.test_metrics
+    batch_loss_fn = env.batch_loss or (lambda rows, probs: compute(gold[rows], probs)["multiclass_loss"])
+    case_study = {}
+    sp = strategy_params or {}
+    for seed in seeds:
+        lab0 = env.initial(seed)
         m0 = fit(lab0, seed)
         met0, uni0 = test_metrics(m0)
+        at_sel0 = None
+        if any(_needs(s)["at_selection"] for s in strategies):  # LSB: out-of-sample judgements of the initial set
+            cf = cross_fitted_probs(lambda r: fit(r, seed), lambda m, r: m.score(features, r)["probs"],
+                                    lab0, folds=2, seed=seed)
+            at_sel0 = np.full((len(ids), cf.shape[1]), np.nan)
+            at_sel0[lab0] = cf
         for spec in strategies:
             need = _needs(spec)
             log(f"[simulate] seed {seed} strategy {spec}")
             labeled = np.zeros(len(ids), bool)
             labeled[lab0] = True
             mdl = m0
+            at_sel = None if at_sel0 is None else at_sel0.copy()  # probabilities of each labeled item before its label
             recs = [{"round": 0, "n_labeled": int(labeled.sum()), "test": met0}]
             if uni0:
                 recs[0]["unimodal_test_accuracy"] = uni0
@@ -177,17 +276,25 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                 known = np.where(labeled, gold, -1)
                 pool = score_pool(mdl, features, ids, labels=known, split=split, coalitions=need["coalitions"],
                                   mc_samples=mc_samples if need["mc"] else 0, seed=seed * 1000 + r)
+                if at_sel is not None:
+                    from mmal.select.lsb import AT_SELECTION
+
+                    pool.extras[AT_SELECTION] = at_sel
                 # items without a gold label cannot be revealed: treat them as unavailable
                 unavailable = labeled | (gold < 0)
                 params = spec_params(spec, sp)  # per part, never flattened across a mix
                 sel = select(spec, pool, budget, labeled_mask=unavailable, seed=seed * 1000 + r, **params)
                 rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
-                batch_loss = compute(gold[rows], np.asarray(pool.probs)[rows])["multiclass_loss"] if len(rows) else float("nan")
+                batch_loss = batch_loss_fn(rows, np.asarray(pool.probs)[rows]) if len(rows) else float("nan")
                 labeled[rows] = True
+                if at_sel is not None and len(rows):
+                    at_sel[rows] = np.asarray(pool.probs)[rows]  # judged later by what the model said before labeling
                 mdl = fit(np.flatnonzero(labeled), seed)
                 met, uni = test_metrics(mdl)
                 rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,
                        "n_selected": int(len(rows))}
+                if env.batch_info is not None:
+                    rec.update(env.batch_info(rows))
                 infos = _part_infos(sel.info or {})
                 if any("lookalike_auc" in i for i in infos):  # a part fitted (or tried) a lookalike model
                     aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]
@@ -203,17 +310,29 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
                 recs.append(rec)
                 if seed == list(seeds)[0] and spec not in case_study and any(s for s in sel.reason if s):
                     case_study[spec] = _case_rows(sel, pool, ids, gold, table)
-            acc = [x["test"]["accuracy"] for x in recs]
-            results["strategies"][spec]["per_seed"][str(seed)] = {"rounds": recs, "aubc": aubc([x["n_labeled"] for x in recs], acc)}
+            n_lab = [x["n_labeled"] for x in recs]
+            by = {m: aubc(n_lab, [x["test"][m] for x in recs]) for m in env.curve_metrics}
+            rec = {"rounds": recs, "aubc": by[env.curve_metrics[0]]}
+            if len(env.curve_metrics) > 1:
+                rec["aubc_by_metric"] = by
+            results["strategies"][spec]["per_seed"][str(seed)] = rec
     for spec, d in results["strategies"].items():
         vals = [v["aubc"] for v in d["per_seed"].values()]
         d["mean_aubc"] = float(np.mean(vals))
         d["std_aubc"] = float(np.std(vals))
+        if len(env.curve_metrics) > 1:
+            for m in env.curve_metrics:
+                v = [x["aubc_by_metric"][m] for x in d["per_seed"].values()]
+                d.setdefault("mean_aubc_by_metric", {})[m] = float(np.mean(v))
+                d.setdefault("std_aubc_by_metric", {})[m] = float(np.std(v))
     results["config"]["seconds"] = round(time.time() - t_start, 1)
     (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
-    from mmal.report import write_report
+    if env.report is None:
+        from mmal.report import write_report
 
-    write_report(results, out / "report.html", case_study=case_study)
+        write_report(results, out / "report.html", case_study=case_study)
+    else:
+        env.report(results, out / "report.html", case_study=case_study)
     return results
 
 

@@ -12,7 +12,7 @@ import os
 
 import numpy as np
 
-from mmal.errors import WorkspaceError
+from mmal.errors import MmalError, WorkspaceError
 from mmal.loop.core import score_pool, train_model
 from mmal.workspace import Workspace
 
@@ -203,7 +203,12 @@ def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -
 def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True) -> dict:
     """Score every item with the round's model (re-encoding with its tuned towers when it has them)."""
     from mmal.features.pipeline import load_features
+    from mmal.relevance.workspace import is_relevance
 
+    if is_relevance(directory):  # the four-level distribution of a relevance model (mmal.relevance.workspace)
+        from mmal.relevance.workspace import score_relevance_workspace
+
+        return score_relevance_workspace(directory, progress=progress)
     ws = Workspace(directory)
     rnd, model, extra = _load_round_model(ws)
     ids, split, labels = _arrays(ws)
@@ -213,10 +218,53 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True)
         features = load_features(ws)
     pool = score_pool(model, features, ids, labels=labels, split=split, coalitions=coalitions,
                       mc_samples=mc_samples, progress=progress)
+    at_sel = at_selection_probs(ws, ids, labels, pool.n_classes)
+    if at_sel is not None:
+        from mmal.select.lsb import AT_SELECTION
+
+        pool.extras[AT_SELECTION] = at_sel
     from mmal.workspace.pool_io import replace_pool
 
     folder = replace_pool(pool, ws.round_dir(rnd) / "pool")
     return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
+
+
+def at_selection_probs(ws: Workspace, ids: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray | None:
+    """Each labeled item's probabilities when it was selected: ``[N, C]``, NaN where unknown.
+
+    An item batched in round ``k`` was picked from round ``k - 1``'s scored pool; its row
+    there is what the model predicted before anyone labeled it, the out-of-sample view LSB's
+    seed bad cases need (:mod:`mmal.select.lsb`, ``seeds_from``). Items never batched (an
+    imported labeled set) and rounds whose pool is gone stay NaN. ``None`` when no labeled
+    item has such a row.
+    """
+    from mmal.workspace.pool_io import load_pool
+
+    with ws.db() as con:
+        got = con.execute("SELECT b.round, i.item_id FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id").fetchall()
+    by_round: dict[int, list[str]] = {}
+    for rnd, item in got:
+        by_round.setdefault(int(rnd), []).append(item)
+    pos = {k: i for i, k in enumerate(ids.tolist())}
+    out = None
+    for rnd in sorted(by_round):
+        folder = ws.round_dir(rnd - 1) / "pool"
+        if rnd < 1 or not (folder / "ids.parquet").exists():
+            continue
+        try:
+            old = load_pool(folder)
+        except MmalError:  # an unreadable old pool only loses this optional view
+            continue
+        if old.probs.shape[1] != n_classes:  # classes were added since: those predictions do not compare
+            continue
+        where = {k: i for i, k in enumerate(old.ids.tolist())}
+        items = [k for k in by_round[rnd] if k in where and k in pos and labels[pos[k]] >= 0]
+        if not items:
+            continue
+        if out is None:
+            out = np.full((len(ids), n_classes), np.nan, np.float32)
+        out[[pos[k] for k in items]] = np.asarray(old.probs)[[where[k] for k in items]]
+    return out
 
 
 def _round_pool(ws: Workspace, hint: str):
@@ -232,7 +280,12 @@ def _round_pool(ws: Workspace, hint: str):
 
 def evaluate_workspace(directory) -> dict:
     from mmal.metrics import compute
+    from mmal.relevance.workspace import is_relevance
 
+    if is_relevance(directory):  # AUC {0,1} vs {2,3}, Spearman, Pearson, NDCG@10
+        from mmal.relevance.workspace import evaluate_relevance_workspace
+
+        return evaluate_relevance_workspace(directory)
     ws = Workspace(directory)
     rnd, folder, pool = _round_pool(ws, f"run `mmal score {ws.dir}` first")
     ids, split, labels = _arrays(ws)

@@ -7,7 +7,9 @@ layer over ``concat(z_1, ..., z_M)``), with audio fused as in 000 §3.2:
   tower's pooled output of that modality alone. ``E_m`` centres the input on the pool mean
   and L2-normalises it (the "CL2N" normalisation of few-shot probes); ``encoder="mlp"``
   adds a residual MLP whose last layer starts at zero, so training starts from the
-  normalised features;
+  normalised features; ``encoder="mmssl"`` is the MMSSL projection head of 002 ch. 4
+  (``z_m = normalise(W_2 GELU(W_1 normalise(x_m)))``, ``proj_dim`` wide; :mod:`mmal.models.mmssl`),
+  whose weights the learner copies from a pre-training (``init_encoders``);
 - audio (a *head* modality) reaches the head as Whisper frames ``H_A [T, d_a]``:
   ``fusion="avgpool"`` implements 000 eq. 6 (``z_A = avg_pooling(H_A)``, normalised);
   ``fusion="vlmae"`` implements 000 eq. 7 with the METHODS C projections:
@@ -41,7 +43,7 @@ from torch import nn
 from mmal.errors import ConfigError
 
 LF_FUSIONS = ("none", "avgpool", "vlmae")
-LF_ENCODERS = ("identity", "mlp")
+LF_ENCODERS = ("identity", "mlp", "mmssl")
 LF_HEADS = ("fused", "fused+unimodal")
 VLMAE_QUERIES = ("vl", "learned")
 VLMAE_VALUES = ("projected", "identity")
@@ -56,9 +58,16 @@ class LateFusionConfig:
     input_dims : ``{modality: feature dim}`` of the frozen towers.
     n_classes : C (>= 2).
     head_modalities : modalities given to the head as frame sequences (``("audio",)``).
-    fusion : ``"none"`` | ``"avgpool"`` (000 eq. 6) | ``"vlmae"`` (000 eq. 7) for head modalities.
+    fusion : ``"none"`` | ``"avgpool"`` (000 eq. 6, default) | ``"vlmae"`` (000 eq. 7) for head
+        modalities. Avg-pool is the default because it is at or above the linear probe at every
+        budget on both bench datasets and VLMAE is not (Tux Paint, 400 labels: VLMAE 0.6 points
+        below the probe; bench/learner.py, docs/learners.md), at a third of the fit time.
     encoder : per-modality encoder of vector modalities: ``"identity"`` (centre + L2
-        normalise) or ``"mlp"`` (that plus a zero-initialised residual MLP).
+        normalise), ``"mlp"`` (that plus a zero-initialised residual MLP) or ``"mmssl"``
+        (the MMSSL projection head's shape, ``proj_hidden`` -> ``proj_dim``, output
+        L2-normalised; no centring, as MMSSL trains on plainly normalised features).
+    proj_hidden, proj_dim : hidden and output width of the ``"mmssl"`` encoder (512, 128:
+        :class:`mmal.models.mmssl.MMSSLConfig`'s defaults).
     d_hidden : hidden width of the residual MLP (256).
     dropout : dropout on the blocks before the fused layer during training (0.0).
     d_attn : VLMAE attention width d_A (128).
@@ -79,14 +88,16 @@ class LateFusionConfig:
     head_scale : norm of the head modalities' (audio) unit blocks relative to the others'
         (0.25). Below 1 the fused layer needs larger weights to use audio, so the probe's L2
         penalty, weight decay and the finite training budget lean on the vision-language
-        blocks first. Chosen on Tux Paint (3 seeds, 50 and 200 labels, random test split):
-        at 1.0 the audio block cost 2-3 points of accuracy against no audio, at 0.25 none.
+        blocks first. The ``late-fusion`` learner chooses it per fit by cross-validation on the
+        labeled items (``head_scale_grid``); this default applies when it cannot (too few
+        labels per class) or when the grid is empty. 0.25 was the best fixed value on Tux Paint
+        (at 1.0 the audio block cost 2-3 points there); synthetic-video wants 1.0.
     """
 
     input_dims: dict[str, int]
     n_classes: int = 2
     head_modalities: tuple[str, ...] = ("audio",)
-    fusion: str = "vlmae"
+    fusion: str = "avgpool"
     encoder: str = "identity"
     d_hidden: int = 256
     dropout: float = 0.0
@@ -97,6 +108,8 @@ class LateFusionConfig:
     heads: str = "fused"
     center: bool = True
     head_scale: float = 0.25
+    proj_hidden: int = 512
+    proj_dim: int = 128
 
     def __post_init__(self):
         self.input_dims = {str(k): int(v) for k, v in dict(self.input_dims).items()}
@@ -112,6 +125,7 @@ class LateFusionConfig:
             (self.vlmae_value in VLMAE_VALUES, f"vlmae_value = '{self.vlmae_value}': expected one of {VLMAE_VALUES}"),
             (0.0 <= self.dropout < 1.0, f"dropout = {self.dropout}: expected 0 <= dropout < 1"),
             (self.d_attn > 0 and self.d_hidden > 0, "d_attn and d_hidden must be positive"),
+            (self.proj_hidden > 0 and self.proj_dim > 0, "proj_hidden and proj_dim must be positive"),
             (self.audio_max_frames is None or self.audio_max_frames >= 1, "audio_max_frames must be >= 1 or None"),
             (self.head_scale > 0, f"head_scale = {self.head_scale}: expected > 0"),
         ]
@@ -142,7 +156,7 @@ class LateFusionConfig:
 
     def block_dim(self, m: str) -> int:
         if m in self.vector_modalities:
-            return self.input_dims[m]
+            return self.proj_dim if self.encoder == "mmssl" else self.input_dims[m]
         return self.d_attn if (self.fusion == "vlmae" and self.vlmae_value == "projected") else self.input_dims[m]
 
     def to_dict(self) -> dict[str, Any]:
@@ -165,18 +179,29 @@ def _centre_normalise(x: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
 
 
 class VectorEncoder(nn.Module):
-    """``z = n + MLP(n)`` with ``n = centre_normalise(x)``; identity when ``mlp`` is False."""
+    """``z = n + MLP(n)`` with ``n = centre_normalise(x)``; identity when ``mlp`` is False.
 
-    def __init__(self, d: int, mlp: bool, d_hidden: int):
+    With ``proj = (hidden, dim)``: the MMSSL projection head instead,
+    ``z = normalise(proj(x / ||x||))`` ``[B, d] -> [B, dim]`` (``proj`` has the layout of
+    :class:`mmal.models.mmssl.ProjectionHead`'s ``net``, so its state dict loads as is).
+    """
+
+    def __init__(self, d: int, mlp: bool, d_hidden: int, proj: tuple[int, int] | None = None):
         super().__init__()
         self.register_buffer("mu", torch.zeros(d))
         self.mlp = None
-        if mlp:
+        self.proj = None
+        if proj is not None:
+            self.proj = nn.Sequential(nn.Linear(d, proj[0]), nn.GELU(), nn.Linear(proj[0], proj[1]))
+        elif mlp:
             self.mlp = nn.Sequential(nn.Linear(d, d_hidden), nn.GELU(), nn.Linear(d_hidden, d))
             nn.init.zeros_(self.mlp[2].weight)
             nn.init.zeros_(self.mlp[2].bias)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, d] -> [B, d]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, d] -> [B, d] (or [B, dim])
+        if self.proj is not None:
+            n = x / x.norm(dim=-1, keepdim=True).clamp(min=1e-12)
+            return F.normalize(self.proj(n), dim=-1)
         n = _centre_normalise(x, self.mu)
         return n if self.mlp is None else n + self.mlp(n)
 
@@ -292,8 +317,10 @@ class LateFusionClassifier(nn.Module):
     def __init__(self, config: LateFusionConfig):
         super().__init__()
         c = self.config = config
-        self.vec = nn.ModuleDict({m: VectorEncoder(c.input_dims[m], c.encoder == "mlp", c.d_hidden) for m in c.vector_modalities})
-        d_anchor = sum(c.input_dims[m] for m in c.vector_modalities)
+        proj = (c.proj_hidden, c.proj_dim) if c.encoder == "mmssl" else None
+        self.vec = nn.ModuleDict({m: VectorEncoder(c.input_dims[m], c.encoder == "mlp", c.d_hidden, proj)
+                                  for m in c.vector_modalities})
+        d_anchor = sum(c.block_dim(m) for m in c.vector_modalities)
         self.frames = nn.ModuleDict({m: FramePooling(c.input_dims[m], d_anchor, c) for m in c.frame_modalities})
         self.dims = {m: c.block_dim(m) for m in c.block_modalities}
         self.drop = nn.Dropout(c.dropout)

@@ -9,8 +9,11 @@ Pure functions over ``probs [N, 4]`` (levels 0..3, rows sum to 1) for the select
 - :func:`lsb_seed_scores`: ``|E[y] - y|`` for labeled items, the LSB seed score of 000 eq. 11
   with the expected level ``E[y] = sum_k k p_k`` (003 eq. 9) as the prediction.
 
-Wiring into ``mmal select`` / ``simulate`` (a ScoredPool with these as the uncertainty
-column) belongs to the selection package; see docs/relevance.md.
+In ``mmal select`` / ``simulate`` a relevance pool's ``probs`` *is* the level distribution
+(:mod:`mmal.relevance.learner`), so the registry's ``entropy`` is :func:`level_entropy`, and
+LSB's seed score (:func:`mmal.select.lsb.badness`) is :func:`lsb_seed_scores`. This module
+registers one more strategy, ``level-variance`` (top-B by :func:`level_variance`); importing
+:mod:`mmal.select` registers it.
 """
 
 from __future__ import annotations
@@ -55,3 +58,25 @@ def lsb_seed_scores(probs, labels) -> np.ndarray:
     """``|E[y] - y|`` per labeled item (000 eq. 11 with the expected level) -> ``[N]``."""
     y = np.asarray(labels, dtype=np.float64)
     return np.abs(expected_level(probs) - y)
+
+
+def _level_variance_strategy():
+    from mmal.errors import ConfigError
+    from mmal.select.registry import register
+    from mmal.select.uncertainty import _BLOCK_DOC, _rank
+
+    @register("level-variance", params={"block_size": _BLOCK_DOC})
+    def level_variance_strategy(pool, budget, *, labeled_mask=None, rng=None, block_size: int = 1_000_000):
+        """Top-``budget`` selectable items by the variance of the relevance level under the four-level
+        distribution, ``E[y^2] - E[y]^2`` (:func:`level_variance`; an ordinal uncertainty: mass split
+        between levels 0 and 3 scores 2.25, between 2 and 3 only 0.25, while their entropies are equal);
+        ties: lower row. Needs a relevance pool (``probs [N, 4]``, levels 0..3)."""
+        if pool.n_classes != 4:
+            raise ConfigError(f"level-variance reads the four-level relevance distribution (probs [N, 4]); "
+                              f"this pool has {pool.n_classes} classes")
+        return _rank("level-variance", level_variance, pool, budget, labeled_mask, block_size)
+
+    return level_variance_strategy
+
+
+level_variance_strategy = _level_variance_strategy()

@@ -362,19 +362,26 @@ def score_relevance(model: RelevanceModel, head: RelevanceHead, data: RelevanceD
 
 @torch.inference_mode()
 def score_pairs(model: RelevanceModel, head: RelevanceHead, data: RelevanceData, query_segs, video_index,
-                batch_size: int = 128):
-    """Scores and level distributions of arbitrary (query segment, video index) pairs."""
+                batch_size: int = 128, return_embedding: bool = False):
+    """Scores and level distributions of arbitrary (query segment, video index) pairs.
+
+    ``return_embedding``: also return the fusion ``[CLS]`` vectors ``[n, dim]`` (the head's input).
+    """
     model.eval()
     head.eval()
     vidx = np.asarray(video_index)
     scores, probs = np.zeros(len(vidx)), np.full((len(vidx), 4), np.nan)
+    emb = np.zeros((len(vidx), model.cfg.dim), np.float32) if return_embedding else None
     for s in range(0, len(vidx), batch_size):
         parts = [(q, data.video_text[v]) for q, v in zip(query_segs[s : s + batch_size], vidx[s : s + batch_size])]
         text = text_batch(parts, data.cls_vec, data.sep_vec, model.cfg.max_len, tower=data.tower)[:3]
         visual = _visual(data, vidx[s : s + batch_size]) if model.cfg.arch != "text" else None
-        out = head(model.joint(text, visual))
+        z = model.joint(text, visual)
+        out = head(z)
         scores[s : s + len(out)] = head.score(out).double().numpy()
+        if emb is not None:
+            emb[s : s + len(out)] = z.float().numpy()
         p = head.probs(out)
         if p is not None:
             probs[s : s + len(out)] = p.double().numpy()
-    return scores, probs
+    return (scores, probs, emb) if return_embedding else (scores, probs)

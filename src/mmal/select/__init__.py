@@ -10,6 +10,7 @@ and are re-exported here.
 from mmal.pool import ScoredPool, Selection  # noqa: I001
 from mmal.select.registry import NEEDS, STRATEGIES, Param, Strategy, get_strategy, register
 from mmal.select import random_, uncertainty, lsb, badge, bmmal, coreset, bald, coldstart  # noqa: F401  (register strategies)
+from mmal.relevance import al as _relevance_al  # noqa: F401,E402  (registers level-variance)
 from mmal.select.api import run_strategy, select
 from mmal.select.lookalike import lookalike_filter, lookalike_fit
 from mmal.select.lsb import LSBExpansion, badness, lookalike_training_set, lsb_expand, seed_bad_cases

@@ -16,6 +16,16 @@ Order (issue 9, fidelity 1), a named parameter ``order``:
 * ``"badness"`` (either strategy; the ordering used before issue 9): closest seed's
   badness descending, then closeness to it, then pool row; ``score`` is that badness.
 
+Seeds come from out-of-sample predictions (``seeds_from``). The paper's seed bad cases are
+production mistakes: items the deployed model got wrong *before* anyone labeled them. A
+learner scored on its own training labels fits them (the late-fusion learner makes no
+in-sample mistake on 50-200 labels), so ``seeds_from="auto"`` (default) judges each labeled
+item by the probabilities it had when it was selected (``pool.extras["at_selection_probs"]``,
+:data:`AT_SELECTION`: filled by ``simulate`` and ``mmal score`` from the round that picked
+it; NaN rows where unknown) and falls back to the current, in-sample ``pool.probs`` for items
+without them (an imported or initial labeled set). ``"at_selection"`` uses only items that
+have them; ``"current"`` only the in-sample probabilities (the behaviour before this option).
+
 Fill (fidelity 2): ``k`` stays fixed (``fill="none"``, default) and a shortfall is
 returned (``info["shortfall"]``) for a mix to hand on to its next part;
 ``fill="knn"`` doubles ``k`` until enough candidates survive (a named option).
@@ -34,6 +44,10 @@ from mmal.select.api import empty_selection
 from mmal.select.lookalike import lookalike_filter, lookalike_fit
 from mmal.select.registry import register
 from mmal.pool import Selection
+
+#: ``ScoredPool.extras`` key of each labeled item's probabilities at the time it was selected
+AT_SELECTION = "at_selection_probs"
+SEEDS_FROM = ("auto", "at_selection", "current")
 
 #: index the full embedding (and filter results) instead of copying the candidate rows
 #: when candidates are at least this fraction of the pool
@@ -285,16 +299,39 @@ def _order_expansion(exp: LSBExpansion, keep: np.ndarray, budget: int, order: st
     return pos[o], bad[o]
 
 
-def lookalike_training_set(pool, eligible: np.ndarray, seeds: np.ndarray):
+def seed_probabilities(pool, eligible: np.ndarray, seeds_from: str = "auto") -> tuple[np.ndarray, np.ndarray]:
+    """``(rows [R], probs [R, C])``: the eligible labeled rows LSB may judge and the
+    probabilities it judges them by (see the module docstring, ``seeds_from``)."""
+    if seeds_from not in SEEDS_FROM:
+        raise ConfigError(f"seeds_from must be one of {', '.join(SEEDS_FROM)}, got {seeds_from!r}")
+    rows = np.flatnonzero(eligible)
+    cur = np.asarray(pool.probs[rows], dtype=np.float64)  # [R, C]
+    if seeds_from == "current":
+        return rows, cur
+    at = pool.extras.get(AT_SELECTION)
+    if at is None:
+        have = np.zeros(len(rows), bool)
+        prior = cur
+    else:
+        prior = np.asarray(at[rows], dtype=np.float64)
+        if prior.shape != cur.shape:
+            raise ConfigError(f"pool.extras['{AT_SELECTION}'] must be [N, C] like probs, got {np.shape(at)}")
+        have = np.isfinite(prior).all(axis=1)
+    if seeds_from == "at_selection":
+        return rows[have], prior[have]
+    return rows, np.where(have[:, None], prior, cur)
+
+
+def lookalike_training_set(pool, eligible: np.ndarray, seeds: np.ndarray, seeds_from: str = "auto"):
     """Rows and targets of the lookalike model (000 l. 251; METHODS.md B step 3).
 
     Positives are the **seed bad cases** (respecting ``s_t``/``top_s``); negatives the
-    eligible labeled items whose prediction matches the label, seeds excluded. Labeled
-    mistakes that are not seeds are in neither set. Returns ``rows [L]`` (ascending),
-    ``is_seed [L]``.
+    eligible labeled items whose prediction matches the label, seeds excluded, both judged by
+    the same probabilities as the seeds (:func:`seed_probabilities`). Labeled mistakes that
+    are not seeds are in neither set. Returns ``rows [L]`` (ascending), ``is_seed [L]``.
     """
-    rows = np.flatnonzero(eligible)
-    correct = np.asarray(pool.probs[rows]).argmax(axis=1) == np.asarray(pool.labels)[rows]
+    rows, probs = seed_probabilities(pool, eligible, seeds_from)
+    correct = probs.argmax(axis=1) == np.asarray(pool.labels)[rows]
     is_seed = np.isin(rows, seeds)
     use = is_seed | correct
     return rows[use], is_seed[use]
@@ -302,7 +339,7 @@ def lookalike_training_set(pool, eligible: np.ndarray, seeds: np.ndarray):
 
 def _lsb(pool, budget, *, labeled_mask, rng, name: str, lookalike: bool, order: str, k: int, s_t, top_s,
          metric: str, index, index_params, fill: str, fill_max_k, l_t: float = 0.3, C: float = 1.0,
-         class_weight="balanced", holdout: float = 0.25, lookalike_seed: int = 0) -> Selection:
+         class_weight="balanced", holdout: float = 0.25, lookalike_seed: int = 0, seeds_from: str = "auto") -> Selection:
     if fill not in ("none", "knn"):
         raise ConfigError(f"{name}: fill must be 'none' or 'knn', got {fill!r}")
     allowed_orders = ORDERS if lookalike else ("random", "badness")
@@ -316,20 +353,25 @@ def _lsb(pool, budget, *, labeled_mask, rng, name: str, lookalike: bool, order: 
     labeled = np.zeros(len(pool), bool) if labeled_mask is None else np.asarray(labeled_mask, bool)
     not_test = np.ones(len(pool), bool) if pool.split is None else pool.split != "test"
     eligible = labeled & not_test & (np.asarray(pool.labels) >= 0)  # seeds / lookalike training never use test items
-    seeds, seed_bad = seed_bad_cases(pool.probs, pool.labels, eligible, s_t=s_t, top_s=top_s)
-    info = {"n_seeds": int(len(seeds)), "k": int(k), "metric": metric, "order": order, "fill": fill}
+    judged, judged_probs = seed_probabilities(pool, eligible, seeds_from)
+    pos, seed_bad = seed_bad_cases(judged_probs, np.asarray(pool.labels)[judged], np.ones(len(judged), bool), s_t=s_t, top_s=top_s)
+    seeds = judged[pos]
+    info = {"n_seeds": int(len(seeds)), "k": int(k), "metric": metric, "order": order, "fill": fill, "seeds_from": seeds_from}
+    if seeds_from != "current":
+        at = pool.extras.get(AT_SELECTION)
+        info["n_judged_at_selection"] = 0 if at is None else int(np.isfinite(np.asarray(at[np.flatnonzero(eligible)], np.float64)).all(1).sum())
     if lookalike:
         info["lookalike_auc"] = float("nan")
     cand_mask = pool.selectable(labeled)
     if budget == 0 or len(seeds) == 0 or not cand_mask.any():
         if len(seeds) == 0:
-            info["note"] = "no seed bad cases among labeled items; nothing selected"
+            info["note"] = f"no seed bad cases among labeled items (seeds_from={seeds_from!r}); nothing selected"
         info.update(n_broadened=0, n_after_filter=0, shortfall=int(budget))
         return empty_selection(name, info)
 
     g_model = None
     if lookalike:
-        lab_rows, is_seed = lookalike_training_set(pool, eligible, seeds)
+        lab_rows, is_seed = lookalike_training_set(pool, eligible, seeds, seeds_from)
         info.update(n_lookalike_pos=int(is_seed.sum()), n_lookalike_neg=int((~is_seed).sum()))
         try:
             g_model, auc = lookalike_fit(np.asarray(pool.embedding[lab_rows], dtype=np.float32), is_seed,
@@ -386,6 +428,9 @@ _COMMON_DOCS = {
     "fill": "'none' (default: fixed k, a shortfall is returned and a mix hands it on) or 'knn' "
             "(double k until enough candidates survive, up to fill_max_k)",
     "fill_max_k": "largest k of fill='knn' (default 32 k)",
+    "seeds_from": "which predictions judge labeled items: 'auto' (default: the probabilities each had when it "
+                  "was selected, pool.extras['at_selection_probs'], else the current ones), 'at_selection' or "
+                  "'current' (in-sample)",
 }
 _LT_DOCS = {
     "l_t": "lookalike threshold: keep g(h) > l_t (000: 0.3; 0.5 for search ads)",
@@ -400,10 +445,10 @@ _LT_DOCS = {
     **_COMMON_DOCS,
     "order": "'random' (default; 000 l. 227: the LSB share is randomly sampled from the broadened set) "
              "or 'badness' (closest seed's badness, then closeness)",
-}, needs=("embedding", "labels"))
+}, needs=("embedding", "labels", "at_selection"))
 def lsb_knn(pool, budget, *, labeled_mask=None, rng=None, k: int = 3, s_t: float | None = None,
             top_s: int | None = None, metric: str = "cosine", index="auto", index_params: dict | None = None,
-            fill: str = "none", fill_max_k: int | None = None, order: str = "random") -> Selection:
+            fill: str = "none", fill_max_k: int | None = None, order: str = "random", seeds_from: str = "auto") -> Selection:
     """LSB-kNN: seed bad cases -> kNN broadening (k = 3) -> random subsample (000 §3.1, l. 227).
 
     ``Selection.reason`` is the id of the closest seed; ``score`` NaN (``order="random"``) or
@@ -413,17 +458,18 @@ def lsb_knn(pool, budget, *, labeled_mask=None, rng=None, k: int = 3, s_t: float
     """
     return _lsb(pool, budget, labeled_mask=labeled_mask, rng=rng, name="lsb-knn", lookalike=False, order=order,
                 k=k, s_t=s_t, top_s=top_s, metric=metric, index=index, index_params=index_params, fill=fill,
-                fill_max_k=fill_max_k)
+                fill_max_k=fill_max_k, seeds_from=seeds_from)
 
 
 @register("lsb-lt", params={
     **_COMMON_DOCS, **_LT_DOCS,
     "order": "'lookalike' (default; 000 §3.1.2: rank the kNN-selected samples by g(h)), 'random' or 'badness'",
-}, needs=("embedding", "labels"))
+}, needs=("embedding", "labels", "at_selection"))
 def lsb_lt(pool, budget, *, labeled_mask=None, rng=None, k: int = 3, s_t: float | None = None,
            top_s: int | None = None, metric: str = "cosine", index="auto", index_params: dict | None = None,
            fill: str = "none", fill_max_k: int | None = None, order: str = "lookalike", l_t: float = 0.3,
-           C: float = 1.0, class_weight="balanced", holdout: float = 0.25, lookalike_seed: int = 0) -> Selection:
+           C: float = 1.0, class_weight="balanced", holdout: float = 0.25, lookalike_seed: int = 0,
+           seeds_from: str = "auto") -> Selection:
     """LSB-kNN-LT: LSB-kNN, keep ``g(h) > l_t`` (000 Alg. 1, fixed ``>``), rank by ``g(h)`` (§3.1.2).
 
     The lookalike model ``g`` (:func:`mmal.select.lookalike.lookalike_fit`) is fitted with
@@ -436,4 +482,4 @@ def lsb_lt(pool, budget, *, labeled_mask=None, rng=None, k: int = 3, s_t: float 
     return _lsb(pool, budget, labeled_mask=labeled_mask, rng=rng, name="lsb-lt", lookalike=True, order=order,
                 k=k, s_t=s_t, top_s=top_s, metric=metric, index=index, index_params=index_params, fill=fill,
                 fill_max_k=fill_max_k, l_t=l_t, C=C, class_weight=class_weight, holdout=holdout,
-                lookalike_seed=lookalike_seed)
+                lookalike_seed=lookalike_seed, seeds_from=seeds_from)

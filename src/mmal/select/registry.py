@@ -33,6 +33,8 @@ NEEDS: dict[str, str] = {
                   "(score with coalitions; `mmal score --coalitions`)",
     "mc_samples": "pool.extras['mc_probs'] [T, N, C], MC-dropout passes (score with mc_samples > 0)",
     "unimodal": "a classification head per modality, trained with the fused one (heads='fused+unimodal')",
+    "at_selection": "pool.extras['at_selection_probs'] [N, C], each labeled item's probabilities when it was "
+                    "selected (out-of-sample seed bad cases; simulate and `mmal score` fill it)",
     "fused_blocks": "pool.fused_blocks: pool.modality are the input blocks of the fused last layer "
                     "(the late-fusion learner)",
 }

@@ -30,7 +30,8 @@ LEARNERS = ("linear", "late-fusion", "fusion")
 class Key:
     """One ``mmal.toml`` key.
 
-    kind : "int" | "float" | "str" | "bool" | "str-list" | "int-table" (name -> positive int)
+    kind : "int" | "float" | "str" | "bool" | "str-list" | "float-list" (positive numbers) |
+        "int-table" (name -> positive int)
     default : value used when the key is absent (``None`` = no default / optional).
     lo, hi : inclusive numeric bounds (``hi_open``: ``value < hi``).
     choices : allowed values for strings.
@@ -51,7 +52,8 @@ class Key:
         if self.choices:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
-                "str-list": "a list of strings", "int-table": "a table of positive integers"}[self.kind]
+                "str-list": "a list of strings",
+                "float-list": "a list of positive numbers", "int-table": "a table of positive integers"}[self.kind]
         if self.lo is not None and self.hi is not None:
             what += f" in [{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
         elif self.lo is not None:
@@ -98,7 +100,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "model": {
         "learner": _s("late-fusion", LEARNERS, doc="which learner `mmal train` fits"),
         # shared by late-fusion and fusion (heads also by linear)
-        "fusion": _s("vlmae", ("none", "avgpool", "vlmae"), doc="how audio enters the fused head"),
+        "fusion": _s("avgpool", ("none", "avgpool", "vlmae"), doc="how audio enters the fused head (late-fusion "
+                                                                   "default avgpool, fusion default vlmae)"),
         "heads": _s("fused", ("fused", "fused+unimodal"), doc="unimodal heads (BMMAL, unimodal accuracy)"),
         "dropout": _f(None, 0.0, 1.0, hi_open=True),
         "d_attn": _i(128, 1, 8192, doc="VLMAE attention width"),
@@ -108,7 +111,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "d_hidden": _i(256, 1, 65536),
         "vlmae_query": _s("vl", ("vl", "learned")),
         "vlmae_value": _s("identity", ("identity", "projected")),
-        "head_scale": _f(0.25, 0.0, None, doc="norm of the audio block relative to the others (> 0)"),
+        "head_scale": _f(0.25, 0.0, None, doc="norm of the audio block relative to the others (> 0); setting it turns "
+                                              "off its cross-validated choice"),
+        "head_scale_grid": Key("float-list", [0.25, 0.5, 1.0], doc="late-fusion: head_scale candidates chosen from by "
+                                                                    "cross-validation on the labeled items ([] = off)"),
+        "cv_folds": _i(3, 2, 100, doc="late-fusion: folds of that cross-validation"),
         "init": _s("probe", ("probe", "zero"), doc="late-fusion: start the fused layer from the probe"),
         "probe_C": _f(10.0, 0.0, None, doc="late-fusion: C of the initialising probe (> 0)"),
         "audio_max_frames": _i(None, 1, 1_000_000),
@@ -179,6 +186,9 @@ def _type_ok(key: Key, v) -> bool:
         return isinstance(v, bool)
     if key.kind == "str-list":
         return isinstance(v, list) and all(isinstance(x, str) for x in v)
+    if key.kind == "float-list":
+        return isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+                                           for x in v)
     if key.kind == "int-table":
         return isinstance(v, dict) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v.values())
     raise AssertionError(key.kind)

@@ -98,7 +98,7 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
         "encoders": enc,
         "encode": {"n_frames": 3, "batch_size": 16, "whisper_pad_to_30s": False},
         # the learner and its own settings (mmal.learners); [train] takes TrainConfig fields for torch learners
-        "model": {"learner": "late-fusion", "fusion": "vlmae" if "audio" in modalities else "none"},
+        "model": {"learner": "late-fusion", "fusion": "avgpool" if "audio" in modalities else "none"},
         "train": {"seed": 0},
         "select": {"strategy": "entropy", "budget": 50},
     }
