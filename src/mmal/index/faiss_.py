@@ -46,13 +46,13 @@ class FaissIndex(Index):
     nprobe : int, optional
         Inverted lists visited per query (IVF only). Default: tuned at build time so that
         recall@``tune_k`` on ``tune_queries`` held-out indexed rows reaches
-        ``target_recall`` (:func:`mmal.index.ivf.tune_nprobe`; their exact neighbours are
+        ``target_recall`` (:func:`mmal.index.tuning.tune_nprobe`; their exact neighbours are
         accumulated while the vectors are added, no extra pass).
     target_recall : float
         Recall the nprobe tuner aims for (default 0.95, the LSB target).
     tune_queries, tune_k, tune_z :
         Tuning rows (default 300), k of the tuned recall (default 3) and the one-sided
-        margin in standard errors (default 1.0); as in :class:`mmal.index.IVFBlasIndex`.
+        margin in standard errors (default 1.0).
         ``tune_queries=0`` skips tuning (nprobe = ``max(16, nlist // 64)``).
     k_factor : int
         Re-ranking shortlist is ``k * k_factor`` (PQ and SQ8 only; default 10). ``rerank=False``
@@ -159,7 +159,7 @@ class FaissIndex(Index):
             index.nprobe = min(index.nprobe, nlist)
         self.nlist = nlist
         self.index = index
-        from mmal.index.ivf import TruthAccumulator, pick_tune_rows, tune_nprobe
+        from mmal.index.tuning import TruthAccumulator, pick_tune_rows, tune_nprobe
 
         if not 0.0 < float(target_recall) <= 1.0:
             raise ConfigError(f"target_recall must be in (0, 1], got {target_recall}")
