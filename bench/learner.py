@@ -236,6 +236,34 @@ def timing(args) -> dict:
     return out
 
 
+def head_scales(args) -> dict:
+    """The audio scale each default fit chooses by cross-validation (no training: the choice
+    runs before it), for every (dataset, seed, budget) of the accuracy run."""
+    from mmal.features.pipeline import load_features
+    from mmal.learners import make_learner
+
+    scratch = ROOT / "bench" / "scratch" / "learner"
+    out = {}
+    for ds in args.datasets:
+        ws = workspace(ds, scratch)
+        feats = load_features(ws)
+        t = ws.items
+        gold = np.array(t.column("label").to_pylist())
+        cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
+        out[ds] = {}
+        for b in args.budgets:
+            if b > len(cand):
+                continue
+            vals = []
+            for seed in args.seeds:
+                lab = np.random.default_rng(seed).choice(cand, b, replace=False)
+                L = make_learner("late-fusion", seed=seed, train={"epochs": 1})
+                vals.append(L.fit(feats, gold, lab)["head_scale"]["value"])
+            out[ds][str(b)] = vals
+            print(ds, b, vals, flush=True)
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--datasets", default="tuxpaint,synthetic-video")
@@ -246,16 +274,19 @@ def main(argv=None):
     ap.add_argument("--timing", action="store_true", help="only time fits at --timing-budget (bench/results/learner_timing.json)")
     ap.add_argument("--timing-budget", type=int, default=200)
     ap.add_argument("--learners", default=None, help="comma list of LEARNERS keys (default all)")
+    ap.add_argument("--head-scale", action="store_true", help="only record the cross-validated audio scale of each "
+                    "default fit (bench/results/learner_head_scale.json)")
     ap.add_argument("--merge", action="store_true", help="replace only these learners' results in the existing --out file")
     a = ap.parse_args(argv)
     a.datasets = a.datasets.split(",")
     a.budgets = [int(x) for x in a.budgets.split(",")]
     a.seeds = [int(x) for x in a.seeds.split(",")]
     a.learners = a.learners.split(",") if a.learners else None
-    a.out = a.out or str(ROOT / "bench" / "results" / ("learner_timing.json" if a.timing else "learner.json"))
+    a.out = a.out or str(ROOT / "bench" / "results" / ("learner_timing.json" if a.timing else
+                                                       "learner_head_scale.json" if a.head_scale else "learner.json"))
     if a.learners and set(a.learners) - set(LEARNERS):
         raise SystemExit(f"--learners: unknown {sorted(set(a.learners) - set(LEARNERS))}; known: {list(LEARNERS)}")
-    res = timing(a) if a.timing else run(a)
+    res = timing(a) if a.timing else head_scales(a) if a.head_scale else run(a)
     if a.merge and not a.timing and Path(a.out).exists():
         res = merge(json.loads(Path(a.out).read_text()), res, a.budgets)
     Path(a.out).parent.mkdir(parents=True, exist_ok=True)

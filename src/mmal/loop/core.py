@@ -57,7 +57,7 @@ def build_learner(name: str | None, n_classes: int, *, model: dict | None = None
         return make_learner(name, n_classes=n_classes, seed=seed, **model)
     params = {"model": model, "train": train}
     if name == "late-fusion":  # learner-level settings that live in [model] too
-        for k in ("label_smoothing", "init", "probe_C", "head_scale_grid", "cv_folds"):
+        for k in ("label_smoothing", "init", "probe_C", "head_scale_grid", "cv_folds", "init_encoders", "freeze_encoders"):
             if k in model:
                 params[k] = model.pop(k)
     return make_learner(name, n_classes=n_classes, seed=seed, **params)

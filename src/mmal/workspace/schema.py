@@ -107,7 +107,11 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "d_attn": _i(128, 1, 8192, doc="VLMAE attention width"),
         "head_modalities": Key("str-list", doc="modalities fused by the head (audio)"),
         # late-fusion (mmal.models.late_fusion.LateFusionConfig) + label_smoothing
-        "encoder": _s("identity", ("identity", "mlp")),
+        "encoder": _s("identity", ("identity", "mlp", "mmssl")),
+        "proj_hidden": _i(512, 1, 65536, doc="late-fusion encoder='mmssl': hidden width of the MMSSL projection heads"),
+        "proj_dim": _i(128, 1, 65536, doc="late-fusion encoder='mmssl': output width of the MMSSL projection heads"),
+        "init_encoders": _s(doc="late-fusion: folder of stored MMSSL heads to start the per-modality encoders from"),
+        "freeze_encoders": _b(True, doc="late-fusion: keep encoders started from MMSSL heads frozen"),
         "d_hidden": _i(256, 1, 65536),
         "vlmae_query": _s("vl", ("vl", "learned")),
         "vlmae_value": _s("identity", ("identity", "projected")),
