@@ -89,6 +89,8 @@ def child(spec: dict) -> dict:
 
     if spec["kind"] in ("mmssl", "cold"):
         return child_cold(spec)
+    if spec["kind"].startswith("scale-"):
+        return child_scale(spec)
     kind, n, c, d, budget = spec["kind"], spec["n"], spec["classes"], spec["dim"], spec["budget"]
     rng = np.random.default_rng(spec.get("seed", 0))
     out = dict(spec)
@@ -194,6 +196,142 @@ def child_cold(spec: dict) -> dict:
     return out
 
 
+def clustered(rng, n, d, n_clusters=1000, spread=0.35, chunk=65536):
+    """Mixture of ``n_clusters`` Gaussians (unit-variance centres, ``spread`` noise): ``[n, d]`` float32."""
+    cen = rng.standard_normal((n_clusters, d), dtype=np.float32)
+    out = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, chunk):
+        m = min(chunk, n - s)
+        out[s:s + m] = cen[rng.integers(n_clusters, size=m)] + spread * rng.standard_normal((m, d), dtype=np.float32)
+    return out
+
+
+def features_of(rng, data, n, d):
+    return gaussian(rng, n, d) if data == "gauss" else clustered(rng, n, d)
+
+
+def badge_potential(space, picks, rows, block=4096):
+    """k-means potential of the picks: sum over ``rows`` of min squared gradient distance to a pick."""
+    picks = np.asarray(picks)
+    cen = space.centre_rows(picks)
+    csq = space.sqnorm(picks)
+    tot = 0.0
+    for s in range(0, len(rows), block):
+        r = rows[s:s + block]
+        best = np.full(len(r), np.inf)
+        for c in range(0, len(picks), 1024):
+            sub = (cen[0][c:c + 1024], [z[c:c + 1024] for z in cen[1]], None)
+            best = np.minimum(best, space.sqdist_many(r, sub, space.sqnorm(r), csq[c:c + 1024]).min(1))
+        tot += float(best.sum())
+    return tot
+
+
+def child_scale(spec: dict) -> dict:
+    """Issue-12 scale runs: ``scale-badge``, ``scale-coreset`` (ours, by ``method``),
+    ``scale-smalltext-badge`` / ``scale-smalltext-coreset`` (the anchor library)."""
+    from mmal.select.badge import GradientSpace, kmeanspp_seed, pseudo_label_residual
+    from mmal.select.coreset import kcenter_greedy
+
+    kind, n, budget = spec["kind"], spec["n"], spec["budget"]
+    rng = np.random.default_rng(spec.get("seed", 0))
+    out = dict(spec)
+    if kind in ("scale-badge", "scale-smalltext-badge"):
+        probs = probs_of(rng, n, spec["classes"])
+        z = features_of(rng, spec["data"], n, spec["dim"])
+    else:
+        x = features_of(rng, spec["data"], n, spec["dim"])
+    if kind.startswith("scale-smalltext"):  # import outside the timed block
+        from small_text.integrations.pytorch.query_strategies.strategies import BADGE
+        from small_text.query_strategies.coresets import greedy_coreset
+    out["rss_after_data_mb"] = current_rss_mb()
+    out["loadavg_before"] = list(os.getloadavg())
+    cpu0 = time.process_time()
+    t = time.perf_counter()
+    if kind == "scale-badge":
+        space = GradientSpace(pseudo_label_residual(probs), [z])
+        picks, _ = kmeanspp_seed(space, budget, np.arange(n), np.random.default_rng(spec.get("rng", 0)),
+                                 method=spec["method"])
+        out["seconds"] = time.perf_counter() - t
+        if spec.get("potential"):
+            t2 = time.perf_counter()
+            out["potential"] = badge_potential(space, picks, np.arange(n))
+            out["potential_seconds"] = time.perf_counter() - t2
+    elif kind == "scale-coreset":
+        picks, _ = kcenter_greedy(x, budget, np.arange(1, n), np.array([0]), np.random.default_rng(0),
+                                  method=spec["method"])
+        out["seconds"] = time.perf_counter() - t
+        out["picks_head"] = [int(v) for v in picks[:20]]
+    elif kind == "scale-smalltext-coreset":
+        picks = greedy_coreset(x, np.arange(1, n), np.array([0]), budget, distance_metric="euclidean")
+        out["seconds"] = time.perf_counter() - t
+        out["picks_head"] = [int(v) + 1 for v in np.asarray(picks)[:20]]
+    elif kind == "scale-smalltext-badge":
+        st = BADGE(spec["classes"])
+        # its sample() materialises the [N, C*D] float64 embedding, then sklearn's greedy k-means++
+        picks = st.sample(None, None, np.arange(n), np.array([], dtype=int), None, budget, z,
+                          embeddings_proba=probs)
+        out["seconds"] = time.perf_counter() - t
+    else:
+        raise SystemExit(f"unknown kind {kind}")
+    out["loadavg_after"] = list(os.getloadavg())
+    out["cpu_seconds_incl_potential"] = time.process_time() - cpu0  # this process's CPU time (load-robust)
+    out["picks"] = int(len(picks))
+    out["seconds_per_pick"] = out["seconds"] / max(out["picks"], 1)
+    out["peak_rss_mb"] = rss_mb()
+    return out
+
+
+def run_scale(args) -> dict:
+    """Issue 12: BADGE and k-center at 1M x 10k, ours vs the anchor, alternating where both run."""
+    th = args.threads
+    n, b = args.scale_n, args.scale_budget
+    bd = {"classes": args.classes, "dim": args.dim, "data": args.scale_data}
+    res: dict = {"n": n, "budget": b, **bd}
+    sub_n, sub_b = args.anchor_n, args.anchor_budget
+    ex_b = args.exact_picks
+    # BADGE: exact (extrapolated from ex_b picks; its per-pick cost is one full pass), rejection (full run)
+    ex = run_child({"kind": "scale-badge", "method": "exact", "n": n, "budget": ex_b, **bd}, th)
+    rj = run_child({"kind": "scale-badge", "method": "rejection", "n": n, "budget": b, **bd}, th)
+    st = run_child({"kind": "scale-smalltext-badge", "n": sub_n, "budget": sub_b, **bd}, th)
+    res["badge_exact"] = ex
+    if "error" not in ex:
+        res["badge_exact_extrapolated_s"] = ex["seconds_per_pick"] * b
+    res["badge_rejection"] = rj
+    res["badge_smalltext_subsample"] = st
+    if "error" not in st:
+        res["badge_smalltext_extrapolated_s"] = (st["seconds"] * (n / sub_n) * (b / sub_b)
+                                                 * (2 + np.log(b)) / (2 + np.log(sub_b)))
+        res["badge_smalltext_dense_gb_at_n"] = n * args.classes * args.dim * 8 / 2**30
+    # quality of the rejection sampler against exact on a size where both run in full
+    qn, qb = args.quality_n, args.quality_budget
+    qual = []
+    for seed in range(args.quality_seeds):
+        for method in ("exact", "rejection"):
+            qual.append(run_child({"kind": "scale-badge", "method": method, "n": qn, "budget": qb, "rng": seed,
+                                   "potential": True, **bd}, th))
+    res["badge_quality"] = qual
+    # Core-Set: full (extrapolated), lazy (full run), small-text (subsample, extrapolated ~ N * B^2)
+    cd = {"dim": args.coreset_dim, "data": args.scale_data}
+    full = run_child({"kind": "scale-coreset", "method": "full", "n": n, "budget": ex_b, **cd}, th)
+    lazy = run_child({"kind": "scale-coreset", "method": "lazy", "n": n, "budget": b, **cd}, th)
+    stc = run_child({"kind": "scale-smalltext-coreset", "n": sub_n, "budget": sub_b, **cd}, th)
+    res["coreset_full"] = full
+    if "error" not in full:
+        res["coreset_full_extrapolated_s"] = full["seconds_per_pick"] * b
+        if "error" not in lazy:
+            res["coreset_lazy_equals_full_on_first_picks"] = full["picks_head"] == lazy["picks_head"][:len(full["picks_head"])]
+    res["coreset_lazy"] = lazy
+    res["coreset_smalltext_subsample"] = stc
+    if "error" not in stc:
+        res["coreset_smalltext_extrapolated_s"] = stc["seconds"] * (n / sub_n) * (b / sub_b) ** 2
+    res["note"] = ("exact BADGE and full-pass k-center cost one pass over the pool per pick, so they were "
+                   f"timed for {ex_b} picks and extrapolated linearly to {b}; small-text was timed on a "
+                   f"{sub_n}-item subsample for {sub_b} picks and extrapolated (BADGE ~ N*B*(2+ln B), sklearn's "
+                   "greedy k-means++; greedy_coreset recomputes distances to all centres each pick, ~ N*B^2). "
+                   "Runs alternate ours/baseline in one parent process, each in its own subprocess for peak RSS.")
+    return res
+
+
 def run_cold(args) -> dict:
     """MMSSL pre-training and cold-start selection timings (``--only cold``)."""
     res = {"mmssl": {}, "selection": {}, "target": "<= 60 s for a 1k budget on 1M items"}
@@ -261,7 +399,16 @@ def main(argv=None):
     ap.add_argument("--cold-dim", type=int, default=128, help="MMSSL embedding size per modality")
     ap.add_argument("--cold-budget", type=int, default=1000)
     ap.add_argument("--cold-strategies", default="activeft,mm-activeft,mmcsal,kmeans,typiclust,probcover,coreset")
-    ap.add_argument("--only", default="", help="comma list of: badge,bmmal,large,coreset,cold")
+    ap.add_argument("--scale-n", type=int, default=1_000_000)
+    ap.add_argument("--scale-budget", type=int, default=10_000)
+    ap.add_argument("--scale-data", default="gauss", choices=["gauss", "clustered"])
+    ap.add_argument("--exact-picks", type=int, default=50, help="picks timed for the one-pass-per-pick methods")
+    ap.add_argument("--anchor-n", type=int, default=20_000)
+    ap.add_argument("--anchor-budget", type=int, default=200)
+    ap.add_argument("--quality-n", type=int, default=100_000)
+    ap.add_argument("--quality-budget", type=int, default=1000)
+    ap.add_argument("--quality-seeds", type=int, default=2)
+    ap.add_argument("--only", default="", help="comma list of: badge,bmmal,large,coreset,cold,scale")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "select.json"))
     args = ap.parse_args(argv)
     if args.child:
@@ -292,6 +439,8 @@ def main(argv=None):
         results["coreset"] = run_child(
             {"kind": "coreset", "n": args.coreset_n, "dim": args.coreset_dim, "classes": args.classes,
              "budget": args.coreset_budget, "labeled": args.coreset_labeled}, args.threads)
+    if "scale" in only and args.only:  # opt-in: issue 12 scale runs
+        results[f"scale_{args.scale_data}"] = run_scale(args)
     if "cold" in only and args.only:  # opt-in: not part of the default run
         results["cold_start"] = run_cold(args)
 

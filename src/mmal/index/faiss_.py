@@ -1,10 +1,10 @@
-"""FAISS backends: ``Flat``, ``IVF{nlist},Flat`` and ``IVF{nlist},PQ{m}`` with exact re-ranking.
+"""FAISS backends: ``Flat``, ``IVF{nlist},Flat``, and ``IVF{nlist},PQ{m}`` / ``IVF{nlist},SQ8`` with exact re-ranking.
 
 Vectors are added in blocks (a memmap is never loaded whole). For cosine the blocks are
 L2-normalised on the fly and the index uses L2 internally (equivalent ranking on the
 unit sphere, and better-behaved IVF/PQ quantisation than raw inner product).
 
-PQ indexes re-rank: ``search`` asks FAISS for a shortlist of ``k * k_factor`` rows and
+PQ and SQ8 (8-bit scalar quantised) indexes re-rank: ``search`` asks FAISS for a shortlist of ``k * k_factor`` rows and
 recomputes their exact scores from the *original* vectors (read from the memmap, sorted
 by row for locality) -- like FAISS ``RFlat`` but without a second in-RAM copy.
 """
@@ -21,7 +21,7 @@ from mmal.index.base import (
 )
 from mmal.utils import ProgressTask
 
-_FACTORY = re.compile(r"^(?:Flat|IVF(\d+),Flat|IVF(\d+),PQ(\d+)(?:x(\d+))?)$")
+_FACTORY = re.compile(r"^(?:Flat|IVF(\d+),Flat|IVF(\d+),PQ(\d+)(?:x(\d+))?|IVF(\d+),SQ8)$")
 
 
 def _faiss():
@@ -40,13 +40,22 @@ class FaissIndex(Index):
     vectors : float array [N, D]
         Numpy array or memmap; kept by reference for re-ranking, never copied whole.
     factory : str
-        ``"Flat"``, ``"IVF{nlist},Flat"`` or ``"IVF{nlist},PQ{m}"`` (optionally ``x{nbits}``).
+        ``"Flat"``, ``"IVF{nlist},Flat"``, ``"IVF{nlist},PQ{m}"`` (optionally ``x{nbits}``) or
+        ``"IVF{nlist},SQ8"`` (8-bit scalar quantiser, FAISS ``IndexIVFScalarQuantizer``).
     metric : {"cosine", "ip", "l2"}
     nprobe : int, optional
-        Inverted lists visited per query (IVF only). Default ``max(16, nlist // 64)``
-        -- chosen so recall@3 >= 0.95 on clustered 384-d data (see ``bench/knn.py``).
+        Inverted lists visited per query (IVF only). Default: tuned at build time so that
+        recall@``tune_k`` on ``tune_queries`` held-out indexed rows reaches
+        ``target_recall`` (:func:`mmal.index.tuning.tune_nprobe`; their exact neighbours are
+        accumulated while the vectors are added, no extra pass).
+    target_recall : float
+        Recall the nprobe tuner aims for (default 0.95, the LSB target).
+    tune_queries, tune_k, tune_z :
+        Tuning rows (default 300), k of the tuned recall (default 3) and the one-sided
+        margin in standard errors (default 1.0).
+        ``tune_queries=0`` skips tuning (nprobe = ``max(16, nlist // 64)``).
     k_factor : int
-        Re-ranking shortlist is ``k * k_factor`` (PQ only; default 10). ``rerank=False``
+        Re-ranking shortlist is ``k * k_factor`` (PQ and SQ8 only; default 10). ``rerank=False``
         turns re-ranking off.
     train_size : int, optional
         Vectors sampled (uniformly, without replacement, by ``seed``) to train the
@@ -69,13 +78,18 @@ class FaissIndex(Index):
         ``hnsw`` built 3x slower because FAISS rebuilds the graph every k-means step).
     hnsw_m : int
         HNSW graph degree (default 32).
+    spherical : bool
+        Cosine only: search by inner product on unit rows with spherical k-means for the
+        coarse quantiser (default True). ``False`` = L2 on the unit sphere with plain
+        k-means (same ranking; more unbalanced lists).
     """
 
     def __init__(self, vectors, factory: str, *, metric: str = "cosine", nprobe: int | None = None,
+                 target_recall: float = 0.95, tune_queries: int = 300, tune_k: int = 3, tune_z: float = 1.0,
                  k_factor: int = 10, rerank: bool = True, train_size: int | None = None,
                  train_iters: int = 10, add_block: int = 65536, seed: int = 0,
                  threads: int | None = None, progress: bool = False, quantizer: str = "auto",
-                 hnsw_m: int = 32):
+                 hnsw_m: int = 32, spherical: bool = True):
         faiss = _faiss()
         self.vectors = check_vectors(vectors)
         self.metric = check_metric(metric)
@@ -83,8 +97,8 @@ class FaissIndex(Index):
         m = _FACTORY.match(factory.replace(" ", ""))
         if m is None:
             raise ConfigError(
-                f"unsupported FAISS backend '{factory}'; expected 'Flat', 'IVF<nlist>,Flat' "
-                "or 'IVF<nlist>,PQ<m>' (e.g. 'IVF4096,PQ48')"
+                f"unsupported FAISS backend '{factory}'; expected 'Flat', 'IVF<nlist>,Flat', "
+                "'IVF<nlist>,PQ<m>' (e.g. 'IVF4096,PQ48') or 'IVF<nlist>,SQ8'"
             )
         self.backend = factory
         if threads is not None:
@@ -93,17 +107,21 @@ class FaissIndex(Index):
         self.k_factor = int(k_factor)
         self.seed = int(seed)
         n, d = self.ntotal_input, self.dim
-        nlist = int(m.group(1) or m.group(2) or 0)
+        nlist = int(m.group(1) or m.group(2) or m.group(5) or 0)
         pq_m = int(m.group(3)) if m.group(3) else 0
         nbits = int(m.group(4)) if m.group(4) else 8
         self.is_pq = pq_m > 0
-        self.rerank = bool(rerank) and self.is_pq
+        self.is_sq8 = m.group(5) is not None
+        self.rerank = bool(rerank) and (self.is_pq or self.is_sq8)
         if pq_m and d % pq_m:
             raise ConfigError(f"PQ{pq_m}: dimension {d} is not divisible by m={pq_m}")
         if nlist and nlist > n:
             raise ConfigError(f"IVF{nlist}: more lists than vectors ({n}); use a smaller nlist")
-        # internal FAISS metric: L2 on the unit sphere for cosine (same ranking)
-        self._internal_ip = self.metric == "ip"
+        # internal FAISS metric for cosine: inner product on unit rows with spherical k-means
+        # (default), or L2 on the unit sphere (same ranking, plain k-means; its low-norm hub
+        # centroids make lists ~3x unbalanced on the 1M benchmark, so more rows are scanned)
+        self.spherical = bool(spherical) and self.metric == "cosine"
+        self._internal_ip = self.metric == "ip" or self.spherical
         fmetric = faiss.METRIC_INNER_PRODUCT if self._internal_ip else faiss.METRIC_L2
 
         if nlist == 0:
@@ -121,9 +139,12 @@ class FaissIndex(Index):
                 quantizer = faiss.IndexFlatIP(d) if self._internal_ip else faiss.IndexFlatL2(d)
             if pq_m:
                 index = faiss.IndexIVFPQ(quantizer, d, nlist, pq_m, nbits, fmetric)
+            elif self.is_sq8:
+                index = faiss.IndexIVFScalarQuantizer(quantizer, d, nlist, faiss.ScalarQuantizer.QT_8bit, fmetric)
             else:
                 index = faiss.IndexIVFFlat(quantizer, d, nlist, fmetric)
             index.cp.niter = int(train_iters)
+            index.cp.spherical = self.spherical
             index.cp.seed = self.seed
             index.cp.max_points_per_centroid = 10**9  # we already sampled; no FAISS re-sampling
             self._quantizer = quantizer  # keep alive
@@ -138,20 +159,36 @@ class FaissIndex(Index):
             index.nprobe = min(index.nprobe, nlist)
         self.nlist = nlist
         self.index = index
-        self._add_all(progress)
+        from mmal.index.tuning import TruthAccumulator, pick_tune_rows, tune_nprobe
+
+        if not 0.0 < float(target_recall) <= 1.0:
+            raise ConfigError(f"target_recall must be in (0, 1], got {target_recall}")
+        tune = nlist > 0 and nprobe is None and int(tune_queries) > 0 and n > 1
+        tune_rows = pick_tune_rows(n, tune_queries, self.seed) if tune else np.zeros(0, np.int64)
+        acc = TruthAccumulator(self._prep(self.vectors[tune_rows]), tune_rows, min(int(tune_k), n - 1),
+                               self.metric) if tune else None
+        self._add_all(progress, acc)
         self.ntotal = int(index.ntotal)
+        self.tune_history: list = []
+        if acc is not None:
+            npb, self.tune_history = tune_nprobe(self, acc.q, tune_rows, acc.best_r,
+                                                 target_recall=float(target_recall), nlist=nlist, z=float(tune_z))
+            self.nprobe = npb
 
     # ---- building ---------------------------------------------------------------------
     def _prep(self, block) -> np.ndarray:
         block = np.ascontiguousarray(block, dtype=np.float32)
         return normalize_rows(block) if self.metric == "cosine" else block
 
-    def _add_all(self, progress: bool):
+    def _add_all(self, progress: bool, acc=None):
         blocks = list(iter_blocks(self.ntotal_input, self.add_block))
         bar = ProgressTask(len(blocks), f"FAISS add ({self.backend})", progress)
         try:
             for a, b in blocks:
-                self.index.add(self._prep(self.vectors[a:b]))
+                blk = self._prep(self.vectors[a:b])
+                self.index.add(blk)
+                if acc is not None:  # exact neighbours of the tuning rows, same pass
+                    acc.update(blk, a)
                 release_pages(self.vectors)
                 bar.advance()
         finally:
@@ -187,6 +224,8 @@ class FaissIndex(Index):
 
     def _to_metric(self, q: np.ndarray, dist: np.ndarray) -> np.ndarray:
         """FAISS internal distance -> public score (cosine similarity from unit-sphere L2)."""
+        if self.metric == "cosine" and self.spherical:  # already a cosine similarity
+            return np.where(np.isfinite(dist) & (dist > -1e30), dist, -np.inf).astype(np.float32)
         if self.metric == "cosine":
             valid = np.isfinite(dist) & (dist < 1e30)
             return np.where(valid, 1.0 - dist / 2.0, -np.inf).astype(np.float32)

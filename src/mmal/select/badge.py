@@ -156,6 +156,30 @@ class GradientSpace:
             zd = zd * (self.weights[rows] * self.weights[j])  # [R, M]
         return (self.a[rows] @ self.a[j]) * zd.sum(axis=1)  # [R]
 
+    def centre_rows(self, rows):
+        """Copy of the factors of ``rows``: ``(a [R, C], [z_m [R, D_m]], w [R, M] or None)``."""
+        rows = np.asarray(rows)
+        return (self.a[rows].copy(), [np.array(zm[rows]) for zm in self.zs],
+                None if self.weights is None else self.weights[rows].copy())
+
+    def sqdist_many(self, rows, centres, sqn_rows, sqn_centres) -> np.ndarray:
+        """``||g_i - g_c||²`` for ``i`` in ``rows`` and every centre -> ``[R, L]``, clipped at 0.
+
+        ``centres`` is ``(a [L, C], [z_m [L, D_m]], w [L, M] or None)`` as from
+        :meth:`centre_rows`; one matrix product per block instead of one pass per centre.
+        """
+        ca, czs, cw = centres
+        inner = None
+        for m, zm in enumerate(self.zs):
+            zr = np.asarray(self._rows(zm, rows))  # [R, D_m]
+            zd = np.asarray(zr @ czs[m].T.astype(zr.dtype, copy=False), dtype=np.float64)  # [R, L]
+            if self.weights is not None:
+                zd *= self.weights[rows, m][:, None] * cw[None, :, m]
+            inner = zd if inner is None else inner + zd
+        inner *= self.a[rows] @ ca.T  # [R, L]
+        d = sqn_rows[:, None] + sqn_centres[None, :] - 2.0 * inner
+        return np.maximum(d, 0.0)
+
     def sqdist(self, rows, j: int, sqn_rows=None, sqn_j=None) -> np.ndarray:
         """``||g_i - g_j||²`` for ``i`` in ``rows`` -> [R], clipped at 0."""
         if sqn_rows is None:
@@ -206,6 +230,8 @@ def kmeanspp_seed(
     block: int = DEFAULT_BLOCK,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    method: str = "exact",
+    max_rejects: int = 32,
 ):
     """k-means++ seeding over a factorised gradient space (METHODS.md E, **(ref)** BADGE).
 
@@ -232,6 +258,24 @@ def kmeanspp_seed(
         duplicates, which would otherwise be drawn with tiny but non-zero probability.
     progress : bool or callable
         See :func:`mmal.utils.progress_task`.
+    method : {"exact", "rejection"}
+        ``"exact"`` (default): one pass over all candidates per pick, inverse-CDF draw from
+        the exact ``D²`` vector (the reference algorithm; same picks for the same ``rng``).
+        ``"rejection"``: the same k-means++ *distribution*, drawn by rejection sampling
+        from stale upper bounds ``U_i ≥ D²_i`` (``D²`` only shrinks as centres are added):
+        draw ``i ∝ U_i``, fold into ``U_i`` the centres it has not seen (one small matrix
+        product), accept with probability ``D²_i / U_i``. Every trial accepts ``i`` with
+        probability ``D²_i / ΣU``, so an accepted draw has law ``D²_i / ΣD²`` exactly (von
+        Neumann 1951; Devroye 1986, II.3). Only drawn candidates are ever refreshed, so a
+        pick costs a few ``O(k·(C+D))`` checks instead of ``O(N·(C+D))``. The random stream
+        differs, so the picks differ from ``"exact"`` for the same seed (not in law).
+    max_rejects : int
+        ``"rejection"`` only: every bound is refreshed at once with blocked matrix products
+        after at least this many rejections within one pick *and* once the checks of that
+        pick have cost about as much as the refresh (``REFRESH_GAIN`` x the centre-candidate
+        pairs checked ≥ ``N`` x the centres not yet folded into every bound). This keeps a
+        pool of near-duplicates from stalling the sampler without ever paying an
+        ``O(N·k)`` refresh for a few unlucky rejections. Does not change the law.
 
     Returns
     -------
@@ -262,6 +306,12 @@ def kmeanspp_seed(
 
     first = int(np.argmax(sqn))
     picks[0], score[0] = cand[first], sqn[first]
+    if method not in ("exact", "rejection"):
+        raise ConfigError(f"k-means++ seeding: method must be 'exact' or 'rejection', got {method!r}")
+    if method == "rejection":
+        _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, score, block=block,
+                            zero_tol=zero_tol, max_rejects=max_rejects, progress=progress)
+        return picks, score
     d2 = np.full(len(cand), np.inf)  # running min-D² over candidates
     chosen = np.zeros(len(cand), dtype=bool)
     chosen[first] = True
@@ -290,6 +340,118 @@ def kmeanspp_seed(
             picks[k], score[k] = cand[newest], d2[newest]
             advance()
     return picks, score
+
+
+SAMPLE_BLOCK = 1024  # candidates per partial sum of the rejection sampler
+REFRESH_GAIN = 8  # pairs per second of a blocked refresh over a single-candidate check (rough, measured)
+
+
+def _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, score, *, block, zero_tol,
+                        max_rejects, progress):
+    """k-means++ seeding by rejection from stale ``D²`` bounds (``method="rejection"``).
+
+    Fills ``picks``/``score`` (``picks[0]`` already set). Per candidate ``i`` it keeps
+    ``U_i`` (an upper bound of ``D²_i``) and ``seen_i`` (how many centres are folded in).
+    """
+    n_c = len(cand)
+    nb = -(-n_c // SAMPLE_BLOCK)
+    ub = np.zeros(nb * SAMPLE_BLOCK)  # padded; padding and chosen rows stay 0
+    ubb = ub.reshape(nb, SAMPLE_BLOCK)
+    seen = np.zeros(n_c, dtype=np.int64)
+    cen = [np.empty((k_total, space.a.shape[1]))]  # centre factors, filled as picks are made
+    cen_z = [np.empty((k_total, zm.shape[1]), dtype=np.asarray(zm[:1]).dtype) for zm in space.zs]
+    cen_w = None if space.weights is None else np.empty((k_total, len(space.zs)))
+    cen_sqn = np.empty(k_total)
+
+    def add_centre(k, pos):
+        a, zs, w = space.centre_rows([cand[pos]])
+        cen[0][k] = a[0]
+        for m in range(len(zs)):
+            cen_z[m][k] = zs[m][0]
+        if cen_w is not None:
+            cen_w[k] = w[0]
+        cen_sqn[k] = sqn[pos]
+
+    def folded(rows_pos, pool_rows, c0, c1):
+        """min over centres [c0, c1) of the (zero-tolerant) squared distance -> [R]."""
+        best = np.full(len(rows_pos), np.inf)
+        for c in range(c0, c1, 1024):
+            ce = min(c + 1024, c1)
+            centres = (cen[0][c:ce], [cz[c:ce] for cz in cen_z], None if cen_w is None else cen_w[c:ce])
+            nd = space.sqdist_many(pool_rows, centres, sqn[rows_pos], cen_sqn[c:ce])  # [R, L]
+            nd[nd <= zero_tol * (sqn[rows_pos][:, None] + cen_sqn[None, c:ce])] = 0.0
+            np.minimum(best, nd.min(axis=1), out=best)
+        return best
+
+    def refresh_all(k):
+        c0 = int(seen.min())
+        for s in range(0, n_c, block):
+            e = min(s + block, n_c)
+            pos = np.arange(s, e)
+            ub[s:e] = np.minimum(ub[s:e], folded(pos, rows_of(s, e), c0, k))
+        ub[:n_c][chosen] = 0.0
+        seen[:] = k
+
+    chosen = np.zeros(n_c, dtype=bool)
+    add_centre(0, first)
+    ub[:n_c] = np.inf
+    seen[:] = 0
+    chosen[first] = True
+    refresh_all(1)
+    bsum = ubb.sum(axis=1)
+
+    with progress_task(k_total, "k-means++ seeding (rejection)", progress) as advance:
+        advance()
+        for k in range(1, k_total):
+            rejects, checked = 0, 0  # rejections / centre-candidate pairs checked in this pick
+            while True:
+                total = float(bsum.sum())
+                if not np.isfinite(total):
+                    raise ConfigError("BADGE: non-finite gradient distances (NaN/inf in probs or features)")
+                if total <= 0.0:
+                    break
+                u = rng.random() * total
+                cb = np.cumsum(bsum)
+                b = min(int(np.searchsorted(cb, u, side="right")), nb - 1)
+                while bsum[b] <= 0.0:
+                    b = (b + 1) % nb
+                j = _d2_sample_at(ubb[b], u - (cb[b - 1] if b else 0.0))
+                pos = b * SAMPLE_BLOCK + j
+                checked += k - int(seen[pos])
+                t = float(folded(np.array([pos]), np.array([cand[pos]]), int(seen[pos]), k)[0]) \
+                    if seen[pos] < k else ub[pos]
+                t = min(t, ub[pos])
+                accept = rng.random() * ub[pos] < t
+                ub[pos], seen[pos] = t, k
+                if accept:
+                    break
+                bsum[b] = ubb[b].sum()
+                rejects += 1
+                # ski rental: refresh everything once this pick's checks have cost as much as a
+                # refresh would (a blocked product is ~REFRESH_GAIN x cheaper per pair than a check)
+                if rejects >= max_rejects and checked * REFRESH_GAIN >= n_c * (k - int(seen.min())):
+                    refresh_all(k)
+                    bsum = ubb.sum(axis=1)
+                    rejects, checked = 0, 0
+            if total <= 0.0:  # everything left duplicates a centre: fill at random
+                rest = np.flatnonzero(~chosen)
+                picks[k:] = cand[rng.choice(rest, size=k_total - k, replace=False)]
+                break
+            chosen[pos] = True
+            picks[k], score[k] = cand[pos], ub[pos]
+            add_centre(k, pos)
+            ub[pos] = 0.0
+            bsum[b] = ubb[b].sum()
+            advance()
+
+
+def _d2_sample_at(w: np.ndarray, u: float) -> int:
+    """Position ``j`` with ``cumsum(w)[j-1] <= u < cumsum(w)[j]``, skipping zero weights."""
+    cdf = np.cumsum(w)
+    j = min(int(np.searchsorted(cdf, u, side="right")), len(w) - 1)
+    while w[j] <= 0.0:
+        j = (j + 1) % len(w)
+    return j
 
 
 def kmeanspp_dense(g, budget: int, candidates, rng: np.random.Generator, *, zero_tol: float = 1e-6):
@@ -339,6 +501,7 @@ def badge_select(
     block: int = DEFAULT_BLOCK,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    method: str = "exact",
 ):
     """BADGE selection as a pure function of arrays (METHODS.md E, 002 eq. 3.3).
 
@@ -352,7 +515,7 @@ def badge_select(
     candidates : int array [K] or bool mask [N]
         Selectable rows.
     rng : numpy.random.Generator
-    block, zero_tol, progress :
+    block, zero_tol, progress, method :
         See :func:`kmeanspp_seed`.
 
     Returns
@@ -366,7 +529,8 @@ def badge_select(
     if z.ndim != 2 or z.shape[0] != probs.shape[0]:
         raise ConfigError(f"BADGE: features must be [N={probs.shape[0]}, D], got {z.shape}")
     space = GradientSpace(pseudo_label_residual(probs), [z])
-    return kmeanspp_seed(space, budget, candidates, rng, block=block, zero_tol=zero_tol, progress=progress)
+    return kmeanspp_seed(space, budget, candidates, rng, block=block, zero_tol=zero_tol, progress=progress,
+                         method=method)
 
 
 def _features(pool: ScoredPool, feature: str):
@@ -388,10 +552,13 @@ _FEATURE_DOC = ("z of the gradient embedding: 'auto' = pool.extras['penultimate'
 BLOCK_DOC = "rows per distance block (memory per block ~ block x D floats); does not change the result"
 ZERO_TOL_DOC = "relative D^2 below which a candidate counts as a duplicate of a centre (float noise guard)"
 PROGRESS_DOC = "progress: False, True (a bar via mmal.utils.progress_task) or a callable(done, total, desc)"
+METHOD_DOC = ("k-means++ sampler: 'exact' (default; one pass over the pool per pick, the reference's draws) "
+              "or 'rejection' (same k-means++ law from stale D^2 bounds, far faster on large pools; "
+              "different random stream)")
 
 
 @register("badge", params={"feature": _FEATURE_DOC, "block": BLOCK_DOC, "zero_tol": ZERO_TOL_DOC,
-                           "progress": PROGRESS_DOC})
+                           "progress": PROGRESS_DOC, "method": METHOD_DOC})
 def badge(
     pool: ScoredPool,
     budget: int,
@@ -402,6 +569,7 @@ def badge(
     block: int = DEFAULT_BLOCK,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    method: str = "exact",
 ) -> Selection:
     """BADGE strategy (METHODS.md E): gradient embeddings + k-means++ seeding.
 
@@ -417,7 +585,7 @@ def badge(
         Which ``z`` to use: ``auto`` = ``pool.extras["penultimate"]`` when present (the
         input of the classifier's last linear layer, as in the reference), else
         ``pool.embedding``.
-    block, zero_tol, progress :
+    block, zero_tol, progress, method :
         See :func:`kmeanspp_seed`.
 
     Returns
@@ -428,8 +596,9 @@ def badge(
     rng = np.random.default_rng(0) if rng is None else rng
     z = _features(pool, feature)
     cand = np.flatnonzero(pool.selectable(labeled_mask))
-    picks, score = badge_select(pool.probs, z, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress)
+    picks, score = badge_select(pool.probs, z, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress,
+                                method=method)
     return Selection(
         ids=pool.ids[picks], strategy="badge", score=score, reason=None,
-        info={"n_candidates": int(len(cand))},
+        info={"n_candidates": int(len(cand)), "method": method},
     )

@@ -32,7 +32,7 @@ import numpy as np
 from mmal.errors import ConfigError
 from mmal.pool import ScoredPool, Selection
 from mmal.select.badge import (
-    BLOCK_DOC, DEFAULT_BLOCK, PROGRESS_DOC, ZERO_TOL_DOC, GradientSpace, kmeanspp_seed, pseudo_label_residual,
+    BLOCK_DOC, DEFAULT_BLOCK, METHOD_DOC, PROGRESS_DOC, ZERO_TOL_DOC, GradientSpace, kmeanspp_seed, pseudo_label_residual,
 )
 from mmal.select.registry import register
 from mmal.select.shapley import shapley_values
@@ -161,7 +161,7 @@ def require_fused_blocks(pool: ScoredPool, name: str = "bmmal") -> list[str]:
                "concatenated blocks; an ablation)",
     "exact_max_modalities": "exact Shapley up to this many modalities, Monte Carlo permutations above",
     "n_permutations": "permutations of the Monte-Carlo Shapley estimate",
-    "block": BLOCK_DOC, "zero_tol": ZERO_TOL_DOC, "progress": PROGRESS_DOC,
+    "block": BLOCK_DOC, "zero_tol": ZERO_TOL_DOC, "progress": PROGRESS_DOC, "method": METHOD_DOC,
 }, needs=("coalitions", "unimodal", "fused_blocks"))
 def bmmal(
     pool: ScoredPool,
@@ -176,6 +176,7 @@ def bmmal(
     block: int = DEFAULT_BLOCK,
     zero_tol: float = 1e-6,
     progress: bool = False,
+    method: str = "exact",
 ) -> Selection:
     """BMMAL strategy (002 ch. 3, eq. 3.9-3.14; METHODS.md E).
 
@@ -194,8 +195,8 @@ def bmmal(
         See :func:`modality_contributions`.
     weights : {"shapley", "ones"}
         ``"ones"`` skips the Shapley step: BADGE on ``concat(z_m)``.
-    block, zero_tol, progress :
-        See :func:`mmal.select.badge.kmeanspp_seed`.
+    block, zero_tol, progress, method :
+        See :func:`mmal.select.badge.kmeanspp_seed` (``method="rejection"``: same law, faster).
 
     Returns
     -------
@@ -220,7 +221,8 @@ def bmmal(
         w = np.ones((len(pool), len(names)))
     space = GradientSpace(pseudo_label_residual(pool.probs), [pool.modality[m] for m in names], weights=w)
     cand = np.flatnonzero(pool.selectable(labeled_mask))
-    picks, score = kmeanspp_seed(space, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress)
+    picks, score = kmeanspp_seed(space, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress,
+                                 method=method)
     info = {
         "modalities": names,
         "weights": weights,
@@ -231,5 +233,6 @@ def bmmal(
         },
         "mean_weight": {m: float(w[:, k].mean()) for k, m in enumerate(names)},
         "n_candidates": int(len(cand)),
+        "method": method,
     }
     return Selection(ids=pool.ids[picks], strategy="bmmal", score=score, reason=None, info=info)

@@ -31,6 +31,8 @@ def kcenter_greedy(
     *,
     block: int = DEFAULT_BLOCK,
     progress: bool = False,
+    method: str = "lazy",
+    max_checks: int | None = None,
 ):
     """k-center greedy (Sener & Savarese 2018, Alg. 1) as a pure function of arrays.
 
@@ -51,6 +53,20 @@ def kcenter_greedy(
         Rows per distance block.
     progress : bool or callable
         See :func:`mmal.utils.progress_task`.
+    method : {"lazy", "full"}
+        Both are exact and pick the same rows. ``"full"`` updates the running min-distance
+        of every candidate against each new centre (``O(N·D)`` per pick, memory-bound).
+        ``"lazy"`` (default) keeps those minima as *upper bounds* ``u_i ≥ d_i`` (distances
+        only shrink as centres are added) and checks a candidate against the centres it
+        has not seen only when it is the current arg-max of the bounds: once the arg-max's
+        bound is exact, it is the true farthest candidate (every other ``d_j ≤ u_j ≤ u_i``),
+        with the same lowest-position tie rule as ``"full"``. This is the lazy-greedy
+        evaluation of Minoux (1978) applied to the covering radius.
+    max_checks : int, optional
+        ``"lazy"`` only: after this many single-candidate checks within one pick, refresh
+        every candidate at once with blocked matrix products (the cheaper path when most
+        bounds are stale, e.g. right after a random first pick). ``None`` =
+        ``max(256, K // 16)``. Does not change the result.
 
     Returns
     -------
@@ -98,6 +114,14 @@ def kcenter_greedy(
     for s in range(0, len(cen), 256):  # labeled centres, 256 at a time
         update(np.sort(cen[s : s + 256]))
 
+    if method not in ("lazy", "full"):
+        raise ConfigError(f"k-center greedy: method must be 'lazy' or 'full', got {method!r}")
+    if method == "lazy":
+        rng = np.random.default_rng(0) if rng is None else rng
+        _kcenter_lazy(x, cand, rows_of, blocks, sqn, d2, k_total, len(cen) == 0, rng, picks, radius,
+                      max_checks, progress)
+        return picks, radius
+
     with progress_task(k_total, "k-center greedy", progress) as advance:
         for k in range(k_total):
             if k == 0 and len(cen) == 0:
@@ -112,6 +136,90 @@ def kcenter_greedy(
             d2[pos] = -np.inf  # never picked again
             advance()
     return picks, radius
+
+
+LAZY_BLOCK = 1024  # candidates per arg-max block of the lazy variant
+LAZY_WIDTH = 64  # most candidates checked together in one matrix product
+
+
+def _top_positions(ubb: np.ndarray, bmax: np.ndarray, t: int) -> np.ndarray:
+    """Positions of the ``t`` largest entries of ``ubb`` ([nb, B] view), using block maxima."""
+    if t == 1:
+        b = int(np.argmax(bmax))
+        return np.array([b * ubb.shape[1] + int(np.argmax(ubb[b]))])
+    nb, bs = ubb.shape
+    tb = np.arange(nb) if nb <= t else np.argpartition(-bmax, t - 1)[:t]  # the top t lie in these blocks
+    vals = ubb[tb].ravel()  # [t·B]
+    top = np.argpartition(-vals, t - 1)[:t] if len(vals) > t else np.arange(len(vals))
+    return tb[top // bs] * bs + top % bs
+
+
+def _kcenter_lazy(x, cand, rows_of, blocks, sqn, d2, k_total, random_first, rng, picks, radius,
+                  max_checks, progress):
+    """Lazy exact k-center greedy (see :func:`kcenter_greedy`, ``method="lazy"``); fills ``picks``/``radius``."""
+    n_c = len(cand)
+    dim = x.shape[1]
+    if max_checks is None:
+        max_checks = max(256, n_c // 16)
+    cx = np.empty((k_total, dim), dtype=np.asarray(x[cand[:1]]).dtype)  # centres picked here [B, D]
+    csq = np.empty(k_total)  # their squared norms
+    seen = np.zeros(n_c, dtype=np.int64)  # centres (of those picked here) already folded into ub[i]
+    nb = -(-n_c // LAZY_BLOCK)
+    ub = np.full(nb * LAZY_BLOCK, -np.inf)  # upper bounds of the squared min-distance, padded
+    ub[:n_c] = d2
+    ubb = ub.reshape(nb, LAZY_BLOCK)  # view
+    bmax = ubb.max(axis=1)  # [nb]
+
+    def refresh_all(k):
+        """Fold centres [min(seen), k) into every bound with blocked matrix products."""
+        c0 = int(seen.min())
+        for s, e in blocks:
+            xb = x[rows_of(s, e)]  # [R, D]
+            best = ub[s:e].copy()
+            for c in range(c0, k, 1024):
+                ce = min(c + 1024, k)
+                dots = np.asarray(xb @ cx[c:ce].T.astype(xb.dtype, copy=False), dtype=np.float64)  # [R, L]
+                nd = sqn[s:e, None] + csq[None, c:ce] - 2.0 * dots
+                np.minimum(best, nd.min(axis=1), out=best)
+            keep = ub[s:e] != -np.inf  # picked rows stay out
+            ub[s:e][keep] = best[keep]
+        seen[:] = k
+        bmax[:] = ubb.max(axis=1)
+
+    with progress_task(k_total, "k-center greedy (lazy)", progress) as advance:
+        for k in range(k_total):
+            if k == 0 and random_first:
+                pos = int(rng.integers(n_c))
+                r = np.inf
+            else:
+                checks, width = 0, 1
+                while True:
+                    b = int(np.argmax(bmax))
+                    pos = b * LAZY_BLOCK + int(np.argmax(ubb[b]))
+                    if seen[pos] == k:
+                        break
+                    if checks >= max_checks or not np.isfinite(ub[pos]):
+                        refresh_all(k)
+                        continue
+                    rows = _top_positions(ubb, bmax, width)  # the `width` largest bounds (pos among them)
+                    rows = np.union1d(rows[(seen[rows] < k) & np.isfinite(ub[rows])], [pos])
+                    c0 = int(seen[rows].min())
+                    xr = np.asarray(x[cand[rows]])  # [T, D]
+                    dots = np.asarray(xr @ cx[c0:k].T.astype(xr.dtype, copy=False), dtype=np.float64)  # [T, L]
+                    nd = sqn[rows, None] + csq[None, c0:k] - 2.0 * dots  # re-folding a seen centre is a no-op
+                    ub[rows] = np.minimum(ub[rows], nd.min(axis=1))
+                    seen[rows] = k
+                    for bb in np.unique(rows // LAZY_BLOCK):
+                        bmax[bb] = ubb[bb].max()
+                    checks += len(rows)
+                    width = min(2 * width, LAZY_WIDTH)
+                r = float(np.sqrt(max(ub[pos], 0.0)))
+            picks[k], radius[k] = cand[pos], r
+            cx[k] = np.asarray(x[cand[pos]])
+            csq[k] = sqn[pos]
+            ub[pos] = -np.inf  # never picked again
+            bmax[pos // LAZY_BLOCK] = ubb[pos // LAZY_BLOCK].max()
+            advance()
 
 
 def _block_sqnorm(x, rows) -> np.ndarray:
@@ -140,7 +248,9 @@ def labeled_centres(pool: ScoredPool, labeled_mask) -> np.ndarray:
 
 @register("coreset", params={
     "feature": "'embedding' (pool.embedding, default) or 'penultimate' (pool.extras['penultimate'])",
-    "block": BLOCK_DOC, "progress": PROGRESS_DOC}, needs=("embedding",))
+    "block": BLOCK_DOC, "progress": PROGRESS_DOC,
+    "method": "'lazy' (default) or 'full': both exact, same picks; lazy checks only arg-max candidates"},
+    needs=("embedding",))
 def coreset(
     pool: ScoredPool,
     budget: int,
@@ -150,6 +260,7 @@ def coreset(
     feature: str = "embedding",
     block: int = DEFAULT_BLOCK,
     progress: bool = False,
+    method: str = "lazy",
 ) -> Selection:
     """Core-Set strategy: k-center greedy over pool features (Sener & Savarese 2018).
 
@@ -165,7 +276,7 @@ def coreset(
         For the random first pick when nothing is labeled; ``None`` = ``default_rng(0)``.
     feature : {"embedding", "penultimate"}
         ``pool.embedding`` (default) or ``pool.extras["penultimate"]``.
-    block, progress :
+    block, progress, method :
         See :func:`kcenter_greedy`.
 
     Returns
@@ -186,7 +297,8 @@ def coreset(
     rng = np.random.default_rng(0) if rng is None else rng
     cand = np.flatnonzero(pool.selectable(labeled_mask))
     centres = labeled_centres(pool, labeled_mask)
-    picks, radius = kcenter_greedy(x, budget, cand, centres, rng, block=block, progress=progress)
+    picks, radius = kcenter_greedy(x, budget, cand, centres, rng, block=block, progress=progress,
+                                   method=method)
     return Selection(
         ids=pool.ids[picks], strategy="coreset", score=radius, reason=None,
         info={"n_candidates": int(len(cand)), "n_centres": int(len(centres))},
