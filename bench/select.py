@@ -464,6 +464,9 @@ def main(argv=None):
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     prev = json.loads(out.read_text()) if out.exists() and args.only else {}
+    if "cold_start" in results and isinstance(prev.get("cold_start"), dict):  # keep earlier sizes/strategies
+        for part in ("mmssl", "selection"):
+            results["cold_start"][part] = {**prev["cold_start"].get(part, {}), **results["cold_start"][part]}
     prev.update(results)
     prev["meta"] = meta
     out.write_text(json.dumps(prev, indent=2, default=float))
