@@ -75,25 +75,28 @@ def learner_params(key: str, dataset_has_audio: bool):
     return name, params
 
 
+def dataset(ds: str):
+    """``(features, gold labels, test rows, candidate rows)`` of a bench dataset (built and encoded once)."""
+    from mmal.features.pipeline import load_features
+
+    ws = workspace(ds, ROOT / "bench" / "scratch" / "learner")
+    t = ws.items
+    gold = np.array(t.column("label").to_pylist())
+    split = np.array(t.column("split").to_pylist())
+    return load_features(ws), gold, np.flatnonzero(split == "test"), np.flatnonzero(split != "test")
+
+
 def run(args) -> dict:
     import torch
 
-    from mmal.features.pipeline import load_features
     from mmal.learners import make_learner
 
     torch.set_num_threads(args.threads)
-    scratch = ROOT / "bench" / "scratch" / "learner"
     out = {"config": {"budgets": args.budgets, "seeds": args.seeds, "threads": args.threads, "learners": LEARNERS,
                       "default": DEFAULT, "load_avg_start": os.getloadavg()}, "datasets": {}}
     keys = args.learners or list(LEARNERS)
     for ds in args.datasets:
-        ws = workspace(ds, scratch)
-        feats = load_features(ws)
-        t = ws.items
-        gold = np.array(t.column("label").to_pylist())
-        split = np.array(t.column("split").to_pylist())
-        test = np.flatnonzero(split == "test")
-        cand = np.flatnonzero(split != "test")
+        feats, gold, test, cand = dataset(ds)
         res = {k: {str(b): {"accuracy": [], "fit_seconds": []} for b in args.budgets} for k in keys}
         for si, seed in enumerate(args.seeds):
             for b in args.budgets:
@@ -168,15 +171,9 @@ def targets(res: dict, budgets) -> dict:
 
 
 def _rss_child(ds, key, budget, q):
-    from mmal.features.pipeline import load_features
     from mmal.learners import make_learner
 
-    scratch = ROOT / "bench" / "scratch" / "learner"
-    ws = workspace(ds, scratch)
-    feats = load_features(ws)
-    t = ws.items
-    gold = np.array(t.column("label").to_pylist())
-    cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
+    feats, gold, _, cand = dataset(ds)
     name, params = learner_params(key, "audio" in feats)
     L = make_learner(name, seed=0, **params)
     L.fit(feats, gold, np.random.default_rng(0).choice(cand, budget, replace=False))
@@ -208,18 +205,12 @@ def timing(args) -> dict:
     """
     import torch
 
-    from mmal.features.pipeline import load_features
     from mmal.learners import make_learner
 
     torch.set_num_threads(args.threads)
-    scratch = ROOT / "bench" / "scratch" / "learner"
     out = {"budget": args.timing_budget, "threads": args.threads, "load_avg_start": os.getloadavg(), "datasets": {}}
     for ds in args.datasets:
-        ws = workspace(ds, scratch)
-        feats = load_features(ws)
-        t = ws.items
-        gold = np.array(t.column("label").to_pylist())
-        cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
+        feats, gold, _, cand = dataset(ds)
         make_learner("late-fusion", model={"fusion": "none"}, train={"epochs": 1}).fit(feats, gold, cand[:20])  # imports, warm caches
         keys = args.learners or list(LEARNERS)
         res = {k: [] for k in keys}
@@ -239,17 +230,11 @@ def timing(args) -> dict:
 def head_scales(args) -> dict:
     """The audio scale each default fit chooses by cross-validation (no training: the choice
     runs before it), for every (dataset, seed, budget) of the accuracy run."""
-    from mmal.features.pipeline import load_features
     from mmal.learners import make_learner
 
-    scratch = ROOT / "bench" / "scratch" / "learner"
     out = {}
     for ds in args.datasets:
-        ws = workspace(ds, scratch)
-        feats = load_features(ws)
-        t = ws.items
-        gold = np.array(t.column("label").to_pylist())
-        cand = np.flatnonzero(np.array(t.column("split").to_pylist()) != "test")
+        feats, gold, _, cand = dataset(ds)
         out[ds] = {}
         for b in args.budgets:
             if b > len(cand):

@@ -29,6 +29,19 @@ def _needs(spec: str) -> dict:
             "at_selection": "at_selection" in needs}
 
 
+def simulation_rows(items, split: np.ndarray, gold: np.ndarray, n_needed: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(test rows, candidate rows)`` of a simulation: labeled test items, labeled non-test
+    items; a ConfigError when there is no test item or fewer candidates than ``n_needed``
+    (init + budget x rounds)."""
+    test_idx = np.flatnonzero((split == "test") & (gold >= 0))
+    cand = np.flatnonzero((split != "test") & (gold >= 0))
+    if len(test_idx) == 0:
+        raise ConfigError(f"{items}: no labeled test items (split == 'test'); simulate needs a test set")
+    if n_needed > len(cand):
+        raise ConfigError(f"init + budget x rounds = {n_needed} exceeds the {len(cand)} labeled non-test items")
+    return test_idx, cand
+
+
 def cross_fitted_probs(fit, predict, rows: np.ndarray, folds: int, seed: int) -> np.ndarray:
     """Out-of-fold probabilities ``[len(rows), C]`` of ``rows``: each fold predicted by a model
     ``fit`` on the other folds (seeded split; a fold's items never train its own model).
@@ -145,12 +158,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         if unknown:
             raise ConfigError(f"modalities {unknown} not in the dataset (has {', '.join(sorted(features))})")
         features = {m: f for m, f in features.items() if m in modalities}
-    test_idx = np.flatnonzero((split == "test") & (gold >= 0))
-    cand = np.flatnonzero((split != "test") & (gold >= 0))
-    if len(test_idx) == 0:
-        raise ConfigError(f"{items}: no labeled test items (split == 'test'); simulate needs a test set")
-    if init + budget * rounds > len(cand):
-        raise ConfigError(f"init + budget x rounds = {init + budget * rounds} exceeds the {len(cand)} labeled non-test items")
+    test_idx, cand = simulation_rows(items, split, gold, init + budget * rounds)
     n_classes = int(gold.max()) + 1
     from mmal.learners import DEFAULT_LEARNER
 

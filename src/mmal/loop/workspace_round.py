@@ -282,17 +282,18 @@ def evaluate_workspace(directory) -> dict:
     from mmal.metrics import compute
     from mmal.relevance.workspace import is_relevance
 
-    if is_relevance(directory):  # AUC {0,1} vs {2,3}, Spearman, Pearson, NDCG@10
-        from mmal.relevance.workspace import evaluate_relevance_workspace
-
-        return evaluate_relevance_workspace(directory)
     ws = Workspace(directory)
     rnd, folder, pool = _round_pool(ws, f"run `mmal score {ws.dir}` first")
     ids, split, labels = _arrays(ws)
     test = np.flatnonzero((split == "test") & (labels >= 0))
     if len(test) == 0:
         raise WorkspaceError(f"{ws.dir}: no labeled test items (split == 'test') to evaluate on")
-    met = compute(labels[test], np.asarray(pool.probs)[test])
+    if is_relevance(directory):  # AUC {0,1} vs {2,3}, Spearman, Pearson, NDCG@10
+        from mmal.relevance.workspace import relevance_workspace_metrics
+
+        met = relevance_workspace_metrics(ws, labels, pool.probs, test)
+    else:
+        met = compute(labels[test], np.asarray(pool.probs)[test])
     out = {"round": rnd, "n_test": int(len(test)), **met}
     (ws.round_dir(rnd) / "metrics.json").write_text(json.dumps(out, indent=1, default=float))
     return out

@@ -39,7 +39,7 @@ def relevance_setup(items, out, strategies, *, learner=None, model=None, seeds=(
     ``None`` values are dropped. The items are validated into ``out/workspace`` (task
     relevance; reused when made from the same file) and the frozen features cached there.
     """
-    from mmal.loop.simulate import SimEnv, _needs, initial_labeled
+    from mmal.loop.simulate import SimEnv, _needs, initial_labeled, simulation_rows
     from mmal.relevance.al import lsb_seed_scores
     from mmal.relevance.learner import DEFAULT_RELEVANCE_LEARNER, level_probs_or_error, make_relevance_learner
     from mmal.relevance.workspace import relevance_data, relevance_test_metrics
@@ -64,12 +64,7 @@ def relevance_setup(items, out, strategies, *, learner=None, model=None, seeds=(
     ids, split, data = relevance_data(ws)
     gold = data.labels.copy()
     table = ws.items
-    test_idx = np.flatnonzero((split == "test") & (gold >= 0))
-    cand = np.flatnonzero((split != "test") & (gold >= 0))
-    if len(test_idx) == 0:
-        raise ConfigError(f"{items}: no labeled test items (split == 'test'); simulate needs a test set")
-    if init + budget * rounds > len(cand):
-        raise ConfigError(f"init + budget x rounds = {init + budget * rounds} exceeds the {len(cand)} labeled non-test items")
+    test_idx, cand = simulation_rows(items, split, gold, init + budget * rounds)
     name = learner or DEFAULT_RELEVANCE_LEARNER["simulate"]
     settings = {k: v for k, v in dict(model or {}).items() if v is not None}
     probe = make_relevance_learner(name, seed=0, **settings)  # unknown settings fail before any fit

@@ -243,19 +243,10 @@ def relevance_test_metrics(levels, probs, query_ids, scores=None) -> dict:
     return out
 
 
-def evaluate_relevance_workspace(directory) -> dict:
-    """``mmal evaluate DIR`` on a relevance workspace (metrics of :func:`relevance_test_metrics`)."""
-    from mmal.loop.workspace_round import _arrays, _round_pool
-    from mmal.workspace import Workspace
-
-    ws = Workspace(directory)
-    rnd, folder, pool = _round_pool(ws, f"run `mmal score {ws.dir}` first")
-    ids, split, labels = _arrays(ws)
-    test = np.flatnonzero((split == "test") & (labels >= 0))
-    if len(test) == 0:
-        raise WorkspaceError(f"{ws.dir}: no labeled test items (split == 'test') to evaluate on")
-    qcol = ws.items.column("query_id").to_pylist() if "query_id" in ws.items.column_names else ws.items.column("query").to_pylist()
-    met = relevance_test_metrics(labels[test], np.asarray(pool.probs)[test], np.asarray(qcol, dtype=object)[test])
-    out = {"round": rnd, "n_test": int(len(test)), "task": "relevance", **met}
-    (ws.round_dir(rnd) / "metrics.json").write_text(json.dumps(out, indent=1, default=float))
-    return out
+def relevance_workspace_metrics(ws, labels: np.ndarray, probs: np.ndarray, test: np.ndarray) -> dict:
+    """``mmal evaluate`` metrics of a relevance workspace's test rows (:func:`relevance_test_metrics`,
+    queries grouped by ``query_id``, else by the query text)."""
+    cols = ws.items.column_names
+    qcol = ws.items.column("query_id" if "query_id" in cols else "query").to_pylist()
+    return {"task": "relevance",
+            **relevance_test_metrics(labels[test], np.asarray(probs)[test], np.asarray(qcol, dtype=object)[test])}
