@@ -114,28 +114,44 @@ def kmeans(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, init: str =
         c = np.empty((k, x.shape[1]), np.float32)
         c[0] = x[first]
         d2 = np.maximum(xsq0 - 2.0 * (x @ c[0]) + float(c[0] @ c[0]), 0.0)
+        cum = np.empty(n)
+        dj = np.empty(n)
         for j in range(1, k):
             tot = d2.sum()
-            nxt = int(rng.integers(n)) if tot <= 0 else min(int(np.searchsorted(np.cumsum(d2), rng.random() * tot)), n - 1)
+            if tot <= 0:
+                nxt = int(rng.integers(n))
+            else:
+                np.cumsum(d2, out=cum)
+                nxt = min(int(np.searchsorted(cum, rng.random() * tot)), n - 1)
             c[j] = x[nxt]
-            np.minimum(d2, np.maximum(xsq0 - 2.0 * (x @ c[j]) + float(c[j] @ c[j]), 0.0), out=d2)
+            # the same arithmetic as max(|x|^2 - 2 x.c + |c|^2, 0), without temporaries
+            dots = x @ c[j]
+            dots *= 2.0  # exact
+            np.subtract(xsq0, dots, out=dj)
+            dj += float(c[j] @ c[j])
+            np.maximum(dj, 0.0, out=dj)
+            np.minimum(d2, dj, out=d2)
     else:
         raise ConfigError(f"k-means init must be 'k-means++' or 'random', got {init!r}")
     xsq = np.einsum("nd,nd->n", x, x)
     assign = np.zeros(n, dtype=np.int64)
     d2 = np.zeros(n)
+    x64 = torch.from_numpy(x).double() if iters > 1 else None  # for the centroid sums, converted once
     for it in range(max(1, iters)):
         csq = np.einsum("kd,kd->k", c, c)
         for s in range(0, n, block):
             dots = x[s:s + block] @ c.T  # [R, k]
-            dd = xsq[s:s + block, None] + csq[None, :] - 2.0 * dots
-            assign[s:s + block] = dd.argmin(1)
-            d2[s:s + block] = np.maximum(dd[np.arange(len(dd)), assign[s:s + block]], 0.0)
+            dots *= 2.0  # exact; dd = (|x|^2 + |c|^2) - 2 x.c, evaluated in that order
+            dd = xsq[s:s + block, None] + csq[None, :]
+            dd -= dots
+            a = dd.argmin(1)
+            assign[s:s + block] = a
+            d2[s:s + block] = np.maximum(np.take_along_axis(dd, a[:, None], 1)[:, 0], 0.0)
         if it == iters - 1:
             break
         counts = np.bincount(assign, minlength=k)
         sums = torch.zeros(k, x.shape[1], dtype=torch.float64).index_add_(
-            0, torch.from_numpy(assign), torch.from_numpy(x).double()).numpy()  # [k, D]
+            0, torch.from_numpy(assign), x64).numpy()  # [k, D]
         new = c.copy()
         nz = counts > 0
         new[nz] = (sums[nz] / counts[nz, None]).astype(np.float32)
@@ -347,7 +363,7 @@ def modality_gap(embeddings: dict) -> dict:
     return out
 
 
-def paired_cosine(embeddings: dict, rows=None) -> float:
+def paired_cosine(embeddings: dict, rows=None, *, block: int = 65536) -> float:
     """Mean cross-modal cosine of each item's own modalities, averaged over modality pairs.
 
     ``rows`` (int array) restricts to a subset (e.g. a cold-start selection). Needs all
@@ -358,11 +374,16 @@ def paired_cosine(embeddings: dict, rows=None) -> float:
     if len(dims) != 1:
         raise ConfigError("paired_cosine needs embeddings of one shared dimension (MMSSL), got dims "
                           + ", ".join(f"{m}={np.asarray(embeddings[m]).shape[1]}" for m in mods))
+    n = len(embeddings[mods[0]]) if rows is None else len(rows)
     vals = []
     for a, b in itertools.combinations(mods, 2):
-        xa = np.asarray(embeddings[a] if rows is None else embeddings[a][rows], dtype=np.float64)
-        xb = np.asarray(embeddings[b] if rows is None else embeddings[b][rows], dtype=np.float64)
-        xa /= np.maximum(np.linalg.norm(xa, axis=1, keepdims=True), 1e-12)
-        xb /= np.maximum(np.linalg.norm(xb, axis=1, keepdims=True), 1e-12)
-        vals.append(float(np.einsum("nd,nd->n", xa, xb).mean()))
+        cos = np.empty(n)
+        for s in range(0, n, block):  # float64 copies of one block at a time
+            sel = slice(s, s + block) if rows is None else rows[s:s + block]
+            xa = np.asarray(embeddings[a][sel], dtype=np.float64)
+            xb = np.asarray(embeddings[b][sel], dtype=np.float64)
+            xa /= np.maximum(np.linalg.norm(xa, axis=1, keepdims=True), 1e-12)
+            xb /= np.maximum(np.linalg.norm(xb, axis=1, keepdims=True), 1e-12)
+            cos[s:s + block] = np.einsum("nd,nd->n", xa, xb)
+        vals.append(float(cos.mean()))
     return float(np.mean(vals)) if vals else math.nan

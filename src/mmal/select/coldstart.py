@@ -103,6 +103,27 @@ def concat_features(feats: dict) -> np.ndarray:
     return (np.concatenate([_normalise(feats[m]) for m in mods], axis=1) / math.sqrt(len(mods))).astype(np.float32)
 
 
+def concat_rows(feats: dict, rows=None, *, chunk: int = 65536) -> np.ndarray:
+    """``concat_features(feats)[rows]`` without materialising the whole concatenation.
+
+    Same arithmetic, row by row (so the same bits): each block normalised, concatenated in
+    modality order, divided by ``sqrt(M)``; filled ``chunk`` rows at a time.
+    """
+    mods = sorted(feats)
+    n_all = len(feats[mods[0]])
+    n = n_all if rows is None else len(rows)
+    dims = [feats[m].shape[1] for m in mods]
+    out = np.empty((n, sum(dims)), np.float32)
+    root = math.sqrt(len(mods))
+    for s in range(0, n, chunk):
+        sel = slice(s, min(n, s + chunk)) if rows is None else np.asarray(rows[s:s + chunk])
+        off = 0
+        for m, d in zip(mods, dims):
+            out[s:s + chunk, off:off + d] = _normalise(feats[m][sel]) / root
+            off += d
+    return out
+
+
 def _shared_space(feats: dict, name: str) -> None:
     dims = {m: x.shape[1] for m, x in feats.items()}
     if len(feats) < 2 or len(set(dims.values())) != 1:
@@ -136,6 +157,33 @@ def _selection(pool, name, rows, score, reason, info, cand) -> Selection:
 # ActiveFT family: a parametric model Theta of B points, then "each theta takes its most
 # similar sample not yet taken"
 # ---------------------------------------------------------------------------------------
+def _mean_terms(terms, count: int):
+    """``sum(terms) / count`` with the same bits, without the copies of ``0 + a`` and ``a / 1``.
+
+    In place where a term needs no gradient (the first term is a fresh product)."""
+    it = iter(terms)
+    out = next(it)
+    grad = isinstance(out, torch.Tensor) and out.requires_grad
+    for t in it:
+        if grad or (isinstance(t, torch.Tensor) and t.requires_grad):
+            out, grad = out + t, True
+        else:
+            out += t
+    if count != 1:
+        out = out / count if grad else _div_(out, count)
+    return out
+
+
+def _pow2(n: int) -> bool:
+    """Dividing by n is exact (and so keeps every order) when n is a power of two."""
+    return n > 0 and n & (n - 1) == 0
+
+
+def _div_(a, count):
+    a /= count
+    return a
+
+
 def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
     """Row per theta_j, in order j = 0..B-1: its most similar row not taken by theta_0..theta_{j-1}.
 
@@ -143,27 +191,49 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
     block). Each theta's ``top`` best rows are found in one blocked pass; a theta whose
     ``top`` rows are all taken gets a full pass of its own. Ties: the lower row.
 
+    The pass keeps, per theta, its ``top`` best rows so far; after the first block only the
+    entries above a theta's current ``top``-th best can enter (one comparison per entry
+    instead of a partial sort of every block; the result is the same).
+
     Returns ``(rows [B] int64, similarity [B])``.
     """
     n = blocks[0].shape[0]
     b = theta[0].shape[0]
     kk = min(n, max(1, top), max(b, 1))
-    best_s = np.full((b, 0), -np.inf, np.float32)
-    best_r = np.zeros((b, 0), np.int64)
     th = [np.asarray(t, np.float32) for t in theta]
+    # rank the sums over blocks and divide the kept values at the end when that is exact
+    div = 1 if _pow2(len(blocks)) else len(blocks)
+    best_s = best_r = None  # [B, kk], each row sorted by (-similarity, row)
     for s in range(0, n, block):
-        sim = sum(np.asarray(x[s:s + block], np.float32) @ t.T for x, t in zip(blocks, th)) / len(blocks)  # [R, B]
-        r = min(kk, sim.shape[0])
-        part = np.argpartition(-sim, r - 1, axis=0)[:r]  # [r, B]
-        cs = np.take_along_axis(sim, part, axis=0).T  # [B, r]
-        best_s = np.concatenate([best_s, cs], 1)
-        best_r = np.concatenate([best_r, part.T + s], 1)
-        if best_s.shape[1] > kk:
-            o = np.lexsort((best_r, -best_s), axis=1)[:, :kk]
-            best_s = np.take_along_axis(best_s, o, 1)
-            best_r = np.take_along_axis(best_r, o, 1)
-    o = np.lexsort((best_r, -best_s), axis=1)
-    best_s, best_r = np.take_along_axis(best_s, o, 1), np.take_along_axis(best_r, o, 1)
+        sim = _mean_terms((np.asarray(x[s:s + block], np.float32) @ t.T for x, t in zip(blocks, th)), div)  # [R, B]
+        if best_s is None:  # first block: a partial sort per theta (contiguous rows of sim.T)
+            simt = np.ascontiguousarray(sim.T)  # [B, R]
+            r = min(kk, simt.shape[1])
+            part = np.argpartition(-simt, r - 1, axis=1)[:, :r] if r < simt.shape[1] else \
+                np.broadcast_to(np.arange(simt.shape[1]), simt.shape).copy()
+            cs = np.take_along_axis(simt, part, 1)
+            o = np.lexsort((part, -cs), axis=1)
+            best_s, best_r = np.take_along_axis(cs, o, 1), np.take_along_axis(part, o, 1).astype(np.int64) + s
+            continue
+        if best_s.shape[1] < kk:  # fewer rows seen than kk: everything enters
+            thr = np.full(b, -np.inf, np.float32)
+        else:
+            thr = best_s[:, -1]
+        rr, jj = np.nonzero(sim > thr[None, :])  # a tie with the kk-th best loses (higher row)
+        if len(rr) == 0:
+            continue
+        width = best_s.shape[1]
+        all_j = np.concatenate([np.repeat(np.arange(b), width), jj])
+        all_s = np.concatenate([best_s.ravel(), sim[rr, jj]])
+        all_r = np.concatenate([best_r.ravel(), rr.astype(np.int64) + s])
+        o = np.lexsort((all_r, -all_s, all_j))  # by theta, then similarity (desc), then row
+        all_j, all_s, all_r = all_j[o], all_s[o], all_r[o]
+        counts = np.bincount(all_j, minlength=b)
+        rank = np.arange(len(all_j)) - np.repeat(np.cumsum(counts) - counts, counts)
+        new_w = min(kk, int(counts.min()))  # every theta has >= width entries
+        keep = rank < new_w
+        best_s = all_s[keep].reshape(b, new_w)
+        best_r = all_r[keep].reshape(b, new_w)
     taken = np.zeros(n, bool)
     rows = np.empty(b, np.int64)
     sims = np.empty(b)
@@ -171,12 +241,12 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
         free = ~taken[best_r[j]]
         if free.any():
             k = int(np.argmax(free))
-            rows[j], sims[j] = best_r[j, k], best_s[j, k]
+            rows[j], sims[j] = best_r[j, k], best_s[j, k] / (len(blocks) // div)
         else:  # all of its top rows are taken: one full pass for this theta
-            sim = sum(np.asarray(x, np.float32) @ t[j] for x, t in zip(blocks, th)) / len(blocks)  # [N]
+            sim = _mean_terms((np.asarray(x, np.float32) @ t[j] for x, t in zip(blocks, th)), div)  # [N]
             sim[taken] = -np.inf
             rows[j] = int(np.argmax(sim))
-            sims[j] = sim[rows[j]]
+            sims[j] = sim[rows[j]] / (len(blocks) // div)
         taken[rows[j]] = True
     return rows, sims
 
@@ -244,16 +314,29 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
             xb = [x[idx] for x in xs]
         else:
             xb = xs
-        uni = sum(x @ t.T for x, t in zip(xb, th)) / nb  # [n', B]
+        with torch.no_grad():  # which theta each row is nearest to: no gradient through the [n', B] matrix
+            # dist_sim is only ranked (argmax per row); a power-of-two scale is exact in floating
+            # point and ranks the same, so it is left out
+            if objective == "mm-activeft":
+                # uni + cross = (1/M) sum_b x_b.t_b + 1/(M(M-1)) sum_{a != c} x_a.t_c
+                #             = 1/(M(M-1)) (sum_a x_a).(sum_c t_c) + (1/M - 1/(M(M-1))) sum_b x_b.t_b:
+                # M + 1 products instead of M^2 (one when M = 2, where the second weight is 0)
+                w_all, w_own = 1.0 / len(pairs), 1.0 / nb - 1.0 / len(pairs)
+                dist_sim = sum(xb) @ sum(th).T
+                if w_own:
+                    dist_sim *= w_all
+                    dist_sim += _mean_terms((x @ t.T for x, t in zip(xb, th)), 1) * w_own
+            else:
+                dist_sim = _mean_terms((x @ t.T for x, t in zip(xb, th)), 1 if _pow2(nb) else nb)  # [n', B]
+            pos = dist_sim.max(dim=1).indices  # [n']
+        # s_i = dist_sim[i, pos_i], recomputed with autograd from the chosen thetas only: the
+        # gradient of a max flows to its argmax entry alone, so this is the same gradient
+        s = _mean_terms(((x * t.index_select(0, pos)).sum(1) for x, t in zip(xb, th)), nb)
         if objective == "mm-activeft":
-            cross = sum(xb[a] @ th[c].T for a, c in pairs) / len(pairs)  # [n', B]
-            dist_sim = uni + cross
-        else:
-            dist_sim = uni
-        s, pos = dist_sim.max(dim=1)  # [n']
-        tt = sum(t @ t.T for t in th) / nb  # [B, B] mean per-block cosine between thetas
+            s = s + _mean_terms(((xb[a] * th[c].index_select(0, pos)).sum(1) for a, c in pairs), len(pairs))
+        tt = _mean_terms((t @ t.T for t in th), nb)  # [B, B] mean per-block cosine between thetas
         if official:
-            cent = sum(t.detach() @ t.T for t in th) / nb  # [B, B], rows detached
+            cent = _mean_terms((t.detach() @ t.T for t in th), nb)  # [B, B], rows detached
             csum = torch.exp(cent / tau).sum(0)  # [B]
             loss = -(s / tau - torch.log(torch.exp(s / tau) + lambda_div * csum[pos])).mean()
         else:
@@ -279,7 +362,7 @@ def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, object
         return empty_selection(name, {"n_candidates": int(len(cand))})
     feats, source = pool_features(pool, features)
     if objective == "activeft":
-        blocks = [concat_features(feats)[cand]]
+        blocks = [concat_rows(feats, None if len(cand) == len(pool.ids) else cand)]
     else:
         _shared_space(feats, name)
         blocks = [feats[m][cand] for m in sorted(feats)]
@@ -340,15 +423,20 @@ def mmcsal(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, featur
 # ---------------------------------------------------------------------------------------
 # k-means centres
 # ---------------------------------------------------------------------------------------
-def _fit_kmeans(x, k, rng, iters, fit_sample):
+def _fit_kmeans(x, k, rng, iters, fit_sample, assign_all: bool = True):
+    """k-means on ``x`` (or a random ``fit_sample`` of it): ``(centres, assign, sqdist)``.
+
+    With a subsample, ``assign_all`` assigns every row to the fitted centres (one Lloyd
+    assignment step); ``assign_all=False`` skips that pass and returns ``None`` for both.
+    """
     n = len(x)
     seed = int(rng.integers(2**31))
     if fit_sample is not None and n > fit_sample:
         sub = np.sort(rng.choice(n, size=fit_sample, replace=False))
         cen, _, _ = kmeans(x[sub], k, iters=iters, seed=seed)
-        # assign everything to the fitted centres (one Lloyd assignment step)
-        cen2, assign, d2 = kmeans_assign(x, cen)
-        return cen2, assign, d2
+        if not assign_all:
+            return cen, None, None
+        return kmeans_assign(x, cen)
     return kmeans(x, k, iters=iters, seed=seed)
 
 
@@ -382,8 +470,8 @@ def kmeans_centres(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None
         return empty_selection("kmeans", {"n_candidates": int(len(cand))})
     feats, source = pool_features(pool, features)
     rng = np.random.default_rng(0) if rng is None else rng
-    x = concat_features(feats)[cand]
-    cen, _, _ = _fit_kmeans(x, b, rng, iters, fit_sample)
+    x = concat_rows(feats, None if len(cand) == len(pool.ids) else cand)
+    cen, _, _ = _fit_kmeans(x, b, rng, iters, fit_sample, assign_all=False)  # only the centres are used
     # nearest unique candidate per centre: cosine similarity to the normalised centre is not
     # the same as Euclidean distance for non-unit centres, so rank by -||x - c||^2 directly
     # (= 2 x.c - ||c||^2 - 1 for unit x): feed [x, 1] . [2c, -||c||^2] to the greedy picker.
@@ -398,6 +486,54 @@ def kmeans_centres(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None
 # ---------------------------------------------------------------------------------------
 # TypiClust
 # ---------------------------------------------------------------------------------------
+class TypicalityCache:
+    """A cluster's neighbour lists, kept while members are removed (TypiClust's repeated visits).
+
+    Built once from the cluster's current members: each member's ``length`` nearest other
+    members with their squared distances, by FAISS in float32. :meth:`mean_sqdist` for a
+    later, smaller member set uses each row's first ``k`` listed neighbours still in the set
+    (``None`` = rebuild: some row has fewer than ``k`` of them left). These float32 means
+    only screen: :func:`typiclust` recomputes the rows near the best one in float64 with
+    :func:`typicality_rows` and decides with those, so the pick is the float64 one.
+    """
+
+    def __init__(self, x: np.ndarray, members: np.ndarray, length: int):
+        import faiss
+
+        self.members = np.asarray(members, np.int64)
+        xm = np.ascontiguousarray(x[self.members], dtype=np.float32)
+        m = len(xm)
+        self.length = length = int(min(length, m - 1))
+        index = faiss.IndexFlatL2(xm.shape[1])
+        index.add(xm)
+        d2, nb = index.search(xm, min(m, length + 1))  # [m, L+1] ascending, usually the row itself first
+        own = nb == np.arange(m)[:, None]
+        no_own = ~own.any(1)
+        own[no_own, -1] = True  # a row not in its own list (duplicates): drop the farthest instead
+        self.nb = nb[~own].reshape(m, length)
+        self.d2 = np.maximum(d2[~own].reshape(m, length), 0.0).astype(np.float64)
+
+    def mean_sqdist(self, members: np.ndarray, k: int):
+        """Mean squared distance to the k nearest of ``members`` (a subset of the build's), or ``None``."""
+        local = np.searchsorted(self.members, members)
+        alive = np.zeros(len(self.members), bool)
+        alive[local] = True
+        valid = alive[self.nb[local]]  # [n, L]
+        take = valid & (np.cumsum(valid, axis=1) <= k)
+        if (take.sum(1) < k).any():
+            return None
+        return (self.d2[local] * take).sum(1) / k
+
+
+def typicality_rows(x: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
+    """:func:`typicality` of ``x[rows]`` within all of ``x`` (float64, same formula)."""
+    x = np.asarray(x, np.float64)
+    sq = np.einsum("nd,nd->n", x, x)
+    d2 = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * x[rows] @ x.T, 0.0)  # [r, n]
+    d2[np.arange(len(rows)), rows] = np.inf
+    return 1.0 / (np.partition(d2, k - 1, axis=1)[:, :k].mean(1) + 1e-5)
+
+
 def typicality(x: np.ndarray, k: int, block: int = 512) -> np.ndarray:
     """``1 / (mean squared-L2 distance to the k nearest other rows + 1e-5)`` (TypiClust ref.).
 
@@ -416,10 +552,11 @@ def typicality(x: np.ndarray, k: int, block: int = 512) -> np.ndarray:
     return out
 
 
-@register("typiclust", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "k_nn": "neighbours for typicality (20)", "min_cluster_size": "clusters this small are skipped (5)", "max_clusters": "cap on the number of clusters (500)", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random items at most; None = all"})
+@register("typiclust", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "k_nn": "neighbours for typicality (20)", "min_cluster_size": "clusters this small are skipped (5)", "max_clusters": "cap on the number of clusters (500)", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random items at most; None = all", "cache_min": "clusters with more free members than this keep a neighbour cache (256)", "shortlist_extra": "cached neighbours per member beyond k_nn (16)", "screen_tol": "float32 screen margin on the mean squared distance, times the largest squared norm (1e-4)"})
 def typiclust(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
               k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, iters: int = 20,
-              fit_sample: int | None = 100000) -> Selection:
+              fit_sample: int | None = 100000, cache_min: int = 256, shortlist_extra: int = 16,
+              screen_tol: float = 1e-4) -> Selection:
     """TypiClust (Hacohen et al. 2022, TPC_RP on given features), as the reference code does it.
 
     k-means with ``min(|L| + B, max_clusters)`` clusters over candidates and labeled items;
@@ -427,35 +564,62 @@ def typiclust(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
     visited by fewest labeled items, then largest size, cyclically; each visit picks the
     member of highest :func:`typicality` with ``k = min(k_nn, n_c // 2)`` among its members
     still unlabeled and unpicked. Score = typicality; reason = ``cluster c``.
+
+    Clusters of more than ``cache_min`` free members keep a :class:`TypicalityCache`
+    (each member's ``k_nn + shortlist_extra`` nearest members, float32, built once): a
+    visit screens with it and recomputes in float64 only the members whose float32 mean
+    squared distance is within ``screen_tol`` (times the largest squared norm; float32
+    errors are ~1e-6 of it) of the best, so the pick is the float64 argmax; smaller
+    clusters are computed directly.
     """
     cand, lab, b = _candidates(pool, budget, labeled_mask)
     if b == 0:
         return empty_selection("typiclust", {"n_candidates": int(len(cand))})
     feats, source = pool_features(pool, features)
     rng = np.random.default_rng(0) if rng is None else rng
-    rel = np.union1d(cand, lab)  # sorted rows: candidates and labeled
-    x = concat_features(feats)[rel]
+    rel = np.union1d(cand, lab) if len(lab) else cand  # sorted rows: candidates and labeled
+    x = concat_rows(feats, None if len(rel) == len(pool.ids) else rel)
     k = min(len(lab) + b, max_clusters, len(rel))
     _, assign, _ = _fit_kmeans(x, k, rng, iters, fit_sample)
-    is_cand = np.isin(rel, cand)
+    is_cand = np.isin(rel, cand) if len(lab) else np.ones(len(rel), bool)
     sizes = np.bincount(assign, minlength=k)
     lab_counts = np.bincount(assign[~is_cand], minlength=k)
     order = [c for c in np.lexsort((-sizes, lab_counts)) if sizes[c] > 0]
     big = [c for c in order if sizes[c] > min_cluster_size]
     order = big or order
+    by_cluster = np.argsort(assign, kind="stable")  # members of each cluster, ascending rows
+    starts = np.concatenate([[0], np.cumsum(sizes)])
     free = is_cand.copy()  # members that may still be picked
+    cache = {}  # cluster -> TypicalityCache of its free members
+    sqmax = float(np.max(np.einsum("nd,nd->n", x, x))) if len(x) else 1.0  # scale of float32 distance errors
     picks, scores, reasons = [], [], []
     i = 0
     while len(picks) < b:
         c = order[i % len(order)]
         i += 1
-        members = np.flatnonzero((assign == c) & free)
+        all_members = by_cluster[starts[c]:starts[c + 1]]
+        members = all_members[free[all_members]]
         if len(members) == 0:
-            if not any(((assign == cc) & free).any() for cc in order):  # skipped clusters only
-                order = [cc for cc in np.lexsort((-sizes, lab_counts)) if ((assign == cc) & free).any()]
+            if not any(free[by_cluster[starts[cc]:starts[cc + 1]]].any() for cc in order):  # skipped clusters only
+                order = [cc for cc in np.lexsort((-sizes, lab_counts))
+                         if free[by_cluster[starts[cc]:starts[cc + 1]]].any()]
                 i = 0
             continue
-        t = typicality(x[members], min(k_nn, len(members) // 2)) if len(members) > 1 else np.ones(1)
+        kc = min(k_nn, len(members) // 2)
+        if len(members) <= 1:
+            t = np.ones(1)
+        elif len(members) <= cache_min:
+            t = typicality(x[members], kc)
+        else:
+            tc = cache.get(c)
+            msd = None if tc is None else tc.mean_sqdist(members, kc)
+            if msd is None:  # no cache yet, or a row lost too many neighbours: rebuild from the free members
+                cache[c] = tc = TypicalityCache(x, members, kc + shortlist_extra)
+                msd = tc.mean_sqdist(members, kc)
+            # float32 screen, float64 decision: only rows within screen_tol of the best can win
+            near = np.flatnonzero(msd <= msd.min() + screen_tol * max(1.0, float(sqmax)))
+            t = np.full(len(members), -np.inf)
+            t[near] = typicality_rows(x[members], near, kc)
         j = int(np.argmax(t))
         picks.append(int(members[j]))
         scores.append(float(t[j]))
@@ -529,9 +693,13 @@ def max_coverage(indptr, indices, selectable: np.ndarray, covered: np.ndarray, b
         picks.append(cur)
         gains.append(int(deg[cur]))
         nb = indices[indptr[cur]:indptr[cur + 1]]
-        for y in nb[~covered[nb]]:
-            covered[y] = True
-            np.subtract.at(deg, indices[indptr[y]:indptr[y + 1]], 1)  # balls containing y (symmetric)
+        new = nb[~covered[nb]]
+        covered[new] = True
+        if len(new):  # every ball containing a newly covered y loses one (symmetric graph): one pass
+            lo, hi = indptr[new], indptr[new + 1]
+            owners = np.repeat(np.arange(len(new)), hi - lo)
+            flat = indices[lo[owners] + (np.arange(len(owners)) - np.repeat(np.cumsum(hi - lo) - (hi - lo), hi - lo))]
+            deg -= np.bincount(flat, minlength=n)
         deg[cur] = -1
         deg[~selectable] = -1
     return picks, gains
@@ -557,7 +725,7 @@ def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
     feats, source = pool_features(pool, features)
     rng = np.random.default_rng(0) if rng is None else rng
     rel = np.union1d(cand, lab)
-    x = concat_features(feats)[rel]
+    x = concat_rows(feats, None if len(rel) == len(pool.ids) else rel)
     info = {"features": source, "alpha": alpha}
     if delta is None:
         k = int(n_pseudo or pool.n_classes)
