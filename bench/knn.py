@@ -39,7 +39,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != ROOT / "bench"
 sys.path.insert(0, str(ROOT / "src"))
 
 from mmal.index import build_index  # noqa: E402
-from mmal.index.base import normalize_rows, release_pages  # noqa: E402
+from mmal.index.base import normalize_rows, release_pages, sort_topk  # noqa: E402
 
 
 def peak_rss_gb() -> float:
@@ -94,10 +94,7 @@ def exact_chunked(cand, queries: np.ndarray, k: int, chunk: int = 1_000_000) -> 
         release_pages(cand)
         s, r = flat.search(queries, k)
         del flat
-        best_s = np.concatenate([best_s, s], 1)
-        best_r = np.concatenate([best_r, r + a], 1)
-        o = np.argsort(-best_s, axis=1, kind="stable")[:, :k]
-        best_s, best_r = np.take_along_axis(best_s, o, 1), np.take_along_axis(best_r, o, 1)
+        best_s, best_r = sort_topk(np.concatenate([best_s, s], 1), np.concatenate([best_r, r + a], 1), k, True)
         print(f"   exact: {min(len(cand), a + chunk):,} / {len(cand):,} rows", file=sys.stderr, flush=True)
     return best_s, best_r
 

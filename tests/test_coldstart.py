@@ -155,6 +155,18 @@ def _brute_typicality(x, k):
     return np.array(out)
 
 
+def _brute_typiclust(x, free: dict, visits) -> list:
+    """Each visit to cluster c takes its free member of highest brute-force typicality."""
+    expect = []
+    for c in visits:
+        members = free[c]
+        t = _brute_typicality(x[members], min(20, len(members) // 2))
+        pick = members[int(np.argmax(t))]
+        expect.append(pick)
+        members.remove(pick)
+    return expect
+
+
 def test_typiclust_matches_brute_force_on_separated_clusters():
     rng = np.random.default_rng(7)
     sizes = [16, 14, 12, 10, 3]  # the last cluster is too small (<= 5) and is skipped
@@ -164,14 +176,8 @@ def test_typiclust_matches_brute_force_on_separated_clusters():
     pool = cold_pool([f"i{i:03d}" for i in range(len(x))], {"x": x})  # unit rows: features = x
     budget = 5  # visits the 4 kept clusters largest first, then the largest again
     sel = select("typiclust", pool, budget, seed=0, features="raw", max_clusters=5)
-    expect, free = [], {c: list(range(start[c], start[c + 1])) for c in range(4)}
-    for c in [0, 1, 2, 3, 0]:
-        members = free[c]
-        t = _brute_typicality(x[members], min(20, len(members) // 2))
-        pick = members[int(np.argmax(t))]
-        expect.append(pick)
-        members.remove(pick)
-    assert [int(i[1:]) for i in sel.ids] == expect
+    free = {c: list(range(start[c], start[c + 1])) for c in range(4)}
+    assert [int(i[1:]) for i in sel.ids] == _brute_typiclust(x, free, [0, 1, 2, 3, 0])
 
 
 def _brute_probcover(x, delta, cand, budget):
@@ -292,10 +298,6 @@ def test_typiclust_neighbour_cache_matches_brute_force_over_repeated_visits():
     sel = select("typiclust", pool, budget, seed=0, features="raw", max_clusters=3, cache_min=4,
                  shortlist_extra=1)
     direct = select("typiclust", pool, budget, seed=0, features="raw", max_clusters=3, cache_min=10**9)
-    # brute force on the clusters the selection used (the cluster of each pick is in its reason)
-    cl = {}
-    for i, r in zip(direct.ids, direct.reason):
-        cl.setdefault(r, []).append(int(i[1:]))
     assert list(sel.ids) == list(direct.ids)
     np.testing.assert_allclose(sel.score, direct.score, rtol=1e-12)
     # and the direct path equals a brute force written here, given its k-means clusters
@@ -307,15 +309,8 @@ def test_typiclust_neighbour_cache_matches_brute_force_over_repeated_visits():
     free = {c: [i for i in range(n) if assign[i] == c] for c in range(3)}
     sizes_c = np.bincount(assign, minlength=3)
     order = list(np.argsort(-sizes_c, kind="stable"))
-    expect = []
-    for v in range(budget):
-        c = order[v % 3]
-        members = free[c]
-        t = _brute_typicality(xc[members], min(20, len(members) // 2))
-        pick = members[int(np.argmax(t))]
-        expect.append(pick)
-        members.remove(pick)
-    assert [int(i[1:]) for i in sel.ids] == expect
+    visits = [order[v % 3] for v in range(budget)]
+    assert [int(i[1:]) for i in sel.ids] == _brute_typiclust(xc, free, visits)
 
 
 def test_concat_rows_equals_concat_features_bitwise():

@@ -201,8 +201,9 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
     b = theta[0].shape[0]
     kk = min(n, max(1, top), max(b, 1))
     th = [np.asarray(t, np.float32) for t in theta]
-    # rank the sums over blocks and divide the kept values at the end when that is exact
-    div = 1 if _pow2(len(blocks)) else len(blocks)
+    # rank the sums over blocks and divide only the kept values when that is exact
+    div = 1 if _pow2(len(blocks)) else len(blocks)  # division applied to every similarity
+    later = len(blocks) // div  # division left for the picked values
     best_s = best_r = None  # [B, kk], each row sorted by (-similarity, row)
     for s in range(0, n, block):
         sim = _mean_terms((np.asarray(x[s:s + block], np.float32) @ t.T for x, t in zip(blocks, th)), div)  # [R, B]
@@ -241,12 +242,12 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
         free = ~taken[best_r[j]]
         if free.any():
             k = int(np.argmax(free))
-            rows[j], sims[j] = best_r[j, k], best_s[j, k] / (len(blocks) // div)
+            rows[j], sims[j] = best_r[j, k], best_s[j, k] / later
         else:  # all of its top rows are taken: one full pass for this theta
             sim = _mean_terms((np.asarray(x, np.float32) @ t[j] for x, t in zip(blocks, th)), div)  # [N]
             sim[taken] = -np.inf
             rows[j] = int(np.argmax(sim))
-            sims[j] = sim[rows[j]] / (len(blocks) // div)
+            sims[j] = sim[rows[j]] / later
         taken[rows[j]] = True
     return rows, sims
 
@@ -494,7 +495,7 @@ class TypicalityCache:
     later, smaller member set uses each row's first ``k`` listed neighbours still in the set
     (``None`` = rebuild: some row has fewer than ``k`` of them left). These float32 means
     only screen: :func:`typiclust` recomputes the rows near the best one in float64 with
-    :func:`typicality_rows` and decides with those, so the pick is the float64 one.
+    :func:`typicality` (``rows=``) and decides with those, so the pick is the float64 one.
     """
 
     def __init__(self, x: np.ndarray, members: np.ndarray, length: int):
@@ -525,29 +526,23 @@ class TypicalityCache:
         return (self.d2[local] * take).sum(1) / k
 
 
-def typicality_rows(x: np.ndarray, rows: np.ndarray, k: int) -> np.ndarray:
-    """:func:`typicality` of ``x[rows]`` within all of ``x`` (float64, same formula)."""
-    x = np.asarray(x, np.float64)
-    sq = np.einsum("nd,nd->n", x, x)
-    d2 = np.maximum(sq[rows, None] + sq[None, :] - 2.0 * x[rows] @ x.T, 0.0)  # [r, n]
-    d2[np.arange(len(rows)), rows] = np.inf
-    return 1.0 / (np.partition(d2, k - 1, axis=1)[:, :k].mean(1) + 1e-5)
-
-
-def typicality(x: np.ndarray, k: int, block: int = 512) -> np.ndarray:
+def typicality(x: np.ndarray, k: int, block: int = 512, rows=None) -> np.ndarray:
     """``1 / (mean squared-L2 distance to the k nearest other rows + 1e-5)`` (TypiClust ref.).
 
-    The reference code uses faiss ``IndexFlatL2`` distances, which are squared. ``[n, D] -> [n]``;
-    distances are computed ``block`` rows at a time (memory ``block x n``).
+    The reference code uses faiss ``IndexFlatL2`` distances, which are squared. ``[n, D] -> [n]``,
+    or ``[len(rows)]`` for the given ``rows`` only (their neighbours are still all of ``x``);
+    float64; distances are computed ``block`` rows at a time (memory ``block x n``).
     """
     x = np.asarray(x, np.float64)
     n = len(x)
     sq = np.einsum("nd,nd->n", x, x)
     k = max(1, min(k, n - 1))
-    out = np.empty(n)
-    for s in range(0, n, block):
-        d2 = np.maximum(sq[s:s + block, None] + sq[None, :] - 2.0 * x[s:s + block] @ x.T, 0.0)  # [R, n]
-        d2[np.arange(len(d2)), np.arange(s, s + len(d2))] = np.inf  # not its own neighbour
+    rows = np.arange(n) if rows is None else np.asarray(rows, np.int64)
+    out = np.empty(len(rows))
+    for s in range(0, len(rows), block):
+        r = rows[s:s + block]
+        d2 = np.maximum(sq[r, None] + sq[None, :] - 2.0 * x[r] @ x.T, 0.0)  # [R, n]
+        d2[np.arange(len(r)), r] = np.inf  # not its own neighbour
         out[s:s + block] = 1.0 / (np.partition(d2, k - 1, axis=1)[:, :k].mean(1) + 1e-5)
     return out
 
@@ -619,7 +614,7 @@ def typiclust(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
             # float32 screen, float64 decision: only rows within screen_tol of the best can win
             near = np.flatnonzero(msd <= msd.min() + screen_tol * max(1.0, float(sqmax)))
             t = np.full(len(members), -np.inf)
-            t[near] = typicality_rows(x[members], near, kc)
+            t[near] = typicality(x[members], kc, rows=near)
         j = int(np.argmax(t))
         picks.append(int(members[j]))
         scores.append(float(t[j]))
