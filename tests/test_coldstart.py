@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from mmal.errors import ConfigError
 from mmal.loop.pretrain import check_cold_strategy, cold_start_initial
@@ -215,6 +216,27 @@ def test_probcover_fills_randomly_once_everything_is_covered():
     assert len(set(sel.ids)) == 6 and sel.info["n_random_fill"] == 5 and sel.info["coverage"] == 1.0
 
 
+def test_probcover_graph_sample_keeps_labeled_items_and_covers_the_rest():
+    rng = np.random.default_rng(2)
+    axes = np.eye(3)
+    sizes = [60, 20, 20]  # blob 0 is the largest, and its first 5 items are labeled
+    x = np.concatenate([_unit(a + 0.01 * rng.normal(size=(m, 3))) for a, m in zip(axes, sizes)])
+    blob = np.repeat(np.arange(3), sizes)
+    pool = cold_pool([f"i{i:03d}" for i in range(len(x))], {"x": x})
+    labeled = np.zeros(len(x), bool)
+    labeled[:5] = True
+    sel = select("probcover", pool, 2, seed=0, features="raw", delta=0.3, graph_max=40, labeled_mask=labeled)
+    rows = [int(i[1:]) for i in sel.ids]
+    assert sel.info["graph_items"] == 40 and sel.info["graph_sampled"] is True
+    assert len(set(rows)) == 2 and not labeled[rows].any()
+    # the labeled balls cover blob 0 in the sample, so one pick goes to each other blob
+    # (without the labeled items, blob 0's ~20 sampled members would win the first pick)
+    assert sorted(blob[rows]) == [1, 2]
+    full = select("probcover", pool, 2, seed=0, features="raw", delta=0.3, graph_max=None, labeled_mask=labeled)
+    assert full.info["graph_items"] == 100 and full.info["graph_sampled"] is False
+    assert sorted(blob[[int(i[1:]) for i in full.ids]]) == [1, 2]
+
+
 def test_purity_delta_matches_brute_force_search():
     rng = np.random.default_rng(1)
     x = np.concatenate([rng.normal(size=(15, 2)), rng.normal(size=(15, 2)) + 2.5])
@@ -273,8 +295,9 @@ def test_greedy_pick_over_many_blocks_with_ties_matches_brute_force():
     x = np.concatenate([base, base[:15], base[5:25]])  # exact duplicates: tied similarities
     th = _unit(rng.normal(size=(25, 4))).astype(np.float32)
     sim = x @ th.T
-    for top in (1, 3, 64):
-        rows, sims = greedy_unique_pick([x], [th], top=top, block=7)  # 11 blocks: the threshold path
+    for top, block, sub in ((1, 7, 2048), (3, 7, 2048), (64, 7, 2048), (3, 16, 5), (1, 16, 1)):
+        # 11 (5) blocks: the threshold path; sub < block: the block compared a few rows at a time
+        rows, sims = greedy_unique_pick([x], [th], top=top, block=block, sub=sub)
         taken, expect = set(), []
         for j in range(len(th)):
             order = sorted(range(len(x)), key=lambda i: (-float(sim[i, j]), i))
@@ -400,3 +423,23 @@ def test_parametric_selection_is_bitwise_repeatable_with_two_threads():
     for r in runs[1:]:
         for t0, t1 in zip(runs[0]["theta"], r["theta"]):
             np.testing.assert_array_equal(t0, t1)
+
+
+@pytest.mark.parametrize("objective,m", [("activeft", 1), ("mmcsal", 2), ("mmcsal", 3), ("mm-activeft", 2),
+                                         ("mm-activeft", 3)])
+def test_nearest_theta_in_chunks_is_the_argmax_of_the_distribution_similarity(objective, m):
+    from mmal.select.coldstart import _nearest_theta
+
+    rng = np.random.default_rng(8)
+    xs = [_unit(rng.normal(size=(53, 5))).astype(np.float32) for _ in range(m)]
+    ts = [_unit(rng.normal(size=(9, 5))).astype(np.float32) for _ in range(m)]
+    # eq. 4.7 (mean of the uni-modal cosines) and eq. 4.9 (uni + mean of the cross-modal ones), float64
+    x64, t64 = [x.astype(np.float64) for x in xs], [t.astype(np.float64) for t in ts]
+    sim = sum(x @ t.T for x, t in zip(x64, t64)) / m
+    if objective == "mm-activeft":
+        sim = sim + sum(x64[a] @ t64[c].T for a in range(m) for c in range(m) if a != c) / (m * (m - 1))
+    for chunk in (1, 4, 53, 512):
+        pos = _nearest_theta([torch.from_numpy(x) for x in xs], [torch.from_numpy(t) for t in ts], objective,
+                             m * (m - 1), chunk=chunk).numpy()
+        assert pos.shape == (53,)
+        np.testing.assert_allclose(sim[np.arange(53), pos], sim.max(1), atol=1e-6)

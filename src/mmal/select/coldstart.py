@@ -184,7 +184,24 @@ def _div_(a, count):
     return a
 
 
-def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int = 65536) -> tuple[np.ndarray, np.ndarray]:
+def _merge_top(best_s, best_r, rr, jj, vals, offset: int, kk: int):
+    """Merge new entries (row ``rr + offset``, theta ``jj``, similarity ``vals``) into each theta's
+    list sorted by (-similarity, row), keeping ``kk`` per theta (fewer while fewer are known)."""
+    b, width = best_s.shape
+    all_j = np.concatenate([np.repeat(np.arange(b), width), jj])
+    all_s = np.concatenate([best_s.ravel(), vals])
+    all_r = np.concatenate([best_r.ravel(), rr.astype(np.int64) + offset])
+    o = np.lexsort((all_r, -all_s, all_j))  # by theta, then similarity (desc), then row
+    all_j, all_s, all_r = all_j[o], all_s[o], all_r[o]
+    counts = np.bincount(all_j, minlength=b)
+    rank = np.arange(len(all_j)) - np.repeat(np.cumsum(counts) - counts, counts)
+    new_w = min(kk, int(counts.min()))  # every theta has >= width entries
+    keep = rank < new_w
+    return all_s[keep].reshape(b, new_w), all_r[keep].reshape(b, new_w)
+
+
+def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int = 65536,
+                       sub: int = 2048) -> tuple[np.ndarray, np.ndarray]:
     """Row per theta_j, in order j = 0..B-1: its most similar row not taken by theta_0..theta_{j-1}.
 
     Similarity = mean over blocks b of ``x_b . theta_b`` (rows and thetas unit-norm per
@@ -193,7 +210,9 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
 
     The pass keeps, per theta, its ``top`` best rows so far; after the first block only the
     entries above a theta's current ``top``-th best can enter (one comparison per entry
-    instead of a partial sort of every block; the result is the same).
+    instead of a partial sort of every block; the result is the same). The products are
+    computed a ``block`` of rows at a time (their rounding depends on the block); the sum
+    over blocks, the comparison and the compaction then run ``sub`` rows at a time.
 
     Returns ``(rows [B] int64, similarity [B])``.
     """
@@ -206,6 +225,25 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
     later = len(blocks) // div  # division left for the picked values
     best_s = best_r = None  # [B, kk], each row sorted by (-similarity, row)
     for s in range(0, n, block):
+        if best_s is not None and best_s.shape[1] >= kk:
+            # the products of the whole block (their bits depend on the block), then the sum
+            # over blocks, the threshold and the compaction a few rows at a time, in cache
+            prods = [np.asarray(x[s:s + block], np.float32) @ t.T for x, t in zip(blocks, th)]  # [R, B] each
+            thr = best_s[:, -1]
+            found = []
+            for lo in range(0, len(prods[0]), sub):
+                part = _mean_terms((p[lo:lo + sub] for p in prods), div)  # in place in prods[0]
+                r_, j_ = np.nonzero(part > thr[None, :])  # a tie with the kk-th best loses (higher row)
+                if len(r_):
+                    found.append((r_ + lo, j_, part[r_, j_]))
+            del prods
+            if not found:
+                continue
+            rr = np.concatenate([f[0] for f in found])
+            jj = np.concatenate([f[1] for f in found])
+            vals = np.concatenate([f[2] for f in found])
+            best_s, best_r = _merge_top(best_s, best_r, rr, jj, vals, s, kk)
+            continue
         sim = _mean_terms((np.asarray(x[s:s + block], np.float32) @ t.T for x, t in zip(blocks, th)), div)  # [R, B]
         if best_s is None:  # first block: a partial sort per theta (contiguous rows of sim.T)
             simt = np.ascontiguousarray(sim.T)  # [B, R]
@@ -216,25 +254,8 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
             o = np.lexsort((part, -cs), axis=1)
             best_s, best_r = np.take_along_axis(cs, o, 1), np.take_along_axis(part, o, 1).astype(np.int64) + s
             continue
-        if best_s.shape[1] < kk:  # fewer rows seen than kk: everything enters
-            thr = np.full(b, -np.inf, np.float32)
-        else:
-            thr = best_s[:, -1]
-        rr, jj = np.nonzero(sim > thr[None, :])  # a tie with the kk-th best loses (higher row)
-        if len(rr) == 0:
-            continue
-        width = best_s.shape[1]
-        all_j = np.concatenate([np.repeat(np.arange(b), width), jj])
-        all_s = np.concatenate([best_s.ravel(), sim[rr, jj]])
-        all_r = np.concatenate([best_r.ravel(), rr.astype(np.int64) + s])
-        o = np.lexsort((all_r, -all_s, all_j))  # by theta, then similarity (desc), then row
-        all_j, all_s, all_r = all_j[o], all_s[o], all_r[o]
-        counts = np.bincount(all_j, minlength=b)
-        rank = np.arange(len(all_j)) - np.repeat(np.cumsum(counts) - counts, counts)
-        new_w = min(kk, int(counts.min()))  # every theta has >= width entries
-        keep = rank < new_w
-        best_s = all_s[keep].reshape(b, new_w)
-        best_r = all_r[keep].reshape(b, new_w)
+        rr, jj = np.nonzero(sim > -np.inf)  # fewer rows seen than kk: everything enters
+        best_s, best_r = _merge_top(best_s, best_r, rr, jj, sim[rr, jj], s, kk)
     taken = np.zeros(n, bool)
     rows = np.empty(b, np.int64)
     sims = np.empty(b)
@@ -252,10 +273,44 @@ def greedy_unique_pick(blocks: list, theta: list, *, top: int = 64, block: int =
     return rows, sims
 
 
+def _nearest_theta(xb: list, th: list, objective: str, n_pairs: int, *, chunk: int = 512) -> torch.Tensor:
+    """Per row, the theta of highest distribution similarity (argmax of ``dist_sim``): ``[n']`` int64.
+
+    ``dist_sim`` is computed ``chunk`` rows at a time, so each ``[chunk, B]`` slice is added
+    and reduced while it is in cache instead of streaming an ``[n', B]`` matrix through
+    memory several times. The chunks are near-equal (none much smaller than the others) and
+    each row's products, sums and argmax are those of the whole matrix.
+    """
+    n = xb[0].shape[0]
+    nb = len(xb)
+    n_chunks = max(1, -(-n // max(1, int(chunk))))
+    bounds = [n * i // n_chunks for i in range(n_chunks + 1)]
+    pos = torch.empty(n, dtype=torch.long)
+    if objective == "mm-activeft":
+        tsum = sum(th)
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
+        xc = [x[lo:hi] for x in xb]
+        # dist_sim is only ranked (argmax per row); a power-of-two scale is exact in floating
+        # point and ranks the same, so it is left out
+        if objective == "mm-activeft":
+            # uni + cross = (1/M) sum_b x_b.t_b + 1/(M(M-1)) sum_{a != c} x_a.t_c
+            #             = 1/(M(M-1)) (sum_a x_a).(sum_c t_c) + (1/M - 1/(M(M-1))) sum_b x_b.t_b:
+            # M + 1 products instead of M^2 (one when M = 2, where the second weight is 0)
+            w_all, w_own = 1.0 / n_pairs, 1.0 / nb - 1.0 / n_pairs
+            dist_sim = sum(xc) @ tsum.T
+            if w_own:
+                dist_sim *= w_all
+                dist_sim += _mean_terms((x @ t.T for x, t in zip(xc, th)), 1) * w_own
+        else:
+            dist_sim = _mean_terms((x @ t.T for x, t in zip(xc, th)), 1 if _pow2(nb) else nb)  # [chunk, B]
+        pos[lo:hi] = torch.from_numpy(dist_sim.numpy().argmax(1))  # first maximum, as torch's max; ~5x faster
+    return pos
+
+
 def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *, objective: str = "activeft",
                          official: bool = False, align: str = "printed", tau: float = 0.07,
                          lambda_div: float = 1.0, lambda_align: float = 1.0, steps: int = 300, lr: float = 1e-3,
-                         batch_size: int | None = 10000) -> dict:
+                         batch_size: int | None = 10000, chunk: int = 512) -> dict:
     """Optimise the ActiveFT parametric model and pick; a pure function of arrays.
 
     Parameters
@@ -280,6 +335,9 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
     batch_size : int or None
         Rows of the distribution term per step: all rows when N <= batch_size, else a random
         batch each step (the official code's large-dataset path); None = always all.
+    chunk : int
+        Rows per slice when finding each row's nearest theta (memory ``chunk x B``; the
+        result does not depend on it).
 
     Returns
     -------
@@ -316,20 +374,7 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
         else:
             xb = xs
         with torch.no_grad():  # which theta each row is nearest to: no gradient through the [n', B] matrix
-            # dist_sim is only ranked (argmax per row); a power-of-two scale is exact in floating
-            # point and ranks the same, so it is left out
-            if objective == "mm-activeft":
-                # uni + cross = (1/M) sum_b x_b.t_b + 1/(M(M-1)) sum_{a != c} x_a.t_c
-                #             = 1/(M(M-1)) (sum_a x_a).(sum_c t_c) + (1/M - 1/(M(M-1))) sum_b x_b.t_b:
-                # M + 1 products instead of M^2 (one when M = 2, where the second weight is 0)
-                w_all, w_own = 1.0 / len(pairs), 1.0 / nb - 1.0 / len(pairs)
-                dist_sim = sum(xb) @ sum(th).T
-                if w_own:
-                    dist_sim *= w_all
-                    dist_sim += _mean_terms((x @ t.T for x, t in zip(xb, th)), 1) * w_own
-            else:
-                dist_sim = _mean_terms((x @ t.T for x, t in zip(xb, th)), 1 if _pow2(nb) else nb)  # [n', B]
-            pos = dist_sim.max(dim=1).indices  # [n']
+            pos = _nearest_theta(xb, th, objective, len(pairs), chunk=chunk)  # [n']
         # s_i = dist_sim[i, pos_i], recomputed with autograd from the chosen thetas only: the
         # gradient of a max flows to its argmax entry alone, so this is the same gradient
         s = _mean_terms(((x * t.index_select(0, pos)).sum(1) for x, t in zip(xb, th)), nb)
@@ -366,7 +411,7 @@ def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, object
         blocks = [concat_rows(feats, None if len(cand) == len(pool.ids) else cand)]
     else:
         _shared_space(feats, name)
-        blocks = [feats[m][cand] for m in sorted(feats)]
+        blocks = [feats[m] if len(cand) == len(pool.ids) else feats[m][cand] for m in sorted(feats)]
     rng = np.random.default_rng(0) if rng is None else rng
     out = parametric_selection(blocks, b, rng, objective=objective, **kw)
     rows = cand[out["rows"]]
@@ -547,10 +592,10 @@ def typicality(x: np.ndarray, k: int, block: int = 512, rows=None) -> np.ndarray
     return out
 
 
-@register("typiclust", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "k_nn": "neighbours for typicality (20)", "min_cluster_size": "clusters this small are skipped (5)", "max_clusters": "cap on the number of clusters (500)", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random items at most; None = all", "cache_min": "clusters with more free members than this keep a neighbour cache (256)", "shortlist_extra": "cached neighbours per member beyond k_nn (16)", "screen_tol": "float32 screen margin on the mean squared distance, times the largest squared norm (1e-4)"})
+@register("typiclust", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "k_nn": "neighbours for typicality (20)", "min_cluster_size": "clusters this small are skipped (5)", "max_clusters": "cap on the number of clusters (500)", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random items at most; None = all", "cache_min": "clusters with more free members than this keep a neighbour cache (256)", "shortlist_extra": "cached neighbours per member beyond k_nn (8)", "screen_tol": "float32 screen margin on the mean squared distance, times the largest squared norm (1e-4)"})
 def typiclust(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
               k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, iters: int = 20,
-              fit_sample: int | None = 100000, cache_min: int = 256, shortlist_extra: int = 16,
+              fit_sample: int | None = 100000, cache_min: int = 256, shortlist_extra: int = 8,
               screen_tol: float = 1e-4) -> Selection:
     """TypiClust (Hacohen et al. 2022, TPC_RP on given features), as the reference code does it.
 
@@ -700,10 +745,10 @@ def max_coverage(indptr, indices, selectable: np.ndarray, covered: np.ndarray, b
     return picks, gains
 
 
-@register("probcover", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "alpha": "purity threshold of the delta rule (0.95)", "n_pseudo": "k-means pseudo-label clusters for the purity rule (default: budget)", "delta": "ball radius; None = chosen by the purity rule (recorded in info)", "delta_sample": "items used to choose delta; None = all", "iters": "Lloyd iterations (20)"})
+@register("probcover", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "alpha": "purity threshold of the delta rule (0.95)", "n_pseudo": "k-means pseudo-label clusters for the purity rule (default: budget)", "delta": "ball radius; None = chosen by the purity rule (recorded in info)", "delta_sample": "items used to choose delta; None = all", "iters": "Lloyd iterations (20)", "graph_max": "largest number of items the delta-ball graph is built on; above it, all labeled items and a uniform random sample of the candidates (50000; None = all)"})
 def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
               alpha: float = 0.95, n_pseudo: int | None = None, delta: float | None = None,
-              delta_sample: int | None = 20000, iters: int = 20) -> Selection:
+              delta_sample: int | None = 20000, iters: int = 20, graph_max: int | None = 50000) -> Selection:
     """ProbCover (Yehuda et al. 2022): greedy max coverage of delta-balls.
 
     Over candidates and labeled items (labeled balls start covered), on the concatenated
@@ -713,6 +758,13 @@ def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
     ``delta_sample`` random rows) is recorded in ``info``. When every point is covered
     before B picks, the rest are drawn at random (``info["n_random_fill"]``; the paper does
     not say). Score = newly covered count (NaN for random fill).
+
+    The graph has N² distances: 50k items take about 30 s on 2 cores, 1M would take hours.
+    Above ``graph_max`` items the graph (and the pick) is restricted to all labeled items
+    and a uniform random sample of ``max(B, graph_max - |L|)`` candidates, so coverage is
+    measured on a sample of the pool (``info["graph_items"]``, ``info["graph_sampled"]``).
+    The paper builds the graph on the whole pool with a GPU; it does not say what to do
+    past what fits.
     """
     cand, lab, b = _candidates(pool, budget, labeled_mask)
     if b == 0:
@@ -720,8 +772,12 @@ def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
     feats, source = pool_features(pool, features)
     rng = np.random.default_rng(0) if rng is None else rng
     rel = np.union1d(cand, lab)
+    sampled = graph_max is not None and len(rel) > int(graph_max)
+    if sampled:
+        n_keep = min(len(cand), max(b, int(graph_max) - len(lab)))
+        rel = np.union1d(np.sort(rng.choice(cand, size=n_keep, replace=False)), lab)
     x = concat_rows(feats, None if len(rel) == len(pool.ids) else rel)
-    info = {"features": source, "alpha": alpha}
+    info = {"features": source, "alpha": alpha, "graph_items": int(len(rel)), "graph_sampled": bool(sampled)}
     if delta is None:
         k = int(n_pseudo or pool.n_classes)
         sub = np.arange(len(x)) if delta_sample is None or len(x) <= delta_sample else \
