@@ -11,10 +11,14 @@ import torch
 from mmal.errors import ConfigError
 from mmal.models.mmssl import (
     MMSSLConfig,
+    assign_to_centres,
     cross_modal_infonce,
+    embed,
+    kmeans,
     modality_gap,
     paired_cosine,
     prototype_concentration,
+    prototype_kmeans,
     prototype_loss,
     train_mmssl,
 )
@@ -134,6 +138,56 @@ def test_training_reduces_loss_and_aligns_pairs():
     # deterministic by seed
     again = train_mmssl(feats, cfg)
     np.testing.assert_array_equal(again.embeddings["x"], res.embeddings["x"])
+
+
+def test_assignment_step_is_the_nearest_centre():
+    rng = np.random.default_rng(4)
+    x = rng.normal(size=(203, 5)).astype(np.float32)
+    c = rng.normal(size=(7, 5)).astype(np.float32)
+    d = ((x.astype(np.float64)[:, None, :] - c.astype(np.float64)[None]) ** 2).sum(2)  # [N, k], direct
+    for kw in ({"block": 16}, {"max_block_elements": 50}):  # 13 blocks; 7 rows x 7 centres per block
+        assign, d2 = assign_to_centres(x, c, **kw)
+        np.testing.assert_allclose(d[np.arange(203), assign], d.min(1), atol=1e-5)
+        np.testing.assert_allclose(d2, d.min(1), atol=1e-5)
+
+
+def test_prototype_kmeans_fits_on_a_sample_and_assigns_every_row():
+    rng = np.random.default_rng(5)
+    centres = rng.normal(size=(4, 6)) * 6
+    x = (np.repeat(centres, 50, axis=0) + rng.normal(size=(200, 6))).astype(np.float32)
+    cen, assign, d2 = prototype_kmeans(x, 4, iters=10, seed=3, fit_sample=60)
+    assert cen.shape == (4, 6) and assign.shape == (200,) and d2.shape == (200,)
+    d = ((x.astype(np.float64)[:, None, :] - cen.astype(np.float64)[None]) ** 2).sum(2)
+    np.testing.assert_allclose(d[np.arange(200), assign], d.min(1), atol=1e-4)  # every row: its nearest centre
+    # well separated blobs: the sample's centres still split the 4 blobs exactly
+    blob = np.repeat(np.arange(4), 50)
+    assert all(len(set(assign[blob == b])) == 1 for b in range(4)) and len(set(assign)) == 4
+    # a sample at least as large as the pool is plain k-means on all rows
+    full = prototype_kmeans(x, 4, iters=10, seed=3, fit_sample=200)
+    ref = kmeans(x, 4, iters=10, seed=3)
+    for a, b in zip(full, ref):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_training_with_a_kmeans_sample_stays_finite():
+    cfg = MMSSLConfig(dim=8, hidden=16, epochs=3, warmup_epochs=1, batch_size=16, kmeans_fit_sample=40,
+                      n_prototypes=6)
+    res = train_mmssl(_paired_data(90), cfg)
+    assert res.history[-1]["prototypes"] and all(math.isfinite(h["loss"]) for h in res.history)
+
+
+def test_embed_normalises_block_by_block_like_the_whole_array():
+    res = train_mmssl(_paired_data(50), MMSSLConfig(dim=8, hidden=16, epochs=1, batch_size=16, prototypes=False))
+    feats = {m: 3.0 * x for m, x in _paired_data(50).items()}  # not unit rows
+    out = embed(res.heads, feats, block=7)
+    for m, x in feats.items():
+        unit = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+        with torch.no_grad():
+            ref = res.heads[m](torch.from_numpy(unit)).numpy()
+        np.testing.assert_allclose(out[m], ref, atol=1e-6)
+        np.testing.assert_allclose(np.linalg.norm(out[m], axis=1), 1.0, rtol=1e-5)
+    with pytest.raises(ConfigError, match="non-finite"):
+        embed(res.heads, {**feats, "x": np.where(np.arange(50)[:, None] == 44, np.nan, feats["x"])}, block=7)
 
 
 def test_without_prototypes_has_no_uni_term():

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from mmal.errors import ConfigError
-from mmal.models.mmssl import kmeans, paired_cosine
+from mmal.models.mmssl import assign_to_centres, kmeans, paired_cosine
 from mmal.select.api import empty_selection
 from mmal.select.registry import register
 from mmal.select.types import ScoredPool, Selection
@@ -488,17 +488,8 @@ def _fit_kmeans(x, k, rng, iters, fit_sample, assign_all: bool = True):
 
 def kmeans_assign(x, centres, block: int = 65536):
     """Nearest centre (squared Euclidean) of every row: ``(centres, assign [N], sqdist [N])``."""
-    x = np.asarray(x, np.float32)
     c = np.asarray(centres, np.float32)
-    csq = np.einsum("kd,kd->k", c, c)
-    assign = np.empty(len(x), np.int64)
-    d2 = np.empty(len(x))
-    for s in range(0, len(x), block):
-        xb = x[s:s + block]
-        dd = np.einsum("nd,nd->n", xb, xb)[:, None] + csq[None, :] - 2.0 * (xb @ c.T)
-        assign[s:s + block] = dd.argmin(1)
-        d2[s:s + block] = np.maximum(dd[np.arange(len(dd)), assign[s:s + block]], 0.0)
-    return c, assign, d2
+    return (c, *assign_to_centres(x, c, block=block))
 
 
 @register("kmeans", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random candidates at most; None = all"})
@@ -604,6 +595,10 @@ def typiclust(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
     visited by fewest labeled items, then largest size, cyclically; each visit picks the
     member of highest :func:`typicality` with ``k = min(k_nn, n_c // 2)`` among its members
     still unlabeled and unpicked. Score = typicality; reason = ``cluster c``.
+
+    k-means is fitted on at most ``fit_sample`` random rows, then every row is assigned to
+    the centres (the reference code fits sklearn's ``MiniBatchKMeans`` when there are more
+    than 50 clusters; it does not fit on all rows either).
 
     Clusters of more than ``cache_min`` free members keep a :class:`TypicalityCache`
     (each member's ``k_nn + shortlist_extra`` nearest members, float32, built once): a
