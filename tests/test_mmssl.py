@@ -15,10 +15,10 @@ from mmal.models.mmssl import (
     cross_modal_infonce,
     embed,
     kmeans,
+    kmeans_sampled,
     modality_gap,
     paired_cosine,
     prototype_concentration,
-    prototype_kmeans,
     prototype_loss,
     train_mmssl,
 )
@@ -151,11 +151,11 @@ def test_assignment_step_is_the_nearest_centre():
         np.testing.assert_allclose(d2, d.min(1), atol=1e-5)
 
 
-def test_prototype_kmeans_fits_on_a_sample_and_assigns_every_row():
+def test_kmeans_sampled_fits_on_a_sample_and_assigns_every_row():
     rng = np.random.default_rng(5)
     centres = rng.normal(size=(4, 6)) * 6
     x = (np.repeat(centres, 50, axis=0) + rng.normal(size=(200, 6))).astype(np.float32)
-    cen, assign, d2 = prototype_kmeans(x, 4, iters=10, seed=3, fit_sample=60)
+    cen, assign, d2 = kmeans_sampled(x, 4, iters=10, seed=3, fit_sample=60)
     assert cen.shape == (4, 6) and assign.shape == (200,) and d2.shape == (200,)
     d = ((x.astype(np.float64)[:, None, :] - cen.astype(np.float64)[None]) ** 2).sum(2)
     np.testing.assert_allclose(d[np.arange(200), assign], d.min(1), atol=1e-4)  # every row: its nearest centre
@@ -163,7 +163,7 @@ def test_prototype_kmeans_fits_on_a_sample_and_assigns_every_row():
     blob = np.repeat(np.arange(4), 50)
     assert all(len(set(assign[blob == b])) == 1 for b in range(4)) and len(set(assign)) == 4
     # a sample at least as large as the pool is plain k-means on all rows
-    full = prototype_kmeans(x, 4, iters=10, seed=3, fit_sample=200)
+    full = kmeans_sampled(x, 4, iters=10, seed=3, fit_sample=200)
     ref = kmeans(x, 4, iters=10, seed=3)
     for a, b in zip(full, ref):
         np.testing.assert_array_equal(a, b)

@@ -189,20 +189,26 @@ def assign_to_centres(x: np.ndarray, centres: np.ndarray, xsq=None, *, block: in
     return assign, d2
 
 
-def prototype_kmeans(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, fit_sample: int | None = None):
-    """k-means for the prototypes: on all rows, or fitted on a random ``fit_sample`` of them.
+def kmeans_sampled(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, fit_sample: int | None = None,
+                   sample_rng: np.random.Generator | None = None, assign_all: bool = True):
+    """:func:`kmeans` on all rows, or fitted on a uniform random sample of ``fit_sample`` rows.
 
-    With more than ``fit_sample`` rows, :func:`kmeans` runs on a uniform random sample
-    (drawn with ``seed``) and every row is then assigned to the fitted centres (one Lloyd
-    assignment step, :func:`assign_to_centres`). Returns ``(centroids, assign [N], sqdist [N])``.
+    With more than ``fit_sample`` rows the sample is drawn with ``sample_rng`` (default
+    ``default_rng(seed)``), :func:`kmeans` runs on it, and every row is then assigned to the
+    fitted centres (one Lloyd assignment step, :func:`assign_to_centres`);
+    ``assign_all=False`` skips that pass and returns ``None`` for both. Returns
+    ``(centroids, assign [N], sqdist [N])``. Used by MMSSL's prototypes and the cold-start
+    strategies.
     """
     n = len(x)
-    if fit_sample is None or n <= int(fit_sample) or int(fit_sample) < k:
+    if fit_sample is None or n <= int(fit_sample):
         return kmeans(x, k, iters=iters, seed=seed)
-    sub = np.sort(np.random.default_rng(seed).choice(n, size=int(fit_sample), replace=False))
+    rng = np.random.default_rng(seed) if sample_rng is None else sample_rng
+    sub = np.sort(rng.choice(n, size=int(fit_sample), replace=False))
     cen, _, _ = kmeans(np.asarray(x, np.float32)[sub], k, iters=iters, seed=seed)
-    assign, d2 = assign_to_centres(x, cen)
-    return cen, assign, d2
+    if not assign_all:
+        return cen, None, None
+    return (cen, *assign_to_centres(x, cen))
 
 
 def prototype_concentration(dist: np.ndarray, assign: np.ndarray, k: int, *, alpha: float = 10.0,
@@ -269,7 +275,8 @@ class MMSSLResult:
     seconds: float = 0.0
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    """Rows divided by their L2 norm (floored at 1e-12)."""
     return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
@@ -293,7 +300,7 @@ def _checked(features: dict) -> dict:
 
 
 def _prepare(features: dict) -> dict:
-    return {m: _unit_rows(x) for m, x in _checked(features).items()}
+    return {m: unit_rows(x) for m, x in _checked(features).items()}
 
 
 @torch.no_grad()
@@ -307,7 +314,7 @@ def embed(heads: dict, features: dict, block: int = 65536) -> dict:
     out = {}
     for m, x in feats.items():
         heads[m].eval()
-        out[m] = np.concatenate([heads[m](torch.from_numpy(_unit_rows(x[s:s + block]))).numpy()
+        out[m] = np.concatenate([heads[m](torch.from_numpy(unit_rows(x[s:s + block]))).numpy()
                                  for s in range(0, len(x), block)]).astype(np.float32)
     return out
 
@@ -352,9 +359,9 @@ def train_mmssl(features: dict, config: MMSSLConfig | None = None, *, log=None) 
         if use_proto:  # k-means per modality on the current normalised embeddings
             cur = embed(heads, feats)
             for j, m in enumerate(mods):
-                cen, assign, d2 = prototype_kmeans(cur[m], k, iters=cfg.kmeans_iters,
-                                                   seed=cfg.seed * 1000 + epoch * 10 + j,
-                                                   fit_sample=cfg.kmeans_fit_sample)
+                fit = cfg.kmeans_fit_sample if (cfg.kmeans_fit_sample or 0) >= k else None  # >= k rows to fit
+                cen, assign, d2 = kmeans_sampled(cur[m], k, iters=cfg.kmeans_iters,
+                                                 seed=cfg.seed * 1000 + epoch * 10 + j, fit_sample=fit)
                 phi = prototype_concentration(np.sqrt(d2), assign, k, alpha=cfg.alpha, tau=cfg.tau,
                                               clip_percentiles=cfg.clip_percentiles)
                 protos[m] = (torch.from_numpy(assign), F.normalize(torch.from_numpy(cen), dim=1),

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 
 from mmal.errors import ConfigError
-from mmal.models.mmssl import assign_to_centres, kmeans, paired_cosine
+from mmal.models.mmssl import kmeans, kmeans_sampled, paired_cosine, unit_rows
 from mmal.select.api import empty_selection
 from mmal.select.registry import register
 from mmal.select.types import ScoredPool, Selection
@@ -56,8 +56,7 @@ MMSSL_PREFIX = "mmssl:"
 # features
 # ---------------------------------------------------------------------------------------
 def _normalise(x) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+    return unit_rows(np.asarray(x, dtype=np.float32))
 
 
 def cold_pool(ids, raw: dict, mmssl: dict | None = None, *, n_classes: int = 2, split=None,
@@ -470,26 +469,10 @@ def mmcsal(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, featur
 # k-means centres
 # ---------------------------------------------------------------------------------------
 def _fit_kmeans(x, k, rng, iters, fit_sample, assign_all: bool = True):
-    """k-means on ``x`` (or a random ``fit_sample`` of it): ``(centres, assign, sqdist)``.
-
-    With a subsample, ``assign_all`` assigns every row to the fitted centres (one Lloyd
-    assignment step); ``assign_all=False`` skips that pass and returns ``None`` for both.
-    """
-    n = len(x)
+    """:func:`kmeans_sampled` with its seed and its sample drawn from ``rng``: ``(centres, assign, sqdist)``."""
     seed = int(rng.integers(2**31))
-    if fit_sample is not None and n > fit_sample:
-        sub = np.sort(rng.choice(n, size=fit_sample, replace=False))
-        cen, _, _ = kmeans(x[sub], k, iters=iters, seed=seed)
-        if not assign_all:
-            return cen, None, None
-        return kmeans_assign(x, cen)
-    return kmeans(x, k, iters=iters, seed=seed)
-
-
-def kmeans_assign(x, centres, block: int = 65536):
-    """Nearest centre (squared Euclidean) of every row: ``(centres, assign [N], sqdist [N])``."""
-    c = np.asarray(centres, np.float32)
-    return (c, *assign_to_centres(x, c, block=block))
+    return kmeans_sampled(x, k, iters=iters, seed=seed, fit_sample=fit_sample, sample_rng=rng,
+                          assign_all=assign_all)
 
 
 @register("kmeans", params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random candidates at most; None = all"})
