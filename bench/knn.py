@@ -1,4 +1,4 @@
-"""Benchmark (issue 12 fair protocol): LSB kNN of S seeds (k=3) over N synthetic 384-d candidates.
+"""Benchmark: LSB kNN of S seeds (k=3) over N synthetic 384-d candidates.
 
 Usage::
 
@@ -113,7 +113,7 @@ def tune_to_recall(index, queries: np.ndarray, truth: np.ndarray, target: float,
 
 
 def run_size(n: int, args) -> dict:
-    """Fair protocol (issue 12): every system searches all seeds, runs alternate, loads recorded.
+    """Fair protocol: every system searches all seeds, runs alternate, loads recorded.
 
     1. exact truth with FAISS ``IndexFlatIP`` for ``--eval-seeds`` + ``--tune-seeds`` seeds (its
        time, scaled to all seeds, is the exact-search baseline; all seeds when

@@ -41,10 +41,11 @@ def main(argv=None):
     import torch
 
     from mmal.data.datasets import build
-    from mmal.relevance.features import prepare_relevance
-    from mmal.relevance.model import RelevanceConfig
-    from mmal.relevance.pretrain import finetune_relevance, pretrain_relevance, score_pairs, score_relevance
-    from mmal.relevance.student import distill_student, student_scores, unlabeled_pairs
+    from mmal.features.hcmrm import prepare_relevance
+    from mmal.models.hcmrm import RelevanceConfig
+    from mmal.models.hcmrm_pretrain import score_pairs, score_relevance
+    from mmal.models.hcmrm_student import student_scores, unlabeled_pairs
+    from mmal.train.hcmrm import distill_student, finetune_hcmrm, pretrain_hcmrm
 
     work = Path(args.work)
     items = work / "tuxpaint-relevance" / "items.parquet"
@@ -56,10 +57,12 @@ def main(argv=None):
     prep_s = time.perf_counter() - t
     cfg = RelevanceConfig(arch="dual", dim=64, n_heads=4, n_fusion_layers=1, embed_dim=32)
     data.tower._cache.clear()
-    pr = pretrain_relevance(data, cfg, objectives="itc,itm,mlm,pqvm", epochs=1, seed=0)
+    pr = pretrain_hcmrm(data, cfg, objectives="itc,itm,mlm,pqvm", train={"epochs": 1}, seed=0)
     data.tower._cache.clear()
-    ft = finetune_relevance(data, pr.model, head="hsoftmax", epochs=1, seed=0)
-    ft_warm = finetune_relevance(data, None, config=cfg, head="hsoftmax", epochs=1, seed=0)  # states cached now
+    train_pairs = data.pairs("train")
+    ft = finetune_hcmrm(data, data.labels, train_pairs, pr.model, head="hsoftmax", train={"epochs": 1}, seed=0)
+    ft_warm = finetune_hcmrm(data, data.labels, train_pairs, None, config=cfg, head="hsoftmax", train={"epochs": 1},
+                             seed=0)  # states cached now
     te = data.pairs("test")
     data.tower._cache.clear()
     t = time.perf_counter()
@@ -67,7 +70,7 @@ def main(argv=None):
     teacher_pps = len(te) / (time.perf_counter() - t)
     segs, vids = unlabeled_pairs(data, 500, seed=0)
     ts, _ = score_pairs(ft.model, ft.head, data, segs, vids)
-    st = distill_student(data, segs, vids, ts, epochs=3)
+    st = distill_student(data, segs, vids, ts, train={"epochs": 3})
     qseg = [data.query_text[i] for i in te]
     _, student_pps = student_scores(st.model, data, qseg * 50, np.tile(data.video_index[te], 50))
     res = {

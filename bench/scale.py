@@ -1,4 +1,4 @@
-"""Sharded kNN on Ray against one local index, to check the cost model of docs/scale.md (issue 12).
+"""Sharded kNN on Ray against one local index, to check the cost model of docs/scale.md.
 
     .venv/bin/python bench/scale.py                 # 2M x 384, 50k seeds, 2 Ray workers -> bench/results/scale.json
     .venv/bin/python bench/scale.py --n 200000 --queries 5000   # a quick run

@@ -169,7 +169,8 @@ def child_cold(spec: dict) -> dict:
     out = dict(spec, loadavg_1m_before=os.getloadavg()[0])
     n = spec["n"]
     if spec["kind"] == "mmssl":
-        from mmal.models.mmssl import MMSSLConfig, train_mmssl
+        from mmal.models.mmssl import MMSSLConfig
+        from mmal.train.mmssl import train_mmssl
 
         feats = {"text": gaussian(rng, n, 384), "image": gaussian(rng, n, 1280)}
         out["rss_after_data_mb"] = current_rss_mb()
@@ -284,7 +285,7 @@ def child_scale(spec: dict) -> dict:
 
 
 def run_scale(args) -> dict:
-    """Issue 12: BADGE and k-center at 1M x 10k, ours vs the anchor, alternating where both run."""
+    """BADGE and k-center at 1M x 10k, ours vs the anchor, alternating where both run."""
     th = args.threads
     n, b = args.scale_n, args.scale_budget
     bd = {"classes": args.classes, "dim": args.dim, "data": args.scale_data}
@@ -451,7 +452,7 @@ def main(argv=None):
         results["coreset"] = run_child(
             {"kind": "coreset", "n": args.coreset_n, "dim": args.coreset_dim, "classes": args.classes,
              "budget": args.coreset_budget, "labeled": args.coreset_labeled}, args.threads)
-    if "scale" in only and args.only:  # opt-in: issue 12 scale runs
+    if "scale" in only and args.only:  # opt-in: the 1M scale runs
         results[f"scale_{args.scale_data}"] = run_scale(args)
     if "cold" in only and args.only:  # opt-in: not part of the default run
         results["cold_start"] = run_cold(args)

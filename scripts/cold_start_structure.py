@@ -1,4 +1,4 @@
-"""How class-shaped is each selection space? A diagnostic for the cold-start results (issue 10).
+"""How class-shaped is each selection space? A diagnostic for the cold-start results.
 
 Representativeness strategies (k-means, TypiClust, ProbCover, ActiveFT) pick cluster
 centres; that helps when clusters are classes. For the non-test items of each workspace and
@@ -36,7 +36,7 @@ def purity(assign: np.ndarray, y: np.ndarray) -> float:
 
 
 def structure(x: np.ndarray, y: np.ndarray, C: int) -> dict:
-    from mmal.models.mmssl import kmeans
+    from mmal.cluster import kmeans
 
     x = x / np.linalg.norm(x, axis=1, keepdims=True)
     s = x @ x.T

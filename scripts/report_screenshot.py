@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     import tomli_w
 
     from mmal.data.datasets import build
-    from mmal.features.pipeline import encode_workspace
+    from mmal.engine import encode_workspace
     from mmal.loop.workspace_round import evaluate_workspace, score_workspace, select_workspace, train_workspace
     from mmal.report.workspace import write_workspace_report
     from mmal.workspace import Workspace, init_workspace
@@ -59,8 +59,8 @@ def main(argv=None) -> int:
     cfg["task"]["label_names"] = names
     cfg["task"]["n_classes"] = len(names)
     cfg["encoders"] = {"text": "text:minilm"}
-    cfg["model"].update({"fusion": "none"})  # the default late-fusion learner, text only
-    cfg["train"].update({"epochs": 100})
+    cfg.setdefault("model", {}).update({"fusion": "none"})  # the default late-fusion learner, text only
+    cfg.setdefault("train", {}).update({"epochs": 100})
     (ws_dir / "mmal.toml").write_text(tomli_w.dumps(cfg))
     encode_workspace(ws_dir, progress=False)
     for rnd in range(2):

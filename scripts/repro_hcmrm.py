@@ -33,11 +33,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("MMAL_PROGRESS", "0")
 
 from mmal.data.datasets import build  # noqa: E402
-from mmal.relevance.features import prepare_relevance  # noqa: E402
-from mmal.relevance.metrics import relevance_metrics  # noqa: E402
-from mmal.relevance.model import RelevanceConfig  # noqa: E402
-from mmal.relevance.pretrain import finetune_relevance, pretrain_relevance, score_pairs, score_relevance  # noqa: E402
-from mmal.relevance.student import distill_student, student_scores, unlabeled_pairs  # noqa: E402
+from mmal.features.hcmrm import prepare_relevance  # noqa: E402
+from mmal.metrics.relevance import relevance_metrics  # noqa: E402
+from mmal.models.hcmrm import RelevanceConfig  # noqa: E402
+from mmal.models.hcmrm_pretrain import score_pairs, score_relevance  # noqa: E402
+from mmal.models.hcmrm_student import student_scores, unlabeled_pairs  # noqa: E402
+from mmal.train.hcmrm import distill_student, finetune_hcmrm, pretrain_hcmrm  # noqa: E402
+
+
+def finetune_relevance(data, model, *, head, epochs, lr, seed):
+    """Fine-tune on every labeled train pair (the table's protocol)."""
+    return finetune_hcmrm(data, data.labels, data.pairs("train"), model, head=head,
+                          train={"epochs": epochs, "lr": lr}, seed=seed)
 
 TABLE1 = [("text", "mlm"), ("text", "mlm,pqvm"), ("single", "mlm"), ("single", "mlm,pqvm"),
           ("dual", "itc,itm,mlm"), ("dual", "itc,itm,mlm,pqvm")]
@@ -77,8 +84,8 @@ def main(argv=None):
         pre_models = {}
         for arch, objs in TABLE1:
             t0 = time.perf_counter()
-            pr = pretrain_relevance(data, RelevanceConfig(arch=arch, **cfg), objectives=objs,
-                                    epochs=args.pre_epochs, lr=5e-4, seed=seed)
+            pr = pretrain_hcmrm(data, RelevanceConfig(arch=arch, **cfg), objectives=objs,
+                                train={"epochs": args.pre_epochs, "lr": 5e-4}, seed=seed)
             pre_models[(arch, objs)] = pr.model
             model = copy.deepcopy(pr.model)
             ft = finetune_relevance(data, model, head="hsoftmax", epochs=args.ft_epochs, lr=1e-3, seed=seed)
@@ -107,7 +114,7 @@ def main(argv=None):
         t0 = time.perf_counter()
         segs, vids = unlabeled_pairs(data, args.n_random, seed=seed)
         t_scores, _ = score_pairs(teacher.model, teacher.head, data, segs, vids)
-        st = distill_student(data, segs, vids, t_scores, epochs=15, seed=seed)
+        st = distill_student(data, segs, vids, t_scores, train={"epochs": 15}, seed=seed)
         teacher_te, _ = score_relevance(teacher.model, teacher.head, data, te)
         qseg = [data.query_text[i] for i in te]
         s_te, _ = student_scores(st.model, data, qseg, data.video_index[te])

@@ -1,4 +1,4 @@
-"""Does starting the learner's encoders from the MMSSL heads help? (issue 10, Build 3, last bullet)
+"""Does starting the learner's encoders from the MMSSL heads help?
 
 For each workspace: MMSSL (with prototypes, seed 0, trained on the non-test items, as in
 ``repro_cold_start.py``) is stored in the ``mmal pretrain`` layout under ``--pretrain-dir``;

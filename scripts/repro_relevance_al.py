@@ -1,4 +1,4 @@
-"""Active learning for relevance (issue 11, item 6): random vs level entropy vs level variance vs LSB.
+"""Active learning for relevance: random vs level entropy vs level variance vs LSB.
 
     OMP_NUM_THREADS=1 nice -n 5 python scripts/repro_relevance_al.py \\
         --items /tmp/hcmrm_work/tuxpaint-relevance/items.parquet --seeds 0 1 2 3 4 \\
@@ -55,7 +55,7 @@ def main(argv=None) -> int:
     torch.set_num_threads(1)
     from mmal.data.datasets import build
     from mmal.loop.simulate import simulate
-    from mmal.relevance.simulate import markdown_relevance_tables, paired_vs
+    from mmal.report.html import markdown_tables, paired_vs
 
     work = pathlib.Path(a.work)
     items = pathlib.Path(a.items) if a.items else work / "tuxpaint-relevance" / "items.parquet"
@@ -80,7 +80,7 @@ def main(argv=None) -> int:
     out.with_suffix(".json").write_text(json.dumps(blob, indent=1, default=_json))
     cfg = res["config"]
     lines = [
-        "# Active learning for relevance (issue 11): random vs level entropy vs level variance vs LSB",
+        "# Active learning for relevance: random vs level entropy vs level variance vs LSB",
         "",
         f"Reproduce: `{cmd}` (raw numbers: [`{out.name}.json`]({out.name}.json)).",
         "",
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         f"LSB: `lsb-knn` with {json.dumps(params['lsb-knn'])}. Wall time {wall / 60:.1f} min, load average "
         f"{load0[0]:.1f} → {load1[0]:.1f} on 2 cores.",
         "",
-        markdown_relevance_tables(res),
+        markdown_tables(res),
         "Per round (mean over seeds): test AUC / test Spearman",
         "",
         _rounds_table(res),
@@ -103,7 +103,7 @@ def main(argv=None) -> int:
     if md.exists() and NOTES in md.read_text():  # a hand-written reading of the numbers survives a re-run
         keep = md.read_text()[md.read_text().index(NOTES):]
     md.write_text("\n".join(lines) + ("\n" + keep if keep else ""))
-    print(markdown_relevance_tables(res))
+    print(markdown_tables(res))
     return 0
 
 

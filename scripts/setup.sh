@@ -3,7 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PKGS="tuxpaint-stamps-default ffmpeg espeak-ng sox chromium chromium-driver"
+APT_PKGS="tuxpaint-stamps-default oxygen-icon-theme ffmpeg espeak-ng sox chromium chromium-driver"
 missing=""
 for p in $APT_PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"

@@ -31,14 +31,15 @@ def make_ws(tmp_path, n_pool=60, n_test=10, n_train=6, n_classes=3, label_names=
 
 def save_pool(ws, round_, seed=0, n_classes=3, probs=None):
     """A scored pool for ``round_``: Dirichlet probabilities (or ``probs``), random embedding."""
-    from mmal.select.types import ScoredPool
+    from mmal.pool import ScoredPool
+    from mmal.workspace.pool_io import save_pool
 
     ids = np.asarray(ws.items.column("id").to_pylist())
     rng = np.random.default_rng(seed)
     if probs is None:
         probs = rng.dirichlet(np.ones(n_classes), size=len(ids)).astype(np.float32)
     emb = rng.normal(size=(len(ids), 8)).astype(np.float32)
-    ScoredPool(ids, probs, emb).save(ws.round_dir(round_) / "pool")
+    save_pool(ScoredPool(ids, probs, emb), ws.round_dir(round_) / "pool")
     return ids, probs
 
 

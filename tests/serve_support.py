@@ -22,7 +22,8 @@ def build_workspace(root: Path, *, n_pool: int, n_batch: int, media_dir: Path | 
     round 0 and record a round-1 batch of ``n_batch`` pool items (entropy + lsb-knn rows)."""
     import tomli_w
 
-    from mmal.select.types import ScoredPool, Selection
+    from mmal.pool import ScoredPool, Selection
+    from mmal.workspace.pool_io import save_pool
     from mmal.workspace import Workspace, init_workspace
     from mmal.workspace.annotate import record_batch
 
@@ -54,7 +55,7 @@ def build_workspace(root: Path, *, n_pool: int, n_batch: int, media_dir: Path | 
     ids = np.array([r["id"] for r in rows])
     if with_pool:
         probs = rng.dirichlet(np.ones(3), size=len(rows)).astype(np.float32)
-        ScoredPool(ids, probs, split=np.array([r["split"] for r in rows])).save(ws.round_dir(0) / "pool")
+        save_pool(ScoredPool(ids, probs, split=np.array([r["split"] for r in rows])), ws.round_dir(0) / "pool")
     pool_ids = [r["id"] for r in rows if r["split"] == "pool"][:n_batch]
     strategy = ["lsb-knn" if i % 2 else "entropy" for i in range(len(pool_ids))]
     reason = [rows[i % n_train]["id"] if s == "lsb-knn" else "" for i, s in enumerate(strategy)]

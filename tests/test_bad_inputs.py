@@ -1,4 +1,4 @@
-"""Issue 14 groups 1, 4, 5 and the minor group-6 flags: every bad input is one stderr line,
+"""Every bad input is one stderr line,
 exit 2, no traceback, and a byte-identical workspace (digest of the database tables,
 items.parquet, mmal.toml, features/, rounds/, exports/) before and after.
 
@@ -60,7 +60,7 @@ def template(tmp_path_factory):
     r = run_cli("init", ws, "--items", items)
     assert r.returncode == 0, r.stderr
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
-    cfg["train"].update({"epochs": 5})  # the default learner (late-fusion), few epochs
+    cfg.setdefault("train", {}).update({"epochs": 5})  # the default learner (late-fusion), few epochs
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     _fake_features(ws)
     for cmd in (("train", ws), ("score", ws)):
@@ -300,13 +300,13 @@ CORRUPT = {
     "items-parquet-deleted": (lambda ws: (ws / "items.parquet").unlink(), "info", "items.parquet"),
     "items-parquet-garbage": (lambda ws: (ws / "items.parquet").write_bytes(b"PAR1 not really"), "info", "items.parquet"),
     "toml-n-classes-abc": (lambda ws: _edit_toml(ws, lambda c: c["task"].update(n_classes="abc")), "info", "[task] n_classes"),
-    "toml-lr-fast": (lambda ws: _edit_toml(ws, lambda c: c["train"].update(lr="fast")), "train", "[train] lr"),
+    "toml-lr-fast": (lambda ws: _edit_toml(ws, lambda c: c.setdefault("train", {}).update(lr="fast")), "train", "[train] lr"),
     "toml-missing-task": (lambda ws: _edit_toml(ws, lambda c: c.pop("task")), "info", "[task]"),
-    "toml-val-fraction-1.5": (lambda ws: _edit_toml(ws, lambda c: c["train"].update(val_fraction=1.5)), "train", "[train] val_fraction"),
-    "toml-unknown-key": (lambda ws: _edit_toml(ws, lambda c: c["train"].update(learning_rate=0.1)), "train", "[train] unknown key 'learning_rate'"),
-    "toml-key-nothing-reads": (lambda ws: _edit_toml(ws, lambda c: c["encode"].update(device="cuda")), "encode", "[encode] unknown key 'device'"),
+    "toml-val-fraction-1.5": (lambda ws: _edit_toml(ws, lambda c: c.setdefault("train", {}).update(val_fraction=1.5)), "train", "[train] val_fraction"),
+    "toml-unknown-key": (lambda ws: _edit_toml(ws, lambda c: c.setdefault("train", {}).update(learning_rate=0.1)), "train", "[train] unknown key 'learning_rate'"),
+    "toml-key-nothing-reads": (lambda ws: _edit_toml(ws, lambda c: c.setdefault("encode", {}).update(device="cuda")), "encode", "[encode] unknown key 'device'"),
     "toml-unknown-section": (lambda ws: _edit_toml(ws, lambda c: c.update(extra={"a": 1})), "info", "[extra]"),
-    "toml-bool-as-int": (lambda ws: _edit_toml(ws, lambda c: c["train"].update(epochs=True)), "train", "[train] epochs"),
+    "toml-bool-as-int": (lambda ws: _edit_toml(ws, lambda c: c.setdefault("train", {}).update(epochs=True)), "train", "[train] epochs"),
     "toml-invalid-syntax": (lambda ws: (ws / "mmal.toml").write_text("[task\ntype = 'classify'\n"), "info", "invalid TOML"),
 }
 COMMANDS = {
@@ -375,6 +375,11 @@ def test_schema_model_keys_match_the_learners():
     expected |= set(inspect.signature(LEARNERS["late-fusion"].__init__).parameters) - {"self", "n_classes", "seed", "model",
                                                                                        "train", "modalities"}
     expected |= set(inspect.signature(LEARNERS["linear"].__init__).parameters) - {"self", "n_classes", "seed", "modalities"}
+    for name in ("probe", "hcmrm", "cosine", "auto-relevance"):  # the relevance learners
+        expected |= set(inspect.signature(LEARNERS[name].__init__).parameters) - {"self", "n_classes", "seed", "train"}
+    # the cross-validated default's own settings (its model/train go to late-fusion)
+    expected |= set(inspect.signature(LEARNERS["auto"].__init__).parameters) - {"self", "n_classes", "seed", "model",
+                                                                                "train", "modalities"}
     assert set(SCHEMA["model"]) == expected
     assert set(SCHEMA["model"]["learner"].choices) == set(LEARNERS)
 

@@ -1,4 +1,4 @@
-"""scripts/repro_cold_start.py: the default learner on tiny cold-start pick sets (issue 10, Table 4.2 analog)."""
+"""scripts/repro_cold_start.py: the default learner on tiny cold-start pick sets."""
 
 from __future__ import annotations
 

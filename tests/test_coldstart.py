@@ -10,13 +10,10 @@ import torch
 from mmal.errors import ConfigError
 from mmal.loop.pretrain import check_cold_strategy, cold_start_initial
 from mmal.select import select
-from mmal.select.coldstart import (
-    COLD_START_STRATEGIES,
-    cold_pool,
-    greedy_unique_pick,
-    parametric_selection,
-    purity_delta,
-)
+from mmal.select.registry import cold_start_strategies
+from mmal.select.activeft import greedy_unique_pick, parametric_selection
+from mmal.select.coldstart import cold_pool
+from mmal.select.probcover import purity_delta
 
 
 def _unit(x):
@@ -35,6 +32,12 @@ def _pool(n=90, seed=0, with_mmssl=True, test_every=0):
 
 
 FAST = {"activeft": {"steps": 40}, "mm-activeft": {"steps": 40}, "mmcsal": {"steps": 40}}
+COLD_START_STRATEGIES = cold_start_strategies()
+
+
+def test_the_registry_marks_exactly_the_cold_start_strategies():
+    assert set(COLD_START_STRATEGIES) == {"random", "coreset", "kmeans", "typiclust", "probcover", "activeft",
+                                          "mm-activeft", "mmcsal"}
 
 
 @pytest.mark.parametrize("name", COLD_START_STRATEGIES)
@@ -287,7 +290,7 @@ def test_warm_start_strategy_on_unlabeled_workspace_names_cold_strategies():
 
 
 # ---------------------------------------------------------------------------------------
-# the scale paths (issue 10's 1M target) give the same picks as the direct computations
+# the scale paths give the same picks as the direct computations
 # ---------------------------------------------------------------------------------------
 def test_greedy_pick_over_many_blocks_with_ties_matches_brute_force():
     rng = np.random.default_rng(11)
@@ -428,7 +431,7 @@ def test_parametric_selection_is_bitwise_repeatable_with_two_threads():
 @pytest.mark.parametrize("objective,m", [("activeft", 1), ("mmcsal", 2), ("mmcsal", 3), ("mm-activeft", 2),
                                          ("mm-activeft", 3)])
 def test_nearest_theta_in_chunks_is_the_argmax_of_the_distribution_similarity(objective, m):
-    from mmal.select.coldstart import _nearest_theta
+    from mmal.select.activeft import _nearest_theta
 
     rng = np.random.default_rng(8)
     xs = [_unit(rng.normal(size=(53, 5))).astype(np.float32) for _ in range(m)]

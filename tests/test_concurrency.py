@@ -11,7 +11,7 @@ from annot_ws import make_ws, save_pool
 
 
 def test_four_selects_four_labels(tmp_path):
-    from mmal.select.types import Selection
+    from mmal.pool import Selection
     from mmal.workspace.annotate import record_batch
 
     ws = make_ws(tmp_path, n_pool=80)

@@ -1,4 +1,4 @@
-"""50 `kill -9` trials at random moments across label import and select (issue 14 "Must show").
+"""50 `kill -9` trials at random moments across label import and select.
 
 Each trial forks a child that runs the real ``import_labels`` or ``select_workspace`` on a
 tiny text-only workspace and SIGKILLs it after a random delay drawn over the operation's
@@ -143,7 +143,7 @@ def test_kill9_trials(tmp_path):
 
 
 def test_kill9_train_score_encode(tmp_path):
-    """Issue 14: `kill -9` at random moments of train, score and encode (10 trials each).
+    """`kill -9` at random moments of train, score and encode (10 trials each).
 
     After every kill: the database passes ``integrity_check``; the round's checkpoint is either
     absent or loads; the scored pool is either absent or whole (ids, probs and embedding of the
@@ -154,9 +154,10 @@ def test_kill9_train_score_encode(tmp_path):
     import numpy as np
 
     from mmal.features.cache import FeatureCache, remember_fingerprint
-    from mmal.features.pipeline import encode_workspace, load_features
+    from mmal.engine import encode_workspace
+    from mmal.features.pipeline import load_features
     from mmal.loop.workspace_round import score_workspace, train_workspace
-    from mmal.train.checkpoint import load_learner
+    from mmal.loop.core import load_learner
     from mmal.workspace import Workspace
     from mmal.workspace.pool_io import load_pool
 
@@ -210,7 +211,7 @@ def test_kill9_train_score_encode(tmp_path):
     from mmal import encoders
 
     encoders.load("text:minilm")  # loaded before the forks; children reuse it
-    enc_ws.config["encode"]["batch_size"] = 2
+    enc_ws.config.setdefault("encode", {})["batch_size"] = 2
     enc_ws.save_config()
     t0 = time.monotonic()
     encode_workspace(enc_ws.dir, progress=False)

@@ -42,7 +42,7 @@ def _init(tmp, name):
     ws = tmp / name
     init_workspace(ws, items)
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
-    cfg["train"].update({"epochs": 3, "patience": 2})
+    cfg.setdefault("train", {}).update({"epochs": 3, "patience": 2})
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     return ws
 
@@ -140,7 +140,7 @@ def test_sharded_knn_equals_single_index(ray_local, metric):
 
 def test_distributed_top_b_entropy_and_bald(ray_local):
     from mmal.engine.ray_engine import distributed_top_b
-    from mmal.select.types import ScoredPool
+    from mmal.pool import ScoredPool
 
     rng = np.random.default_rng(2)
     n, c, t = 500, 4, 5

@@ -22,7 +22,8 @@ def ws_dir(tmp_path, media_dir):
 
 def test_encode_then_rerun_calls_no_encoder(ws_dir, monkeypatch):
     import mmal.encoders as enc
-    from mmal.features.pipeline import encode_workspace, load_features
+    from mmal.engine import encode_workspace
+    from mmal.features.pipeline import load_features
     from mmal.workspace import Workspace
 
     stats = encode_workspace(ws_dir, progress=False)
@@ -49,7 +50,7 @@ def test_encode_then_rerun_calls_no_encoder(ws_dir, monkeypatch):
 
 def test_interrupted_encode_resumes_missing_only(ws_dir, monkeypatch):
     from mmal.features import cache as cache_mod
-    from mmal.features.pipeline import encode_workspace
+    from mmal.engine import encode_workspace
 
     real = cache_mod.FeatureCache.write_chunk
     calls = {"n": 0}

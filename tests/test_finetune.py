@@ -1,4 +1,4 @@
-"""End-to-end fine-tuning of the towers (issue 3, ``finetune_towers``): mmal.train.finetune
+"""End-to-end fine-tuning of the towers: mmal.train.finetune
 and ``mmal train --finetune-towers`` / ``mmal score`` with the tuned towers."""
 
 import json
@@ -123,7 +123,7 @@ def test_cli_train_finetune_towers_then_score(tmp_path):
     r = run_cli("init", ws, "--items", items)
     assert r.returncode == 0, r.stderr
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
-    cfg["train"].update({"epochs": 2, "patience": 2, "batch_size": 8})
+    cfg.setdefault("train", {}).update({"epochs": 2, "patience": 2, "batch_size": 8})
     cfg["model"] = {"learner": "fusion", "fusion": "none", "d_model": 32, "n_layers": 1, "n_heads": 2, "mlp_hidden": 32}
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     # no `mmal encode`: end-to-end training reads the raw items, not the feature cache
@@ -132,7 +132,7 @@ def test_cli_train_finetune_towers_then_score(tmp_path):
     info = json.loads(r.stdout.strip().splitlines()[-1])
     assert info["finetune_towers"] is True and info["n_labeled"] == 12
     assert (ws / "rounds/0/towers.pt").is_file()
-    from mmal.train.checkpoint import load_learner
+    from mmal.loop.core import load_learner
 
     learner, extra = load_learner(ws / "rounds/0/model.pt")
     assert learner.name == "fusion" and extra["towers_file"] == "towers.pt" and extra["finetune_towers"] is True

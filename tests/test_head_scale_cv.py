@@ -1,4 +1,4 @@
-"""The late-fusion learner's cross-validated audio block scale (issue 8).
+"""The late-fusion learner's cross-validated audio block scale.
 
 Each check compares against a computation written here: scikit-learn's logistic regression
 on the full-width rows (the primal problem) and a brute-force cross-validation loop.

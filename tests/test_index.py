@@ -178,7 +178,7 @@ def test_auto_backend_thresholds_and_overrides():
     idx = build_index(x, exact_max=100, nlist=8, nprobe=3)
     assert isinstance(idx, FaissIndex) and idx.backend == "IVF8,Flat" and idx.nprobe == 3
     assert idx.tune_history == []  # nprobe given: no tuning
-    with pytest.raises(ConfigError, match="removed"):  # issue 12: the BLAS IVF is gone
+    with pytest.raises(ConfigError, match="removed"):  # the BLAS IVF is gone
         build_index(x, backend="IVF8,BLAS")
 
 
@@ -288,7 +288,7 @@ def test_auto_recall_at_3_on_200k_x_384():
 
 
 def test_progress_goes_through_one_callback():
-    # issue 9: index/ reports progress via mmal.utils.ProgressTask (bool or callable), not rich
+    # index/ reports progress via mmal.utils.ProgressTask (bool or callable), not rich
     rng = np.random.default_rng(0)
     x = rng.standard_normal((100, 4)).astype(np.float32)
     seen = []

@@ -1,5 +1,6 @@
 """Batches, exports and label import: transactional, idempotent, crash-safe."""
 
+from pathlib import Path
 import json
 import os
 import signal
@@ -96,7 +97,7 @@ def test_bad_row_imports_nothing(ws, tmp_path, content, words):
 def test_kill9_mid_import_keeps_db_consistent(ws, tmp_path):
     from mmal.workspace.annotate import import_labels
 
-    from mmal.select.types import Selection
+    from mmal.pool import Selection
     from mmal.workspace.annotate import record_batch
 
     big_ids = np.array([f"i{k}" for k in range(20, 3000)])
@@ -107,8 +108,9 @@ def test_kill9_mid_import_keeps_db_consistent(ws, tmp_path):
     before = labels_in_db(ws)
     big = tmp_path / "big.csv"
     big.write_text("id,label\n" + "".join(f"i{k},{k % 3}\n" for k in range(20, 3000)))
-    env = dict(os.environ, MMAL_TEST_IMPORT_DELAY="0.002", MMAL_PROGRESS="0")
-    proc = subprocess.Popen([sys.executable, "-m", "mmal.cli", "label", str(ws.dir), str(big)], env=env,
+    env = dict(os.environ, MMAL_PROGRESS="0")
+    helper = Path(__file__).with_name("slow_import.py")
+    proc = subprocess.Popen([sys.executable, str(helper), str(ws.dir), str(big), "0.002"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     marker = tmp_path / "big.csv.importing"
     deadline = time.time() + 60
@@ -130,7 +132,7 @@ def test_kill9_mid_import_keeps_db_consistent(ws, tmp_path):
     assert set(before) <= set(labels_in_db(ws))
 
 
-# ---- issue 14 group 3: label imports refuse wrong data (one line, exit 2, nothing imported) ----
+# ---- label imports refuse wrong data (one line, exit 2, nothing imported) ----
 def _refused(ws, f, words, extra=()):
     from annot_ws import digest
 

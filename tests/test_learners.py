@@ -1,4 +1,4 @@
-"""Learners (issue 8): linear probe, late fusion, fusion; the shared contract and checkpoints."""
+"""Learners: linear probe, late fusion, fusion; the shared contract and checkpoints."""
 
 import math
 
@@ -143,7 +143,8 @@ def test_same_seed_same_model_and_different_seed_differs():
 @pytest.mark.parametrize("name,params", [("linear", {}), ("late-fusion", {"train": {"epochs": 3}}),
                                          ("fusion", {"model": {"d_model": 16, "n_heads": 2, "n_layers": 1}, "train": {"epochs": 2}})])
 def test_checkpoint_round_trip(tmp_path, name, params):
-    from mmal.train.checkpoint import load_learner, save_learner
+    from mmal.loop.core import load_learner
+    from mmal.train.checkpoint import save_learner
 
     feats, y = _features()
     L = make_learner(name, seed=0, **params)
@@ -176,7 +177,7 @@ def test_linear_has_no_mc_dropout():
 
 def test_learner_checkpoint_refuses_bad_files(tmp_path):
     from mmal.errors import WorkspaceError
-    from mmal.train.checkpoint import load_learner
+    from mmal.loop.core import load_learner
 
     with pytest.raises(WorkspaceError, match="checkpoint not found; run `mmal train` again"):
         load_learner(tmp_path / "nope.pt")

@@ -9,19 +9,17 @@ import pytest
 import torch
 
 from mmal.errors import ConfigError
+from mmal.cluster import assign_to_centres, kmeans, kmeans_sampled
 from mmal.models.mmssl import (
     MMSSLConfig,
-    assign_to_centres,
     cross_modal_infonce,
     embed,
-    kmeans,
-    kmeans_sampled,
     modality_gap,
     paired_cosine,
     prototype_concentration,
     prototype_loss,
-    train_mmssl,
 )
+from mmal.train.mmssl import train_mmssl
 
 
 def test_concentration_matches_hand_computation():
@@ -211,7 +209,7 @@ def test_pretrain_workspace_stores_embeddings_and_feeds_cold_selection(tmp_path)
 
     from conftest import write_items
     from mmal.errors import WorkspaceError
-    from mmal.features.pipeline import encode_workspace
+    from mmal.engine import encode_workspace
     from mmal.loop.pretrain import (
         cold_select_workspace,
         cold_workspace_pool,
@@ -252,7 +250,7 @@ def test_pretrain_workspace_stores_embeddings_and_feeds_cold_selection(tmp_path)
     assert len(sel) == 3 and sel.info["features"] == "mmssl" and "cross_cosine_selected" in sel.info
     assert not any(int(i[1:]) % 4 == 0 for i in sel.ids)
     assert not workspace_has_labels(ws)
-    with pytest.raises(ConfigError, match="cold-start strategy: random, coreset"):
+    with pytest.raises(ConfigError, match="cold-start strategy: activeft, coreset, kmeans, mm-activeft, mmcsal, probcover, random, typiclust$"):
         cold_select_workspace(ws, "entropy", 3)
     assert not (ws / "rounds" / "1").exists()
     out = cold_select_workspace(ws, "kmeans", 3, seed=0)

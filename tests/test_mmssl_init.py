@@ -1,4 +1,4 @@
-"""late-fusion ``init_encoders``: encoders started from stored MMSSL heads (issue 10, Build 3)."""
+"""late-fusion ``init_encoders``: encoders started from stored MMSSL heads, read by the workspace edge."""
 
 from __future__ import annotations
 
@@ -53,10 +53,25 @@ def _head_numpy(sd, x):
     return z / np.linalg.norm(z, axis=1, keepdims=True)
 
 
+def _with_heads(learner, folder):
+    """What `mmal train` / `simulate` do: the loop reads the store, the learner gets the heads."""
+    from mmal.loop.pretrain import load_mmssl_heads
+
+    learner.init_from_pretraining(load_mmssl_heads(folder))
+    return learner
+
+
+def test_init_encoders_without_the_heads_handed_over_is_a_config_error(tmp_path):
+    feats, y = _features()
+    folder, _ = _store(tmp_path, feats)
+    with pytest.raises(ConfigError, match="no MMSSL pre-training was handed over"):
+        make_learner("late-fusion", init_encoders=str(folder), train={"epochs": 1}).fit(feats, y, np.arange(30))
+
+
 def test_frozen_encoders_are_the_stored_heads(tmp_path):
     feats, y = _features()
     folder, heads = _store(tmp_path, feats)
-    L = make_learner("late-fusion", seed=0, init_encoders=str(folder), train={"epochs": 5})
+    L = _with_heads(make_learner("late-fusion", seed=0, init_encoders=str(folder), train={"epochs": 5}), folder)
     L.fit(feats, y, np.arange(30))
     out = L.score(feats)
     for m in ("text", "image"):
@@ -69,7 +84,8 @@ def test_frozen_encoders_are_the_stored_heads(tmp_path):
 def test_finetuned_encoders_move_and_default_is_unchanged(tmp_path):
     feats, y = _features()
     folder, heads = _store(tmp_path, feats)
-    L = make_learner("late-fusion", seed=0, init_encoders=str(folder), freeze_encoders=False, train={"epochs": 5})
+    L = _with_heads(make_learner("late-fusion", seed=0, init_encoders=str(folder), freeze_encoders=False,
+                              train={"epochs": 5}), folder)
     L.fit(feats, y, np.arange(30))
     w = L.net.vec["text"].proj[0].weight.detach()
     assert not torch.allclose(w, heads["text"]["net.0.weight"])
@@ -80,11 +96,12 @@ def test_finetuned_encoders_move_and_default_is_unchanged(tmp_path):
 
 
 def test_checkpoint_round_trip_without_the_folder(tmp_path):
-    from mmal.train.checkpoint import load_learner, save_learner
+    from mmal.loop.core import load_learner
+    from mmal.train.checkpoint import save_learner
 
     feats, y = _features()
     folder, _ = _store(tmp_path, feats)
-    L = make_learner("late-fusion", seed=0, init_encoders=str(folder), train={"epochs": 3})
+    L = _with_heads(make_learner("late-fusion", seed=0, init_encoders=str(folder), train={"epochs": 3}), folder)
     L.fit(feats, y, np.arange(30))
     save_learner(tmp_path / "m.pt", L)
     import shutil
@@ -97,10 +114,10 @@ def test_checkpoint_round_trip_without_the_folder(tmp_path):
 def test_bad_stores_are_config_errors(tmp_path):
     feats, y = _features()
     with pytest.raises(ConfigError, match="meta.json not found"):
-        make_learner("late-fusion", init_encoders=str(tmp_path / "nope")).fit(feats, y, np.arange(30))
+        _with_heads(make_learner("late-fusion", init_encoders=str(tmp_path / "nope")), tmp_path / "nope")
     folder, _ = _store(tmp_path, feats, dims={"text": 7})
     with pytest.raises(ConfigError, match="'text' head reads 7-d features, but the features are 8-d"):
-        make_learner("late-fusion", init_encoders=str(folder)).fit(feats, y, np.arange(30))
+        _with_heads(make_learner("late-fusion", init_encoders=str(folder)), folder).fit(feats, y, np.arange(30))
     (folder / "meta.json").write_text("{not json")
     with pytest.raises(ConfigError, match="invalid JSON"):
-        make_learner("late-fusion", init_encoders=str(folder)).fit(feats, y, np.arange(30))
+        _with_heads(make_learner("late-fusion", init_encoders=str(folder)), folder).fit(feats, y, np.arange(30))

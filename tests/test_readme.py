@@ -1,4 +1,4 @@
-"""The README's Python example runs as written (issue 13 item 7)."""
+"""The README's Python example runs as written."""
 
 import re
 from pathlib import Path

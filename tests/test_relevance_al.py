@@ -1,34 +1,30 @@
-"""Relevance AL scores from the 4-level distribution, against hand values."""
+"""Relevance AL: scores from the 4-level distribution against hand values, selection on a relevance pool."""
 
 import math
 
 import numpy as np
 import pytest
 
-from mmal.relevance.al import expected_level, least_confidence, level_entropy, level_variance, lsb_seed_scores
+from mmal.metrics import expected_label, expected_label_error
+from mmal.select.uncertainty import entropy, least_confidence, level_variance
 
 
 def test_scores_on_hand_values():
     p = np.array([[0.5, 0.0, 0.0, 0.5], [0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.0, 1.0], [0.25] * 4])
-    np.testing.assert_allclose(expected_level(p), [1.5, 2.5, 3.0, 1.5])
+    np.testing.assert_allclose(expected_label(p), [1.5, 2.5, 3.0, 1.5])
     # Var: (0.5*0 + 0.5*9) - 1.5^2 = 2.25; (0.5*4 + 0.5*9) - 6.25 = 0.25; 0; (0+1+4+9)/4 - 2.25 = 1.25
     np.testing.assert_allclose(level_variance(p), [2.25, 0.25, 0.0, 1.25])
-    np.testing.assert_allclose(level_entropy(p), [math.log(2), math.log(2), 0.0, math.log(4)])
+    np.testing.assert_allclose(entropy(p), [math.log(2), math.log(2), 0.0, math.log(4)], atol=1e-9)
     np.testing.assert_allclose(least_confidence(p), [0.5, 0.5, 0.0, 0.75])
-    np.testing.assert_allclose(lsb_seed_scores(p, [3, 2, 0, 1]), [1.5, 0.5, 3.0, 0.5])
+    np.testing.assert_allclose(expected_label_error(p, [3, 2, 0, 1]), [1.5, 0.5, 3.0, 0.5])
 
 
-def test_bad_shape():
-    with pytest.raises(ValueError):
-        level_entropy(np.ones((3, 3)) / 3)
-
-
-# ---- selection on a relevance pool (issue 11, item 6) -------------------------------------------
+# ---- selection on a relevance pool -------------------------------------------
 def _tiny_relevance_data(seed=0, n_videos=10, n_pairs=60, dim=16):
     """Hand-made RelevanceData (no towers): random unit query / keyword vectors, levels 0..3."""
     import torch
 
-    from mmal.relevance.features import RelevanceData, Segment
+    from mmal.features.hcmrm import RelevanceData, Segment
 
     rng = np.random.default_rng(seed)
 
@@ -49,17 +45,17 @@ def _tiny_relevance_data(seed=0, n_videos=10, n_pairs=60, dim=16):
 
 
 def _probe_pool(head="hsoftmax"):
+    from mmal.learners import RelevanceProbe
     from mmal.loop.core import score_pool
-    from mmal.relevance.learner import RelevanceProbe
 
     d = _tiny_relevance_data()
     labeled = np.arange(20)
-    m = RelevanceProbe(seed=0, head=head, steps=50)
+    m = RelevanceProbe(seed=0, head=head, train={"epochs": 50})
     m.fit(d, d.labels, labeled)
     known = np.full(len(d.labels), -1)
     known[labeled] = d.labels[labeled]
     ids = np.array([f"p{i:03d}" for i in range(len(d.labels))])
-    return d, score_pool(m, d, ids, labels=known, split=d.splits.astype(str)), labeled
+    return d, score_pool(m, d, ids, labels=known, split=d.splits.astype(str), ordered=True), labeled
 
 
 def _hand_entropy(row):
@@ -92,7 +88,7 @@ def test_level_variance_refuses_a_classification_pool():
     from mmal.select import ScoredPool, select
 
     pool = ScoredPool(ids=np.array(["a", "b"]), probs=np.array([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]))
-    with pytest.raises(ConfigError, match="four-level"):
+    with pytest.raises(ConfigError, match="ordered levels"):
         select("level-variance", pool, 1)
 
 
@@ -103,7 +99,7 @@ def test_lsb_seeds_on_a_relevance_pool_are_scored_by_abs_expected_level_minus_la
     d, pool, labeled = _probe_pool()
     probs = np.asarray(pool.probs, float)
     hand = {int(i): abs(sum(k * probs[i, k] for k in range(4)) - int(pool.labels[i])) for i in labeled}
-    rows, scores = seed_bad_cases(pool.probs, pool.labels, pool.labels >= 0, top_s=5)
+    rows, scores = seed_bad_cases(pool.probs, pool.labels, pool.labels >= 0, top_s=5, ordered=True)
     want = sorted(hand, key=lambda i: (-hand[i], i))[:5]
     assert rows.tolist() == want
     np.testing.assert_allclose(scores, [hand[i] for i in want], atol=1e-9)
@@ -112,29 +108,33 @@ def test_lsb_seeds_on_a_relevance_pool_are_scored_by_abs_expected_level_minus_la
     assert len(sel) == 6 and set(sel.reason.tolist()) <= {pool.ids[i] for i in want}
 
 
-def test_relevance_probe_refuses_coalitions_and_bad_heads():
+def test_relevance_probe_refuses_coalitions_bad_heads_and_other_learners_settings():
     from mmal.errors import ConfigError
-    from mmal.relevance.learner import level_probs_or_error, make_relevance_learner
+    from mmal.learners import RelevanceProbe, make_learner
+    from mmal.loop.core import build_learner
 
     with pytest.raises(ConfigError, match="--head"):
-        make_relevance_learner("probe", head="softmax")
-    with pytest.raises(ConfigError, match="unknown setting"):
-        make_relevance_learner("probe", fusion="vlmae")
-    with pytest.raises(ConfigError, match="no four-level distribution"):
-        level_probs_or_error("mse")
+        make_learner("probe", head="softmax")
+    with pytest.raises(ConfigError, match="unknown parameters"):
+        make_learner("probe", fusion="vlmae")
+    notes = []
+    m = build_learner("probe", 4, model={"fusion": "vlmae", "head": "ordinal"}, log=notes.append)  # fusion: another learner's
+    assert m.params["head"] == "ordinal" and notes and "fusion" in notes[0]
     d, pool, labeled = _probe_pool()
-    m = make_relevance_learner("probe", steps=5)
+    m = RelevanceProbe(train={"epochs": 5})
     m.fit(d, d.labels, labeled)
     with pytest.raises(ConfigError, match="coalitions"):
         m.score(d, coalitions=True)
+    with pytest.raises(ConfigError, match="modality coalitions"):
+        RelevanceProbe.settings_for({"coalitions"})
 
 
 def test_probe_state_round_trip():
-    from mmal.relevance.learner import make_relevance_learner
+    from mmal.learners import make_learner
 
     d, _, labeled = _probe_pool()
-    a = make_relevance_learner("probe", seed=3, steps=20)
+    a = make_learner("probe", seed=3, train={"epochs": 20})
     a.fit(d, d.labels, labeled)
-    b = make_relevance_learner("probe", **{k: v for k, v in a.config().items() if k != "n_classes"})
+    b = make_learner("probe", **{k: v for k, v in a.config().items() if k != "n_classes"})
     b.load_state(a.state())
     np.testing.assert_allclose(a.score(d)["probs"], b.score(d)["probs"], atol=1e-7)

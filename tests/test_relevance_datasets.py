@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mmal.data.datasets import DATASETS, build
-from mmal.relevance.data import validate_relevance_table
+from mmal.data.relevance import validate_relevance_table
 
 STAMPS = pathlib.Path("/usr/share/tuxpaint/stamps")
 needs_stamps = pytest.mark.skipif(not STAMPS.is_dir(), reason="tuxpaint-stamps-default not installed")
@@ -66,7 +66,7 @@ def test_tuxpaint_relevance_levels_follow_the_rule(tmp_path):
 @needs_stamps
 def test_pocketsphinx_asr_gets_a_clear_english_word():
     pytest.importorskip("pocketsphinx")
-    from mmal.relevance.asr import transcribe
+    from mmal.data.asr import transcribe
 
     f = next(STAMPS.rglob("gorilla_desc.ogg"), None)
     if f is None:

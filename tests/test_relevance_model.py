@@ -7,16 +7,19 @@ import pytest
 import torch
 
 from mmal.errors import ConfigError
-from mmal.relevance.features import RelevanceData, Segment
-from mmal.relevance.model import RelevanceConfig
-from mmal.relevance.pretrain import (
-    finetune_relevance,
-    parse_objectives,
-    pretrain_relevance,
-    sample_hard_negatives,
-    score_relevance,
-    text_batch,
-)
+from mmal.features.hcmrm import RelevanceData, Segment
+from mmal.models.hcmrm import RelevanceConfig
+from mmal.models.hcmrm_pretrain import parse_objectives, sample_hard_negatives, score_relevance, text_batch
+from mmal.train.hcmrm import finetune_hcmrm, pretrain_hcmrm
+
+
+def pretrain_relevance(d, cfg, *, objectives, epochs, batch_size=32, seed=0):
+    return pretrain_hcmrm(d, cfg, objectives=objectives, train={"epochs": epochs, "batch_size": batch_size}, seed=seed)
+
+
+def finetune_relevance(d, model, *, config, head, epochs, batch_size):
+    return finetune_hcmrm(d, d.labels, d.pairs("train"), model, config=config, head=head,
+                          train={"epochs": epochs, "batch_size": batch_size})
 
 
 def test_pqvm_negatives_are_never_the_positive():
@@ -121,31 +124,38 @@ def test_itc_itm_need_the_dual_stream():
 def test_student_learns_the_teacher_scores():
     from scipy.stats import spearmanr
 
-    from mmal.relevance.student import distill_student, student_scores
+    from mmal.models.hcmrm_student import Student, student_scores
+    from mmal.train.hcmrm import distill_student
 
     d = _tiny_data(n_pairs=200)
     segs = d.query_text
     vids = d.video_index
     # a teacher that depends on the video's visual embedding and the query's first wordpiece
     teacher = d.visual_pooled[vids, 0] + 0.1 * np.array([int(s.ids[0]) % 3 for s in segs])
-    before, _ = student_scores(distill_student(d, segs, vids, teacher, epochs=0, word_emb=torch.randn(50, 8)).model,
-                               d, segs, vids)
-    res = distill_student(d, segs, vids, teacher, epochs=60, batch_size=64, lr=1e-2, word_emb=torch.randn(50, 8))
+    torch.manual_seed(0)
+    before, _ = student_scores(Student(torch.randn(50, 8), 24, 128), d, segs, vids)  # untrained
+    res = distill_student(d, segs, vids, teacher, train={"epochs": 60, "batch_size": 64, "lr": 1e-2},
+                          word_emb=torch.randn(50, 8))
     after, pps = student_scores(res.model, d, segs, vids)
     assert res.history[-1] < 0.25 * res.history[0]
     assert spearmanr(after, teacher).statistic > 0.9 > spearmanr(before, teacher).statistic
     assert pps > 0
 
 
-def test_save_load_round_trip(tmp_path):
-    from mmal.relevance.io import load_model, save_model
+def test_hcmrm_learner_checkpoint_round_trip(tmp_path):
+    from mmal.learners.relevance import HCMRMLearner
+    from mmal.loop.core import load_learner
+    from mmal.train.checkpoint import save_learner
 
     d = _tiny_data()
-    ft = finetune_relevance(d, None, config=_cfg("dual"), head="ordinal", epochs=1, batch_size=8)
+    cfg = {k: v for k, v in _cfg("dual").to_dict().items() if k != "vocab_size"}
+    learner = HCMRMLearner(seed=0, head="ordinal", config=cfg, train={"epochs": 1, "batch_size": 8})
+    learner.fit(d, d.labels, d.pairs("train"))
     te = d.pairs("test")
-    s1, p1 = score_relevance(ft.model, ft.head, d, te)
-    save_model(tmp_path / "m", ft.model, ft.head, meta={"x": 1})
-    model, head, meta = load_model(tmp_path / "m")
-    s2, p2 = score_relevance(model, head, d, te)
-    np.testing.assert_allclose(s1, s2, atol=1e-6)
-    assert meta == {"x": 1} and head.kind == "ordinal"
+    r1 = learner.score(d, te)
+    save_learner(tmp_path / "m.pt", learner, extra={"x": 1})
+    again, extra = load_learner(tmp_path / "m.pt")
+    r2 = again.score(d, te)
+    np.testing.assert_allclose(r1["scores"], r2["scores"], atol=1e-6)
+    np.testing.assert_allclose(r1["probs"], r2["probs"], atol=1e-6)
+    assert extra == {"x": 1} and again.head.kind == "ordinal"

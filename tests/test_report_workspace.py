@@ -47,7 +47,7 @@ def run_two_rounds(root, items_path, rows, *, spec="entropy:0.5,lsb-lt:0.5", bud
     -> train -> score -> evaluate, in process."""
     import tomli_w
 
-    from mmal.features.pipeline import encode_workspace
+    from mmal.engine import encode_workspace
     from mmal.loop.workspace_round import evaluate_workspace, score_workspace, select_workspace, train_workspace
     from mmal.workspace import Workspace, init_workspace
     from mmal.workspace.annotate import import_labels
@@ -57,8 +57,8 @@ def run_two_rounds(root, items_path, rows, *, spec="entropy:0.5,lsb-lt:0.5", bud
     cfg = ws.config
     cfg["task"]["label_names"] = list(NAMES)
     cfg["encoders"] = {"text": "text:minilm"}  # the picture and audio columns are shown, not encoded
-    cfg["model"].update({"fusion": "none"})  # the default late-fusion learner, text only
-    cfg["train"].update({"epochs": 20})
+    cfg.setdefault("model", {}).update({"fusion": "none"})  # the default late-fusion learner, text only
+    cfg.setdefault("train", {}).update({"epochs": 20})
     (ws_dir / "mmal.toml").write_text(tomli_w.dumps(cfg))
     encode_workspace(ws_dir, progress=False)
     for _ in range(2):
@@ -103,7 +103,7 @@ def _cells(html: str, table_start: str) -> list[list[str]]:
 
 @pytest.mark.slow
 def test_round_pages_match_independent_numbers(report_ws):
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     ws, rows, index = report_ws
     assert index == ws / "reports" / "index.html" and index.exists()
@@ -111,7 +111,7 @@ def test_round_pages_match_independent_numbers(report_ws):
     gold = {r["id"]: r["gold"] for r in rows}
     for rnd in (0, 1):
         html = (ws / f"reports/round-{rnd}.html").read_text()
-        pool = ScoredPool.load(ws / f"rounds/{rnd}/pool")
+        pool = load_pool(ws / f"rounds/{rnd}/pool")
         test = [i for i, k in enumerate(pool.ids.tolist()) if k in gold and next(r for r in rows if r["id"] == k)["split"] == "test"]
         y = np.array([gold[pool.ids[i]] for i in test])
         pred = np.asarray(pool.probs)[test].argmax(1)
@@ -133,7 +133,13 @@ def test_round_pages_match_independent_numbers(report_ws):
         met = json.loads((ws / f"rounds/{rnd}/metrics.json").read_text())
         mrows = {r[0]: r[1:] for r in _cells(html, "<h3>Metrics on")[1:]}
         assert mrows["accuracy"][0] == f"{met['accuracy']:.3f}" == f"{float((pred == y).mean()):.3f}"
-        assert "not the multi-class F1" in mrows["f1"][1] and "equal weight per class" in mrows["macro_f1"][1]
+        # multiclass metrics only: no class-0-vs-rest AUC/F1/R@P rows, no rank correlations
+        assert "f1" not in mrows and "auc" not in mrows and "spearman" not in mrows
+        assert not any(k.startswith("r_at_p") for k in mrows)
+        assert "equal weight per class" in mrows["macro_f1"][1]
+        from sklearn.metrics import balanced_accuracy_score, f1_score
+        assert mrows["macro_f1"][0] == f"{f1_score(y, pred, labels=[0, 1, 2], average='macro', zero_division=0):.3f}"
+        assert mrows["balanced_accuracy"][0] == f"{balanced_accuracy_score(y, pred):.3f}"
         assert f"only {len(test)} labeled test items (&lt; 30)" in html or f"only {len(test)} labeled test items (< 30)" in html
         assert "±" not in html
     html = (ws / "reports/round-1.html").read_text()

@@ -140,10 +140,14 @@ def test_seed_bad_cases_binary_score_and_selection_rules():
         seed_bad_cases(probs, labels, np.ones(6, bool))
 
 
-def test_seed_badness_multiclass_is_expected_label_distance():
+def test_seed_badness_is_one_minus_p_y_for_classes_and_eq11_for_ordered_levels():
     probs = np.array([[0.1, 0.2, 0.7], [0.6, 0.3, 0.1]])
+    # unordered classes: 1 - p_y = 0.9 and 0.9 (ties: lower row first)
     rows, score = seed_bad_cases(probs, np.array([0, 2]), np.array([True, True]), s_t=0.0)
-    # E[y] = 1.6 and 0.5 -> |1.6-0| = 1.6, |0.5-2| = 1.5
+    assert rows.tolist() == [0, 1]
+    np.testing.assert_allclose(score, [0.9, 0.9])
+    # ordered labels (000 eq. 11): E[y] = 1.6 and 0.5 -> |1.6-0| = 1.6, |0.5-2| = 1.5
+    rows, score = seed_bad_cases(probs, np.array([0, 2]), np.array([True, True]), s_t=0.0, ordered=True)
     assert rows.tolist() == [0, 1]
     np.testing.assert_allclose(score, [1.6, 1.5])
 

@@ -1,5 +1,6 @@
 """`select` as one unit: lock, exports before commit, several batches per round, dry run, shortfall."""
 
+from pathlib import Path
 import json
 import os
 import subprocess
@@ -166,10 +167,9 @@ def test_select_waits_for_running_import(tmp_path):
     save_pool(ws, 0, probs=probs)
     lab = tmp_path / "labels.csv"
     lab.write_text("id,label\n" + "".join(f"{i},{k % 3}\n" for k, i in enumerate(sent)))
-    env = dict(os.environ, MMAL_TEST_IMPORT_DELAY="0.1", MMAL_PROGRESS="0")
-    code = ("import sys; from mmal.workspace import Workspace; from mmal.workspace.annotate import import_labels; "
-            "print(import_labels(Workspace(sys.argv[1]), sys.argv[2], allow_unbatched=True))")
-    proc = subprocess.Popen([sys.executable, "-c", code, str(ws.dir), str(lab)], env=env,
+    env = dict(os.environ, MMAL_PROGRESS="0")
+    helper = Path(__file__).with_name("slow_import.py")
+    proc = subprocess.Popen([sys.executable, str(helper), str(ws.dir), str(lab), "0.1", "--allow-unbatched"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     marker = tmp_path / "labels.csv.importing"
     deadline = time.time() + 60

@@ -1,4 +1,4 @@
-"""Issue 9: fidelity of LSB / Core-Set / BMMAL to the seeds, and the one strategy contract.
+"""Fidelity of LSB / Core-Set / BMMAL to the seeds, and the one strategy contract.
 
 Every expectation is computed here by hand (brute-force kNN, a LogisticRegression fitted
 in the test, a naive k-center loop), not with the project's helpers.
@@ -146,7 +146,7 @@ def test_lookalike_positives_are_the_seeds_not_every_mistake():
     sel = select("lsb-lt", pool, 10_000, seed=0, top_s=4, l_t=0.0)
     rows = np.array(sorted(hand_knn_set(pool, seeds, k=3)))
     g_seeds = hand_lookalike_g(pool, seeds)(rows)
-    g_all = hand_lookalike_g(pool, all_mistakes)(rows)  # what the code did before issue 9
+    g_all = hand_lookalike_g(pool, all_mistakes)(rows)  # what the code did in earlier versions
     by = lambda g: pool.ids[sorted(rows, key=lambda r: (-g[rows.tolist().index(r)], r))].tolist()  # noqa: E731
     assert sel.ids.tolist() == by(g_seeds)
     assert by(g_seeds) != by(g_all)  # the test tells the two apart

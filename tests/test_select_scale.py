@@ -1,4 +1,4 @@
-"""Scale kernels of the diversity strategies (issue 12 Build 4).
+"""Scale kernels of the diversity strategies.
 
 * Core-Set ``method="lazy"`` must pick exactly what a naive O(N·|S|) k-center greedy
   written here picks (ties included), whatever ``max_checks`` forces.

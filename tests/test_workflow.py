@@ -33,7 +33,7 @@ def text_ws(tmp_path_factory):
     ws = tmp / "ws"
     assert run_cli("init", ws, "--items", items).returncode == 0
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
-    cfg["train"].update({"epochs": 30})
+    cfg.setdefault("train", {}).update({"epochs": 30})
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
     r = run_cli("encode", ws)
     assert r.returncode == 0, r.stderr
@@ -56,10 +56,14 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
     r = run_cli("evaluate", ws)
     assert r.returncode == 0, r.stderr
     met = json.loads((ws / "rounds/0/metrics.json").read_text())
-    for k in ("accuracy", "macro_f1", "auc", "f1", "r_at_p", "max_beta_variance", "multiclass_loss", "spearman", "pearson"):
+    # three unordered classes: the multiclass metrics, no "class 0 vs rest" view and no rank correlation
+    assert met["task"] == "multiclass" and met["headline"] == "macro_f1"
+    for k in ("accuracy", "balanced_accuracy", "macro_f1", "auc_ovr", "per_class", "confusion"):
         assert k in met
+    for k in ("r_at_p80", "spearman", "pearson", "multiclass_loss", "f1"):
+        assert k not in met
     assert met["n_test"] == 18
-    # issue 9: an unknown strategy parameter is one stderr line, exit 2, nothing stored
+    # an unknown strategy parameter is one stderr line, exit 2, nothing stored
     r = run_cli("select", ws, "--strategy", "badge", "--budget", "5", "--param", "foo=1")
     assert r.returncode == 2 and "'badge'" in r.stderr and "allowed" in r.stderr and "Traceback" not in r.stderr
     assert not (ws / "rounds/1").exists()
@@ -128,7 +132,8 @@ def test_simulate_text_only_schema(tmp_path):
             rounds = run["rounds"]
             assert [r["n_labeled"] for r in rounds] == [9, 15, 21]
             assert all("accuracy" in r["test"] for r in rounds)
-            assert all(r["batch_multiclass_loss"] >= 0 for r in rounds[1:])
+            assert all(0 <= r["batch_badness"] <= 1 for r in rounds[1:])  # 1 - p(y) for classes
+            assert all(len(r["selected"]) == r["n_selected"] for r in rounds[1:])
             if "lsb-lt" in name:
                 assert all("lookalike_auc" in r for r in rounds[1:])
                 # seeds are judged out of sample (the initial set cross-fitted), so the lookalike
@@ -152,6 +157,7 @@ def test_win_matrix_counts_significant_wins():
         "A": {"per_seed": {"0": run([0.5, 0.80, 0.70]), "1": run([0.5, 0.71, 0.71]), "2": run([0.5, 0.76, 0.69])}},
         "B": {"per_seed": {"0": run([0.5, 0.60, 0.71]), "1": run([0.5, 0.50, 0.70]), "2": run([0.5, 0.55, 0.70])}},
     }}
+    res["config"] = {"task": "multiclass", "metric": "accuracy"}
     names, W, n_rounds = win_matrix(res)
     assert names == ["A", "B"] and n_rounds == 2
     assert W[0, 1] == 1 and W[1, 0] == 0
@@ -193,7 +199,7 @@ def test_simulate_unimodal_heads(tmp_path, media_dir):
 
 
 def test_cli_same_seed_same_model_and_batch(text_ws, tmp_path):
-    """Issue 8: through the CLI, two copies of one encoded workspace trained with the same seed
+    """Through the CLI, two copies of one encoded workspace trained with the same seed
     (`train --seed 3`, `score`, `select --seed 3`) hold bit-identical learner tensors and select
     the same batch."""
     import shutil
@@ -224,7 +230,7 @@ def test_cli_same_seed_same_model_and_batch(text_ws, tmp_path):
 
 
 def test_simulate_init_strategy_cold_start(tmp_path):
-    """Issue 10: `--init-strategy` picks the initial labeled set with a cold-start strategy;
+    """`--init-strategy` picks the initial labeled set with a cold-start strategy;
     a warm-start name is refused before any work."""
     from mmal.errors import ConfigError
     from mmal.loop.simulate import simulate
@@ -243,16 +249,16 @@ def test_simulate_init_strategy_cold_start(tmp_path):
 
 
 def test_one_seed_report_shows_no_plus_minus_and_no_win_matrix():
-    """Issue 13 item 9: a one-seed run prints no '± 0.0000' and no all-zero win matrix."""
+    """A one-seed run prints no '± 0.0000' and no all-zero win matrix."""
     from mmal.report.html import markdown_tables, markdown_win_matrix
 
     def run(accs):
-        return {"aubc": accs[-1], "rounds": [{"round": r, "n_labeled": 10 * (r + 1), "batch_multiclass_loss": 0.5,
-                                             "test": {"accuracy": a, "macro_f1": a, "auc": a, "f1": a,
-                                                      "r_at_p": {}, "max_beta_variance": 0.1}}
+        return {"aubc": accs[-1], "rounds": [{"round": r, "n_labeled": 10 * (r + 1), "batch_badness": 0.5,
+                                             "test": {"accuracy": a, "macro_f1": a, "balanced_accuracy": a, "auc_ovr": a}}
                                             for r, a in enumerate(accs)]}
 
-    res = {"strategies": {"A": {"per_seed": {"0": run([0.5, 0.7])}}, "B": {"per_seed": {"0": run([0.5, 0.6])}}}}
+    res = {"strategies": {"A": {"per_seed": {"0": run([0.5, 0.7])}}, "B": {"per_seed": {"0": run([0.5, 0.6])}}},
+           "config": {"task": "multiclass", "metric": "macro_f1"}}
     md = markdown_tables(res)
     assert "±" not in md and "0.700" in md
     assert "win matrix" in markdown_win_matrix(res) and "|" not in markdown_win_matrix(res)
@@ -262,7 +268,7 @@ def test_one_seed_report_shows_no_plus_minus_and_no_win_matrix():
 
 
 def test_retrain_invalidates_the_scored_pool(text_ws, tmp_path):
-    """Issue 13 item 10: re-training after `score` removes the round's scored pool and metrics
+    """Re-training after `score` removes the round's scored pool and metrics
     (they came from the old model); `evaluate`/`select` then ask for `mmal score`."""
     import shutil
 

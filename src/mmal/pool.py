@@ -6,8 +6,10 @@ DESIGN.md "Core types". Pure data; their files are read and written by
 
 from __future__ import annotations
 
+import itertools
 import json
 from dataclasses import dataclass, field
+from typing import Iterable
 
 import numpy as np
 
@@ -33,6 +35,9 @@ class ScoredPool:
         ``train`` / ``pool`` / ``test``; test items are never selectable.
     extras : dict name -> array [N, ...], optional
         Further per-item arrays (e.g. unimodal-head probabilities ``probs:<modality>``).
+    ordered : bool
+        True when the labels are ordered (relevance levels), so a bad case is scored by
+        000 eq. 11 (``|E_p[y] - y|``); False (classes): by ``1 - p_y``. Set from the task.
     fused_blocks : bool
         True when ``modality[m]`` are exactly the input blocks of the fused classifier's last
         linear layer, i.e. that layer reads ``concat(modality[m] for m in sorted(modality))``
@@ -48,9 +53,11 @@ class ScoredPool:
     split: np.ndarray | None = None
     extras: dict = field(default_factory=dict)
     fused_blocks: bool = False
+    ordered: bool = False
 
     def __post_init__(self):
         self.fused_blocks = bool(self.fused_blocks)
+        self.ordered = bool(self.ordered)
         self.ids = np.asarray(self.ids).astype(str)
         n = len(self.ids)
         if self.probs is None or self.probs.ndim != 2 or self.probs.shape[0] != n:
@@ -91,20 +98,6 @@ class ScoredPool:
             mask &= self.split != "test"
         return mask
 
-    # ---- on-disk form (the I/O lives in mmal.workspace.pool_io) ---------------------
-    def save(self, folder):
-        """Same as :func:`mmal.workspace.pool_io.save_pool` (kept for callers of the method)."""
-        from mmal.workspace.pool_io import save_pool
-
-        return save_pool(self, folder)
-
-    @classmethod
-    def load(cls, folder, mmap: bool = True) -> "ScoredPool":
-        """Same as :func:`mmal.workspace.pool_io.load_pool`."""
-        from mmal.workspace.pool_io import load_pool
-
-        return load_pool(folder, mmap=mmap)
-
 
 @dataclass
 class Selection:
@@ -142,11 +135,30 @@ class Selection:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def to_table(self):
-        """Arrow table of the selection; see :func:`mmal.workspace.pool_io.selection_table`."""
-        from mmal.workspace.pool_io import selection_table
-
-        return selection_table(self)
-
     def info_json(self) -> str:
         return json.dumps(self.info, default=float)
+
+
+# ---- modality coalitions (BMMAL's value function, 002 eq. 3.12-3.14) ------------------------------
+def coalition_key(subset: Iterable[str]) -> str:
+    """Key of a modality subset in ``coalition_probs`` / ``pool.extras["coalition:<key>"]``: sorted names joined by ``+``."""
+    return "+".join(sorted(subset))
+
+
+def coalition_subsets(modalities: list[str], coalitions) -> list[tuple[str, ...]]:
+    """``True`` -> all 2^M subsets (M <= 4); or an explicit list of subsets (validated)."""
+    if coalitions is True:
+        if len(modalities) > 4:
+            raise ConfigError(
+                f"coalitions=True with {len(modalities)} modalities would need {2 ** len(modalities)} passes; "
+                "pass an explicit list of subsets"
+            )
+        return [s for r in range(len(modalities) + 1) for s in itertools.combinations(sorted(modalities), r)]
+    out = []
+    for s in coalitions or []:
+        s = tuple(sorted([s] if isinstance(s, str) else s))
+        bad = set(s) - set(modalities)
+        if bad:
+            raise ConfigError(f"coalition {s} names modalities {sorted(bad)} the model does not have; model has {modalities}")
+        out.append(s)
+    return out

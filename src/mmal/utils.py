@@ -103,3 +103,27 @@ def atomic_write_bytes(path, data: bytes) -> None:
 
 def eprint(*args) -> None:
     print(*args, file=sys.stderr)
+
+
+def npy_problem(p) -> str | None:
+    """Why ``p`` is not a complete ``.npy`` file (truncated, damaged, object array), or None."""
+    import numpy as np
+
+    p = Path(p)
+    try:
+        with open(p, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
+            header_end = f.tell()
+    except (ValueError, OSError, EOFError) as e:
+        return f"not a readable array file ({e})"
+    if dtype.hasobject:
+        return "array of Python objects (refused)"
+    want = header_end + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = p.stat().st_size
+    if size != want:
+        return f"truncated or damaged array file ({size} bytes, header says {want})"
+    return None

@@ -12,7 +12,7 @@ from mmal.cli._common import app, echo_json, positive, progress_enabled
 
 @app.command()
 def dataset(
-    name: str = typer.Argument(..., help="tuxpaint | synthetic-video | synthetic-embeddings"),
+    name: str = typer.Argument(..., help="a dataset of `mmal.data.datasets.DATASETS`: tuxpaint, tuxpaint-relevance, synthetic-video, synthetic-video-relevance, synthetic-embeddings"),
     out_dir: Path = typer.Argument(..., help="folder to write the items file and media into"),
     n: Optional[int] = typer.Option(None, "--n", help="number of items (default: the dataset's own)"),
     seed: int = typer.Option(0, "--seed"),
@@ -31,7 +31,7 @@ def dataset(
 def init(
     directory: Path = typer.Argument(..., help="workspace folder to create"),
     items: Path = typer.Option(..., "--items", help="items file: .parquet, .csv or .jsonl"),
-    task: str = typer.Option("classify", "--task", help="classify | relevance"),
+    task: Optional[str] = typer.Option(None, "--task", help="binary | multiclass | relevance (default: a 'query' column -> relevance, two classes -> binary, else multiclass)"),
     force: bool = typer.Option(False, "--force", help="replace an existing workspace"),
     n_classes: Optional[int] = typer.Option(None, "--n-classes", help="class count of integer labels, when some classes have no labeled item yet"),
 ):
@@ -43,7 +43,8 @@ def init(
     c = ws.counts()
     names = ws.label_names
     classes = f"{ws.n_classes} classes" + (f" ({', '.join(names)})" if names else "")
-    typer.echo(f"workspace {ws.dir}: {c['items']} items, {c['labeled']} labeled, {classes}, modalities {', '.join(ws.modalities)}")
+    typer.echo(f"workspace {ws.dir}: task {ws.task.name}, {c['items']} items, {c['labeled']} labeled, {classes}, "
+               f"modalities {', '.join(ws.modalities)}")
     if ws.n_classes == 0:
         typer.echo("note: the items file has no labels; label some items (`mmal label`) before `mmal train`", err=True)
 
@@ -63,13 +64,16 @@ def encode(
     stats = encode_workspace(directory, engine=engine, ray_address=ray_address, encoders=encoders, batch_size=batch_size,
                              progress=progress_enabled())
     for s in stats:
-        typer.echo(f"{s['modality']:<6} {s['encoder']:<26} encoded {s['encoded']:>6}  cached {s['cached']:>6}  absent {s['absent']:>6}")
+        if "encoder" in s:
+            typer.echo(f"{s['modality']:<6} {s['encoder']:<26} encoded {s['encoded']:>6}  cached {s['cached']:>6}  absent {s['absent']:>6}")
+        else:
+            typer.echo("  ".join(f"{k} {v}" for k, v in s.items()))
 
 
 @app.command()
 def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
     """Counts, modalities, labels and cache status of a workspace."""
-    from mmal.features.pipeline import workspace_info
+    from mmal.loop.workspace_round import workspace_info
 
     data = workspace_info(directory)
     if as_json:
@@ -89,3 +93,35 @@ def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(Fal
             typer.echo(f"features    {m}: {s['encoder']}: {s['error']}")
         else:
             typer.echo(f"features    {m}: {s['encoder']} [{s['fingerprint']}] {s['cached']}/{s['total']} cached")
+
+
+@app.command("config")
+def config_(directory: Path = typer.Argument(...), as_json: bool = typer.Option(False, "--json", help="JSON instead of TOML")):
+    """Print the effective configuration: mmal.toml over the defaults (the workspace's learner only)."""
+    import tomli_w
+
+    from mmal.workspace import Workspace
+    from mmal.workspace.schema import effective_config
+
+    eff = effective_config(Workspace(directory).config)
+    if as_json:
+        echo_json(eff, indent=2)
+        return
+
+    def clean(d):  # TOML has no null: unset optional values are shown as comments
+        out, unset = {}, []
+        for k, v in d.items():
+            if isinstance(v, dict):
+                out[k] = clean(v)[0]
+            elif v is None:
+                unset.append(k)
+            else:
+                out[k] = list(v) if isinstance(v, tuple) else v
+        return out, unset
+
+    for section, body in eff.items():
+        values, unset = clean(body)
+        typer.echo(tomli_w.dumps({section: values}).rstrip())
+        for k in unset:
+            typer.echo(f"# {k} = (not set)")
+        typer.echo("")

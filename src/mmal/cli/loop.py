@@ -26,22 +26,12 @@ def _parse_params(items: list[str]) -> dict:
     return out
 
 
-#: Substrings of errors raised inside :mod:`mmal.select` (which speaks in Python terms) ->
-#: the command that fixes them. Applied only to errors raised by ``select``.
-SELECT_HINTS = (
-    ("value_fn=", "strategy bmmal needs the coalition values V(S) in the scored pool: run "
-                  "`mmal score {ws} --coalitions` (on a model from `mmal train {ws} --learner late-fusion`)"),
-    ("pool.fused_blocks is False", "strategy bmmal needs the late-fusion learner's per-modality blocks: run "
-                                   "`mmal train {ws} --learner late-fusion` and then `mmal score {ws} --coalitions`"),
-    ("BALD needs", "strategy bald needs MC-dropout probabilities in the scored pool: run `mmal score {ws} --mc-samples 20`"),
-)
+def _with_fix(err: MmalError, ws_dir) -> MmalError:
+    """A strategy's missing need (:class:`mmal.select.registry.MissingNeedError`) with the command that provides it."""
+    from mmal.select.registry import MissingNeedError
 
-
-def _with_hint(err: MmalError, ws_dir) -> MmalError:
-    text = str(err)
-    for needle, hint in SELECT_HINTS:
-        if needle in text:
-            return type(err)(hint.format(ws=ws_dir))
+    if isinstance(err, MissingNeedError):
+        return ConfigError(err.message(ws_dir))
     return err
 
 
@@ -65,9 +55,8 @@ def select(
     positive(budget, "--budget")
     params = _parse_params(param)
     ws = Workspace(directory)
-    defaults = ws.config.get("select", {})
-    strategy = strategy if strategy is not None else defaults.get("strategy")
-    budget = budget if budget is not None else defaults.get("budget")
+    strategy = strategy if strategy is not None else ws.setting("select", "strategy")
+    budget = budget if budget is not None else ws.setting("select", "budget")
     if not strategy:
         raise ConfigError(f"no strategy: pass --strategy NAME or set [select] strategy in {ws.dir / 'mmal.toml'}")
     if budget is None:
@@ -82,7 +71,7 @@ def select(
     if msg:
         print(f"mmal: note: {msg}", file=sys.stderr)
     try:
-        if cold:  # nothing labeled yet: cold-start strategies only (issue 10)
+        if cold:  # nothing labeled yet: cold-start strategies only
             out = cold_select_workspace(directory, strategy, int(budget), seed=seed, params=params, pretrain=pretrain,
                                         dry_run=dry_run, append=append)
         else:
@@ -91,7 +80,7 @@ def select(
             out = engine_select(directory, strategy, int(budget), engine=engine, ray_address=ray_address, seed=seed,
                                 params=params, dry_run=dry_run, append=append)
     except MmalError as e:
-        raise _with_hint(e, ws.dir) from None
+        raise _with_fix(e, ws.dir) from None
     for w in out.get("warnings", []) or []:
         print(f"mmal: warning: {w}", file=sys.stderr)
     echo_json(out, indent=1)
@@ -142,30 +131,24 @@ def simulate(
     rounds: int = typer.Option(..., "--rounds"),
     seeds: str = typer.Option("0,1,2", "--seeds"),
     out: Path = typer.Option(..., "--out"),
-    learner: Optional[str] = typer.Option(None, "--learner", help="linear | late-fusion | fusion; relevance items: probe (default) | hcmrm"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the task (binary / multiclass: late-fusion, linear, fusion; relevance: probe, hcmrm); default the task's"),
     init_strategy: Optional[str] = typer.Option(None, "--init-strategy", help="cold-start strategy for the initial set (kmeans, typiclust, probcover, activeft, mmcsal, ...; default random)"),
     fusion: Optional[str] = typer.Option(None, "--fusion"),
     heads: Optional[str] = typer.Option(None, "--heads"),
     encoders: Optional[str] = typer.Option(None, "--encoders"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
-    task: Optional[str] = typer.Option(None, "--task", help="classify | relevance (default: relevance when the items have a 'query' column)"),
+    task: Optional[str] = typer.Option(None, "--task", help="binary | multiclass | relevance (default: inferred from the items)"),
+    metric: Optional[str] = typer.Option(None, "--metric", help="test metric of the AUBC (default: the task's headline: binary r_at_p80, multiclass macro_f1, relevance spearman)"),
 ):
     """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html."""
-    from mmal.loop.simulate import _task_of
     from mmal.loop.simulate import simulate as run
-    from mmal.workspace.schema import check_value
 
     for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds), ("--epochs", epochs)):
         positive(v, flag)
-    task = task or _task_of(items)
-    if task == "relevance":  # relevance learners (mmal.relevance.learner) have their own names and settings
-        for flag, v in (("--fusion", fusion), ("--heads", heads), ("--encoders", encoders), ("--epochs", epochs)):
-            if v is not None:
-                raise ConfigError(f"{flag} applies to classification items; {items} has relevance items (a 'query' column)")
-    for flag, section, key, v in (("--learner", "model", "learner", learner if task != "relevance" else None),
-                                  ("--fusion", "model", "fusion", fusion), ("--heads", "model", "heads", heads)):
-        if v is not None:
-            check_value(section, key, v, where=flag)
+    if task is not None:
+        from mmal.tasks import get_task
+
+        get_task(task)
     seed_list = _int_list(seeds, "--seeds")
     from mmal.select import parse_strategies, shares_note
 
@@ -173,20 +156,25 @@ def simulate(
     for s in specs:
         if note := shares_note(s):
             typer.echo(f"mmal: note: {note}", err=True)
-    kwargs = {"learner": learner} if learner is not None else {}
-    if init_strategy is not None:
-        kwargs["init_strategy"] = init_strategy
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
-              encoders=encoders, model={"fusion": fusion, "heads": heads} if task != "relevance" else None,
-              train={"epochs": epochs}, task=task, progress=progress_enabled(), **kwargs)
-    for spec, d in res["strategies"].items():
-        if "mean_aubc_by_metric" in d:  # relevance: AUBC of test AUC and of test Spearman
-            typer.echo(f"{spec:<32} " + "  ".join(
-                f"AUBC({m}) {d['mean_aubc_by_metric'][m]:.4f}" + (f" ± {d['std_aubc_by_metric'][m]:.4f}" if len(d["per_seed"]) > 1 else "")
-                for m in d["mean_aubc_by_metric"]))
-            continue
-        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f}" + (f" ± {d['std_aubc']:.4f}" if len(d["per_seed"]) > 1 else " (1 seed)"))
+              encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs}, task=task,
+              metric=metric, learner=learner, init_strategy=init_strategy, progress=progress_enabled(), log=_log)
+    _print_aubc(res)
     typer.echo(str(Path(out) / "report.html"))
+
+
+def _log(msg: str) -> None:
+    from mmal.cli._common import note
+
+    note(msg)
+
+
+def _print_aubc(res) -> None:
+    metric = res["config"]["metric"]
+    n_seeds = len(res["config"]["seeds"])
+    for spec, d in res["strategies"].items():
+        spread = f" ± {d['std_aubc']:.4f}" if n_seeds > 1 else " (1 seed)"
+        typer.echo(f"{spec:<32} AUBC({metric}) {d['mean_aubc']:.4f}{spread}")
 
 
 @app.command()
@@ -202,7 +190,7 @@ def demo(
 
     for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds)):
         positive(v, flag)
-    res = run_demo(out, seeds=_int_list(seeds, "--seeds"), rounds=rounds, init=init, budget=budget, progress=progress_enabled())
-    for spec, d in res["strategies"].items():
-        typer.echo(f"{spec:<32} AUBC {d['mean_aubc']:.4f}" + (f" ± {d['std_aubc']:.4f}" if len(d["per_seed"]) > 1 else " (1 seed)"))
+    res = run_demo(out, seeds=_int_list(seeds, "--seeds"), rounds=rounds, init=init, budget=budget, progress=progress_enabled(),
+                   log=_log)
+    _print_aubc(res)
     typer.echo(f"report: {res.get('report', Path(out) / 'simulation' / 'report.html')}")

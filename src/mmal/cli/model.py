@@ -1,12 +1,12 @@
-"""CLI: train / score / evaluate (model stages).
+"""CLI: train / score / evaluate / pretrain (model stages), for every task.
 
 ``train`` remembers its flags: after a successful run, the values given on the command
-line (``--learner``, ``--fusion``, ``--heads``, ``--seed``) are written into ``mmal.toml``
-(``[model] learner / fusion / heads``, ``[train] seed``; one atomic rewrite), so the next
-``train`` uses them unless given again. A failed ``train`` changes nothing.
-``--finetune-towers`` is a one-off (slow) mode and is not remembered; set
-``[train] finetune_towers = true`` to make it the default. The checkpoint of each round records the full
-configuration it was trained with.
+line (``--learner``, ``--fusion``, ``--heads``, ``--head``, ``--seed``) are written into
+``mmal.toml`` (``[model] learner / fusion / heads / head``, ``[train] seed``; one atomic
+rewrite), so the next ``train`` uses them unless given again. A failed ``train`` changes
+nothing. ``--finetune-towers`` is a one-off (slow) mode and is not remembered; set
+``[train] finetune_towers = true`` to make it the default. The checkpoint of each round
+records the full configuration it was trained with.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ REMEMBERED_TRAIN_FLAGS = {
     "--learner": ("model", "learner"),
     "--fusion": ("model", "fusion"),
     "--heads": ("model", "heads"),
+    "--head": ("model", "head"),
     "--seed": ("train", "seed"),
 }
 
@@ -31,8 +32,8 @@ REMEMBERED_TRAIN_FLAGS = {
 @app.command()
 def train(
     directory: Path = typer.Argument(...),
-    learner: Optional[str] = typer.Option(None, "--learner", help="linear | late-fusion | fusion (remembered in mmal.toml [model] learner)"),
-    fusion: Optional[str] = typer.Option(None, "--fusion", help="none | avgpool | vlmae (remembered in mmal.toml [model])"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the workspace's task (remembered in mmal.toml [model] learner): binary / multiclass late-fusion | linear | fusion; relevance probe | hcmrm"),
+    fusion: Optional[str] = typer.Option(None, "--fusion", help="late-fusion / fusion: none | avgpool | vlmae (remembered in mmal.toml [model])"),
     heads: Optional[str] = typer.Option(None, "--heads", help="fused | fused+unimodal (remembered in mmal.toml [model])"),
     seed: Optional[int] = typer.Option(None, "--seed", help="training seed (remembered in mmal.toml [train])"),
     finetune_towers: Optional[bool] = typer.Option(
@@ -40,31 +41,18 @@ def train(
         help="also fine-tune the encoder towers end to end from the raw media (slow on CPU; meant for GPU, "
              "[train] device = 'cuda'); `mmal score` then re-encodes with the tuned towers. Default: mmal.toml [train] finetune_towers",
     ),
-    head: Optional[str] = typer.Option(None, "--head", help="relevance workspaces: hsoftmax (default) | bce | mse | ordinal"),
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="relevance workspaces, learner hcmrm: fine-tuning epochs (default 4)"),
-    pretrain: Optional[str] = typer.Option(None, "--pretrain", help="relevance workspaces: start from DIR/pretrain/NAME (default: 'default' when present)"),
+    head: Optional[str] = typer.Option(None, "--head", help="relevance learners: hsoftmax (default) | bce | mse | ordinal (remembered in mmal.toml [model])"),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="training epochs of a torch learner for this run ([train] epochs)"),
+    pretrain: Optional[str] = typer.Option(None, "--pretrain", help="hcmrm: start from DIR/pretrain/NAME (default: 'default' when present)"),
 ):
-    """Train the round's model on the labeled items; checkpoint per round (relevance: docs/relevance.md)."""
+    """Train the round's model on the labeled items; checkpoint per round."""
+    from mmal.learners import LEARNERS
     from mmal.loop.workspace_round import train_workspace
-    from mmal.relevance.workspace import is_relevance
     from mmal.workspace import Workspace
     from mmal.workspace.schema import check_value
 
-    if is_relevance(directory):  # the relevance task (issue 11): its own learners and heads
-        from mmal.relevance.workspace import train_relevance_workspace
-
-        for flag, v in (("--fusion", fusion), ("--heads", heads), ("--finetune-towers", finetune_towers)):
-            if v is not None:
-                raise ConfigError(f"{flag} applies to classification workspaces; {directory} is a relevance workspace")
-        positive(epochs, "--epochs")
-        note(f"train: {directory}: fitting the round's relevance model")
-        echo_json(train_relevance_workspace(directory, learner=learner, head=head or "hsoftmax", epochs=epochs, seed=seed,
-                                            pretrain=pretrain or "default", log=note if epoch_lines() else None))
-        return
-    for flag, v in (("--head", head), ("--epochs", epochs), ("--pretrain", pretrain)):
-        if v is not None:
-            raise ConfigError(f"{flag} applies to relevance workspaces (`mmal init --task relevance`)")
-    given = {"--learner": learner, "--fusion": fusion, "--heads": heads, "--seed": seed}
+    positive(epochs, "--epochs")
+    given = {"--learner": learner, "--fusion": fusion, "--heads": heads, "--head": head, "--seed": seed}
     given = {k: v for k, v in given.items() if v is not None}
     for flag, value in given.items():
         section, key = REMEMBERED_TRAIN_FLAGS[flag]
@@ -72,13 +60,25 @@ def train(
     ws = Workspace(directory)  # validates mmal.toml, state.sqlite and items.parquet first
     if ws.n_classes == 0 and not ws.current_labels():
         raise ConfigError(f"{ws.dir}: no labeled items and no classes yet; import labels with `mmal label {ws.dir} FILE` first")
-    kwargs = dict(fusion=fusion, heads=heads, seed=seed, finetune_towers=finetune_towers, progress=progress_enabled())
-    if learner is not None:
-        kwargs["learner"] = learner
-    if epoch_lines():
-        kwargs["log"] = note
-    note(f"train: {ws.dir}: fitting the round's model")
-    out = train_workspace(directory, **kwargs)
+    name = ws.task.check_learner(learner or ws.config.get("model", {}).get("learner"))
+    for flag, key in (("--fusion", "fusion"), ("--heads", "heads"), ("--head", "head")):
+        if flag in given and key not in LEARNERS[name].settings():
+            raise ConfigError(f"{flag} does not apply to the '{name}' learner (it reads: "
+                              f"{', '.join(sorted(LEARNERS[name].settings())) or 'no [model] settings'})")
+    for flag, key, value in (("--fusion", "fusion", fusion), ("--heads", "heads", heads), ("--head", "head", head)):
+        if value is not None:  # the learner's own config checks the value; the error names the flag
+            try:
+                built, _ = LEARNERS[name].from_settings(n_classes=max(2, ws.n_classes), model={key: value})
+                built.check_settings(ws.modalities)
+            except ConfigError as e:
+                raise ConfigError(f"{flag} {value!r}: {e}") from None
+    if pretrain is not None and LEARNERS[name].pretraining != "hcmrm":
+        raise ConfigError(f"--pretrain applies to learners that start from a stored pre-training (hcmrm), not '{name}'")
+    note(f"train: {ws.dir}: fitting the round's {name} model")
+    out = train_workspace(directory, learner=name, model={"fusion": fusion, "heads": heads, "head": head},
+                          train=None if epochs is None else {"epochs": epochs}, seed=seed,
+                          finetune_towers=finetune_towers, pretrain=pretrain or "default", progress=progress_enabled(),
+                          log=note if epoch_lines() else None)
     if given:
         ws = Workspace(directory)
         for flag, value in given.items():
@@ -102,11 +102,6 @@ def score(
     from mmal.workspace import Workspace
 
     positive(mc_samples, "--mc-samples", minimum=0)
-    from mmal.relevance.workspace import is_relevance
-
-    if is_relevance(directory) and (coalitions or mc_samples or engine != "local"):
-        raise ConfigError("a relevance workspace is scored locally with its level distribution only "
-                          "(no --coalitions, --mc-samples or --engine ray)")
     ws = Workspace(directory)
     note(f"score: {ws.dir}: scoring every item" + (" with coalitions" if coalitions else "")
          + (f" and {mc_samples} MC-dropout passes" if mc_samples else ""))
@@ -116,10 +111,10 @@ def score(
 
 @app.command()
 def evaluate(directory: Path = typer.Argument(...)):
-    """Test-split metrics of the round's scored pool; writes rounds/<n>/metrics.json."""
+    """Test-split metrics of the round's scored pool, in the task's terms; writes rounds/<n>/metrics.json."""
+    from mmal.cli._common import check_round_pool
     from mmal.loop.workspace_round import evaluate_workspace
     from mmal.workspace import Workspace
-    from mmal.cli._common import check_round_pool
 
     check_round_pool(Workspace(directory))
     echo_json(evaluate_workspace(directory), indent=1)
@@ -131,32 +126,30 @@ def pretrain(
     name: str = typer.Option("default", "--name", help="stored under DIR/pretrain/NAME"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     dim: Optional[int] = typer.Option(None, "--dim"),
-    prototypes: bool = typer.Option(True, "--prototypes/--no-prototypes", help="uni-modal prototype loss (METHODS F)"),
-    n_prototypes: Optional[int] = typer.Option(None, "--n-prototypes"),
-    include_test: bool = typer.Option(False, "--include-test"),
+    prototypes: Optional[bool] = typer.Option(None, "--prototypes/--no-prototypes", help="MMSSL: uni-modal prototype loss (METHODS F; default on)"),
+    n_prototypes: Optional[int] = typer.Option(None, "--n-prototypes", help="MMSSL: prototypes per modality"),
+    include_test: Optional[bool] = typer.Option(None, "--include-test", help="MMSSL: also train on the test split"),
     seed: int = typer.Option(0, "--seed"),
     force: bool = typer.Option(False, "--force", help="replace an existing pre-training of this name"),
-    objectives: Optional[str] = typer.Option(None, "--objectives", help="relevance workspaces: subset of itc,itm,mlm,pqvm (default all four)"),
-    arch: str = typer.Option("dual", "--arch", help="relevance workspaces: dual (HCMRM) | single | text"),
+    objectives: Optional[str] = typer.Option(None, "--objectives", help="HCMRM: subset of itc,itm,mlm,pqvm (default all four)"),
+    arch: Optional[str] = typer.Option(None, "--arch", help="HCMRM: dual (default) | single | text"),
 ):
-    """Pre-training on the workspace's items: MMSSL (002 ch. 4) for classification, ITC/ITM/MLM/PQVM (003) for relevance."""
-    from mmal.loop.pretrain import pretrain_workspace
-    from mmal.relevance.workspace import is_relevance
+    """The task's pre-training on the workspace's items: MMSSL (002 ch. 4) or ITC/ITM/MLM/PQVM (003)."""
+    from mmal.loop.pretrain import PRETRAINERS, pretrain_options
+    from mmal.workspace import Workspace
 
     for flag, v in (("--epochs", epochs), ("--dim", dim), ("--n-prototypes", n_prototypes)):
         positive(v, flag)
-    if is_relevance(directory):  # ITC / ITM / MLM / PQVM pre-training of the relevance model (003 §3.2)
-        from mmal.relevance.workspace import pretrain_relevance_workspace
-
-        if n_prototypes is not None or include_test:
-            raise ConfigError("--n-prototypes and --include-test apply to MMSSL (classification workspaces)")
-        meta = pretrain_relevance_workspace(directory, name=name, objectives=objectives or "itc,itm,mlm,pqvm",
-                                            arch=arch, epochs=epochs or 3, seed=seed, force=force, dim=dim)
-        echo_json({k: meta[k] for k in ("name", "objectives", "arch", "n_videos", "history", "seconds")}, indent=1)
-        return
-    if objectives is not None or arch != "dual":
-        raise ConfigError("--objectives and --arch apply to relevance workspaces (`mmal init --task relevance`)")
-    cfg = {k: v for k, v in {"epochs": epochs, "dim": dim, "n_prototypes": n_prototypes}.items() if v is not None}
-    meta = pretrain_workspace(directory, name=name, include_test=include_test, force=force, prototypes=prototypes,
-                              seed=seed, **cfg)
-    echo_json({k: meta[k] for k in ("name", "n_items", "n_train", "modalities", "metrics", "seconds") if k in meta}, indent=1)
+    kind = Workspace(directory).task.pretraining
+    fn = PRETRAINERS[kind]
+    given = {"epochs": epochs, "dim": dim, "prototypes": prototypes, "n_prototypes": n_prototypes,
+             "include_test": include_test, "objectives": objectives, "arch": arch}
+    given = {k: v for k, v in given.items() if v is not None}
+    ok = pretrain_options(kind)
+    bad = sorted(k for k in given if k not in ok)
+    if bad:
+        flags = ", ".join("--" + b.replace("_", "-") for b in bad)
+        raise ConfigError(f"{flags} {'does' if len(bad) == 1 else 'do'} not apply to this workspace's pre-training ({kind})")
+    meta = fn(directory, name=name, seed=seed, force=force, **given)
+    keys = ("name", "n_items", "n_train", "n_videos", "objectives", "arch", "modalities", "metrics", "history", "seconds")
+    echo_json({k: meta[k] for k in keys if k in meta}, indent=1)

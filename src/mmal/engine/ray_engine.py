@@ -29,11 +29,10 @@ import os
 import numpy as np
 
 from mmal.errors import ConfigError
+from mmal.loop.core import SCORE_EXTRA
 from mmal.index.base import Index, check_metric, check_vectors, sort_topk
 
 #: strategies that are a per-item score and run as :func:`distributed_top_b`
-TOP_B_STRATEGIES = ("least-confidence", "margin", "entropy", "bald")
-LSB_STRATEGIES = ("lsb-knn", "lsb-lt")
 
 
 # ---- connection -------------------------------------------------------------------------
@@ -180,9 +179,8 @@ def encode_workspace(directory, *, encoders: str | None = None, batch_size: int 
 
     ws = Workspace(directory)
     cache = FeatureCache(ws.features_dir)
-    enc_cfg = ws.config.get("encode", {})
-    return [encode_items(cache, ws.items, m, spec, batch_size=int(batch_size or enc_cfg.get("batch_size", 16)),
-                         n_frames=int(enc_cfg.get("n_frames", 3)), encoder_params=encoder_params(ws, m),
+    return [encode_items(cache, ws.items, m, spec, batch_size=int(batch_size or ws.setting("encode", "batch_size")),
+                         n_frames=int(ws.setting("encode", "n_frames")), encoder_params=encoder_params(ws, m),
                          n_actors=n_actors)
             for m, spec in workspace_encoders(ws, encoders).items()]
 
@@ -243,18 +241,20 @@ def flat_model_scores(res: dict) -> dict:
         out[f"probs:{m}"] = p
     for k, p in (res.get("coalition_probs") or {}).items():
         out[f"coalition:{k}"] = p
+    if res.get("scores") is not None:
+        out[SCORE_EXTRA] = np.asarray(res["scores"], np.float64)
     return out
 
 
-def pool_from_scores(flat: dict, ids, *, labels=None, split=None, fused_blocks: bool = False):
+def pool_from_scores(flat: dict, ids, *, labels=None, split=None, fused_blocks: bool = False, ordered: bool = False):
     """:class:`ScoredPool` from flattened scores, laid out as :func:`mmal.loop.core.score_pool` does."""
-    from mmal.select.types import ScoredPool
+    from mmal.pool import ScoredPool
 
-    extras = {k: v for k, v in flat.items() if k == "penultimate" or k.startswith(("probs:", "coalition:"))}
+    extras = {k: v for k, v in flat.items() if k in ("penultimate", SCORE_EXTRA) or k.startswith(("probs:", "coalition:"))}
     modality = {k.split(":", 1)[1]: v for k, v in flat.items() if k.startswith("modality:")}
     return ScoredPool(ids=np.asarray(ids), probs=flat["probs"], embedding=flat["embedding"], modality=modality,
                       labels=None if labels is None else np.asarray(labels), split=split, extras=extras,
-                      fused_blocks=fused_blocks)
+                      fused_blocks=fused_blocks, ordered=ordered)
 
 
 class WorkspaceScorer:
@@ -269,13 +269,12 @@ class WorkspaceScorer:
         self.directory, self.coalitions = str(directory), coalitions
 
     def __call__(self):
-        from mmal.features.pipeline import load_features
-        from mmal.loop.workspace_round import _load_round_model
+        from mmal.loop.workspace_round import load_round_model
         from mmal.workspace import Workspace
 
         ws = Workspace(self.directory)
-        _, learner, _ = _load_round_model(ws)
-        features = load_features(ws)
+        _, learner, _ = load_round_model(ws)
+        features = ws.task.load_features(ws)
         coalitions = self.coalitions
 
         def score_fn(rows):
@@ -290,23 +289,30 @@ SCORE_CHUNK = 1024  # a multiple of the learners' score batches (256, 1024): chu
 
 def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=False, n_actors: int | None = None) -> dict:
     """Ray twin of :func:`mmal.loop.workspace_round.score_workspace` (same ``rounds/<n>/pool``)."""
-    from mmal.loop.workspace_round import _arrays, _load_round_model
+    from mmal.loop.workspace_round import at_selection_probs, load_round_model, workspace_arrays
     from mmal.workspace import Workspace
 
     ws = Workspace(directory)
-    rnd, learner, extra = _load_round_model(ws)
+    rnd, learner, extra = load_round_model(ws)
     if extra.get("towers_file"):
         raise ConfigError("--engine ray does not score with fine-tuned towers yet; use --engine local for this round")
     if mc_samples:
         raise ConfigError("--engine ray does not draw MC-dropout passes yet (--mc-samples); score them with --engine local "
                           "(BALD's selection itself runs distributed)")
-    ids, split, labels = _arrays(ws)
+    ids, split, labels = workspace_arrays(ws)
     flat = score_rows(WorkspaceScorer(str(ws.dir), coalitions), len(ids), chunk=SCORE_CHUNK, n_actors=n_actors)
-    pool = pool_from_scores(flat, ids, labels=labels, split=split, fused_blocks=bool(getattr(learner, "fused_blocks", False)))
+    pool = pool_from_scores(flat, ids, labels=labels, split=split, fused_blocks=bool(getattr(learner, "fused_blocks", False)),
+                            ordered=ws.task.ordered)
+    at_sel = at_selection_probs(ws, ids, labels, pool.n_classes)
+    if at_sel is not None:
+        from mmal.select.lsb import AT_SELECTION
+
+        pool.extras[AT_SELECTION] = at_sel
     from mmal.workspace.pool_io import replace_pool
 
     folder = replace_pool(pool, ws.round_dir(rnd) / "pool")
-    return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": False, "engine": "ray"}
+    return {"round": rnd, "pool": str(folder), "n": len(pool), "task": ws.task.name, "learner": learner.name,
+            "tuned_towers": False, "engine": "ray"}
 
 
 # ---- sharded kNN ------------------------------------------------------------------------
@@ -379,58 +385,63 @@ class ShardedIndex(Index):
 
 
 # ---- distributed top-B ------------------------------------------------------------------
-def _shard_top_b(strategy: str, block, rows: np.ndarray, budget: int, eps):
-    """Scores of one shard of selectable rows and its own top-``budget`` (score desc, row asc)."""
-    from mmal.select import uncertainty
-    from mmal.select.bald import bald_scores
+def _shard_top_b(strategy: str, block, rows: np.ndarray, budget: int, params: dict):
+    """Scores of one shard of selectable rows and its own top-``budget`` (score desc, row asc).
 
+    The score function is the strategy's registry :class:`~mmal.select.registry.TopB`.
+    """
+    from mmal.select.registry import get_strategy
+
+    top = get_strategy(strategy).top_b
     b = np.asarray(block, dtype=np.float64)
     if not np.isfinite(b).all():
-        bad = ~np.isfinite(b).reshape(b.shape[0], -1).all(axis=1) if strategy != "bald" else \
-            ~np.isfinite(b).all(axis=(0, 2))
+        axes = tuple(a for a in range(b.ndim) if a != top.rows_axis)
+        bad = ~np.isfinite(b).all(axis=axes)
         raise ConfigError(f"{strategy}: {int(bad.sum())} selectable rows have non-finite probabilities "
                           f"(first pool row {int(rows[np.flatnonzero(bad)[0]])})")
-    if strategy == "bald":
-        score = bald_scores(b) if eps is None else bald_scores(b, eps=eps)
-    else:
-        if (b < 0).any():
-            raise ConfigError(f"{strategy}: negative probabilities among pool rows {int(rows[0])}..{int(rows[-1])}")
-        fn = {"least-confidence": uncertainty.least_confidence, "margin": uncertainty.margin,
-              "entropy": uncertainty.entropy}[strategy]
-        score = fn(b) if eps is None or strategy != "entropy" else fn(b, eps=eps)
+    if top.source_param is None and (b < 0).any():
+        raise ConfigError(f"{strategy}: negative probabilities among pool rows {int(rows[0])}..{int(rows[-1])}")
+    score = top.score(b, **params)
     order = np.argsort(-score, kind="stable")[:budget]  # rows ascending -> ties by smaller row
     return score[order], rows[order]
 
 
-def distributed_top_b(strategy: str, pool, budget: int, labeled_mask, *, n_shards: int | None = None,
-                      eps: float | None = None, key: str = "mc_probs"):
-    """Top-``budget`` selectable rows by a per-item score, one Ray task per shard.
+def distributed_top_b(strategy: str, pool, budget: int, labeled_mask, *, n_shards: int | None = None, **params):
+    """Top-``budget`` selectable rows by a strategy's per-item score, one Ray task per shard.
 
-    ``strategy`` is one of :data:`TOP_B_STRATEGIES`; the scores are those of
-    :mod:`mmal.select.uncertainty` (000 eq. 8-10) and :func:`mmal.select.bald.bald_scores`
-    (BALD, Houlsby et al. 2011 eq. 2; reads ``pool.extras[key]`` [T, N, C]). Each task
-    returns at most ``budget`` (score, row) pairs; the union holds the global top-B because
-    every global top-B row is in its shard's top-B. Merge order: score desc, then row asc.
+    ``strategy`` is a registered strategy with a :class:`~mmal.select.registry.TopB` (the
+    uncertainty scores of 000 eq. 8-10, the level variance, BALD's mutual information reading
+    ``pool.extras[key]`` [T, N, C]); ``params`` are the strategy's parameters (those its
+    score takes are passed on). Each task returns at most ``budget`` (score, row) pairs; the
+    union holds the global top-B because every global top-B row is in its shard's top-B.
+    Merge order: score desc, then row asc.
 
     Returns ``(scores float64 [B'], rows int64 [B'], n_selectable)``.
     """
     import ray
 
-    if strategy not in TOP_B_STRATEGIES:
-        raise ConfigError(f"distributed top-B runs {', '.join(TOP_B_STRATEGIES)}, not {strategy!r}")
+    from mmal.select.registry import MissingNeedError, get_strategy
+
+    entry = get_strategy(strategy)
+    top = entry.top_b
+    if top is None:
+        raise ConfigError(f"strategy '{strategy}' has no per-item score to rank on shards")
+    entry.check_params(params)
     rows = np.flatnonzero(pool.selectable(labeled_mask))
     if budget == 0 or len(rows) == 0:
         return np.zeros(0), np.zeros(0, np.int64), len(rows)
-    if strategy == "bald":
+    if top.source_param is not None:
+        key = params.get(top.source_param, top.source_default)
         if key not in pool.extras:
-            raise ConfigError(f"BALD needs pool.extras['{key}'] with MC-dropout probabilities [T, N, C]")
+            raise MissingNeedError(strategy, sorted(entry.needs)[0] if entry.needs else "embedding", f"no pool.extras['{key}']")
         src = pool.extras[key]
-        take = lambda r: np.asarray(src[:, r])  # noqa: E731
+        take = (lambda r: np.asarray(src[:, r])) if top.rows_axis == 1 else (lambda r: np.asarray(src[r]))  # noqa: E731
     else:
         take = lambda r: np.asarray(pool.probs[r])  # noqa: E731
+    score_params = {k: v for k, v in params.items() if k in top.params}
     n_shards = int(n_shards) if n_shards else _cluster_cpus()
     task = ray.remote(num_cpus=1)(_shard_top_b)
-    futures = [task.remote(strategy, take(r), r, int(budget), eps)
+    futures = [task.remote(strategy, take(r), r, int(budget), score_params)
                for r in np.array_split(rows, min(n_shards, len(rows))) if len(r)]
     parts = ray.get(futures)
     scores = np.concatenate([p[0] for p in parts])
@@ -443,19 +454,23 @@ def ray_select(spec: str, pool, budget: int, *, labeled_mask=None, seed: int = 0
                **params):
     """:func:`mmal.select.select` with the pool-sized work on Ray.
 
-    LSB strategies get a :class:`ShardedIndex` over the whole pool embedding (their
-    ``index``/``index_params`` choose each shard's backend); the per-item-score strategies
-    run :func:`distributed_top_b`; anything else (mixes, BADGE, k-center, BMMAL) runs the
-    local :func:`mmal.select.select` and says so in ``info["engine"]``.
+    What runs where comes from the strategy registry: a strategy that takes a kNN ``index``
+    gets a :class:`ShardedIndex` over the whole pool embedding (its ``index``/``index_params``
+    choose each shard's backend); one with a per-item score runs :func:`distributed_top_b`;
+    anything else (mixes, BADGE, k-center, BMMAL) runs the local :func:`mmal.select.select`
+    and says so in ``info["engine"]``. Parameters are checked by the registry in every case.
     """
     from mmal.select import select
     from mmal.select.api import check_budget, check_labeled_mask
-    from mmal.select.types import Selection
+    from mmal.select.registry import STRATEGIES
+    from mmal.pool import Selection
 
     budget = check_budget(budget)
     mask = check_labeled_mask(pool, labeled_mask)
     name = spec.strip()
-    if name in LSB_STRATEGIES and not isinstance(params.get("index"), Index):
+    entry = STRATEGIES.get(name)
+    if entry is not None and entry.knn_index and not isinstance(params.get("index"), Index):
+        entry.check_params(params)
         if pool.embedding is None:
             raise ConfigError(f"{name} needs pool.embedding (the fused CLS embedding)")
         backend = params.pop("index", "auto")
@@ -467,18 +482,13 @@ def ray_select(spec: str, pool, budget: int, *, labeled_mask=None, seed: int = 0
             index.close()
         sel.info = {**(sel.info or {}), "engine": "ray", "n_shards": index.n_shards}
         return sel
-    if name in TOP_B_STRATEGIES:
-        allowed = {"eps", "key"} if name == "bald" else ({"eps"} if name == "entropy" else set())
-        allowed |= {"block_size"} if name != "bald" else set()
-        extra = set(params) - allowed
-        if extra:
-            raise ConfigError(f"strategy '{name}' got unknown parameters: {', '.join(sorted(extra))}")
-        params.pop("block_size", None)
+    if entry is not None and entry.top_b is not None:
         scores, rows, n_sel = distributed_top_b(name, pool, budget, mask, n_shards=n_shards, **params)
-        info = ({"n_candidates": int(n_sel), "n_passes": int(pool.extras[params.get("key", "mc_probs")].shape[0])}
-                if name == "bald" else {"n_selectable": int(n_sel)})
-        return Selection(ids=pool.ids[rows], strategy=name, score=scores, reason=None,
-                         info={**info, "engine": "ray"})
+        info = {"n_selectable": int(n_sel), "engine": "ray"}
+        if entry.top_b.source_param is not None:
+            key = params.get(entry.top_b.source_param, entry.top_b.source_default)
+            info = {"n_candidates": int(n_sel), "n_passes": int(pool.extras[key].shape[0]), "engine": "ray"}
+        return Selection(ids=pool.ids[rows], strategy=name, score=scores, reason=None, info=info)
     sel = select(spec, pool, budget, labeled_mask=mask, seed=seed, **params)
     sel.info = {**(sel.info or {}), "engine": "local (no distributed form of this strategy)"}
     return sel

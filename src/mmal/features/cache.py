@@ -117,7 +117,7 @@ class FeatureCache:
 
     def load(self, fingerprint: str, modality: str, ids=None) -> SequenceFeatures:
         """Memory-mapped features; with ``ids``, reordered to that order (missing -> error)."""
-        from mmal.workspace.workspace import npy_problem
+        from mmal.utils import npy_problem
 
         folder = self.folder(fingerprint, modality)
         if not (folder / IDS_FILE).exists():

@@ -1,15 +1,16 @@
-"""Workspace-level encoding and status (the imperative shell around :mod:`mmal.features.cache`)."""
+"""Encoding a workspace's items into its feature cache (the shell around :mod:`mmal.features.cache`).
+
+``ws`` is a :class:`mmal.workspace.Workspace` (its ``config``, ``items``, ``modalities`` and
+``features_dir`` are read; nothing else).
+"""
 
 from __future__ import annotations
 
-from collections import Counter
-
 from mmal.errors import ConfigError
-from mmal.features.cache import FeatureCache, encode_items, features_status
-from mmal.workspace import Workspace
+from mmal.features.cache import FeatureCache, encode_items
 
 
-def encoder_params(ws: Workspace, modality: str) -> dict:
+def encoder_params(ws, modality: str) -> dict:
     """Encoder keyword params from ``mmal.toml [encode]`` for one modality."""
     enc = ws.config.get("encode", {})
     if modality == "audio":
@@ -17,7 +18,7 @@ def encoder_params(ws: Workspace, modality: str) -> dict:
     return {}
 
 
-def workspace_encoders(ws: Workspace, encoders: str | None = None) -> dict[str, str]:
+def workspace_encoders(ws, encoders: str | None = None) -> dict[str, str]:
     """modality -> encoder spec, from ``--encoders`` or ``mmal.toml [encoders]``."""
     specs = dict(ws.config.get("encoders", {}))
     if encoders:
@@ -34,18 +35,17 @@ def workspace_encoders(ws: Workspace, encoders: str | None = None) -> dict[str, 
     return specs
 
 
-def encode_workspace(directory, *, encoders: str | None = None, batch_size: int | None = None, progress: bool = True) -> list[dict]:
-    ws = Workspace(directory)
+def encode_workspace(ws, *, encoders: str | None = None, batch_size: int | None = None, progress: bool = True) -> list[dict]:
+    """Encode every item of ``ws`` that the cache does not have yet, per modality; one result dict each."""
     cache = FeatureCache(ws.features_dir)
     specs = workspace_encoders(ws, encoders)
-    enc_cfg = ws.config.get("encode", {})
     out = []
     for modality, spec in specs.items():
         out.append(
             encode_items(
                 cache, ws.items, modality, spec,
-                batch_size=int(batch_size or enc_cfg.get("batch_size", 16)),
-                n_frames=int(enc_cfg.get("n_frames", 3)),
+                batch_size=int(batch_size or ws.setting("encode", "batch_size")),
+                n_frames=int(ws.setting("encode", "n_frames")),
                 encoder_params=encoder_params(ws, modality),
                 progress=progress,
             )
@@ -53,7 +53,7 @@ def encode_workspace(directory, *, encoders: str | None = None, batch_size: int 
     return out
 
 
-def load_features(ws: Workspace, ids=None) -> dict:
+def load_features(ws, ids=None) -> dict:
     """modality -> SequenceFeatures for the workspace's encoders, aligned to ``ids``."""
     from mmal.errors import WorkspaceError
     from mmal.features.cache import resolve_fingerprint
@@ -67,30 +67,3 @@ def load_features(ws: Workspace, ids=None) -> dict:
             raise WorkspaceError(f"{ws.dir}: no cached {modality} features for {spec}; run `mmal encode {ws.dir}` first")
         out[modality] = cache.load(fp, modality, ids)
     return out
-
-
-def workspace_info(directory) -> dict:
-    ws = Workspace(directory)
-    t = ws.items
-    labels = ws.current_labels()
-    names = t.column_names
-    mod_counts = {}
-    for m in ws.modalities:
-        cols = ["image", "video"] if m == "image" else [m]
-        have = None
-        for c in cols:
-            if c in names:
-                col = [v not in (None, "") for v in t.column(c).to_pylist()]
-                have = col if have is None else [a or b for a, b in zip(have, col)]
-        mod_counts[m] = int(sum(have or []))
-    cache = FeatureCache(ws.features_dir)
-    specs = workspace_encoders(ws)
-    return {
-        "dir": str(ws.dir),
-        "task": ws.config["task"]["type"],
-        "n_classes": ws.n_classes,
-        "counts": ws.counts(),
-        "labels_per_class": dict(sorted(Counter(labels.values()).items())),
-        "modality_counts": mod_counts,
-        "features": features_status(cache, t, specs, {m: encoder_params(ws, m) for m in specs}),
-    }

@@ -15,7 +15,7 @@ with ``nlist = 2 ** round(log2(sqrt(N)))`` clipped to ``[nlist_min, nlist_max] =
 and ``nprobe`` tuned at build time so that recall@3 on 300 held-out rows reaches
 ``target_recall=0.95`` (:mod:`mmal.index.tuning`).
 
-Issue 12: the home-made list-major ``IVF*,BLAS*`` index was removed. On the fair
+the home-made list-major ``IVF*,BLAS*`` index was removed. On the fair
 benchmark (``bench/knn.py``: 1M x 384, all 50k seeds, alternating runs, equal recall@3,
 build included) it was 1.8x faster than FAISS IVF-Flat, short of the 2x it had to show
 to stay, so FAISS is the default. Every choice is overridable.
@@ -100,7 +100,7 @@ def build_index(vectors, *, metric: str = "cosine", backend: str = "auto", exact
             raise ConfigError(f"exact backend does not take {sorted(extra)}; allowed: {sorted(allowed)}")
         return ExactIndex(vectors, metric=metric, **params)
     if "BLAS" in backend.upper():
-        raise ConfigError(f"backend '{backend}': the IVF*,BLAS* index was removed (issue 12: it did not beat "
+        raise ConfigError(f"backend '{backend}': the IVF*,BLAS* index was removed (it did not beat "
                           "FAISS by 2x at equal recall); use 'auto' or e.g. 'IVF1024,Flat' / 'IVF1024,SQ8'")
     try:
         return FaissIndex(vectors, backend, metric=metric, **params)

@@ -4,8 +4,7 @@
 neighbours (excluding themselves) are accumulated while the index streams its vectors once
 (:class:`TruthAccumulator`), and nprobe grows along ``NPROBE_STEPS`` until recall@``tune_k``
 on them minus ``tune_z`` standard errors reaches ``target_recall`` (:func:`tune_nprobe`).
-Used by :class:`mmal.index.FaissIndex` (moved here from the removed ``IVF*,BLAS*`` index,
-issue 12).
+Used by :class:`mmal.index.FaissIndex` (moved here from the removed ``IVF*,BLAS*`` index).
 """
 
 from __future__ import annotations

@@ -22,8 +22,11 @@ class FusionLearner(Learner):
     ``val_fraction`` = labeled share held out for early stopping (0.2)."""
 
     name = "fusion"
+    serves = {"coalitions": {}, "unimodal": {"heads": "fused+unimodal"}, "mc_samples": {}}
     fused_blocks = False
     supports_mc_dropout = True
+    train_defaults: dict = {}  # TrainConfig's own defaults
+    model_config = ModelConfig
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
                  train: Mapping | None = None, modalities=None):
@@ -63,7 +66,7 @@ class FusionLearner(Learner):
         return score(self.net, self._features(features), idx, coalitions=coalitions, progress=progress)
 
     def mc_probs(self, features, T: int, seed: int) -> np.ndarray:
-        from mmal.loop.core import mc_dropout_probs
+        from mmal.train.loop import mc_dropout_probs
 
         return mc_dropout_probs(self.net, self._features(features), T, seed)
 

@@ -4,7 +4,7 @@ The model is :class:`mmal.models.late_fusion.LateFusionClassifier` (002 ch. 3's 
 family; audio by 000 eq. 6 or eq. 7). This module builds its batches from the feature cache
 and trains it with the shared loop :func:`mmal.train.engine.train_epochs`.
 
-Training recipe (issue 8; the choices are named parameters with the defaults below):
+Training recipe (the choices are named parameters with the defaults below):
 
 - every labeled item trains; no labels are spent on a validation split and nothing stops
   early (``epochs`` fixed): with 50-400 labels a 10-80-item validation split gives a noisy
@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from mmal.errors import ConfigError
-from mmal.learners.base import Learner, coalition_key, coalition_subsets
+from mmal.learners.base import Learner
+from mmal.pool import coalition_key, coalition_subsets
 from mmal.learners.linear import pooled_means
 from mmal.models.late_fusion import LateFusionClassifier, LateFusionConfig, bucket_frames, late_fusion_loss, unit_frames
 from mmal.train.config import TrainConfig
@@ -212,7 +213,11 @@ class LateFusionLearner(Learner):
     ``freeze_encoders`` (True: those heads do not train)."""
 
     name = "late-fusion"
+    serves = {"coalitions": {}, "unimodal": {"heads": "fused+unimodal"}, "mc_samples": {"dropout": 0.2}}
     fused_blocks = True
+    train_defaults = TRAIN_DEFAULTS
+    model_config = LateFusionConfig
+    pretraining = "mmssl"
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
                  train: Mapping | None = None, label_smoothing: float = 0.0, init: str = "probe",
@@ -240,6 +245,12 @@ class LateFusionLearner(Learner):
                          init_encoders=None if init_encoders is None else str(init_encoders),
                          freeze_encoders=bool(freeze_encoders))
         self.net: LateFusionClassifier | None = None
+        self._pretrained = None  # MMSSL heads handed over by init_from_pretraining
+
+    def init_from_pretraining(self, pretrained: dict) -> None:
+        """The stored MMSSL heads that ``init_encoders`` names, as read by the workspace edge
+        (:func:`mmal.loop.pretrain.load_mmssl_heads`): the learner never reads files itself."""
+        self._pretrained = pretrained
 
     @property
     def supports_mc_dropout(self) -> bool:  # type: ignore[override]
@@ -258,9 +269,13 @@ class LateFusionLearner(Learner):
         self.n_classes = C
         model_cfg, pre = dict(self.params["model"]), None
         if self.params.get("init_encoders"):
-            from mmal.learners.mmssl_init import load_mmssl_heads, mmssl_model_overrides
+            from mmal.learners.mmssl_init import mmssl_model_overrides
 
-            pre = load_mmssl_heads(self.params["init_encoders"])
+            pre = self._pretrained
+            if pre is None:
+                raise ConfigError(f"late-fusion learner: init_encoders = {self.params['init_encoders']!r} but no MMSSL "
+                                  "pre-training was handed over; train through `mmal train` / `simulate`, or call "
+                                  "init_from_pretraining(mmal.loop.pretrain.load_mmssl_heads(folder)) first")
             dims = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)
             model_cfg.update(mmssl_model_overrides(pre, dims.input_dims, dims.vector_modalities))
         cfg = LateFusionConfig(input_dims={m: f.dim for m, f in features.items()}, n_classes=C, **model_cfg)

@@ -2,7 +2,7 @@
 
 Multinomial logistic regression (scikit-learn ``LogisticRegression``, lbfgs) on the
 concatenation of each modality's pooled tower embedding, each L2-normalised on its own
-(a missing modality is a zero block). Every other learner must beat it (issue 8).
+(a missing modality is a zero block). Every other learner must beat it.
 
 Being linear over per-modality blocks, it is exact for BMMAL: ``modality[m]`` are the
 blocks the logits read, and zeroing a block is dropping its term.
@@ -15,7 +15,8 @@ from typing import Mapping
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.learners.base import Learner, coalition_key, coalition_subsets, softmax
+from mmal.learners.base import Learner, softmax
+from mmal.pool import coalition_key, coalition_subsets
 from mmal.train.engine import as_index, check_labels
 
 ABSENT_CLASS_LOGIT = -30.0
@@ -62,6 +63,7 @@ class LinearProbe(Learner):
     """
 
     name = "linear"
+    serves = {"coalitions": {}, "unimodal": {"heads": "fused+unimodal"}}
     fused_blocks = True
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, C: float = 10.0, max_iter: int = 2000,

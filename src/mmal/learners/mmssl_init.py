@@ -1,9 +1,10 @@
-"""Encoders initialised from an MMSSL pre-training (002 ch. 4; issue 10, Build 3).
+"""Encoders initialised from an MMSSL pre-training (002 ch. 4).
 
-The ``late-fusion`` learner's option ``init_encoders=FOLDER`` reads a stored MMSSL
+The ``late-fusion`` learner's option ``init_encoders=FOLDER`` names a stored MMSSL
 pre-training (``mmal pretrain DIR`` writes ``DIR/pretrain/<name>/``: ``meta.json`` and
-``heads.pt``, see :mod:`mmal.loop.pretrain`) and makes each vector modality's encoder the
-MMSSL projection head of that modality, with its trained weights
+``heads.pt``); the workspace edge reads it (:func:`mmal.loop.pretrain.load_mmssl_heads`)
+and hands it to the learner, which makes each vector modality's encoder the MMSSL
+projection head of that modality, with its trained weights
 (``LateFusionConfig.encoder = "mmssl"``). Head modalities (audio frames) keep their block:
 the MMSSL audio head was trained on the clip's pooled vector, not on the frames VLMAE
 attends over.
@@ -16,53 +17,11 @@ the fused layer and VLMAE train; ``False``: they are fine-tuned with the rest).
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
 from typing import Mapping
 
 import torch
 
 from mmal.errors import ConfigError
-
-def load_mmssl_heads(folder) -> dict:
-    """The projection heads of a stored MMSSL pre-training.
-
-    Returns ``{"heads": {m: {"0.weight", "0.bias", "2.weight", "2.bias"}}, "hidden": int,
-    "dim": int, "input_dims": {m: int}, "folder": str}``; the state-dict keys are those of
-    ``ProjectionHead.net`` (the ``net.`` prefix removed). A missing or damaged store raises
-    :class:`ConfigError` naming the file.
-    """
-    from mmal.loop.pretrain import PRETRAIN_FORMAT
-
-    folder = Path(folder)
-    meta_path, heads_path = folder / "meta.json", folder / "heads.pt"
-    for p in (meta_path, heads_path):
-        if not p.is_file():
-            raise ConfigError(f"init_encoders: {p} not found; run `mmal pretrain DIR` and pass DIR/pretrain/<name>")
-    try:
-        meta = json.loads(meta_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"init_encoders: {meta_path}: invalid JSON ({e})") from None
-    if meta.get("format") != PRETRAIN_FORMAT:
-        raise ConfigError(f"init_encoders: {meta_path}: format {meta.get('format')!r}, expected {PRETRAIN_FORMAT!r}")
-    try:
-        raw = torch.load(heads_path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file is the same user error
-        raise ConfigError(f"init_encoders: {heads_path}: cannot be read ({type(e).__name__})") from None
-    heads, shapes = {}, set()
-    for m, sd in dict(raw).items():
-        sd = {k[len("net."):] if k.startswith("net.") else k: v for k, v in dict(sd).items()}
-        need = {"0.weight", "0.bias", "2.weight", "2.bias"}
-        if set(sd) != need:
-            raise ConfigError(f"init_encoders: {heads_path}: head '{m}' has keys {sorted(sd)}, expected {sorted(need)}")
-        heads[m] = sd
-        shapes.add((int(sd["0.weight"].shape[0]), int(sd["2.weight"].shape[0])))
-    if len(shapes) != 1:
-        raise ConfigError(f"init_encoders: {heads_path}: heads of different widths {sorted(shapes)}")
-    hidden, dim = shapes.pop()
-    return {"heads": heads, "hidden": hidden, "dim": dim,
-            "input_dims": {m: int(sd["0.weight"].shape[1]) for m, sd in heads.items()}, "folder": str(folder)}
-
 
 def mmssl_model_overrides(pre: dict, input_dims: Mapping[str, int], vector_modalities) -> dict:
     """``LateFusionConfig`` fields that make the vector encoders MMSSL heads of ``pre``'s widths.
@@ -88,4 +47,4 @@ def copy_mmssl_heads(net, pre: dict, freeze: bool) -> None:
             p.requires_grad_(not freeze)
 
 
-__all__ = ["load_mmssl_heads", "mmssl_model_overrides", "copy_mmssl_heads"]
+__all__ = ["mmssl_model_overrides", "copy_mmssl_heads"]

@@ -10,6 +10,9 @@ import numpy as np
 from mmal.errors import ConfigError
 from mmal.pool import ScoredPool
 
+#: ``ScoredPool.extras`` key of a learner's own per-item score (relevance: r, 003 eq. 9)
+SCORE_EXTRA = "score"
+
 def split_train_val(labeled_idx: np.ndarray, labels: np.ndarray, val_fraction: float, seed: int):
     """Deterministic stratified-ish split of the labeled items into train / validation.
 
@@ -33,69 +36,86 @@ def split_train_val(labeled_idx: np.ndarray, labels: np.ndarray, val_fraction: f
 
 
 #: labeled share held out for early stopping, per learner (only ``fusion`` early-stops by default)
-DEFAULT_VAL_FRACTION = {"late-fusion": 0.0, "linear": 0.0, "fusion": 0.2}
+DEFAULT_VAL_FRACTION = {"fusion": 0.2}
 
 
-def build_learner(name: str | None, n_classes: int, *, model: dict | None = None, train: dict | None = None,
-                  seed: int = 0):
+def build_learner(name: str, n_classes: int, *, model: dict | None = None, train: dict | None = None,
+                  seed: int = 0, log=None):
     """A learner from the ``[model]`` / ``[train]`` settings (``None`` values are dropped).
 
-    ``model`` holds the learner's own keys (``linear``: C, class_weight, center, heads;
-    ``late-fusion``: :class:`~mmal.models.late_fusion.LateFusionConfig` fields and
-    ``label_smoothing``; ``fusion``: :class:`~mmal.models.ModelConfig` fields); ``train``
-    holds :class:`~mmal.train.TrainConfig` fields (torch learners). Unknown keys raise
-    :class:`ConfigError` naming the learner and the allowed keys.
+    ``model`` holds flat ``[model]`` keys, ``train`` :class:`~mmal.train.TrainConfig` fields;
+    each learner takes what it reads (:meth:`mmal.learners.base.Learner.from_settings`).
+    ``[model]`` keys that only other learners read are reported through ``log`` and left out;
+    a key no learner reads was refused when ``mmal.toml`` was opened.
     """
-    from mmal.learners import DEFAULT_LEARNER, make_learner
+    from mmal.learners import LEARNERS
+    from mmal.errors import ConfigError
 
-    name = name or DEFAULT_LEARNER
+    if name not in LEARNERS:
+        raise ConfigError(f"unknown learner '{name}'; choose one of {', '.join(LEARNERS)}")
     model = {k: v for k, v in (model or {}).items() if v is not None and k != "learner"}
     train = {k: v for k, v in (train or {}).items() if v is not None and k not in ("seed", "val_fraction")}
-    if name == "linear":
-        if train:
-            raise ConfigError(f"learner 'linear' is fitted by scikit-learn and takes no [train] settings; got {sorted(train)}")
-        return make_learner(name, n_classes=n_classes, seed=seed, **model)
-    params = {"model": model, "train": train}
-    if name == "late-fusion":  # learner-level settings that live in [model] too
-        for k in ("label_smoothing", "init", "probe_C", "head_scale_grid", "cv_folds", "init_encoders", "freeze_encoders"):
-            if k in model:
-                params[k] = model.pop(k)
-    return make_learner(name, n_classes=n_classes, seed=seed, **params)
+    learner, ignored = LEARNERS[name].from_settings(n_classes=n_classes, seed=seed, model=model, train=train)
+    if ignored and log is not None:
+        log(f"learner '{name}' does not read [model] {', '.join(ignored)} (settings of other learners); ignored")
+    return learner
 
 
-def train_model(features, labels, labeled_idx, n_classes, *, learner: str | None = None, model_overrides=None,
-                train_overrides=None, val_fraction: float | None = None, seed: int = 0, progress: bool = False,
-                log=None):
+def train_model(features, labels, labeled_idx, n_classes, *, learner: str, model_overrides=None,
+                train_overrides=None, val_fraction: float | None = None, seed: int = 0, pretrained=None,
+                progress: bool = False, log=None):
     """Fit a fresh learner on the labeled items; returns ``(learner, history)``.
 
     ``val_fraction`` (default per learner, :data:`DEFAULT_VAL_FRACTION`) of the labels is
-    held out for early stopping; 0 trains on every label.
+    held out for early stopping; 0 trains on every label. ``pretrained`` (a loaded
+    pre-training, :mod:`mmal.loop.pretrain`) is handed to a learner that can start from one.
     """
-    from mmal.learners import DEFAULT_LEARNER
-
     labeled_idx = np.asarray(labeled_idx, np.int64)
     if len(labeled_idx) == 0:
         raise ConfigError("no labeled items to train on: label some items first (mmal label)")
-    name = learner or DEFAULT_LEARNER
-    vf = DEFAULT_VAL_FRACTION.get(name, 0.0) if val_fraction is None else float(val_fraction)
+    vf = DEFAULT_VAL_FRACTION.get(learner, 0.0) if val_fraction is None else float(val_fraction)
     if not 0.0 <= vf < 1.0:
         raise ConfigError(f"val_fraction = {vf}: expected 0 <= val_fraction < 1")
     tr, va = split_train_val(labeled_idx, labels, vf, seed)
-    model = build_learner(name, max(2, int(n_classes)), model=model_overrides, train=train_overrides, seed=seed)
+    model = build_learner(learner, max(2, int(n_classes)), model=model_overrides, train=train_overrides, seed=seed, log=log)
+    if pretrained is not None:
+        model.init_from_pretraining(pretrained)
     history = model.fit(features, labels, tr, va, progress=progress, log=log)
     return model, history
 
 
+def load_learner(path, fix: str = "run `mmal train` again"):
+    """Read a learner checkpoint (:func:`mmal.train.checkpoint.save_learner`); returns ``(learner, extra)``.
+
+    Raises :class:`~mmal.errors.WorkspaceError` naming the file when it is missing, unreadable,
+    not a learner checkpoint or does not match the code.
+    """
+    from mmal.errors import WorkspaceError
+    from mmal.learners import make_learner
+    from mmal.train.checkpoint import read_learner
+
+    payload = read_learner(path, fix)
+    try:
+        learner = make_learner(payload["learner"], **dict(payload["config"]))
+        learner.load_state(payload["state"])
+    except (ConfigError, RuntimeError, KeyError, TypeError) as e:
+        raise WorkspaceError(f"{path}: checkpoint does not match the model code ({e}); {fix}") from None
+    return learner, payload.get("extra", {})
+
+
 def score_pool(learner, features, ids, *, labels=None, split=None, coalitions: bool = False,
-               mc_samples: int = 0, seed: int = 0, progress: bool = False) -> ScoredPool:
+               mc_samples: int = 0, seed: int = 0, ordered: bool = False, progress: bool = False) -> ScoredPool:
     """Score every item with a fitted learner and pack what strategies read into a :class:`ScoredPool`.
 
     ``extras`` holds ``penultimate`` (BADGE), ``probs:<m>`` (unimodal heads),
-    ``coalition:<names>`` (BMMAL value function) and ``mc_probs`` [T, N, C] (BALD, when
-    ``mc_samples > 0``); ``fused_blocks`` comes from the learner.
+    ``coalition:<names>`` (BMMAL value function), ``mc_probs`` [T, N, C] (BALD, when
+    ``mc_samples > 0``) and ``score`` [N] (a learner's own score, e.g. the relevance score
+    r, 003 eq. 9); ``fused_blocks`` comes from the learner, ``ordered`` from the task.
     """
     res = learner.score(features, coalitions=coalitions, progress=progress)
     extras = {"penultimate": res["penultimate"]}
+    if res.get("scores") is not None:
+        extras[SCORE_EXTRA] = np.asarray(res["scores"], np.float64)
     for m, p in res["unimodal_probs"].items():
         extras[f"probs:{m}"] = p
     for k, p in (res.get("coalition_probs") or {}).items():
@@ -111,40 +131,18 @@ def score_pool(learner, features, ids, *, labels=None, split=None, coalitions: b
         split=split,
         extras=extras,
         fused_blocks=learner.fused_blocks,
+        ordered=ordered,
     )
 
 
-def mc_dropout_probs(model, features, T: int, seed: int) -> np.ndarray:
-    """[T, N, C] fused probabilities with only the Dropout modules active (BALD)."""
-    import torch
+def aubc(n_labeled, values) -> float:
+    """Area under a metric-vs-labels curve (trapezoids), normalised by the label range.
 
-    from mmal.train import mc_dropout as mcd
-
-    with mcd.mc_dropout(model):
-        return mcd.mc_dropout_probs(lambda: torch.from_numpy(_predict_keep_mode(model, features)), T, seed)
-
-
-def _predict_keep_mode(model, features):
-    """Forward pass that does not reset the dropout modes set by ``mc_dropout``."""
-    import torch
-
-    from mmal.train.data import check_features, collate
-    from mmal.train.loop import _token_limits
-
-    n = check_features(features)
-    limits = _token_limits(model.config)
-    parts = []
-    with torch.no_grad():
-        for s in range(0, n, 256):
-            batch = collate(features, np.arange(s, min(n, s + 256)), max_tokens=limits)
-            parts.append(torch.softmax(model(batch)["logits"].float(), -1).numpy())
-    return np.concatenate(parts, 0)
-
-
-def aubc(n_labeled, accuracy) -> float:
-    """Area under the accuracy-vs-labels curve, normalised by the label range -> [0, 1]."""
+    The metric is the task's (:meth:`mmal.tasks.Task.curve_value`); a NaN point makes the
+    area NaN.
+    """
     x = np.asarray(n_labeled, float)
-    y = np.asarray(accuracy, float)
+    y = np.asarray(values, float)
     if len(x) < 2 or x[-1] == x[0]:
         return float(y[-1]) if len(y) else float("nan")
     return float(np.trapezoid(y, x) / (x[-1] - x[0]))

@@ -1,8 +1,11 @@
-"""Simulated active learning: the real loop with an oracle that reveals held-back labels.
+"""Simulated active learning: the real loop with an oracle that reveals held-back labels, for every task.
 
 Every strategy of a seed starts from the same initial labeled set and the same round-0
-model. Each round: train -> score -> select -> reveal. Writes ``results.json`` (schema in
-the issue / README) and ``report.html``.
+model. Each round: train -> score -> select -> reveal. The task (:mod:`mmal.tasks`) gives
+the test metrics, the metric whose area under the budget curve ranks the strategies
+(``--metric``, default the task's headline) and the batch badness (000 eq. 11 on ordered
+labels, ``1 - p_y`` on classes). Writes ``results.json`` (strict JSON; ``null`` where a value
+is undefined) and ``report.html``.
 """
 
 from __future__ import annotations
@@ -16,9 +19,6 @@ import numpy as np
 
 from mmal.errors import ConfigError
 from mmal.loop.core import aubc, score_pool, train_model
-
-STAT_STRATEGIES = {"random", "least-confidence", "margin", "entropy"}
-
 
 def _needs(spec: str) -> dict:
     """What scoring/training must provide for ``spec``, from the strategy registry's ``needs``."""
@@ -80,7 +80,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
              encoders: str | None = None, model: dict | None = None, train: dict | None = None,
              strategy_params: dict | None = None, val_fraction: float | None = None, mc_samples: int = 10,
              modalities=None, learner: str | None = None, init_strategy: str | None = None,
-             task: str | None = None, progress: bool = True, log=print) -> dict:
+             task: str | None = None, metric: str | None = None, progress: bool = True, log=print) -> dict:
     """Run the simulation and write ``out/results.json`` and ``out/report.html``.
 
     Parameters
@@ -90,24 +90,23 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     init, budget, rounds : initial labeled set size, labels per round, number of rounds.
     seeds : one run per seed; each seed draws its own initial set and round-0 model.
     out : output folder; its ``workspace/`` holds the validated items and the feature cache
-        (reused on a re-run with the same items file).
+        (reused on a re-run with the same items file and task).
     encoders : comma list of encoder specs overriding the defaults.
-    learner : learner name (``late-fusion`` default, ``linear``, ``fusion``; :mod:`mmal.learners`).
+    learner : a learner of the task (default: the task's, :mod:`mmal.tasks`).
+    task : ``binary``, ``multiclass`` or ``relevance``; default inferred from the items
+        (:func:`mmal.tasks.infer_task`).
+    metric : the test metric whose area under the budget curve (AUBC) is each run's ``aubc``;
+        default the task's headline (binary R@P80, multiclass macro-F1, relevance Spearman).
+        The AUBC of every curve metric of the task is recorded too (``aubc_by_metric``).
     init_strategy : a cold-start strategy choosing the initial labeled set (``kmeans``,
-        ``typiclust``, ``mmcsal``, ...; :mod:`mmal.select.coldstart`) instead of random; strategies
-        that need a shared space get MMSSL pre-trained on the candidates' pooled features.
-    model, train : the learner's model settings and TrainConfig overrides (e.g. ``{"fusion": "vlmae"}``).
+        ``typiclust``, ``mmcsal``, ...) instead of random; strategies that need a shared space
+        get MMSSL pre-trained on the candidates' pooled features.
+    model, train : the learner's ``[model]`` settings and TrainConfig overrides.
     val_fraction : labels held out for early stopping (default per learner: 0 except ``fusion``).
     strategy_params : per strategy name, extra keyword params for :func:`mmal.select.select`.
     mc_samples : MC-dropout passes T for BALD.
     modalities : use only these modalities (e.g. ``["image", "text"]``); default all.
-    task : ``"classify"`` or ``"relevance"``; default: ``"relevance"`` when the items file has a
-        ``query`` column. Relevance (:mod:`mmal.relevance.simulate`): the learner is a relevance
-        learner (``probe`` default, ``hcmrm``), ``probs`` are the four-level distribution, the
-        curves are test AUC ({0,1} vs {2,3}) and Spearman, and each seed records the AUBC of both.
     """
-    from mmal.features.pipeline import encode_workspace, load_features
-    from mmal.metrics import compute
     from mmal.select import spec_params
     from mmal.workspace import Workspace, init_workspace
 
@@ -122,68 +121,58 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
     t_start = time.time()
     items = Path(items).resolve()
-    task = task or _task_of(items)
-    if task == "relevance":  # the loop below, on a relevance learner's four-level distribution
-        from mmal.relevance.simulate import relevance_setup
-
-        if init_strategy not in (None, "random"):
-            raise ConfigError("--init-strategy: the relevance simulation draws its initial set at random")
-        env = relevance_setup(items, out, strategies, learner=learner, model=model, seeds=seeds, init=init,
-                              budget=budget, rounds=rounds, progress=progress)
-        return _run_rounds(env, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log)
-    if task != "classify":
-        raise ConfigError(f"task must be 'classify' or 'relevance', got {task!r}")
     wsdir = out / "workspace"
     ws = None
     if (wsdir / "mmal.toml").exists():
         ws = Workspace(wsdir)
-        if ws.config["task"].get("items_source") != str(items):
+        if ws.config["task"].get("items_source") != str(items) or (task is not None and ws.task.name != task):
             ws = None
     if ws is None:
-        ws = init_workspace(wsdir, items, force=True, progress=progress)
+        ws = init_workspace(wsdir, items, task=task, force=True, progress=progress)
     if encoders:
         specs = dict(ws.config.get("encoders", {}))
         for s in encoders.split(","):
             specs[s.split(":")[0]] = s.strip()
         ws.config["encoders"] = specs
         ws.save_config()
-    encode_workspace(wsdir, progress=progress)
+    tk = ws.task
+    metric = tk.check_metric(metric)
+    learner = tk.check_learner(learner)
+    tk.encode(ws, progress=progress)
     table = ws.items
     ids = np.asarray(table.column("id").to_pylist())
     gold = np.array([-1 if v is None else v for v in table.column("label").to_pylist()], np.int64)
     split = np.asarray(table.column("split").to_pylist())
-    features = load_features(ws)
+    features = tk.load_features(ws, progress=progress)
     if modalities:
-        unknown = sorted(set(modalities) - set(features))
-        if unknown:
-            raise ConfigError(f"modalities {unknown} not in the dataset (has {', '.join(sorted(features))})")
-        features = {m: f for m, f in features.items() if m in modalities}
+        features = select_modalities(features, modalities)
     test_idx, cand = simulation_rows(items, split, gold, init + budget * rounds)
-    n_classes = int(gold.max()) + 1
-    from mmal.learners import DEFAULT_LEARNER
+    n_classes = max(ws.n_classes, int(gold.max()) + 1)
+    names = ws.class_names(n_classes)
+    groups = tk.groups(table)
+    from mmal.learners import LEARNERS
 
-    learner = learner or DEFAULT_LEARNER
-    needs_uni = any(_needs(s)["unimodal"] for s in strategies)
+    needs = set().union(*(needs_of_spec(s) for s in strategies))
     model = {k: v for k, v in dict(model or {}).items() if v is not None}
-    if needs_uni and learner != "linear":
-        model["heads"] = "fused+unimodal"
-    if any(_needs(s)["mc"] for s in strategies) and learner == "late-fusion" and not model.get("dropout"):
-        model["dropout"] = 0.2  # BALD needs MC-dropout passes; recorded in results["config"]["model"]
-    if "audio" not in features and learner == "late-fusion":
-        model.pop("fusion", None)  # nothing to fuse
+    model = {**LEARNERS[learner].settings_for(needs, model), **model}  # e.g. unimodal heads, MC dropout
     results = {"strategies": {s: {"per_seed": {}} for s in strategies}, "config": {
-        "items": str(items), "strategies": strategies, "init": init, "budget": budget, "rounds": rounds,
-        "seeds": list(seeds), "encoders": ws.config.get("encoders"), "learner": learner, "model": model, "train": train or {},
+        "items": str(items), "task": tk.name, "metric": metric, "curve_metrics": list(tk.curve_metrics),
+        "strategies": strategies, "init": init, "budget": budget, "rounds": rounds, "seeds": list(seeds),
+        "encoders": ws.config.get("encoders"), "learner": learner, "model": model, "train": train or {},
         "val_fraction": val_fraction, "n_items": len(ids), "n_test": int(len(test_idx)), "n_candidates": int(len(cand)),
-        "n_classes": n_classes, "modalities": sorted(features),
+        "n_classes": n_classes, "class_names": names, "modalities": feature_modalities(features),
     }}
+    if groups is not None:
+        results["config"]["n_groups_test"] = int(len(set(groups[test_idx].tolist())))
 
     def test_metrics(m):
-        """Test metrics of the fused head and the test accuracy of each unimodal head
+        """The task's test metrics of the fused head and the test accuracy of each unimodal head
         (002 Fig. 3.3; {} without such heads), from one scoring pass over the test items."""
         res = m.score(features, test_idx)
         uni = {k: float((p.argmax(1) == gold[test_idx]).mean()) for k, p in res["unimodal_probs"].items()}
-        return compute(gold[test_idx], res["probs"]), uni
+        met = tk.metrics(gold[test_idx], res["probs"], scores=res.get("scores"),
+                         groups=None if groups is None else groups[test_idx], names=names)
+        return met, uni
 
     def fit(rows, seed):
         return train_model(features, gold, rows, n_classes, learner=learner, model_overrides=model,
@@ -191,11 +180,11 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
 
     pretrained = None
     if init_strategy and init_strategy != "random":
-        from mmal.loop.pretrain import NEEDS_SHARED_SPACE, check_cold_strategy, pretrain_features
+        from mmal.loop.pretrain import check_cold_strategy, needs_shared_space, pretrain_features
 
         check_cold_strategy(init_strategy)
-        pooled = {m: np.asarray(f.pooled, np.float32) for m, f in features.items()}
-        if init_strategy in NEEDS_SHARED_SPACE:
+        pooled = pooled_features(features)
+        if needs_shared_space(init_strategy):
             pretrained = pretrain_features(pooled, cand)
     results["config"]["init_strategy"] = init_strategy or "random"
 
@@ -207,21 +196,49 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         return initial_labeled(cand, gold, init, seed)
 
     env = SimEnv(ids=ids, gold=gold, split=split, table=table, features=features, fit=fit, test_metrics=test_metrics,
-                 initial=initial, results=results)
-    return _run_rounds(env, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log)
+                 initial=initial, results=results, task=tk, metric=metric)
+    return _run_rounds(env, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log,
+                       progress=progress)
+
+
+def needs_of_spec(spec: str) -> set[str]:
+    """The registry needs of the strategies in one run's spec."""
+    from mmal.select import needs_of
+
+    return set(needs_of(spec))
+
+
+def select_modalities(features, modalities):
+    """``features`` restricted to ``modalities`` (a dict of per-modality features)."""
+    if not isinstance(features, dict):
+        raise ConfigError("--modalities: this task's inputs are not per-modality features")
+    unknown = sorted(set(modalities) - set(features))
+    if unknown:
+        raise ConfigError(f"modalities {unknown} not in the dataset (has {', '.join(sorted(features))})")
+    return {m: f for m, f in features.items() if m in modalities}
+
+
+def feature_modalities(features) -> list[str]:
+    return sorted(features) if isinstance(features, dict) else list(getattr(features, "modalities", []) or [])
+
+
+def pooled_features(features) -> dict:
+    """``{m: pooled [N, D_m]}`` of per-modality features (cold start reads pooled vectors)."""
+    if not isinstance(features, dict):
+        raise ConfigError("--init-strategy: cold-start strategies read per-modality pooled features, which this "
+                          "task's inputs do not have; draw the initial set at random")
+    return {m: np.asarray(f.pooled, np.float32) for m, f in features.items()}
 
 
 @dataclass
 class SimEnv:
-    """What the round loop needs from a task: the items, a fit and a test-metrics function.
+    """What the round loop needs: the items, a fit and a test-metrics function, and the task.
 
     ``fit(rows, seed) -> learner`` (the learner contract of :mod:`mmal.learners.base`, scored
     by :func:`~mmal.loop.core.score_pool` on ``features``); ``test_metrics(learner) ->
-    (metrics, unimodal accuracy)``; ``initial(seed)`` the round-0 rows; ``curve_metrics``:
-    the test metrics whose AUBC each seed records (the first is the run's ``aubc``);
-    ``batch_loss(rows, probs)``: the batch-loss metric of a selected batch (000 eq. 11);
-    ``batch_info(rows) -> dict``: more per-batch records (relevance: the revealed levels);
-    ``report(results, path, case_study)`` writes the HTML report.
+    (metrics, unimodal accuracy)``; ``initial(seed)`` the round-0 rows; ``task`` supplies the
+    batch badness (:meth:`~mmal.tasks.Task.badness`), the curve values and whether labels
+    are ordered; ``metric`` is the AUBC metric.
     """
 
     ids: np.ndarray
@@ -233,115 +250,122 @@ class SimEnv:
     test_metrics: object
     initial: object
     results: dict
-    curve_metrics: tuple = ("accuracy",)
-    batch_loss: object = None
-    batch_info: object = None
-    report: object = None
+    task: object
+    metric: str
 
 
-def _task_of(items) -> str:
-    """``relevance`` when the items file has a ``query`` column, else ``classify``."""
-    from mmal.data.items import read_table
-
-    try:
-        return "relevance" if "query" in read_table(Path(items)).column_names else "classify"
-    except Exception:  # noqa: BLE001 - unreadable items: the classification path reports it with file/row/column
-        return "classify"
-
-
-def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log):
+def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log,
+                progress: bool = True):
     """Each seed: initial set and round-0 model shared by every strategy; then per round
-    score -> select -> reveal -> fit; records per round and the AUBC of ``env.curve_metrics``."""
-    from mmal.metrics import compute
+    score -> select -> reveal -> fit; records per round and the AUBC of the task's curve metrics."""
     from mmal.select import select, spec_params
+    from mmal.utils import ProgressTask
 
     ids, gold, split, table, features, results = env.ids, env.gold, env.split, env.table, env.features, env.results
-    fit, test_metrics = env.fit, env.test_metrics
-    batch_loss_fn = env.batch_loss or (lambda rows, probs: compute(gold[rows], probs)["multiclass_loss"])
+    fit, test_metrics, tk = env.fit, env.test_metrics, env.task
+    n_classes = int(results["config"]["n_classes"])
     case_study = {}
     sp = strategy_params or {}
-    for seed in seeds:
-        lab0 = env.initial(seed)
-        m0 = fit(lab0, seed)
-        met0, uni0 = test_metrics(m0)
-        at_sel0 = None
-        if any(_needs(s)["at_selection"] for s in strategies):  # LSB: out-of-sample judgements of the initial set
-            cf = cross_fitted_probs(lambda r: fit(r, seed), lambda m, r: m.score(features, r)["probs"],
-                                    lab0, folds=2, seed=seed)
-            at_sel0 = np.full((len(ids), cf.shape[1]), np.nan)
-            at_sel0[lab0] = cf
-        for spec in strategies:
-            need = _needs(spec)
-            log(f"[simulate] seed {seed} strategy {spec}")
-            labeled = np.zeros(len(ids), bool)
-            labeled[lab0] = True
-            mdl = m0
-            at_sel = None if at_sel0 is None else at_sel0.copy()  # probabilities of each labeled item before its label
-            recs = [{"round": 0, "n_labeled": int(labeled.sum()), "test": met0}]
-            if uni0:
-                recs[0]["unimodal_test_accuracy"] = uni0
-            for r in range(1, rounds + 1):
-                known = np.where(labeled, gold, -1)
-                pool = score_pool(mdl, features, ids, labels=known, split=split, coalitions=need["coalitions"],
-                                  mc_samples=mc_samples if need["mc"] else 0, seed=seed * 1000 + r)
-                if at_sel is not None:
-                    from mmal.select.lsb import AT_SELECTION
+    bar = ProgressTask(len(list(seeds)) * len(strategies) * rounds, "simulate (rounds)", progress)
+    try:
+        for seed in seeds:
+            lab0 = env.initial(seed)
+            m0 = fit(lab0, seed)
+            met0, uni0 = test_metrics(m0)
+            at_sel0 = None
+            if any(_needs(s)["at_selection"] for s in strategies):  # LSB: out-of-sample judgements of the initial set
+                cf = cross_fitted_probs(lambda r: fit(r, seed), lambda m, r: m.score(features, r)["probs"],
+                                        lab0, folds=2, seed=seed)
+                at_sel0 = np.full((len(ids), cf.shape[1]), np.nan)
+                at_sel0[lab0] = cf
+            for spec in strategies:
+                need = _needs(spec)
+                log(f"[simulate] seed {seed} strategy {spec}")
+                labeled = np.zeros(len(ids), bool)
+                labeled[lab0] = True
+                mdl = m0
+                at_sel = None if at_sel0 is None else at_sel0.copy()  # probabilities of each labeled item before its label
+                recs = [{"round": 0, "n_labeled": int(labeled.sum()), "test": met0}]
+                if uni0:
+                    recs[0]["unimodal_test_accuracy"] = uni0
+                for r in range(1, rounds + 1):
+                    known = np.where(labeled, gold, -1)
+                    pool = score_pool(mdl, features, ids, labels=known, split=split, coalitions=need["coalitions"],
+                                      mc_samples=mc_samples if need["mc"] else 0, seed=seed * 1000 + r,
+                                      ordered=tk.ordered)
+                    if at_sel is not None:
+                        from mmal.select.lsb import AT_SELECTION
 
-                    pool.extras[AT_SELECTION] = at_sel
-                # items without a gold label cannot be revealed: treat them as unavailable
-                unavailable = labeled | (gold < 0)
-                params = spec_params(spec, sp)  # per part, never flattened across a mix
-                sel = select(spec, pool, budget, labeled_mask=unavailable, seed=seed * 1000 + r, **params)
-                rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
-                batch_loss = batch_loss_fn(rows, np.asarray(pool.probs)[rows]) if len(rows) else float("nan")
-                labeled[rows] = True
-                if at_sel is not None and len(rows):
-                    at_sel[rows] = np.asarray(pool.probs)[rows]  # judged later by what the model said before labeling
-                mdl = fit(np.flatnonzero(labeled), seed)
-                met, uni = test_metrics(mdl)
-                rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_multiclass_loss": batch_loss,
-                       "n_selected": int(len(rows))}
-                if env.batch_info is not None:
-                    rec.update(env.batch_info(rows))
-                infos = _part_infos(sel.info or {})
-                if any("lookalike_auc" in i for i in infos):  # a part fitted (or tried) a lookalike model
-                    aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]
-                    rec["lookalike_auc"] = float(aucs[0]) if aucs else float("nan")
-                    notes = [i["note"] for i in infos if "lookalike_auc" in i and i.get("note")]
-                    if notes:
-                        rec["lookalike_note"] = notes[0]
-                for i in infos:
-                    if "mean_contribution" in i:
-                        rec["modality_contribution"] = i["mean_contribution"]
-                if uni:
-                    rec["unimodal_test_accuracy"] = uni
-                recs.append(rec)
-                if seed == list(seeds)[0] and spec not in case_study and any(s for s in sel.reason if s):
-                    case_study[spec] = _case_rows(sel, pool, ids, gold, table)
-            n_lab = [x["n_labeled"] for x in recs]
-            by = {m: aubc(n_lab, [x["test"][m] for x in recs]) for m in env.curve_metrics}
-            rec = {"rounds": recs, "aubc": by[env.curve_metrics[0]]}
-            if len(env.curve_metrics) > 1:
-                rec["aubc_by_metric"] = by
-            results["strategies"][spec]["per_seed"][str(seed)] = rec
+                        pool.extras[AT_SELECTION] = at_sel
+                    # items without a gold label cannot be revealed: treat them as unavailable
+                    unavailable = labeled | (gold < 0)
+                    params = spec_params(spec, sp)  # per part, never flattened across a mix
+                    sel = select(spec, pool, budget, labeled_mask=unavailable, seed=seed * 1000 + r, **params)
+                    rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
+                    probs_sel = np.asarray(pool.probs)[rows]
+                    badness = float(tk.badness(probs_sel, gold[rows]).mean()) if len(rows) else float("nan")
+                    labeled[rows] = True
+                    if at_sel is not None and len(rows):
+                        at_sel[rows] = probs_sel  # judged later by what the model said before labeling
+                    mdl = fit(np.flatnonzero(labeled), seed)
+                    met, uni = test_metrics(mdl)
+                    rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_badness": badness,
+                           "n_selected": int(len(rows)), "selected": sel.ids.tolist(),
+                           "batch_labels": np.bincount(gold[rows], minlength=n_classes).tolist()}
+                    infos = _part_infos(sel.info or {})
+                    if any("lookalike_auc" in i for i in infos):  # a part fitted (or tried) a lookalike model
+                        aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]
+                        rec["lookalike_auc"] = float(aucs[0]) if aucs else float("nan")
+                        notes = [i["note"] for i in infos if "lookalike_auc" in i and i.get("note")]
+                        if notes:
+                            rec["lookalike_note"] = notes[0]
+                    for i in infos:
+                        if "mean_contribution" in i:
+                            rec["modality_contribution"] = i["mean_contribution"]
+                    if uni:
+                        rec["unimodal_test_accuracy"] = uni
+                    recs.append(rec)
+                    bar.advance()
+                    if seed == list(seeds)[0] and spec not in case_study and any(s for s in sel.reason if s):
+                        case_study[spec] = _case_rows(sel, pool, ids, gold, table, results["config"].get("class_names"))
+                n_lab = [x["n_labeled"] for x in recs]
+                by = {m: aubc(n_lab, [tk.curve_value(x["test"], m) for x in recs]) for m in tk.curve_metrics}
+                results["strategies"][spec]["per_seed"][str(seed)] = {"rounds": recs, "aubc": by[env.metric],
+                                                                      "aubc_by_metric": by}
+    finally:
+        bar.close()
     for spec, d in results["strategies"].items():
         vals = [v["aubc"] for v in d["per_seed"].values()]
         d["mean_aubc"] = float(np.mean(vals))
         d["std_aubc"] = float(np.std(vals))
-        if len(env.curve_metrics) > 1:
-            for m in env.curve_metrics:
-                v = [x["aubc_by_metric"][m] for x in d["per_seed"].values()]
-                d.setdefault("mean_aubc_by_metric", {})[m] = float(np.mean(v))
-                d.setdefault("std_aubc_by_metric", {})[m] = float(np.std(v))
+        for m in tk.curve_metrics:
+            v = [x["aubc_by_metric"][m] for x in d["per_seed"].values()]
+            d.setdefault("mean_aubc_by_metric", {})[m] = float(np.mean(v))
+            d.setdefault("std_aubc_by_metric", {})[m] = float(np.std(v))
     results["config"]["seconds"] = round(time.time() - t_start, 1)
-    (out / "results.json").write_text(json.dumps(results, indent=1, default=_json_default))
-    if env.report is None:
-        from mmal.report import write_report
+    (out / "results.json").write_text(_dumps(results))
+    from mmal.report import write_report
 
-        write_report(results, out / "report.html", case_study=case_study)
-    else:
-        env.report(results, out / "report.html", case_study=case_study)
+    write_report(results, out / "report.html", case_study=case_study)
     return results
+
+
+def _dumps(results) -> str:
+    """Strict JSON: NaN and infinity become ``null`` (not valid JSON otherwise)."""
+    def clean(o):
+        if isinstance(o, dict):
+            return {k: clean(v) for k, v in o.items()}
+        if isinstance(o, (list, tuple)):
+            return [clean(v) for v in o]
+        if isinstance(o, (float, np.floating)):
+            return float(o) if np.isfinite(o) else None
+        if isinstance(o, np.integer):
+            return int(o)
+        if isinstance(o, np.ndarray):
+            return clean(o.tolist())
+        return o
+
+    return json.dumps(clean(results), indent=1, default=_json_default, allow_nan=False)
 
 
 def _part_infos(info: dict) -> list[dict]:
@@ -361,8 +385,8 @@ def _rows_of(ids, chosen):
     return np.array([pos[c] for c in chosen], np.int64)
 
 
-def _case_rows(sel, pool, ids, gold, table, limit: int = 8):
-    """Seed bad cases next to their kNN neighbours (000 Table 3 style)."""
+def _case_rows(sel, pool, ids, gold, table, class_names=None, limit: int = 8):
+    """Seed bad cases next to their kNN neighbours (000 Table 3 style); classes by name when named."""
     pos = {k: i for i, k in enumerate(ids.tolist())}
     names = table.column_names
     text = table.column("text").to_pylist() if "text" in names else [None] * len(ids)
@@ -376,8 +400,10 @@ def _case_rows(sel, pool, ids, gold, table, limit: int = 8):
     for seed_id, nbrs in list(groups.items())[:limit]:
         def item(k):
             j = pos[k]
-            return {"id": k, "text": text[j], "image": image[j], "label": int(gold[j]),
-                    "pred": int(probs[j].argmax()), "p_pred": float(probs[j].max())}
+            lab, pred = int(gold[j]), int(probs[j].argmax())
+            name = (lambda c: class_names[c] if class_names and c < len(class_names) else str(c))
+            return {"id": k, "text": text[j], "image": image[j], "label": lab, "pred": pred,
+                    "label_name": name(lab), "pred_name": name(pred), "p_pred": float(probs[j].max())}
         out.append({"seed": item(seed_id), "neighbours": [item(k) for k in nbrs[:3]]})
     return out
 

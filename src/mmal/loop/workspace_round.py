@@ -1,36 +1,79 @@
-"""One active-learning round on a workspace, stage by stage (each a CLI command).
+"""One active-learning round on a workspace, stage by stage (each a CLI command), for every task.
 
 Round numbering: round 0 holds the labels of the items file; ``mmal select`` opens round
 n+1 and its batch's labels are imported under round n+1; ``train``/``score``/``evaluate``
 work on the current round = the highest round that has labels or a batch.
+
+Every stage asks the workspace's task (:mod:`mmal.tasks`) what differs between tasks: the
+inputs a learner fits on (:meth:`~mmal.tasks.Task.load_features`), which learners exist, the
+metrics of ``evaluate`` and whether labels are ordered (LSB's bad cases). Nothing here
+tests which task it runs.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections import Counter
 
 import numpy as np
 
-from mmal.errors import MmalError, WorkspaceError
-from mmal.loop.core import score_pool, train_model
+from mmal.errors import ConfigError, MmalError, WorkspaceError
+from mmal.loop.core import DEFAULT_VAL_FRACTION, build_learner, load_learner, score_pool, train_model
 from mmal.workspace import Workspace
+from mmal.workspace import state
+from mmal.workspace.pool_io import load_pool
 
 
 def current_round(ws: Workspace) -> int:
-    with ws.db() as con:
-        a = con.execute("SELECT COALESCE(MAX(round), 0) FROM labels").fetchone()[0]
-        b = con.execute("SELECT COALESCE(MAX(round), 0) FROM rounds").fetchone()[0]
-    return int(max(a, b))
+    """The highest round with labels or a batch (:func:`mmal.workspace.state.current_round`)."""
+    return state.current_round(ws)
 
 
-def _arrays(ws: Workspace):
+def workspace_arrays(ws: Workspace):
+    """``(ids [N], split [N], current labels [N] with -1 = unlabeled)`` in items order."""
     t = ws.items
     ids = np.asarray(t.column("id").to_pylist())
     split = np.asarray(t.column("split").to_pylist())
     cur = ws.current_labels()
     labels = np.array([cur.get(i, -1) for i in ids.tolist()], np.int64)
     return ids, split, labels
+
+
+_arrays = workspace_arrays
+
+
+def workspace_info(directory) -> dict:
+    """``mmal info``: counts, class names, modalities and the feature cache's status."""
+    ws = Workspace(directory)
+    t = ws.items
+    labels = ws.current_labels()
+    names_ = ws.class_names()
+    names = t.column_names
+    mod_counts = {}
+    for m in ws.modalities:
+        cols = ["image", "video"] if m == "image" else [m]
+        have = None
+        for c in cols:
+            if c in names:
+                col = [v not in (None, "") for v in t.column(c).to_pylist()]
+                have = col if have is None else [a or b for a, b in zip(have, col)]
+        mod_counts[m] = int(sum(have or []))
+    from mmal.features.cache import FeatureCache, features_status
+    from mmal.features.pipeline import encoder_params, workspace_encoders
+
+    cache = FeatureCache(ws.features_dir)
+    specs = workspace_encoders(ws)
+    return {
+        "dir": str(ws.dir),
+        "task": ws.task.name,
+        "n_classes": ws.n_classes,
+        "counts": ws.counts(),
+        "labels_per_class": {names_[k] if k < len(names_) else str(k): v
+                             for k, v in sorted(Counter(labels.values()).items())},
+        "modality_counts": mod_counts,
+        "features": features_status(cache, t, specs, {m: encoder_params(ws, m) for m in specs}),
+    }
 
 
 TOWERS_FILE = "towers.pt"
@@ -51,7 +94,7 @@ def _workspace_inputs(ws: Workspace, modalities) -> dict[str, list]:
     names = t.column_names
     n = t.num_rows
     col = {c: (t.column(c).to_pylist() if c in names else [None] * n) for c in ("text", "image", "video", "audio")}
-    n_frames = int(ws.config.get("encode", {}).get("n_frames", 3))
+    n_frames = int(ws.setting("encode", "n_frames"))
     out = {}
     for m in modalities:
         if m == "image":
@@ -85,16 +128,19 @@ def _train_end_to_end(ws: Workspace, labels, labeled, n_classes, model_cfg, tcfg
         raise ConfigError("no labeled items to train on: label some items first (mmal label)")
     encs, params = _workspace_encoders(ws)
     inputs = _workspace_inputs(ws, list(encs))
-    mo = {k: v for k, v in model_cfg.items() if k != "learner" and v is not None}
+    from mmal.models.config import ModelConfig as _MC
+
+    mo = {k: v for k, v in model_cfg.items() if k in _MC.__dataclass_fields__ and v is not None}
     if "audio" not in encs:
         mo["fusion"] = "none"
     mc = ModelConfig(input_dims={m: e.dim for m, e in encs.items()}, n_classes=max(2, n_classes), **mo)
     to = {k: v for k, v in tcfg.items() if k in TrainConfig.__dataclass_fields__}
     tc = replace(TrainConfig.from_dict({**to, "seed": seed}), finetune_towers=True)
-    tr, va = split_train_val(labeled, labels, float(tcfg.get("val_fraction", 0.2)), seed)
+    vf = tcfg.get("val_fraction")
+    tr, va = split_train_val(labeled, labels, DEFAULT_VAL_FRACTION["fusion"] if vf is None else float(vf), seed)
     model, towers, history = fit_end_to_end(
         inputs, labels, tr, va, encoders=encs, model_config=mc, train_config=tc,
-        tower_lr=float(tcfg.get("tower_lr", 1e-5)), tower_mode=str(tcfg.get("tower_mode", "eval")), progress=progress)
+        tower_lr=float(ws.setting("train", "tower_lr")), tower_mode=str(ws.setting("train", "tower_mode")), progress=progress)
     learner = FusionLearner(n_classes=mc.n_classes, seed=seed, model=mo, train=to)
     learner.net = model
     return learner, history, towers_state(towers, encs, params)
@@ -104,56 +150,64 @@ def _train_end_to_end(ws: Workspace, labels, labeled, n_classes, model_cfg, tcfg
 ROUND_TRAIN_KEYS = ("val_fraction", "seed", "tower_lr", "tower_mode", "finetune_towers")
 
 
-def train_workspace(directory, *, learner=None, fusion=None, heads=None, seed=None, finetune_towers=None, progress=True,
-                    log=None) -> dict:
-    """Train the round's learner (``--learner`` or ``[model] learner``, default ``late-fusion``).
+def train_workspace(directory, *, learner: str | None = None, model: dict | None = None, train: dict | None = None,
+                    seed: int | None = None, finetune_towers: bool | None = None, pretrain: str | None = "default",
+                    progress: bool = True, log=None) -> dict:
+    """Train the round's learner on the labeled non-test items; checkpoint in ``rounds/<n>/model.pt``.
 
-    ``finetune_towers`` (or ``[train] finetune_towers = true``) trains the ``fusion`` learner
-    and the encoder towers end to end from the raw items and saves the towers next to the
-    checkpoint (``rounds/<n>/towers.pt``); slow on CPU."""
-    from mmal.errors import ConfigError
-    from mmal.features.pipeline import load_features
-    from mmal.learners import DEFAULT_LEARNER
+    ``learner``: a learner of the task (default ``[model] learner``, else the task's default);
+    ``model`` / ``train``: ``[model]`` / ``[train]`` settings that override ``mmal.toml`` for this
+    run (``None`` values are dropped); ``seed``: default
+    ``[train] seed``. ``pretrain``: the stored pre-training ``DIR/pretrain/<name>`` a learner
+    that can start from one (``hcmrm``) begins from (``"default"``: when it exists; ``None``:
+    never). ``finetune_towers`` (or ``[train] finetune_towers = true``) trains the ``fusion``
+    learner and the encoder towers end to end from the raw items and saves the towers next to
+    the checkpoint (``rounds/<n>/towers.pt``); slow on CPU.
+    """
+    from mmal.loop.pretrain import pretraining_for
     from mmal.train.checkpoint import save_learner, write_payload
 
     ws = Workspace(directory)
-    ids, split, labels = _arrays(ws)
-    model_cfg = dict(ws.config.get("model", {}))
-    name = learner or model_cfg.get("learner") or DEFAULT_LEARNER
-    if fusion:
-        model_cfg["fusion"] = fusion
-    if heads:
-        model_cfg["heads"] = heads
-    tcfg = dict(ws.config.get("train", {}))
-    seed = int(tcfg.get("seed", 0) if seed is None else seed)
-    finetune = bool(tcfg.get("finetune_towers", False) if finetune_towers is None else finetune_towers)
+    task = ws.task
+    ids, split, labels = workspace_arrays(ws)
+    model_cfg = {**dict(ws.config.get("model", {})), **{k: v for k, v in (model or {}).items() if v is not None}}
+    name = task.check_learner(learner or model_cfg.get("learner"))
+    tcfg = {**dict(ws.config.get("train", {})), **{k: v for k, v in (train or {}).items() if v is not None}}
+    seed = int(ws.setting("train", "seed") if seed is None else seed)
+    finetune = bool(ws.setting("train", "finetune_towers") if finetune_towers is None else finetune_towers)
     labeled = np.flatnonzero((labels >= 0) & (split != "test"))
+    if len(labeled) == 0:
+        raise ConfigError(f"{ws.dir}: no labeled non-test items to train on; import labels with "
+                          f"`mmal label {ws.dir} FILE` first")
     n_classes = max(ws.n_classes, int(labels.max()) + 1 if labels.max() >= 0 else 0)
     rnd = current_round(ws)
     rdir = ws.round_dir(rnd)
-    extra = {"round": rnd, "n_labeled": int(len(labeled)), "learner": name}
+    extra = {"round": rnd, "n_labeled": int(len(labeled)), "learner": name, "task": task.name}
     if finetune:
         if name != "fusion":
             raise ConfigError(f"--finetune-towers trains the towers with the 'fusion' learner; got learner '{name}' "
                               "(use `mmal train DIR --learner fusion --finetune-towers`)")
-        model, history, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
+        fitted, history, tstate = _train_end_to_end(ws, labels, labeled, n_classes, model_cfg, tcfg, seed, progress)
         write_payload(rdir / TOWERS_FILE, {"format": TOWERS_FORMAT, "towers": tstate})
         extra.update(finetune_towers=True, towers_file=TOWERS_FILE)
     else:
-        features = load_features(ws)
         train = {k: v for k, v in tcfg.items() if k not in ROUND_TRAIN_KEYS}
+        build_learner(name, max(2, n_classes), model=model_cfg, train=train, seed=seed)  # bad settings fail before any I/O
+        features = task.load_features(ws, progress=progress)
         vf = tcfg.get("val_fraction")
-        model, history = train_model(features, labels, labeled, n_classes, learner=name, model_overrides=model_cfg,
-                                     train_overrides=train, val_fraction=None if vf is None else float(vf),
-                                     seed=seed, progress=progress, log=log)
+        pre, pre_name = pretraining_for(ws, name, model_cfg, pretrain)
+        fitted, history = train_model(features, labels, labeled, n_classes, learner=name, model_overrides=model_cfg,
+                                      train_overrides=train, val_fraction=None if vf is None else float(vf),
+                                      seed=seed, pretrained=pre, progress=progress, log=log)
+        extra["pretrain"] = pre_name
         (rdir / TOWERS_FILE).unlink(missing_ok=True)  # a stale tuned tower must not be used by `score`
     path = rdir / "model.pt"
-    save_learner(path, model, extra=extra)
+    save_learner(path, fitted, extra=extra)
     (rdir / "history.json").write_text(json.dumps(history, indent=1, default=float))
     invalidated = _invalidate_derived(rdir)
-    return {"round": rnd, "model": str(path), "learner": name, "n_labeled": int(len(labeled)),
+    return {"round": rnd, "model": str(path), "task": task.name, "learner": name, "n_labeled": int(len(labeled)),
             "best_epoch": history.get("best_epoch"), "seconds": round(float(history.get("seconds", float("nan"))), 2),
-            "finetune_towers": finetune, "invalidated": invalidated}
+            "pretrain": extra.get("pretrain"), "finetune_towers": finetune, "invalidated": invalidated}
 
 
 def _invalidate_derived(rdir) -> list[str]:
@@ -177,15 +231,17 @@ def _invalidate_derived(rdir) -> list[str]:
     return gone
 
 
-def _load_round_model(ws: Workspace):
-    from mmal.train.checkpoint import load_learner
-
+def load_round_model(ws: Workspace):
+    """``(round, fitted learner, checkpoint extra)`` of the current round; WorkspaceError when absent."""
     rnd = current_round(ws)
     path = ws.round_dir(rnd) / "model.pt"
     if not path.exists():
         raise WorkspaceError(f"no model for round {rnd} ({path}); run `mmal train {ws.dir}` first")
-    model, extra = load_learner(path)
+    model, extra = load_learner(path, f"run `mmal train {ws.dir}` again")
     return rnd, model, extra
+
+
+_load_round_model = load_round_model
 
 
 def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -> dict:
@@ -202,22 +258,19 @@ def _tuned_features(ws: Workspace, rnd: int, extra: dict, ids, progress: bool) -
 
 def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True) -> dict:
     """Score every item with the round's model (re-encoding with its tuned towers when it has them)."""
-    from mmal.features.pipeline import load_features
-    from mmal.relevance.workspace import is_relevance
-
-    if is_relevance(directory):  # the four-level distribution of a relevance model (mmal.relevance.workspace)
-        from mmal.relevance.workspace import score_relevance_workspace
-
-        return score_relevance_workspace(directory, progress=progress)
     ws = Workspace(directory)
-    rnd, model, extra = _load_round_model(ws)
-    ids, split, labels = _arrays(ws)
+    rnd, model, extra = load_round_model(ws)
+    ids, split, labels = workspace_arrays(ws)
     if extra.get("towers_file"):
         features = _tuned_features(ws, rnd, extra, ids, progress)
     else:
-        features = load_features(ws)
+        features = ws.task.load_features(ws, progress=progress)
     pool = score_pool(model, features, ids, labels=labels, split=split, coalitions=coalitions,
-                      mc_samples=mc_samples, progress=progress)
+                      mc_samples=mc_samples, progress=progress, ordered=ws.task.ordered)
+    if not np.isfinite(np.asarray(pool.probs)).all():
+        raise ConfigError(f"the round's '{model.name}' model gives a score but no class distribution (its head: "
+                          f"{model.params.get('head')!r}), so it cannot make a pool for selection; train with a head "
+                          "that gives one (hsoftmax or ordinal)")
     at_sel = at_selection_probs(ws, ids, labels, pool.n_classes)
     if at_sel is not None:
         from mmal.select.lsb import AT_SELECTION
@@ -226,7 +279,8 @@ def score_workspace(directory, *, coalitions=False, mc_samples=0, progress=True)
     from mmal.workspace.pool_io import replace_pool
 
     folder = replace_pool(pool, ws.round_dir(rnd) / "pool")
-    return {"round": rnd, "pool": str(folder), "n": len(pool), "tuned_towers": bool(extra.get("towers_file"))}
+    return {"round": rnd, "pool": str(folder), "n": len(pool), "task": ws.task.name, "learner": model.name,
+            "tuned_towers": bool(extra.get("towers_file"))}
 
 
 def at_selection_probs(ws: Workspace, ids: np.ndarray, labels: np.ndarray, n_classes: int) -> np.ndarray | None:
@@ -238,13 +292,7 @@ def at_selection_probs(ws: Workspace, ids: np.ndarray, labels: np.ndarray, n_cla
     imported labeled set) and rounds whose pool is gone stay NaN. ``None`` when no labeled
     item has such a row.
     """
-    from mmal.workspace.pool_io import load_pool
-
-    with ws.db() as con:
-        got = con.execute("SELECT b.round, i.item_id FROM batch_items i JOIN batches b ON b.batch_id = i.batch_id").fetchall()
-    by_round: dict[int, list[str]] = {}
-    for rnd, item in got:
-        by_round.setdefault(int(rnd), []).append(item)
+    by_round = state.batched_items(ws)
     pos = {k: i for i, k in enumerate(ids.tolist())}
     out = None
     for rnd in sorted(by_round):
@@ -269,8 +317,6 @@ def at_selection_probs(ws: Workspace, ids: np.ndarray, labels: np.ndarray, n_cla
 
 def _round_pool(ws: Workspace, hint: str):
     """(round, pool folder, ScoredPool) of the current round; WorkspaceError with ``hint`` if not scored."""
-    from mmal.workspace.pool_io import load_pool
-
     rnd = current_round(ws)
     folder = ws.round_dir(rnd) / "pool"
     if not (folder / "ids.parquet").exists():
@@ -278,25 +324,39 @@ def _round_pool(ws: Workspace, hint: str):
     return rnd, folder, load_pool(folder)
 
 
-def evaluate_workspace(directory) -> dict:
-    from mmal.metrics import compute
-    from mmal.relevance.workspace import is_relevance
+def test_metrics(ws: Workspace, pool, labels: np.ndarray, test: np.ndarray) -> dict:
+    """The task's metrics (:meth:`mmal.tasks.Task.metrics`) of a scored pool's ``test`` rows."""
+    from mmal.loop.core import SCORE_EXTRA
 
+    task = ws.task
+    groups = task.groups(ws.items)
+    score = pool.extras.get(SCORE_EXTRA)
+    return task.metrics(labels[test], np.asarray(pool.probs)[test],
+                        scores=None if score is None else np.asarray(score)[test],
+                        groups=None if groups is None else groups[test], names=ws.class_names(pool.n_classes))
+
+
+def evaluate_workspace(directory) -> dict:
+    """``mmal evaluate``: the task's test metrics of the round's scored pool -> ``rounds/<n>/metrics.json``."""
     ws = Workspace(directory)
     rnd, folder, pool = _round_pool(ws, f"run `mmal score {ws.dir}` first")
-    ids, split, labels = _arrays(ws)
+    ids, split, labels = workspace_arrays(ws)
     test = np.flatnonzero((split == "test") & (labels >= 0))
     if len(test) == 0:
         raise WorkspaceError(f"{ws.dir}: no labeled test items (split == 'test') to evaluate on")
-    if is_relevance(directory):  # AUC {0,1} vs {2,3}, Spearman, Pearson, NDCG@10
-        from mmal.relevance.workspace import relevance_workspace_metrics
+    met = test_metrics(ws, pool, labels, test)
+    out = {"round": rnd, "task": ws.task.name, "headline": ws.task.headline, "n_test": int(len(test)), **met}
+    from mmal.utils import atomic_write_bytes
 
-        met = relevance_workspace_metrics(ws, labels, pool.probs, test)
-    else:
-        met = compute(labels[test], np.asarray(pool.probs)[test])
-    out = {"round": rnd, "n_test": int(len(test)), **met}
-    (ws.round_dir(rnd) / "metrics.json").write_text(json.dumps(out, indent=1, default=float))
+    atomic_write_bytes(ws.round_dir(rnd) / "metrics.json", json.dumps(out, indent=1, default=_json_num).encode())
     return out
+
+
+def _json_num(o):
+    try:
+        return float(o)
+    except (TypeError, ValueError):
+        return str(o)
 
 
 def _select_base(ws: Workspace, append: bool, pool=None):
@@ -308,7 +368,7 @@ def _select_base(ws: Workspace, append: bool, pool=None):
     same round only with ``append`` (several batches per round); otherwise it is refused,
     so that two selects started together never give two batches for one round.
     """
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     rnd = current_round(ws)
     if pool is not None:  # a cold-start pool built from the features (no model yet)
@@ -317,13 +377,12 @@ def _select_base(ws: Workspace, append: bool, pool=None):
     if (folder / "ids.parquet").exists():
         base = rnd
     else:
-        with ws.db() as con:
-            open_batches = con.execute("SELECT COUNT(*) FROM batches WHERE round = ?", (rnd,)).fetchone()[0]
+        open_batches = len(state.batches(ws, rnd))
         prev = ws.round_dir(rnd - 1) / "pool"
         if not (open_batches and rnd >= 1 and (prev / "ids.parquet").exists()):
             raise WorkspaceError(f"no scored pool for round {rnd}; run `mmal train {ws.dir}` and `mmal score {ws.dir}` first")
         base, folder = rnd - 1, prev
-    return base, base + 1, folder, ScoredPool.load(folder)
+    return base, base + 1, folder, load_pool(folder)
 
 
 def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params: dict | None = None,
@@ -350,8 +409,7 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
     nothing. A budget above the selectable count selects them all and says so
     (``shortfall``, ``warnings``).
     """
-    from mmal.errors import ConfigError
-    from mmal.workspace.annotate import export_batch, insert_batch, remove_orphan_exports
+    from mmal.workspace.annotate import export_batch, remove_orphan_exports
     from mmal.workspace.lock import workspace_lock
 
     if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or int(budget) < 1:
@@ -364,15 +422,13 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
         remove_orphan_exports(ws)
         out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False, pool=pool,
                                                    select_fn=select_fn)
-        with ws.db() as con:
-            try:
-                con.execute("BEGIN IMMEDIATE")
-                batch_id = insert_batch(con, sel, budget=budget, round_=target, info={"spec": spec, **(sel.info or {})})
-                paths = export_batch(ws, batch_id, con=con)
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        paths = {}
+
+        def write_exports(con, batch_id):  # inside the batch's transaction: no batch without its files
+            paths.update(export_batch(ws, batch_id, con=con))
+
+        batch_id = state.record_batch(ws, sel, budget=budget, round_=target, info={"spec": spec, **(sel.info or {})},
+                                      before_commit=write_exports)
         _write_round_selection(ws, target)
     out.update(batch=batch_id, exports={k: str(v) for k, v in paths.items()})
     return out
@@ -385,10 +441,7 @@ def _write_round_selection(ws: Workspace, round_: int) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    with ws.db() as con:
-        rows = con.execute(
-            "SELECT bi.item_id, bi.strategy, bi.score, bi.reason, bi.batch_id, bi.rank FROM batch_items bi "
-            "JOIN batches b USING (batch_id) WHERE b.round = ? ORDER BY bi.batch_id, bi.rank", (round_,)).fetchall()
+    rows = state.round_batch_items(ws, round_)
     t = pa.table({"id": [r[0] for r in rows], "strategy": [r[1] for r in rows],
                   "score": pa.array([r[2] for r in rows], pa.float64()), "reason": [r[3] for r in rows],
                   "batch": [r[4] for r in rows], "round": [round_] * len(rows)})
@@ -404,12 +457,11 @@ def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, 
     from mmal.select import select
 
     base, target, folder, pool = _select_base(ws, append, pool)
-    ids, split, labels = _arrays(ws)
+    ids, split, labels = workspace_arrays(ws)
     if pool.ids.tolist() != ids.tolist():
         raise WorkspaceError(f"{folder} was scored for a different item set; run `mmal score {ws.dir}` again")
-    with ws.db() as con:
-        in_batches = {r[0] for r in con.execute("SELECT DISTINCT item_id FROM batch_items")}
-        n_batches = con.execute("SELECT COUNT(*) FROM batches WHERE round = ?", (target,)).fetchone()[0]
+    in_batches = {k for items in state.batched_items(ws).values() for k in items}
+    n_batches = len(state.batches(ws, target))
     if n_batches and not append:
         raise WorkspaceError(f"round {target} already has {n_batches} batch(es); label them, then `mmal train` and "
                              f"`mmal score` for the next round, or pass `--append` to add another batch to round {target}")

@@ -1,13 +1,12 @@
-"""Evaluation metrics of 000 §4.3 (METHODS D) and the modality gap (METHODS F)."""
+"""Pieces every task's metrics share (METHODS D), the bad-case scores and the modality gap (METHODS F).
+
+The metrics of each task are in :mod:`mmal.metrics.binary`, :mod:`mmal.metrics.multiclass`
+and :mod:`mmal.metrics.relevance`; :mod:`mmal.tasks` picks them.
+"""
 
 from __future__ import annotations
 
-import warnings
-from typing import Sequence
-
 import numpy as np
-from scipy import stats
-from sklearn.metrics import f1_score, precision_recall_curve, roc_auc_score
 
 from mmal.errors import ConfigError
 
@@ -15,7 +14,8 @@ DEFAULT_PRECISIONS = (40, 50, 60, 70, 80, 90)
 NAN = float("nan")
 
 
-def _check(y_true, probs):
+def check_probs(y_true, probs):
+    """``(labels int64 [N], probs float64 [N, C])`` after checking shapes, label range and finiteness."""
     y = np.asarray(y_true).reshape(-1)
     p = np.asarray(probs, dtype=np.float64)
     if p.ndim != 2 or p.shape[0] != len(y) or p.shape[1] < 2:
@@ -33,10 +33,35 @@ def expected_label(probs: np.ndarray) -> np.ndarray:
     return probs @ np.arange(probs.shape[1], dtype=np.float64)
 
 
-def multiclass_loss(y_true, probs) -> float:
-    """Implements 000 eq. 11: mean ``|E_p[y] - y|`` (for binary: mean ``|p_1 - y|``)."""
-    y, p = _check(y_true, probs)
-    return float(np.abs(expected_label(p) - y).mean()) if len(y) else NAN
+def expected_label_error(probs, labels) -> np.ndarray:
+    """000 eq. 11 per item: ``|E_p[y] - y|`` ``[N, C], [N] -> [N]``.
+
+    Defined only where labels are ordered (relevance levels 0..3); for two classes it is
+    ``|p_1 - y|``. For unordered classes use :func:`true_class_error`.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    return np.abs(expected_label(p) - np.asarray(labels, dtype=np.float64))
+
+
+def true_class_error(probs, labels) -> np.ndarray:
+    """``1 - p_y`` per item ``[N, C], [N] -> [N]``: how much probability misses the label.
+
+    The bad-case score of unordered classes (METHODS D): eq. 11 would score a 50/50
+    prediction of classes 4 and 6 for label 5 as perfect. Equal to eq. 11 for two classes.
+    """
+    p = np.asarray(probs, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    return 1.0 - p[np.arange(len(y)), y]
+
+
+def badness(probs, labels, ordered: bool = False) -> np.ndarray:
+    """How badly each prediction misses its human label ``[N, C], [N] -> [N]`` (METHODS B step 1, D).
+
+    The one bad-case score of LSB seeds and of the batch table. ``ordered`` labels
+    (relevance levels): 000 eq. 11, :func:`expected_label_error`. Unordered classes:
+    :func:`true_class_error`, ``1 - p_y``. For two classes both are ``|p_1 - y|``.
+    """
+    return expected_label_error(probs, labels) if ordered else true_class_error(probs, labels)
 
 
 def operating_points(y_bin: np.ndarray, score: np.ndarray):
@@ -65,7 +90,7 @@ def recall_at_precision_points(y_bin, score, precisions=DEFAULT_PRECISIONS):
 
     Returns ``{str(P): (recall, tp, fp, reachable)}``. ``reachable`` is False when no
     threshold reaches precision P (including when there are no positives); then the
-    recall is NaN, not 0.0 (issue 9: "not reached" is not a measured recall of zero) and
+    recall is NaN, not 0.0 ("not reached" is not a measured recall of zero) and
     ``tp = fp = 0``.
     """
     y_bin = np.asarray(y_bin, dtype=bool)
@@ -81,89 +106,6 @@ def recall_at_precision_points(y_bin, score, precisions=DEFAULT_PRECISIONS):
         best = ok[np.lexsort((fp[ok], -tp[ok]))[0]]  # max TP, then min FP
         out[str(P)] = (float(tp[best] / n_pos), int(tp[best]), int(fp[best]), True)
     return out
-
-
-F1_VIEWS = ("binary", "argmax")
-
-
-def compute(
-    y_true,
-    probs,
-    *,
-    threshold: float = 0.5,
-    precisions: Sequence[int] = DEFAULT_PRECISIONS,
-    beta_points: str = "r_at_p",
-    f1_view: str = "binary",
-) -> dict:
-    """All evaluation metrics of 000 §4.3 / METHODS D for one prediction set.
-
-    Parameters
-    ----------
-    y_true : int labels [N] in ``[0, C)``.
-    probs : class probabilities [N, C].
-    threshold : float
-        Threshold of the binary F1 (``f1_view="binary"``): an item is predicted
-        "non-zero" when ``1 - p_0 >= threshold`` (inclusive; default 0.5). 000 §4.3 states
-        the view ("we base on zero or non-zero scores to calculate F1, AUC, and
-        precision-recall") but no threshold; 0.5 on the non-zero score is our convention.
-    precisions : precision levels (in %) of the recall-at-precision metrics (40..90).
-    beta_points : which P/R operating points the max Beta variance (000 eq. 12) runs over.
-        ``"r_at_p"`` (default): the operating points reported as R@P — the paper reports
-        values below 1e-4 on 40k items, which only holds for these, not for the top-1
-        threshold; ``"all"``: every distinct threshold (excluding the empty set).
-
-    Returns
-    -------
-    dict with ``accuracy``, ``macro_f1`` (argmax predictions, all C classes); on the binary
-    view "label 0 vs non-zero" (positive = non-zero, score = 1 - p_0): ``auc``, ``f1``,
-    ``r_at_p`` ``{"40": recall, ...}`` (NaN where precision P is never reached) with
-    ``r_at_p_reachable`` ``{"40": bool, ...}``, ``max_beta_variance``; on the ordinal view:
-    ``multiclass_loss`` (000 eq. 11), ``spearman`` and ``pearson`` of ``E_p[y]`` vs ``y``;
-    plus ``n``. Undefined values (one class only, constant predictions) are NaN.
-    """
-    y, p = _check(y_true, probs)
-    if f1_view not in F1_VIEWS:
-        raise ConfigError(f"f1_view = '{f1_view}': expected one of {', '.join(F1_VIEWS)}")
-    if beta_points not in ("r_at_p", "all"):
-        raise ConfigError(f"beta_points = '{beta_points}': expected 'r_at_p' or 'all'")
-    res: dict = {"n": int(len(y))}
-    if len(y) == 0:
-        return res | {k: NAN for k in ("accuracy", "macro_f1", "auc", "f1", "max_beta_variance", "multiclass_loss", "spearman", "pearson")} | {
-            "r_at_p": {str(P): NAN for P in precisions}, "r_at_p_reachable": {str(P): False for P in precisions},
-        }
-    pred = p.argmax(1)
-    res["accuracy"] = float((pred == y).mean())
-    res["macro_f1"] = float(f1_score(y, pred, labels=np.arange(p.shape[1]), average="macro", zero_division=0))
-
-    yb = y != 0  # [N] binary view
-    s = 1.0 - p[:, 0]
-    both = 0 < yb.sum() < len(yb)
-    res["auc"] = float(roc_auc_score(yb, s)) if both else NAN
-    pred_nonzero = s >= threshold if f1_view == "binary" else pred != 0
-    res["f1"] = float(f1_score(yb, pred_nonzero, zero_division=0)) if yb.any() else NAN
-    res["f1_view"] = f1_view
-    rp = recall_at_precision_points(yb, s, precisions)
-    res["r_at_p"] = {k: v[0] for k, v in rp.items()}
-    res["r_at_p_reachable"] = {k: bool(v[3]) for k, v in rp.items()}
-    if not yb.any():
-        res["max_beta_variance"] = NAN
-    elif beta_points == "r_at_p":
-        pts = [(tp, fp) for _, tp, fp, reached in rp.values() if reached]
-        res["max_beta_variance"] = float(max(beta_variance(tp, fp) for tp, fp in pts)) if pts else NAN
-    else:
-        _, tp, fp = operating_points(yb, s)
-        res["max_beta_variance"] = float(beta_variance(tp, fp).max())
-
-    e = expected_label(p)
-    res["multiclass_loss"] = float(np.abs(e - y).mean())
-    if np.ptp(e) > 0 and np.ptp(y) > 0:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res["spearman"] = float(stats.spearmanr(e, y).statistic)
-            res["pearson"] = float(stats.pearsonr(e, y).statistic)
-    else:
-        res["spearman"] = res["pearson"] = NAN
-    return res
 
 
 def modality_gap(r1, r2, *, normalize: bool = True) -> float:

@@ -15,7 +15,8 @@ Loss (eq. 4.4): ``w_cross * L_cross + (1 - w_cross) * L_uni`` with ``w_cross = 1
 more than two modalities, L_cross is the mean of the pairwise eq. 4.1 terms and L_uni the
 mean over modalities. ``prototypes=False`` trains with L_cross alone (Table 4.1 "w/o").
 
-:func:`modality_gap` gives Table 4.1's numbers (eq. 4.5).
+:func:`modality_gap` gives Table 4.1's numbers (eq. 4.5). The training routine is
+:func:`mmal.train.mmssl.train_mmssl` (the project's one loop).
 
 References
 ----------
@@ -28,8 +29,7 @@ from __future__ import annotations
 
 import itertools
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -99,116 +99,6 @@ def cross_modal_infonce(za: torch.Tensor, zb: torch.Tensor, tau: float = 0.07) -
     logits = za @ zb.T / tau  # [K, K]
     target = torch.arange(len(za), device=za.device)
     return 0.5 * F.cross_entropy(logits, target) + 0.5 * F.cross_entropy(logits.T, target)
-
-
-def kmeans(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, init: str = "k-means++", block: int = 65536):
-    """Lloyd k-means (squared Euclidean), k-means++ seeding (or ``init="random"`` rows).
-
-    Returns ``(centroids [k, D] float32, assign [N] int64, sqdist [N] float64)``; an empty
-    cluster is re-seeded with the row farthest from its centre. Deterministic by ``seed``.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    n = len(x)
-    if not 1 <= k <= n:
-        raise ConfigError(f"k-means: k must lie in [1, N={n}], got {k}")
-    rng = np.random.default_rng(seed)
-    if init == "random":
-        c = x[np.sort(rng.choice(n, size=k, replace=False))].copy()
-    elif init == "k-means++":
-        xsq0 = np.einsum("nd,nd->n", x, x).astype(np.float64)
-        first = int(rng.integers(n))
-        c = np.empty((k, x.shape[1]), np.float32)
-        c[0] = x[first]
-        d2 = np.maximum(xsq0 - 2.0 * (x @ c[0]) + float(c[0] @ c[0]), 0.0)
-        cum = np.empty(n)
-        dj = np.empty(n)
-        for j in range(1, k):
-            tot = d2.sum()
-            if tot <= 0:
-                nxt = int(rng.integers(n))
-            else:
-                np.cumsum(d2, out=cum)
-                nxt = min(int(np.searchsorted(cum, rng.random() * tot)), n - 1)
-            c[j] = x[nxt]
-            # the same arithmetic as max(|x|^2 - 2 x.c + |c|^2, 0), without temporaries
-            dots = x @ c[j]
-            dots *= 2.0  # exact
-            np.subtract(xsq0, dots, out=dj)
-            dj += float(c[j] @ c[j])
-            np.maximum(dj, 0.0, out=dj)
-            np.minimum(d2, dj, out=d2)
-    else:
-        raise ConfigError(f"k-means init must be 'k-means++' or 'random', got {init!r}")
-    xsq = np.einsum("nd,nd->n", x, x)
-    assign = np.zeros(n, dtype=np.int64)
-    d2 = np.zeros(n)
-    x64 = torch.from_numpy(x).double() if iters > 1 else None  # for the centroid sums, converted once
-    for it in range(max(1, iters)):
-        assign_to_centres(x, c, xsq, block=block, out=(assign, d2))
-        if it == iters - 1:
-            break
-        counts = np.bincount(assign, minlength=k)
-        sums = torch.zeros(k, x.shape[1], dtype=torch.float64).index_add_(
-            0, torch.from_numpy(assign), x64).numpy()  # [k, D]
-        new = c.copy()
-        nz = counts > 0
-        new[nz] = (sums[nz] / counts[nz, None]).astype(np.float32)
-        for j in np.flatnonzero(~nz):  # empty cluster: take the worst-fit row
-            far = int(np.argmax(d2))
-            new[j] = x[far]
-            d2[far] = 0.0
-        c = new
-    return c, assign, d2
-
-
-def assign_to_centres(x: np.ndarray, centres: np.ndarray, xsq=None, *, block: int = 65536,
-                      max_block_elements: int = 2**26, out=None):
-    """Lloyd's assignment step: each row's nearest centre in squared Euclidean distance.
-
-    ``dd = (|x|^2 + |c|^2) - 2 x.c``, evaluated in that order, ``block`` rows at a time,
-    fewer when ``block x k`` would exceed ``max_block_elements`` (256 MB of float32 per
-    temporary; k = 20,000 prototypes would otherwise need 5 GB per block).
-    Returns ``(assign [N] int64, d2 [N] float64)`` (``d2`` clipped at 0), written into
-    ``out`` when given. ``xsq``: the rows' squared norms, if already known.
-    """
-    x = np.asarray(x, dtype=np.float32)
-    c = np.asarray(centres, dtype=np.float32)
-    n = len(x)
-    block = max(1, min(int(block), int(max_block_elements) // max(1, len(c))))
-    xsq = np.einsum("nd,nd->n", x, x) if xsq is None else xsq
-    assign, d2 = out if out is not None else (np.empty(n, dtype=np.int64), np.empty(n))
-    csq = np.einsum("kd,kd->k", c, c)
-    for s in range(0, n, block):
-        dots = x[s:s + block] @ c.T  # [R, k]
-        dots *= 2.0  # exact
-        dd = xsq[s:s + block, None] + csq[None, :]
-        dd -= dots
-        a = dd.argmin(1)
-        assign[s:s + block] = a
-        d2[s:s + block] = np.maximum(np.take_along_axis(dd, a[:, None], 1)[:, 0], 0.0)
-    return assign, d2
-
-
-def kmeans_sampled(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, fit_sample: int | None = None,
-                   sample_rng: np.random.Generator | None = None, assign_all: bool = True):
-    """:func:`kmeans` on all rows, or fitted on a uniform random sample of ``fit_sample`` rows.
-
-    With more than ``fit_sample`` rows the sample is drawn with ``sample_rng`` (default
-    ``default_rng(seed)``), :func:`kmeans` runs on it, and every row is then assigned to the
-    fitted centres (one Lloyd assignment step, :func:`assign_to_centres`);
-    ``assign_all=False`` skips that pass and returns ``None`` for both. Returns
-    ``(centroids, assign [N], sqdist [N])``. Used by MMSSL's prototypes and the cold-start
-    strategies.
-    """
-    n = len(x)
-    if fit_sample is None or n <= int(fit_sample):
-        return kmeans(x, k, iters=iters, seed=seed)
-    rng = np.random.default_rng(seed) if sample_rng is None else sample_rng
-    sub = np.sort(rng.choice(n, size=int(fit_sample), replace=False))
-    cen, _, _ = kmeans(np.asarray(x, np.float32)[sub], k, iters=iters, seed=seed)
-    if not assign_all:
-        return cen, None, None
-    return (cen, *assign_to_centres(x, cen))
 
 
 def prototype_concentration(dist: np.ndarray, assign: np.ndarray, k: int, *, alpha: float = 10.0,
@@ -317,90 +207,6 @@ def embed(heads: dict, features: dict, block: int = 65536) -> dict:
         out[m] = np.concatenate([heads[m](torch.from_numpy(unit_rows(x[s:s + block]))).numpy()
                                  for s in range(0, len(x), block)]).astype(np.float32)
     return out
-
-
-def train_mmssl(features: dict, config: MMSSLConfig | None = None, *, log=None) -> MMSSLResult:
-    """Train MMSSL (002 eq. 4.4) on pooled tower features; pure apart from ``log``.
-
-    Parameters
-    ----------
-    features : dict modality -> float array [N, D_m]
-        Pooled frozen-tower features of the same N unlabeled items (row-aligned).
-    config : MMSSLConfig
-    log : callable(str), optional
-
-    Returns
-    -------
-    MMSSLResult
-        ``embeddings[m]`` is ``[N, config.dim]`` float32; ``history`` one dict per epoch
-        (``loss``, ``cross``, ``uni``); ``metrics`` = :func:`modality_gap` of the result.
-    """
-    cfg = config or MMSSLConfig()
-    feats = _prepare(features)
-    mods = sorted(feats)
-    n = len(feats[mods[0]])
-    if n < 2:
-        raise ConfigError(f"MMSSL needs at least 2 items, got {n}")
-    k = cfg.n_prototypes or max(2, int(round(cfg.proto_fraction * n)))
-    k = min(k, n)
-    t0 = time.perf_counter()
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    heads = {m: ProjectionHead(feats[m].shape[1], cfg.hidden, cfg.dim) for m in mods}
-    params = [p for h in heads.values() for p in h.parameters()]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    xt = {m: torch.from_numpy(feats[m]) for m in mods}
-    pairs = list(itertools.combinations(mods, 2))
-    history = []
-    bs = min(cfg.batch_size, n)
-    for epoch in range(cfg.epochs):
-        use_proto = cfg.prototypes and epoch >= cfg.warmup_epochs
-        protos = {}
-        if use_proto:  # k-means per modality on the current normalised embeddings
-            cur = embed(heads, feats)
-            for j, m in enumerate(mods):
-                fit = cfg.kmeans_fit_sample if (cfg.kmeans_fit_sample or 0) >= k else None  # >= k rows to fit
-                cen, assign, d2 = kmeans_sampled(cur[m], k, iters=cfg.kmeans_iters,
-                                                 seed=cfg.seed * 1000 + epoch * 10 + j, fit_sample=fit)
-                phi = prototype_concentration(np.sqrt(d2), assign, k, alpha=cfg.alpha, tau=cfg.tau,
-                                              clip_percentiles=cfg.clip_percentiles)
-                protos[m] = (torch.from_numpy(assign), F.normalize(torch.from_numpy(cen), dim=1),
-                             torch.from_numpy(phi.astype(np.float32)))
-        for h in heads.values():
-            h.train()
-        order = rng.permutation(n)
-        tot = {"loss": 0.0, "cross": 0.0, "uni": 0.0}
-        nb = 0
-        for s in range(0, n - bs + 1 if n >= bs else 1, bs):  # drop the last partial batch
-            idx = torch.from_numpy(order[s:s + bs])
-            z = {m: heads[m](xt[m][idx]) for m in mods}
-            l_cross = torch.stack([cross_modal_infonce(z[a], z[b], cfg.tau) for a, b in pairs]).mean()
-            if use_proto:
-                l_uni = torch.stack([prototype_loss(z[m], protos[m][0][idx], protos[m][1], protos[m][2])
-                                     for m in mods]).mean()
-                loss = cfg.w_cross * l_cross + (1.0 - cfg.w_cross) * l_uni
-            else:
-                l_uni = torch.zeros(())
-                loss = l_cross
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot["loss"] += loss.item()
-            tot["cross"] += l_cross.item()
-            tot["uni"] += l_uni.item()
-            nb += 1
-        rec = {"epoch": epoch, "prototypes": bool(use_proto), **{key: v / max(nb, 1) for key, v in tot.items()}}
-        history.append(rec)
-        if not math.isfinite(rec["loss"]):  # never hand NaN embeddings to a selection
-            raise ConfigError(f"MMSSL: the loss became non-finite at epoch {epoch} (cross {rec['cross']}, "
-                              f"uni {rec['uni']}); try a lower lr or prototypes=False")
-        if log is not None and (epoch % 10 == 0 or epoch == cfg.epochs - 1):
-            log(f"[mmssl] epoch {epoch} loss {rec['loss']:.4f} cross {rec['cross']:.4f} uni {rec['uni']:.4f}")
-    emb = embed(heads, feats)
-    conf = asdict(cfg)
-    conf["n_prototypes"] = k
-    return MMSSLResult(heads=heads, embeddings=emb, history=history, metrics=modality_gap(emb),
-                       config=conf, seconds=time.perf_counter() - t0)
 
 
 def modality_gap(embeddings: dict) -> dict:

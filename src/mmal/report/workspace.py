@@ -1,10 +1,12 @@
-"""``mmal report DIR``: one HTML page per round of a workspace, plus an index (issue 13).
+"""``mmal report DIR``: one HTML page per round of a workspace, plus an index.
 
 For round ``n`` the page shows
 
 - the round's model on the labeled test items (``rounds/<n>/pool`` and ``metrics.json``):
-  the metrics with their meaning, per-class precision / recall / support and the
-  confusion matrix, with class names (``label_names``);
+  the task's metrics with their meaning (binary: AUC, AP, R@P on the positive class;
+  multiclass: accuracy, balanced accuracy, macro-F1, one-vs-rest AUC; relevance: AUC of
+  {0,1} vs {2,3}, Spearman, NDCG@10), per-class precision / recall / support and the
+  confusion matrix, with class names;
 - per-modality figures when the round has them: test accuracy of each unimodal head
   (pool extras ``probs:<modality>``) and the Shapley contributions a BMMAL batch records;
 - the batch selected for round ``n`` (from round ``n-1``'s model): strategy, its class mix
@@ -28,6 +30,8 @@ from pathlib import Path
 
 import numpy as np
 
+from mmal.select.registry import reason_is_seed
+from mmal.workspace import state
 from mmal.workspace.workspace import Workspace
 
 HERE = Path(__file__).resolve().parent
@@ -36,13 +40,20 @@ HERE = Path(__file__).resolve().parent
 MIN_ITEMS = 30
 METRIC_HELP = {
     "accuracy": "share of test items whose most probable class is the label",
+    "balanced_accuracy": "recall of each class present, averaged with equal weight per class",
     "macro_f1": "F1 of every class, averaged with equal weight per class (all classes)",
-    "auc": "ROC AUC of the binary view: class 0 vs any other class, score 1 - p(class 0) (000 §4.3)",
-    "f1": "binary F1 of that same view (class 0 vs non-zero) at 1 - p(class 0) >= 0.5; not the multi-class F1",
+    "auc_ovr": "one-vs-rest ROC AUC of each class's probability, averaged over the classes present",
+    "auc": "ROC AUC of the positive-class score (binary: p of class 1; relevance: score of {2,3} vs {0,1})",
+    "average_precision": "area under the precision-recall curve of the positive class",
+    "r_at_p80": "recall at 80% precision on the positive class (000 §4.3; the binary headline)",
+    "r_at_p50": "recall at 50% precision on the positive class",
+    "r_at_p90": "recall at 90% precision on the positive class",
+    "f1": "F1 of the positive class at p(class 1) >= 0.5",
     "max_beta_variance": "largest Beta(TP+1, FP+1) variance over the R@P operating points (000 eq. 12)",
-    "multiclass_loss": "mean |E_p[y] - y| (000 eq. 11); treats class numbers as ordinal",
-    "spearman": "rank correlation of E_p[y] and y (ordinal view)",
-    "pearson": "linear correlation of E_p[y] and y (ordinal view)",
+    "spearman": "rank correlation of the relevance score and the level (the relevance headline)",
+    "pearson": "linear correlation of the relevance score and the level",
+    "ndcg@10": "NDCG@10 per query, averaged over the queries with a relevant pair",
+    "expected_level_error": "mean |E[y] - y| over the levels (000 eq. 11; the levels are ordered)",
 }
 
 
@@ -219,9 +230,7 @@ class _Items:
 
 
 def _rounds(ws: Workspace) -> list[int]:
-    with ws.db() as con:
-        rs = {int(r[0]) for r in con.execute("SELECT round FROM rounds")}
-        rs |= {int(r[0]) for r in con.execute("SELECT DISTINCT round FROM batches")}
+    rs = set(state.rounds(ws))
     rdir = ws.dir / "rounds"
     if rdir.is_dir():
         rs |= {int(p.name) for p in rdir.iterdir() if p.is_dir() and p.name.isdigit()}
@@ -229,20 +238,15 @@ def _rounds(ws: Workspace) -> list[int]:
 
 
 def _load_pool(ws: Workspace, rnd: int):
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     folder = ws.round_dir(rnd) / "pool"
-    return ScoredPool.load(folder) if (folder / "ids.parquet").exists() else None
+    return load_pool(folder) if (folder / "ids.parquet").exists() else None
 
 
 def _labels_as_of(ws: Workspace, rnd: int) -> dict[str, int]:
     """Latest label per item among rounds <= rnd (what round ``rnd``'s model could know)."""
-    with ws.db() as con:
-        rows = con.execute(
-            "SELECT item_id, label FROM labels l WHERE round = (SELECT MAX(round) FROM labels WHERE item_id = l.item_id AND round <= ?)",
-            (rnd,),
-        ).fetchall()
-    return {i: int(lab) for i, lab in rows}
+    return state.labels_as_of(ws, rnd)
 
 
 def _model_section(ws, rnd, names, items_split, min_items):
@@ -252,9 +256,10 @@ def _model_section(ws, rnd, names, items_split, min_items):
     sec = {"has_pool": pool is not None, "metrics": None, "per_class": None, "confusion": None, "n_test": None,
            "unimodal": [], "caveats": []}
     if metrics:
-        keys = [k for k in METRIC_HELP if k in metrics]
+        keys = [k for k in METRIC_HELP if k in metrics and not isinstance(metrics[k], (dict, list))]
         sec["metrics"] = [(k, fmt(metrics[k]), METRIC_HELP[k]) for k in keys]
-        sec["r_at_p"] = [(p, fmt(v)) for p, v in (metrics.get("r_at_p") or {}).items()]
+        sec["r_at_p"] = [(k[len("r_at_p"):], fmt(metrics[k])) for k in sorted(metrics)
+                         if k.startswith("r_at_p") and k[len("r_at_p"):].isdigit()]
     if pool is not None:
         labels = ws.current_labels()
         test = [i for i, k in enumerate(pool.ids.tolist()) if items_split.get(k) == "test" and k in labels]
@@ -292,16 +297,14 @@ def _lsb_holdout_estimate(ws: Workspace, rnd: int, items_split, holdout: float =
 
 
 def _batch_sections(ws, rnd, names, items, items_split, min_items, embed_audio_max_bytes):
-    with ws.db() as con:
-        batches = con.execute("SELECT batch_id, strategy, budget, info FROM batches WHERE round = ? ORDER BY batch_id", (rnd,)).fetchall()
+    batches = [(b.batch_id, b.strategy, b.budget, b.info) for b in state.batches(ws, rnd)]
     if not batches:
         return []
     prev_pool = _load_pool(ws, rnd - 1)
     prev_pos = None if prev_pool is None else {k: i for i, k in enumerate(prev_pool.ids.tolist())}
-    with ws.db() as con:
-        lab_rnd = dict(con.execute("SELECT item_id, label FROM labels WHERE round = ?", (rnd,)).fetchall())
+    lab_rnd = state.round_labels(ws, rnd)
     known_before = _labels_as_of(ws, rnd - 1)
-    n_frames = int(ws.config.get("encode", {}).get("n_frames", 3))
+    n_frames = int(ws.setting("encode", "n_frames"))
     thumbs: dict = {}
 
     def view(item_id):
@@ -319,14 +322,8 @@ def _batch_sections(ws, rnd, names, items, items_split, min_items, embed_audio_m
         return thumbs[item_id]
 
     out = []
-    for batch_id, strategy, budget, info_s in batches:
-        try:
-            info = json.loads(info_s or "{}")
-        except json.JSONDecodeError:
-            info = {}
-        with ws.db() as con:
-            rows = con.execute("SELECT item_id, rank, strategy, score, reason FROM batch_items WHERE batch_id = ? ORDER BY rank",
-                               (batch_id,)).fetchall()
+    for batch_id, strategy, budget, info in batches:
+        rows = state.batch_items(ws, batch_id)
         labels = [lab_rnd.get(r[0]) for r in rows]
         mix = batch_class_mix(labels, len(names))
         pred_mix = None
@@ -336,7 +333,7 @@ def _batch_sections(ws, rnd, names, items, items_split, min_items, embed_audio_m
         grid, seeds = [], {}
         for (item_id, rank, strat, score, reason), lab in zip(rows, labels):
             v = view(item_id)
-            is_lsb = strat.startswith("lsb") and bool(reason) and reason in items.pos
+            is_lsb = reason_is_seed(strat) and bool(reason) and reason in items.pos
             grid.append({**v, "rank": rank + 1, "strategy": strat, "score": fmt(score), "reason": reason,
                          "label": None if lab is None else names[int(lab)] if int(lab) < len(names) else str(lab),
                          "seed": reason if is_lsb else None})
@@ -377,22 +374,19 @@ def write_workspace_report(directory, *, min_items: int = MIN_ITEMS, embed_audio
     """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
-    from mmal.serve.labels import class_names
-
     ws = Workspace(directory)
     out_dir = ws.dir / "reports"
     out_dir.mkdir(parents=True, exist_ok=True)
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
     items = _Items.of(ws)
-    with ws.db() as con:
-        items_split = dict(con.execute("SELECT id, split FROM items").fetchall())
+    items_split = state.item_splits(ws)
     rounds = _rounds(ws)
     n_classes = ws.n_classes
     for r in rounds:
         pool = _load_pool(ws, r)
         if pool is not None:
             n_classes = max(n_classes, pool.n_classes)
-    names = class_names(ws, n_classes)
+    names = ws.class_names(n_classes)
     summary = []
     for r in rounds:
         model = _model_section(ws, r, names, items_split, min_items)

@@ -9,19 +9,19 @@ and are re-exported here.
 
 from mmal.pool import ScoredPool, Selection  # noqa: I001
 from mmal.select.registry import NEEDS, STRATEGIES, Param, Strategy, get_strategy, register
-from mmal.select import random_, uncertainty, lsb, badge, bmmal, coreset, bald, coldstart  # noqa: F401  (register strategies)
-from mmal.relevance import al as _relevance_al  # noqa: F401,E402  (registers level-variance)
+from mmal.select import (  # noqa: F401  (register strategies)
+    random_, uncertainty, lsb, badge, bmmal, coreset, bald, activeft, mmcsal, kmeans_centres, typiclust, probcover)
 from mmal.select.api import run_strategy, select
 from mmal.select.lookalike import lookalike_filter, lookalike_fit
 from mmal.select.lsb import LSBExpansion, badness, lookalike_training_set, lsb_expand, seed_bad_cases
 from mmal.select.mix import mix_select, parse_mix, split_budget
 from mmal.select.spec import needs_of, parse_spec, parse_strategies, route_params, shares_note, spec_params
-from mmal.select.uncertainty import entropy, least_confidence, margin
+from mmal.select.uncertainty import entropy, least_confidence, level_variance, margin
 
 __all__ = [
     "ScoredPool", "Selection", "select", "run_strategy", "register", "get_strategy", "STRATEGIES", "Strategy",
     "Param", "NEEDS", "parse_strategies", "parse_spec", "needs_of", "route_params", "spec_params", "shares_note",
-    "least_confidence", "margin", "entropy",
+    "least_confidence", "margin", "entropy", "level_variance",
     "seed_bad_cases", "badness", "lsb_expand", "LSBExpansion", "lookalike_fit", "lookalike_filter",
     "lookalike_training_set", "parse_mix", "split_budget", "mix_select",
 ]

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mmal import cluster
+from mmal.cluster import check_candidates, d2_sample
 from mmal.errors import ConfigError
 from mmal.select.registry import register
 from mmal.utils import progress_task
@@ -193,34 +195,6 @@ class GradientSpace:
 # ---------------------------------------------------------------------------------------
 # k-means++ seeding
 # ---------------------------------------------------------------------------------------
-def _check_common(budget, candidates, n):
-    if int(budget) < 0:
-        raise ConfigError(f"budget must be >= 0, got {budget}")
-    candidates = np.asarray(candidates)
-    if candidates.dtype == bool:
-        if candidates.shape != (n,):
-            raise ConfigError(f"candidate mask must have shape [{n}], got {candidates.shape}")
-        candidates = np.flatnonzero(candidates)
-    candidates = candidates.astype(np.int64)
-    if candidates.size and (candidates.min() < 0 or candidates.max() >= n):
-        raise ConfigError(f"candidate indices must lie in [0, {n}), got range "
-                          f"[{candidates.min()}, {candidates.max()}]")
-    if len(np.unique(candidates)) != len(candidates):
-        raise ConfigError("candidate indices must be unique")
-    return candidates
-
-
-def _d2_sample(d2: np.ndarray, rng: np.random.Generator) -> int:
-    """Draw a position with probability ``d2 / Σ d2`` (``Σ d2 > 0``)."""
-    cdf = np.cumsum(d2)  # [R]
-    u = rng.random() * cdf[-1]
-    k = int(np.searchsorted(cdf, u, side="right"))
-    k = min(k, len(d2) - 1)
-    while d2[k] <= 0.0:  # only reachable through float edge cases at the cdf's ends
-        k = (k + 1) % len(d2)
-    return k
-
-
 def kmeanspp_seed(
     space: GradientSpace,
     budget: int,
@@ -234,6 +208,9 @@ def kmeanspp_seed(
     max_rejects: int = 32,
 ):
     """k-means++ seeding over a factorised gradient space (METHODS.md E, **(ref)** BADGE).
+
+    ``method="exact"`` is :func:`mmal.cluster.kmeanspp_seed` (the seeding MMSSL's prototypes and
+    the cold-start k-means share) with the largest-norm first centre.
 
     First centre = the candidate of largest ``||g||`` (ties: lowest index); every further
     centre is drawn with probability ∝ ``D²`` (squared distance to the nearest chosen
@@ -285,8 +262,13 @@ def kmeanspp_seed(
         ``D²`` of each pick at the moment it was drawn (first pick: ``||g||²``; NaN for
         picks filled at random).
     """
+    if method not in ("exact", "rejection"):
+        raise ConfigError(f"k-means++ seeding: method must be 'exact' or 'rejection', got {method!r}")
+    if method == "exact":  # the one k-means++ seeding of the project (BADGE's largest-norm first centre)
+        return cluster.kmeanspp_seed(space, budget, candidates, rng, first="max-norm", block=block,
+                                     zero_tol=zero_tol, progress=progress, what="BADGE k-means++ seeding")
     n = len(space)
-    cand = _check_common(budget, candidates, n)
+    cand = check_candidates(budget, candidates, n)
     k_total = min(int(budget), len(cand))
     if block < 1:
         raise ConfigError(f"block must be >= 1, got {block}")
@@ -299,46 +281,13 @@ def kmeanspp_seed(
     def rows_of(s, e):  # candidate positions [s, e) -> pool rows (slice when contiguous)
         return slice(s, e) if full else cand[s:e]
 
-    # squared norms of all candidates, block-wise -> [K]
-    sqn = np.empty(len(cand))
+    sqn = np.empty(len(cand))  # squared norms of all candidates, block-wise -> [K]
     for s in range(0, len(cand), block):
         sqn[s : s + block] = space.sqnorm(rows_of(s, min(s + block, len(cand))))
-
     first = int(np.argmax(sqn))
     picks[0], score[0] = cand[first], sqn[first]
-    if method not in ("exact", "rejection"):
-        raise ConfigError(f"k-means++ seeding: method must be 'exact' or 'rejection', got {method!r}")
-    if method == "rejection":
-        _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, score, block=block,
-                            zero_tol=zero_tol, max_rejects=max_rejects, progress=progress)
-        return picks, score
-    d2 = np.full(len(cand), np.inf)  # running min-D² over candidates
-    chosen = np.zeros(len(cand), dtype=bool)
-    chosen[first] = True
-    newest = first
-
-    with progress_task(k_total, "k-means++ seeding", progress) as advance:
-        advance()
-        for k in range(1, k_total):
-            c_row, c_sqn = int(cand[newest]), sqn[newest]
-            for s in range(0, len(cand), block):
-                e = min(s + block, len(cand))
-                nd = space.sqdist(rows_of(s, e), c_row, sqn[s:e], c_sqn)  # [R]
-                nd[nd <= zero_tol * (sqn[s:e] + c_sqn)] = 0.0
-                np.minimum(d2[s:e], nd, out=d2[s:e])
-            d2[chosen] = 0.0
-            total = float(d2.sum())
-            if not np.isfinite(total):
-                raise ConfigError("BADGE: non-finite gradient distances (NaN/inf in probs or features)")
-            if total <= 0.0:  # everything left duplicates a centre: fill at random
-                rest = np.flatnonzero(~chosen)
-                fill = rng.choice(rest, size=k_total - k, replace=False)
-                picks[k:] = cand[fill]
-                break
-            newest = _d2_sample(d2, rng)
-            chosen[newest] = True
-            picks[k], score[k] = cand[newest], d2[newest]
-            advance()
+    _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, score, block=block,
+                        zero_tol=zero_tol, max_rejects=max_rejects, progress=progress)
     return picks, score
 
 
@@ -461,7 +410,7 @@ def kmeanspp_dense(g, budget: int, candidates, rng: np.random.Generator, *, zero
     factorised version and as the "materialised" baseline in ``bench/select.py``.
     """
     g = np.asarray(g)
-    cand = _check_common(budget, candidates, len(g))
+    cand = check_candidates(budget, candidates, len(g))
     k_total = min(int(budget), len(cand))
     picks = np.empty(k_total, dtype=np.int64)
     score = np.full(k_total, np.nan)
@@ -485,7 +434,7 @@ def kmeanspp_dense(g, budget: int, candidates, rng: np.random.Generator, *, zero
             rest = np.flatnonzero(~chosen)
             picks[k:] = cand[rng.choice(rest, size=k_total - k, replace=False)]
             break
-        newest = _d2_sample(d2, rng)
+        newest = d2_sample(d2, rng)
         chosen[newest] = True
         picks[k], score[k] = cand[newest], d2[newest]
     return picks, score

@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.registry import register
+from mmal.select.registry import MissingNeedError, TopB, register
 from mmal.pool import ScoredPool, Selection
 
 DEFAULT_EPS = 1e-12
@@ -59,7 +59,9 @@ def bald_scores(mc_probs, *, eps: float = DEFAULT_EPS, block: int = 65536) -> np
 
 
 @register("bald", params={"key": "pool.extras entry with the MC-dropout probabilities [T, N, C]",
-                          "eps": "added inside the log, so 0 log 0 = 0"}, needs=("mc_samples",))
+                          "eps": "added inside the log, so 0 log 0 = 0"}, needs=("mc_samples",),
+          top_b=TopB(lambda b, eps=DEFAULT_EPS: bald_scores(b, eps=eps), params=("eps",), source_param="key",
+                     source_default="mc_probs", rows_axis=1))
 def bald(
     pool: ScoredPool,
     budget: int,
@@ -93,7 +95,7 @@ def bald(
         Ids in descending score order; ``score`` = mutual information (nats).
     """
     if key not in pool.extras:
-        raise ConfigError(f"BALD needs pool.extras['{key}'] with MC-dropout probabilities [T, N, C]")
+        raise MissingNeedError("bald", "mc_samples", f"no pool.extras['{key}']")
     mc = pool.extras[key]
     if mc.ndim != 3 or mc.shape[1] != len(pool) or mc.shape[2] != pool.n_classes:
         raise ConfigError(

@@ -10,7 +10,7 @@
    ``g_i = ⊕_m w_im (p_i - e_ŷi) ⊗ z_im`` and BADGE's k-means++ seeding on it, factorised
    as ``⟨g_i, g_j⟩ = ⟨a_i, a_j⟩ · Σ_m w_im w_jm ⟨z_im, z_jm⟩`` (never materialised).
 
-Blocks (issue 9, fidelity 4): eq. 3.12-3.14 scale the gradient blocks of the *fused linear
+Blocks: eq. 3.12-3.14 scale the gradient blocks of the *fused linear
 classifier*, whose input is the concatenation of the per-modality features. Only a pool
 with ``pool.fused_blocks`` True (the ``late-fusion`` learner: its last linear layer reads
 ``concat(pool.modality[m] for m in sorted(pool.modality))``) has such blocks; for any other
@@ -31,18 +31,19 @@ import numpy as np
 
 from mmal.errors import ConfigError
 from mmal.pool import ScoredPool, Selection
+from mmal.pool import coalition_key as pool_coalition_key
 from mmal.select.badge import (
     BLOCK_DOC, DEFAULT_BLOCK, METHOD_DOC, PROGRESS_DOC, ZERO_TOL_DOC, GradientSpace, kmeanspp_seed, pseudo_label_residual,
 )
-from mmal.select.registry import register
+from mmal.select.registry import MissingNeedError, register
 from mmal.select.shapley import shapley_values
 
 COALITION_PREFIX = "coalition:"
 
 
 def coalition_key(subset) -> str:
-    """``pool.extras`` key of a coalition: ``"coalition:" + "+".join(sorted(subset))``."""
-    return COALITION_PREFIX + "+".join(sorted(subset))
+    """``pool.extras`` key of a coalition: ``"coalition:"`` + :func:`mmal.pool.coalition_key`."""
+    return COALITION_PREFIX + pool_coalition_key(subset)
 
 
 def pool_coalition_probs(pool: ScoredPool, names) -> Callable[[tuple], np.ndarray]:
@@ -59,11 +60,8 @@ def pool_coalition_probs(pool: ScoredPool, names) -> Callable[[tuple], np.ndarra
         if tuple(sorted(subset)) == full:
             return pool.probs
         have = sorted(k for k in pool.extras if k.startswith(COALITION_PREFIX))
-        raise ConfigError(
-            f"BMMAL needs pool.extras['{key}'] ([N, C] probabilities with only "
-            f"{list(subset) or 'no modality'} present, the others zeroed); found {have}. "
-            "Score the pool with coalition outputs or pass value_fn=."
-        )
+        raise MissingNeedError("bmmal", "coalitions", f"no pool.extras['{key}'] with only {list(subset) or 'no modality'} "
+                               f"present; found {have}; or pass value_fn=")
 
     return value_fn
 
@@ -144,11 +142,8 @@ def balance_weights(Phi) -> np.ndarray:
 def require_fused_blocks(pool: ScoredPool, name: str = "bmmal") -> list[str]:
     """Modality names (sorted) of a pool whose blocks are the fused last layer's input; else ConfigError."""
     if not pool.fused_blocks:
-        raise ConfigError(
-            f"{name} needs the input blocks of the fused classifier's last linear layer (002 eq. 3.12-3.14), "
-            "which this pool does not have (pool.fused_blocks is False); train with `--learner late-fusion` "
-            "and score again"
-        )
+        raise MissingNeedError(name, "fused_blocks", "002 eq. 3.12-3.14 scale the blocks of the fused classifier's "
+                               "last linear layer; this pool's learner has none")
     if not pool.modality:
         raise ConfigError(f"{name}: pool.fused_blocks is True but pool.modality is empty")
     return sorted(pool.modality)

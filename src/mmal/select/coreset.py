@@ -16,7 +16,8 @@ from __future__ import annotations
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.select.badge import BLOCK_DOC, DEFAULT_BLOCK, PROGRESS_DOC, _check_common
+from mmal.cluster import check_candidates
+from mmal.select.badge import BLOCK_DOC, DEFAULT_BLOCK, PROGRESS_DOC
 from mmal.select.registry import register
 from mmal.pool import ScoredPool, Selection
 from mmal.utils import progress_task
@@ -79,7 +80,7 @@ def kcenter_greedy(
     n = x.shape[0]
     if x.ndim != 2:
         raise ConfigError(f"Core-Set features must be [N, D], got shape {x.shape}")
-    cand = _check_common(budget, candidates, n)
+    cand = check_candidates(budget, candidates, n)
     cen = np.zeros(0, dtype=np.int64) if centres is None else np.asarray(centres)
     if cen.dtype == bool:
         cen = np.flatnonzero(cen)
@@ -228,7 +229,7 @@ def _block_sqnorm(x, rows) -> np.ndarray:
 
 
 def labeled_centres(pool: ScoredPool, labeled_mask) -> np.ndarray:
-    """Rows that are labeled **and available**: the Core-Set centres (issue 9, fidelity 5).
+    """Rows that are labeled **and available**: the Core-Set centres.
 
     Sener & Savarese cover the unlabeled pool with balls around the *labeled training set*
     ``s0``. ``labeled_mask`` also marks rows that are merely unselectable (in ``simulate``,
@@ -246,7 +247,7 @@ def labeled_centres(pool: ScoredPool, labeled_mask) -> np.ndarray:
     return np.flatnonzero(m)
 
 
-@register("coreset", params={
+@register("coreset", cold_start=True, params={
     "feature": "'embedding' (pool.embedding, default) or 'penultimate' (pool.extras['penultimate'])",
     "block": BLOCK_DOC, "progress": PROGRESS_DOC,
     "method": "'lazy' (default) or 'full': both exact, same picks; lazy checks only arg-max candidates"},

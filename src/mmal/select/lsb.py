@@ -4,7 +4,7 @@ Pipeline: seed bad cases among labeled items -> the k nearest unlabeled candidat
 seed by CLS embedding (the *broadened set*; paper: k = 3, fixed) -> (``lsb-lt`` only) keep
 candidates the lookalike model flags, ``g(h) > l_t`` -> order -> budget.
 
-Order (issue 9, fidelity 1), a named parameter ``order``:
+Order, a named parameter ``order``:
 
 * ``lsb-knn`` default ``"random"``: the LSB share is **sampled at random** from the
   broadened set, as 000 l. 227 does ("a subset of 30k is randomly sampled from 130k LSB
@@ -13,7 +13,7 @@ Order (issue 9, fidelity 1), a named parameter ``order``:
 * ``lsb-lt`` default ``"lookalike"``: the filtered set is **ranked by g(h)** (000 §3.1.2:
   the lookalike model "quantitatively rank[s] the kNN-selected samples"), highest first,
   ties by pool row; ``score`` is g(h).
-* ``"badness"`` (either strategy; the ordering used before issue 9): closest seed's
+* ``"badness"`` (either strategy; the ordering used in earlier versions): closest seed's
   badness descending, then closeness to it, then pool row; ``score`` is that badness.
 
 Seeds come from out-of-sample predictions (``seeds_from``). The paper's seed bad cases are
@@ -40,6 +40,7 @@ import numpy as np
 
 from mmal.errors import ConfigError
 from mmal.index import Index, build_index
+from mmal.metrics.core import badness
 from mmal.select.api import empty_selection
 from mmal.select.lookalike import lookalike_filter, lookalike_fit
 from mmal.select.registry import register
@@ -54,19 +55,8 @@ SEEDS_FROM = ("auto", "at_selection", "current")
 FULL_INDEX_FRACTION = 0.9
 
 
-def badness(probs, labels) -> np.ndarray:
-    """``|E_p[y] - y|`` per item: expected label under ``p`` vs the human label.
-
-    METHODS.md B step 1 (000 §3.1, eq. 11 per item). For binary this is ``|p_1 - y|``.
-    ``probs [N, C], labels [N] -> [N]``.
-    """
-    p = np.asarray(probs, dtype=np.float64)
-    y = np.asarray(labels, dtype=np.float64)
-    expected = p @ np.arange(p.shape[1], dtype=np.float64)  # [N, C] -> [N]
-    return np.abs(expected - y)
-
-
-def seed_bad_cases(probs, labels, labeled_mask, *, s_t: float | None = None, top_s: int | None = None):
+def seed_bad_cases(probs, labels, labeled_mask, *, s_t: float | None = None, top_s: int | None = None,
+                   ordered: bool = False):
     """Seed bad cases: labeled items whose prediction disagrees most with the label.
 
     Implements METHODS.md B step 1 (000 §3.1, Algorithm 1 line 1-2).
@@ -82,6 +72,8 @@ def seed_bad_cases(probs, labels, labeled_mask, *, s_t: float | None = None, top
         Keep labeled items with badness strictly above ``s_t``.
     top_s : int, optional
         Keep the ``top_s`` worst (after ``s_t`` if both are given).
+    ordered : bool
+        Labels are ordered: badness is 000 eq. 11; else ``1 - p_y`` (:func:`mmal.metrics.core.badness`).
 
     With neither ``s_t`` nor ``top_s`` the default keeps every labeled *mistake*
     (``argmax p != label``); with only ``top_s`` the top-S by badness among all labeled
@@ -110,7 +102,7 @@ def seed_bad_cases(probs, labels, labeled_mask, *, s_t: float | None = None, top
     pr = np.asarray(p[rows], dtype=np.float64)  # [L, C]
     if not np.isfinite(pr).all():
         raise ConfigError(f"seed_bad_cases: {int((~np.isfinite(pr).all(axis=1)).sum())} labeled rows have non-finite probs")
-    score = badness(pr, lab)  # [L]
+    score = badness(pr, lab, ordered)  # [L]
     if s_t is not None:
         keep = score > float(s_t)
     elif top_s is None:
@@ -354,7 +346,8 @@ def _lsb(pool, budget, *, labeled_mask, rng, name: str, lookalike: bool, order: 
     not_test = np.ones(len(pool), bool) if pool.split is None else pool.split != "test"
     eligible = labeled & not_test & (np.asarray(pool.labels) >= 0)  # seeds / lookalike training never use test items
     judged, judged_probs = seed_probabilities(pool, eligible, seeds_from)
-    pos, seed_bad = seed_bad_cases(judged_probs, np.asarray(pool.labels)[judged], np.ones(len(judged), bool), s_t=s_t, top_s=top_s)
+    pos, seed_bad = seed_bad_cases(judged_probs, np.asarray(pool.labels)[judged], np.ones(len(judged), bool), s_t=s_t,
+                                    top_s=top_s, ordered=pool.ordered)
     seeds = judged[pos]
     info = {"n_seeds": int(len(seeds)), "k": int(k), "metric": metric, "order": order, "fill": fill, "seeds_from": seeds_from}
     if seeds_from != "current":
@@ -419,7 +412,8 @@ def _lsb(pool, budget, *, labeled_mask, rng, name: str, lookalike: bool, order: 
 
 _COMMON_DOCS = {
     "k": "neighbours per seed (000: k = 3, fixed)",
-    "s_t": "seed threshold: keep labeled items with badness |E_p[y] - y| strictly above s_t",
+    "s_t": "seed threshold: keep labeled items with badness strictly above s_t (|E_p[y] - y|, 000 eq. 11, for "
+           "ordered labels; 1 - p_y for unordered classes)",
     "top_s": "keep the top-S seeds by badness; default (neither s_t nor top_s): every labeled mistake",
     "metric": "'cosine' (000), 'ip' or 'l2'",
     "index": "kNN backend string for mmal.index.build_index ('auto'), or a prebuilt mmal.index.Index "
@@ -441,7 +435,7 @@ _LT_DOCS = {
 }
 
 
-@register("lsb-knn", params={
+@register("lsb-knn", reason="seed", knn_index=True, params={
     **_COMMON_DOCS,
     "order": "'random' (default; 000 l. 227: the LSB share is randomly sampled from the broadened set) "
              "or 'badness' (closest seed's badness, then closeness)",
@@ -461,7 +455,7 @@ def lsb_knn(pool, budget, *, labeled_mask=None, rng=None, k: int = 3, s_t: float
                 fill_max_k=fill_max_k, seeds_from=seeds_from)
 
 
-@register("lsb-lt", params={
+@register("lsb-lt", reason="seed", knn_index=True, params={
     **_COMMON_DOCS, **_LT_DOCS,
     "order": "'lookalike' (default; 000 §3.1.2: rank the kNN-selected samples by g(h)), 'random' or 'badness'",
 }, needs=("embedding", "labels", "at_selection"))

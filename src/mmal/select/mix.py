@@ -26,7 +26,6 @@ Semantics
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 

@@ -9,7 +9,7 @@ from mmal.select.api import empty_selection
 from mmal.select.registry import register
 
 
-@register("random")
+@register("random", cold_start=True)
 def random_strategy(pool, budget, *, labeled_mask=None, rng=None) -> Selection:
     """``min(budget, #selectable)`` selectable items uniformly without replacement.
 

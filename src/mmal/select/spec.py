@@ -151,7 +151,7 @@ def spec_params(spec: str, strategy_params: dict | None) -> dict:
 
     Keeps the entries of the strategies in ``spec`` as nested per-part dicts, so two parts
     of a mix may set the same parameter to different values (``simulate``'s
-    ``strategy_params``; before issue 9 they were flattened across parts).
+    ``strategy_params``; in earlier versions they were flattened across parts).
     """
     sp = strategy_params or {}
     for name, val in sp.items():

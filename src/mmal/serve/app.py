@@ -139,7 +139,7 @@ def create_app(directory, *, token: str, require_token: bool, annotator: str | N
     catalog = ItemCatalog(ws)
     latest_batch(ws)  # fail now (clear message) if there is nothing to review
     env = Environment(loader=FileSystemLoader(HERE / "templates"), autoescape=select_autoescape(["html"]))
-    n_frames = int(ws.config.get("encode", {}).get("n_frames", 3))
+    n_frames = int(ws.setting("encode", "n_frames"))
     default_annotator = annotator
 
     n_classes_cache: dict[int, int] = {}

@@ -13,10 +13,11 @@ from pathlib import Path
 import numpy as np
 
 from mmal.errors import WorkspaceError
+from mmal.select.registry import reason_is_seed
+from mmal.workspace import state
 from mmal.workspace.workspace import Workspace
 
 MEDIA = ("image", "video", "audio")
-LSB_STRATEGIES = ("lsb-knn", "lsb-lt")
 
 
 @dataclass
@@ -31,26 +32,21 @@ class BatchInfo:
 
 def latest_batch(ws: Workspace) -> BatchInfo:
     """The current batch: the highest ``batch_id`` in ``state.sqlite``."""
-    with ws.db() as con:
-        b = con.execute("SELECT batch_id, round, strategy, budget, info FROM batches ORDER BY batch_id DESC LIMIT 1").fetchone()
-        if b is None:
-            raise WorkspaceError(f"{ws.dir}: no batch to review; run `mmal select {ws.dir} --strategy ... --budget N` first")
-        ids = [r[0] for r in con.execute("SELECT item_id FROM batch_items WHERE batch_id = ? ORDER BY rank", (b[0],))]
-    try:
-        info = json.loads(b[4] or "{}")
-    except json.JSONDecodeError:
-        info = {}
-    return BatchInfo(int(b[0]), int(b[1]), str(b[2]), int(b[3]), info, ids)
+    b = state.latest_batch(ws)
+    if b is None:
+        raise WorkspaceError(f"{ws.dir}: no batch to review; run `mmal select {ws.dir} --strategy ... --budget N` first")
+    ids = [r[0] for r in state.batch_items(ws, b.batch_id)]
+    return BatchInfo(b.batch_id, b.round, b.strategy, b.budget, b.info, ids)
 
 
 def round_pool(ws: Workspace, rnd: int):
     """The scored pool a batch of round ``rnd`` was selected from (``rounds/<rnd-1>/pool``), else None."""
-    from mmal.select.types import ScoredPool
+    from mmal.workspace.pool_io import load_pool
 
     for r in (rnd - 1, rnd):
         folder = ws.round_dir(r) / "pool"
         if r >= 0 and (folder / "ids.parquet").exists():
-            return ScoredPool.load(folder)
+            return load_pool(folder)
     return None
 
 
@@ -105,17 +101,7 @@ class ItemCatalog:
         return v
 
 
-def labels_in_round(ws: Workspace, ids, rnd: int) -> dict[str, dict]:
-    """item id -> {label, source, annotator} stored under round ``rnd``."""
-    ids = list(ids)
-    if not ids:
-        return {}
-    with ws.db() as con:
-        q = ",".join("?" * len(ids))
-        rows = con.execute(
-            f"SELECT item_id, label, source, annotator FROM labels WHERE round = ? AND item_id IN ({q})", (rnd, *ids)
-        ).fetchall()
-    return {r[0]: {"label": int(r[1]), "source": r[2], "annotator": r[3]} for r in rows}
+labels_in_round = state.labels_in_round
 
 
 def batch_cards(ws: Workspace, batch: BatchInfo, catalog: ItemCatalog, names: list[str]) -> list[dict]:
@@ -123,15 +109,12 @@ def batch_cards(ws: Workspace, batch: BatchInfo, catalog: ItemCatalog, names: li
     pool = round_pool(ws, batch.round)
     pool_pos = None if pool is None else {k: i for i, k in enumerate(pool.ids.tolist())}
     known = ws.current_labels()
-    with ws.db() as con:
-        rows = con.execute(
-            "SELECT item_id, rank, strategy, score, reason FROM batch_items WHERE batch_id = ? ORDER BY rank", (batch.batch_id,)
-        ).fetchall()
+    rows = state.batch_items(ws, batch.batch_id)
     labels = labels_in_round(ws, [r[0] for r in rows], batch.round)
     cards = []
     for item_id, rank, strategy, score, reason in rows:
         seed = None
-        if reason and reason in catalog and any(s in strategy for s in LSB_STRATEGIES):
+        if reason and reason in catalog and reason_is_seed(strategy):
             seed = catalog.view(reason, pool, pool_pos, names, label=known.get(reason))
         cards.append({
             "item": catalog.view(item_id, pool, pool_pos, names),

@@ -97,21 +97,7 @@ def save_learner(path, learner, extra: dict | None = None) -> Path:
                                 "state": learner.state(), "extra": extra or {}})
 
 
-def load_learner(path):
-    """Read a learner written by :func:`save_learner`; returns ``(learner, extra)``.
-
-    Raises
-    ------
-    WorkspaceError : file missing, unreadable, or not an mmal learner checkpoint.
-    """
-    from mmal.learners import make_learner
-
-    path = Path(path)
-    payload = read_payload(path, LEARNER_FORMAT, "checkpoint", "run `mmal train` again")
-    try:
-        cfg = dict(payload["config"])
-        learner = make_learner(payload["learner"], **cfg)
-        learner.load_state(payload["state"])
-    except (ConfigError, RuntimeError, KeyError, TypeError) as e:
-        raise WorkspaceError(f"{path}: checkpoint does not match the model code ({e}); run `mmal train` again") from e
-    return learner, payload.get("extra", {})
+def read_learner(path, fix: str = "run `mmal train` again") -> dict:
+    """The payload of a learner checkpoint written by :func:`save_learner` (``learner``, ``config``,
+    ``state``, ``extra``); :func:`mmal.loop.core.load_learner` rebuilds the learner from it."""
+    return read_payload(path, LEARNER_FORMAT, "checkpoint", fix)

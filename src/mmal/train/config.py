@@ -33,7 +33,7 @@ class TrainConfig:
     grad_clip : max global gradient norm (1.0); ``None`` disables clipping.
     threads : torch intra-op threads during fit/score (``None`` = leave torch's setting).
     device : ``"cpu"`` or ``"cuda"``.
-    finetune_towers : train end to end through the encoder towers (issue 3). Needs raw
+    finetune_towers : train end to end through the encoder towers. Needs raw
         inputs, so it is done by :func:`mmal.train.finetune.fit_end_to_end` (which sets this
         flag in the config it records); :func:`mmal.train.fit` only has cached features and
         raises :class:`~mmal.errors.ConfigError` pointing there. Slow on CPU: meant for GPU

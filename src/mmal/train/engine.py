@@ -99,9 +99,10 @@ def train_epochs(
     modules: dict[str, torch.nn.Module],
     param_groups: list[dict],
     train_idx: np.ndarray,
-    batch_loss: Callable[[np.ndarray], torch.Tensor],
+    batch_loss: Callable[[np.ndarray], torch.Tensor | dict | None],
     tc: TrainConfig,
     *,
+    on_epoch_start: Callable[[int], None] | None = None,
     val_idx: np.ndarray | None = None,
     val_labels: np.ndarray | None = None,
     predict: Callable[[np.ndarray], np.ndarray] | None = None,
@@ -120,7 +121,11 @@ def train_epochs(
     param_groups : AdamW parameter groups (``[{"params": [...], "lr": ...}, ...]``);
         ``tc.weight_decay`` applies to every group that does not set its own.
     train_idx : item indices of the training set.
-    batch_loss : ``fn(batch item indices [B]) -> scalar loss`` (model in train mode).
+    batch_loss : ``fn(batch item indices [B]) -> scalar loss`` (model in train mode); or a dict
+        of named scalar losses, which are summed and recorded per epoch (``losses``); or
+        ``None`` to skip the batch (e.g. a last batch too small for in-batch negatives).
+    on_epoch_start : optional ``fn(epoch)`` called before each epoch's batches (MMSSL refits
+        its prototypes there).
     tc : :class:`TrainConfig` (``epochs``, ``batch_size``, ``patience``, ``monitor``,
         ``seed``, ``grad_clip``); ``batch_size = 0`` is not allowed; for full-batch
         training pass a batch size >= ``len(train_idx)``.
@@ -159,22 +164,39 @@ def train_epochs(
         for epoch in range(tc.epochs):
             t0 = time.perf_counter()
             set_train_mode(True)
+            if on_epoch_start is not None:
+                on_epoch_start(epoch)
+                set_train_mode(True)
             order = train_idx[torch.randperm(len(train_idx), generator=gen).numpy()]
-            total = 0.0
+            total, n_seen, parts, n_steps = 0.0, 0, {}, 0
             for b in range(n_batches):
                 bi = order[b * tc.batch_size : (b + 1) * tc.batch_size]
                 loss = batch_loss(bi)
+                if loss is None:
+                    bar.advance(task)
+                    continue
+                if isinstance(loss, dict):
+                    for k, v in loss.items():
+                        parts[k] = parts.get(k, 0.0) + float(v.detach())
+                    loss = sum(loss.values())
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 if tc.grad_clip is not None:
                     torch.nn.utils.clip_grad_norm_(params, tc.grad_clip)
                 opt.step()
                 total += float(loss.detach()) * len(bi)
+                n_seen += len(bi)
+                n_steps += 1
                 bar.advance(task)
             t_train += time.perf_counter() - t0
-            seen += len(train_idx)
-            rec = {"epoch": epoch, "train_loss": total / len(train_idx), "val_loss": float("nan"),
+            seen += n_seen
+            if not np.isfinite(total):
+                raise ConfigError(f"{desc}: the training loss became non-finite in epoch {epoch + 1}; "
+                                  "try a lower learning rate")
+            rec = {"epoch": epoch, "train_loss": total / max(n_seen, 1), "val_loss": float("nan"),
                    "val_accuracy": float("nan")}
+            if parts:
+                rec["losses"] = {k: v / max(n_steps, 1) for k, v in parts.items()}
             if len(val_idx):
                 set_train_mode(False)
                 probs = predict(val_idx)

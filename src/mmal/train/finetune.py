@@ -2,8 +2,7 @@
 
 :func:`mmal.train.fit` trains on cached tower outputs (frozen towers). Here every
 training batch runs the towers (deep copies of the encoders' PyTorch modules) with
-autograd, so their weights are updated together with the classifier (issue 3,
-``TrainConfig.finetune_towers``). This is slow on CPU (see docs/models.md, "Fine-tuning
+autograd, so their weights are updated together with the classifier. This is slow on CPU (see docs/models.md, "Fine-tuning
 the towers") and meant for GPU machines (``TrainConfig.device = "cuda"``).
 
 Inputs are raw, per modality and item: ``inputs = {modality: [x_0, ..., x_{N-1}]}`` where
@@ -140,7 +139,7 @@ def fit_end_to_end(
     tower_mode: str = "eval",
     progress: bool = True,
 ):
-    """Train the classifier and fine-tune the encoder towers end to end (issue 3).
+    """Train the classifier and fine-tune the encoder towers end to end.
 
     Same objective, optimiser, seeding and early stopping as :func:`mmal.train.fit`
     (METHODS E loss via the shared ``_loss``), but each batch runs the towers with

@@ -14,7 +14,7 @@ from mmal.models import ModelConfig, MultimodalClassifier
 from mmal.train.config import TrainConfig
 from mmal.train.data import check_features, collate
 from mmal.train.engine import as_index, check_labels, class_weights, seeded, torch_threads, train_epochs
-from mmal.learners.base import coalition_key, coalition_subsets
+from mmal.pool import coalition_key, coalition_subsets
 from mmal.utils import progress_bar
 
 Features = Mapping[str, SequenceFeatures]
@@ -220,3 +220,23 @@ def predict_proba(
 ) -> np.ndarray:
     """Fused-head class probabilities ``[N, C]`` of items ``idx`` (default all), eval mode."""
     return score(model, features, idx, batch_size=batch_size, progress=progress)["probs"]
+
+
+def mc_dropout_probs(model: MultimodalClassifier, features: Features, T: int, seed: int) -> np.ndarray:
+    """``[T, N, C]`` fused probabilities of the ``fusion`` model with only its dropout active (BALD)."""
+    from mmal.train import mc_dropout as mcd
+
+    with mcd.mc_dropout(model):
+        return mcd.mc_dropout_probs(lambda: torch.from_numpy(_predict_keep_mode(model, features)), T, seed)
+
+
+def _predict_keep_mode(model: MultimodalClassifier, features: Features) -> np.ndarray:
+    """Forward pass that does not reset the dropout modes set by ``mc_dropout``."""
+    n = check_features(features)
+    limits = _token_limits(model.config)
+    parts = []
+    with torch.no_grad():
+        for s in range(0, n, 256):
+            batch = collate(features, np.arange(s, min(n, s + 256)), max_tokens=limits)
+            parts.append(torch.softmax(model(batch)["logits"].float(), -1).numpy())
+    return np.concatenate(parts, 0)

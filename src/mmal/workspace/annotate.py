@@ -22,7 +22,8 @@ import urllib.parse
 from pathlib import Path
 
 from mmal.errors import LabelImportError, WorkspaceError
-from mmal.workspace import labelstudio as ls
+from mmal.data import labelstudio as ls
+from mmal.workspace import state
 from mmal.workspace.lock import workspace_lock
 from mmal.workspace.workspace import Workspace
 
@@ -30,8 +31,6 @@ EXPORT_MEDIA = ("text", "image", "video", "audio", "query")
 MEDIA_COLUMNS = ("image", "video", "audio")
 #: First characters that make a spreadsheet evaluate a cell (OWASP "CSV Injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
-#: Default media URL: Label Studio local-files serving (see docs/labelstudio.md).
-DEFAULT_MEDIA_URL = "/data/local-files/?d={path}"
 
 
 # ---- classes ---------------------------------------------------------------------------------
@@ -51,14 +50,12 @@ def label_names(ws: Workspace) -> list[str] | None:
 
 
 def class_choices(ws: Workspace) -> list[str]:
-    """What an annotator picks from: the class names, else ``"0"`` .. ``str(n_classes - 1)``."""
-    return label_names(ws) or [str(i) for i in range(max(int(ws.n_classes), 2))]
+    """What an annotator picks from: the task's class (or level) names, else ``"0"`` .. ``str(n_classes - 1)``."""
+    return ws.class_names(max(int(ws.n_classes), 2))
 
 
 def _add_classes(ws: Workspace, names: list[str] | None, new: list[str], n_classes: int) -> str:
     """Store new classes (after their labels committed) and mark the round's model stale."""
-    from mmal.loop.workspace_round import current_round
-
     add = getattr(ws, "add_class_names", None)
     if callable(add) and names is not None:
         add(new)
@@ -68,7 +65,7 @@ def _add_classes(ws: Workspace, names: list[str] | None, new: list[str], n_class
             task["label_names"] = list(names) + list(new)
         task["n_classes"] = int(n_classes)
         ws.save_config()
-    rnd = current_round(ws)
+    rnd = state.current_round(ws)
     msg = (f"added class(es) {', '.join(repr(x) for x in new)}: the model of round {rnd} no longer matches the "
            f"classes; run `mmal train {ws.dir}` and `mmal score {ws.dir}` before the next select")
     from mmal.utils import atomic_write_bytes
@@ -78,35 +75,12 @@ def _add_classes(ws: Workspace, names: list[str] | None, new: list[str], n_class
 
 
 # ---- batches ---------------------------------------------------------------------------------
-def insert_batch(con, selection, *, budget: int, round_: int, info: dict | None = None) -> int:
-    """Insert a batch (rounds row if new, batches row, batch_items rows) on an open connection,
-    inside the caller's transaction; returns the batch id."""
-    now = time.time()
-    con.execute("INSERT OR IGNORE INTO rounds (round, created_at, status, info) VALUES (?, ?, 'selected', '{}')",
-                (round_, now))
-    strategy_spec = (info or {}).get("spec") or ",".join(dict.fromkeys(str(s) for s in selection.strategy))
-    cur = con.execute(
-        "INSERT INTO batches (round, strategy, budget, created_at, info) VALUES (?, ?, ?, ?, ?)",
-        (round_, strategy_spec, int(budget), now, json.dumps(info or selection.info, default=float)),
-    )
-    batch_id = cur.lastrowid
-    con.executemany(
-        "INSERT INTO batch_items (batch_id, item_id, rank, strategy, score, reason) VALUES (?, ?, ?, ?, ?, ?)",
-        [
-            (batch_id, i, r, str(s), None if sc != sc else float(sc), str(re))
-            for r, (i, s, sc, re) in enumerate(zip(selection.ids.tolist(), selection.strategy, selection.score, selection.reason))
-        ],
-    )
-    return int(batch_id)
+insert_batch = state.insert_batch
 
 
 def record_batch(ws: Workspace, selection, *, budget: int, round_: int | None = None, info: dict | None = None) -> int:
-    """Store a :class:`~mmal.select.Selection` as a new batch (no exports); returns its batch id."""
-    with ws.db() as con:
-        with con:
-            if round_ is None:
-                round_ = (con.execute("SELECT COALESCE(MAX(round), 0) FROM rounds").fetchone()[0]) + 1
-            return insert_batch(con, selection, budget=budget, round_=int(round_), info=info)
+    """Store a :class:`~mmal.pool.Selection` as a new batch (no exports); returns its batch id."""
+    return state.record_batch(ws, selection, budget=budget, round_=round_, info=info)
 
 
 def batch_rows(ws: Workspace, batch_id: int, con=None) -> list[dict]:
@@ -114,12 +88,8 @@ def batch_rows(ws: Workspace, batch_id: int, con=None) -> list[dict]:
     if con is None:
         with ws.db() as c:
             return batch_rows(ws, batch_id, c)
-    b = con.execute("SELECT round FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
-    if b is None:
-        raise WorkspaceError(f"no batch {batch_id} in {ws.dir}")
-    rows = con.execute(
-        "SELECT item_id, rank, strategy, score, reason FROM batch_items WHERE batch_id = ? ORDER BY rank", (batch_id,)
-    ).fetchall()
+    b = (state.get_batch(ws, batch_id, con).round,)
+    rows = state.batch_items(ws, batch_id, con)
     items = ws.items
     pos = {k: i for i, k in enumerate(items.column("id").to_pylist())}
     cols = {c: items.column(c).to_pylist() for c in EXPORT_MEDIA if c in items.column_names}
@@ -156,7 +126,7 @@ def media_settings(ws: Workspace, media_root=None, media_url=None) -> tuple[Path
     if root is None:
         src = ws.config.get("task", {}).get("items_source")
         root = Path(src).parent if src else ws.dir
-    url = media_url if media_url is not None else cfg.get("media_url", DEFAULT_MEDIA_URL)
+    url = media_url if media_url is not None else ws.setting("export", "media_url")
     return Path(root).resolve(), explicit, str(url)
 
 
@@ -217,7 +187,7 @@ def export_batch(ws: Workspace, batch_id: int, out_dir=None, *, media_root=None,
         "csv": buf.getvalue(),
         "jsonl": "".join(json.dumps(r) + "\n" for r in rel_rows),
         "labelstudio": json.dumps(tasks, indent=1),
-        "labelstudio_config": ls.labeling_config(present, class_choices(ws)),
+        "labelstudio_config": ws.task.labelstudio_config(present, class_choices(ws)),
     }
     from mmal.utils import atomic_write_bytes
 
@@ -235,8 +205,7 @@ def remove_orphan_exports(ws: Workspace) -> list[Path]:
     d = ws.dir / "exports"
     if not d.is_dir():
         return []
-    with ws.db() as con:
-        have = {r[0] for r in con.execute("SELECT batch_id FROM batches")}
+    have = state.batch_ids(ws)
     gone = []
     for p in d.iterdir():
         name = p.name
@@ -256,14 +225,13 @@ def export_round(ws_dir, round_: int, *, media_root=None, media_url=None, out_di
     if isinstance(round_, bool) or not isinstance(round_, int):
         raise WorkspaceError(f"--round must be an integer, got {round_!r}")
     with workspace_lock(ws.dir, f"export --round {round_}"):
-        with ws.db() as con:
-            ids = [r[0] for r in con.execute("SELECT batch_id FROM batches WHERE round = ? ORDER BY batch_id", (round_,))]
-            if not ids:
-                have = [r[0] for r in con.execute("SELECT DISTINCT round FROM batches ORDER BY round")]
-                raise WorkspaceError(f"{ws.dir}: round {round_} has no batch (rounds with batches: "
-                                     f"{', '.join(map(str, have)) or 'none'}); run `mmal select` first")
-            out = {b: {k: str(v) for k, v in export_batch(ws, b, out_dir, media_root=media_root, media_url=media_url, con=con).items()}
-                   for b in ids}
+        ids = [b.batch_id for b in state.batches(ws, round_)]
+        if not ids:
+            have = sorted({b.round for b in state.batches(ws)})
+            raise WorkspaceError(f"{ws.dir}: round {round_} has no batch (rounds with batches: "
+                                 f"{', '.join(map(str, have)) or 'none'}); run `mmal select` first")
+        out = {b: {k: str(v) for k, v in export_batch(ws, b, out_dir, media_root=media_root, media_url=media_url).items()}
+               for b in ids}
     return {"round": round_, "batches": out}
 
 
@@ -373,7 +341,7 @@ def _parse_round(raw, path, i, field="round"):
 
 
 def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbatched: bool = False,
-                  allow_new_classes: bool = False, lock: bool = True) -> dict:
+                  allow_new_classes: bool = False, lock: bool = True, on_row=None) -> dict:
     """Import a label file in one transaction.
 
     Returns ``{"rows", "inserted", "updated", "unchanged", "skipped", "new_classes", "warnings"}``.
@@ -387,23 +355,24 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
     of the workspace; an unknown name is refused unless ``allow_new_classes``, which adds
     it to the class table and marks the round's model stale. Rows without a label are
     skipped. Two rows for one item: identical ones count once, conflicting ones are refused.
+    The rows are stored by the workspace's one label writer (:func:`mmal.workspace.state.put_labels`,
+    one transaction); ``on_row(i)`` is called inside it after each stored row.
     """
     path = Path(path).resolve()
     if lock:
         with workspace_lock(ws.dir, f"label {path.name}"):
             return import_labels(ws, path, source=source, allow_unbatched=allow_unbatched,
-                                 allow_new_classes=allow_new_classes, lock=False)
+                                 allow_new_classes=allow_new_classes, lock=False, on_row=on_row)
     rows = _parse_rows(path)
     names = label_names(ws)
     n_classes = int(ws.n_classes)
     new_names: list[str] = []
-    with ws.db() as con:
-        split = dict(con.execute("SELECT id, split FROM items").fetchall())
-        batch_rounds: dict[str, set] = {}
-        for item_id, rnd in con.execute("SELECT bi.item_id, b.round FROM batch_items bi JOIN batches b USING (batch_id)"):
+    split = state.item_splits(ws)
+    batch_rounds: dict[str, set] = {}
+    for rnd, items in state.batched_items(ws).items():
+        for item_id in items:
             batch_rounds.setdefault(item_id, set()).add(int(rnd))
-        max_round = int(con.execute("SELECT MAX(r) FROM (SELECT COALESCE(MAX(round), 0) AS r FROM rounds "
-                                    "UNION ALL SELECT COALESCE(MAX(round), 0) FROM labels)").fetchone()[0])
+    max_round = state.current_round(ws)
     parsed: dict[tuple[str, int], tuple[int, int, str | None]] = {}
     skipped = 0
     for i, r in rows:
@@ -470,32 +439,10 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
         top = max(v[0] for v in parsed.values()) + 1
         if top > n_classes:
             new_int_classes = top
-    delay = float(os.environ.get("MMAL_TEST_IMPORT_DELAY", "0") or 0)  # test hook: widen the kill window
-    src = source or str(path)
-    now = time.time()
-    with ws.db() as con:
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            if delay:
-                Path(str(path) + ".importing").write_text("1")
-            for (item_id, rnd), (label, _, annotator) in parsed.items():
-                old = con.execute("SELECT label FROM labels WHERE item_id = ? AND round = ?", (item_id, rnd)).fetchone()
-                if old is not None and int(old[0]) == label:
-                    stats["unchanged"] += 1
-                    continue
-                con.execute(
-                    "INSERT INTO labels (item_id, round, label, source, annotator, imported_at) VALUES (?, ?, ?, ?, ?, ?) "
-                    "ON CONFLICT(item_id, round) DO UPDATE SET label = excluded.label, source = excluded.source, "
-                    "annotator = excluded.annotator, imported_at = excluded.imported_at",
-                    (item_id, rnd, label, src, annotator, now),
-                )
-                stats["updated" if old is not None else "inserted"] += 1
-                if delay:
-                    time.sleep(delay)
-            con.execute("COMMIT")
-        except BaseException:
-            con.execute("ROLLBACK")
-            raise
+    res = state.put_labels(ws, [(item_id, rnd, label, annotator) for (item_id, rnd), (label, _, annotator) in parsed.items()],
+                           source=source or str(path), on_row=on_row)
+    for k in ("inserted", "updated", "unchanged"):
+        stats[k] = res[k]
     if new_names:
         stats["warnings"].append(_add_classes(ws, names, new_names, len(names) + len(new_names)))
     elif new_int_classes:

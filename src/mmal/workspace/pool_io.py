@@ -2,7 +2,7 @@
 
 A pool folder holds ``probs.npy``, optional ``embedding.npy``, ``modality.<name>.npy``,
 ``extra.<name>.npy``, ``labels.npy``, ``split.npy`` (memory-mapped on load), ``ids.parquet``
-and ``meta.json`` (``{"fused_blocks": bool}``).
+and ``meta.json`` (``{"fused_blocks": bool, "ordered": bool}``).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def save_pool(pool: ScoredPool, folder) -> Path:
         np.save(folder / "labels.npy", np.asarray(pool.labels, dtype=np.int64))
     if pool.split is not None:
         np.save(folder / "split.npy", np.asarray(pool.split).astype("U8"))
-    (folder / "meta.json").write_text(json.dumps({"fused_blocks": bool(pool.fused_blocks)}))
+    (folder / "meta.json").write_text(json.dumps({"fused_blocks": bool(pool.fused_blocks), "ordered": bool(pool.ordered)}))
     pq.write_table(pa.table({"id": pa.array(pool.ids.tolist(), pa.string())}), folder / "ids.parquet")
     return folder
 
@@ -86,6 +86,7 @@ def load_pool(folder, mmap: bool = True) -> ScoredPool:
         split=opt("split.npy"),
         extras=extras,
         fused_blocks=bool(meta.get("fused_blocks", False)),
+        ordered=bool(meta.get("ordered", False)),
     )
 
 

@@ -5,7 +5,14 @@ checked against it when a :class:`~mmal.workspace.Workspace` is opened, so a typ
 that nothing reads, a wrong type or an out-of-range value is one line naming the file, the
 section and the key (exit 2) before any command does anything.
 
-To add a key: add one :class:`Key` to its section below (and read it where it is used).
+Defaults are stated once. ``[model]`` is built from the learners
+(:meth:`mmal.learners.base.Learner.settings`: their parameters and the fields of their
+config dataclasses) and ``[train]`` from :class:`~mmal.train.config.TrainConfig`; the
+values those keys take are checked by the learner's own config when the workspace is
+opened (:func:`validate_config`). The other sections are listed here with their defaults,
+which the code reads through :func:`default` (``Workspace.setting``). :func:`effective_config`
+is what ``mmal config DIR`` prints.
+
 Sections whose keys are open-ended (``[modalities]``, ``[encoders]``) list their allowed
 keys too: the model-level modalities ``text``, ``image``, ``audio``.
 """
@@ -19,11 +26,9 @@ from typing import Any
 
 from mmal.errors import ConfigError
 
-#: Largest class count a workspace accepts (bounds memory: the heads are [d, C]).
-MAX_CLASSES = 10_000
+from mmal.data.items import MAX_CLASSES
 
 MODALITIES = ("text", "image", "audio")
-LEARNERS = ("linear", "late-fusion", "fusion")
 
 
 @dataclass(frozen=True)
@@ -53,7 +58,8 @@ class Key:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         what = {"int": "an integer", "float": "a number", "str": "a string", "bool": "true or false",
                 "str-list": "a list of strings",
-                "float-list": "a list of positive numbers", "int-table": "a table of positive integers"}[self.kind]
+                "float-list": "a list of positive numbers", "int-table": "a table of positive integers",
+                "table": "a table"}[self.kind]
         if self.lo is not None and self.hi is not None:
             what += f" in [{self.lo}, {self.hi}{')' if self.hi_open else ']'}"
         elif self.lo is not None:
@@ -82,7 +88,8 @@ def _b(default=None, **kw) -> Key:
 #: section -> key -> Key. Required sections: ``task``.
 SCHEMA: dict[str, dict[str, Key]] = {
     "task": {
-        "type": _s("classify", ("classify", "relevance"), required=True, doc="classify | relevance"),
+        "type": _s(None, ("binary", "multiclass", "relevance", "classify"), required=True,
+                   doc="binary | multiclass | relevance (classify: an older name, read as binary or multiclass)"),
         "n_classes": _i(0, 0, MAX_CLASSES, required=True, doc="number of classes (0 until labels exist)"),
         "items_source": _s(doc="the items file the workspace was created from"),
         "label_names": Key("str-list", doc="class names, index = integer label"),
@@ -94,74 +101,8 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "batch_size": _i(16, 1, 65536, doc="items per encoder call"),
         "whisper_pad_to_30s": _b(False, doc="pad audio to Whisper's 30 s window"),
     },
-    # [model]: ``learner`` plus the union of the learners' own settings (mmal.learners; which
-    # learner accepts which key is checked by the learner itself when `mmal train` builds it).
-    # tests/test_bad_inputs.py::test_schema_model_keys_match_the_learners keeps this in sync.
-    "model": {
-        "learner": _s("late-fusion", LEARNERS, doc="which learner `mmal train` fits"),
-        # shared by late-fusion and fusion (heads also by linear)
-        "fusion": _s("avgpool", ("none", "avgpool", "vlmae"), doc="how audio enters the fused head (late-fusion "
-                                                                   "default avgpool, fusion default vlmae)"),
-        "heads": _s("fused", ("fused", "fused+unimodal"), doc="unimodal heads (BMMAL, unimodal accuracy)"),
-        "dropout": _f(None, 0.0, 1.0, hi_open=True),
-        "d_attn": _i(128, 1, 8192, doc="VLMAE attention width"),
-        "head_modalities": Key("str-list", doc="modalities fused by the head (audio)"),
-        # late-fusion (mmal.models.late_fusion.LateFusionConfig) + label_smoothing
-        "encoder": _s("identity", ("identity", "mlp", "mmssl")),
-        "proj_hidden": _i(512, 1, 65536, doc="late-fusion encoder='mmssl': hidden width of the MMSSL projection heads"),
-        "proj_dim": _i(128, 1, 65536, doc="late-fusion encoder='mmssl': output width of the MMSSL projection heads"),
-        "init_encoders": _s(doc="late-fusion: folder of stored MMSSL heads to start the per-modality encoders from"),
-        "freeze_encoders": _b(True, doc="late-fusion: keep encoders started from MMSSL heads frozen"),
-        "d_hidden": _i(256, 1, 65536),
-        "vlmae_query": _s("vl", ("vl", "learned")),
-        "vlmae_value": _s("identity", ("identity", "projected")),
-        "head_scale": _f(0.25, 0.0, None, doc="norm of the audio block relative to the others (> 0); setting it turns "
-                                              "off its cross-validated choice"),
-        "head_scale_grid": Key("float-list", [0.25, 0.5, 1.0], doc="late-fusion: head_scale candidates chosen from by "
-                                                                    "cross-validation on the labeled items ([] = off)"),
-        "cv_folds": _i(3, 2, 100, doc="late-fusion: folds of that cross-validation"),
-        "init": _s("probe", ("probe", "zero"), doc="late-fusion: start the fused layer from the probe"),
-        "probe_C": _f(10.0, 0.0, None, doc="late-fusion: C of the initialising probe (> 0)"),
-        "audio_max_frames": _i(None, 1, 1_000_000),
-        "label_smoothing": _f(0.0, 0.0, 1.0, hi_open=True),
-        # fusion (mmal.models.ModelConfig)
-        "d_model": _i(192, 1, 8192),
-        "n_layers": _i(2, 0, 64),
-        "n_heads": _i(4, 1, 256),
-        "ffn_mult": _i(4, 1, 64),
-        "multiway": _b(True),
-        "max_tokens": Key("int-table", doc="max tokens per modality, e.g. {text = 64}"),
-        "default_max_tokens": _i(160, 1, 1_000_000),
-        "token_reduction": _s("pool", ("pool", "stride")),
-        "audio_missing": _s("zeros", ("zeros", "learned")),
-        "input_norm": _b(True),
-        "mlp_hidden": _i(256, 1, 65536),
-        "mlp_layers": _i(3, 1, 64),
-        "unimodal_layers": _i(2, 1, 64),
-        # linear (mmal.learners.linear.LinearProbe)
-        "C": _f(10.0, 0.0, None, doc="inverse L2 strength (> 0)"),
-        "max_iter": _i(2000, 1, 10_000_000),
-        "class_weight": _s(None, ("balanced",)),
-        "center": _b(False),
-    },
-    "train": {
-        "lr": _f(1e-3, 0.0, None, doc="AdamW learning rate (> 0)"),
-        "epochs": _i(30, 1, 100_000),
-        "batch_size": _i(32, 1, 1_000_000),
-        "weight_decay": _f(0.01, 0.0),
-        "patience": _i(5, 1, 100_000),
-        "val_fraction": _f(0.2, 0.0, 1.0, hi_open=True),
-        "seed": _i(0, 0, 2**63 - 1),
-        "monitor": _s("val_loss", ("val_loss", "val_accuracy")),
-        "class_weight": _s(None, ("balanced",), doc="'balanced' or absent"),
-        "grad_clip": _f(1.0, 0.0),
-        "unimodal_weight": _f(None, 0.0),
-        "threads": _i(None, 1, 4096),
-        "device": _s("cpu", doc="'cpu', 'cuda' or 'cuda:N'"),
-        "finetune_towers": _b(False),
-        "tower_lr": _f(1e-5, 0.0),
-        "tower_mode": _s("eval", ("eval", "train")),
-    },
+    "model": None,  # built below from the learners (their parameters and config dataclasses)
+    "train": None,  # built below from TrainConfig and the round's own keys
     "select": {
         "strategy": _s("entropy", doc="default --strategy of `mmal select`"),
         "budget": _i(50, 1, 10_000_000, doc="default --budget of `mmal select`"),
@@ -173,9 +114,88 @@ SCHEMA: dict[str, dict[str, Key]] = {
                                                            "path relative to the media root (URL-quoted), {id} = item id"),
     },
 }
+#: keys of ``[train]`` read by the workspace round itself (not TrainConfig fields)
+ROUND_TRAIN = {
+    "val_fraction": _f(None, 0.0, 1.0, hi_open=True, doc="labeled share held out for early stopping (default per "
+                                                        "learner: 0.2 for fusion, else 0)"),
+    "finetune_towers": _b(False, doc="train the fusion learner and the towers end to end (slow on CPU)"),
+    "tower_lr": _f(1e-5, 0.0, doc="learning rate of the towers when fine-tuned end to end (> 0)"),
+    "tower_mode": _s("eval", ("eval", "train"), doc="towers' mode while fine-tuned (eval: BatchNorm frozen)"),
+}
+
+
+def _kind(annotation, default) -> str | None:
+    """Schema kind of a dataclass field / parameter from its annotation (a string) and default."""
+    a = str(annotation or "").replace(" ", "")
+    if a.startswith("bool") or isinstance(default, bool):
+        return "bool"
+    if a.startswith("int|None") or a == "int" or (isinstance(default, int) and not a):
+        return "int"
+    if a.startswith("float") or isinstance(default, float):
+        return "float"
+    if a.startswith("str") or isinstance(default, str):
+        return "str"
+    if a.startswith("dict[str,int]") or (isinstance(default, dict) and all(isinstance(v, int) for v in default.values())):
+        return "int-table"
+    if a.startswith("dict"):
+        return "table"
+    if isinstance(default, (tuple, list)) and default and all(isinstance(x, (int, float)) for x in default):
+        return "float-list"
+    if a.startswith("tuple") or isinstance(default, (tuple, list)) or a.startswith("list") or default is None:
+        return "str-list" if "str" in a or isinstance(default, (tuple, list)) else None
+    return None
+
+
+def _annotations(cls) -> dict:
+    import dataclasses
+    import inspect
+
+    out = {}
+    for c in reversed(cls.__mro__):
+        out.update(getattr(c, "__annotations__", {}) or {})
+    if dataclasses.is_dataclass(cls):
+        return out
+    return {n: p.annotation for n, p in inspect.signature(cls.__init__).parameters.items()}
+
+
+def _model_section() -> dict[str, Key]:
+    """``[model]``: ``learner`` and the union of every learner's settings, typed from their annotations."""
+    from mmal.learners import LEARNERS
+
+    keys: dict[str, Key] = {"learner": _s(None, tuple(LEARNERS), doc="which learner `mmal train` fits "
+                                                                      "(default: the task's)")}
+    for cls in LEARNERS.values():
+        ann = {**_annotations(cls), **(_annotations(cls.model_config) if cls.model_config else {})}
+        for name, default in cls.settings().items():
+            kind = _kind(ann.get(name), default)
+            if kind is None or name in keys:
+                continue
+            keys[name] = Key(kind, default, doc=f"read by the {', '.join(n for n, c in LEARNERS.items() if name in c.settings())} "
+                                                 "learner(s); checked by the learner's config")
+    return keys
+
+
+def _train_section() -> dict[str, Key]:
+    """``[train]``: every :class:`TrainConfig` field with its default, plus :data:`ROUND_TRAIN`."""
+    import dataclasses
+
+    from mmal.train.config import TrainConfig
+
+    ann = _annotations(TrainConfig)
+    keys = {}
+    for f in dataclasses.fields(TrainConfig):
+        kind = _kind(ann.get(f.name), f.default)
+        if kind is not None:
+            keys[f.name] = Key(kind, f.default, doc="TrainConfig field (learners override some defaults)")
+    keys["seed"] = _i(0, 0, 2**63 - 1, doc="training seed")
+    return {**keys, **ROUND_TRAIN}
+
+
+SCHEMA["model"] = _model_section()
+SCHEMA["train"] = _train_section()
+
 #: keys whose value must be strictly greater than ``lo``
-_STRICT_LO = {("train", "lr"), ("train", "grad_clip"), ("train", "tower_lr"), ("model", "C"), ("model", "head_scale"),
-              ("model", "probe_C")}
+_STRICT_LO = {("train", "tower_lr")}
 REQUIRED_SECTIONS = ("task",)
 
 
@@ -195,6 +215,8 @@ def _type_ok(key: Key, v) -> bool:
                                            for x in v)
     if key.kind == "int-table":
         return isinstance(v, dict) and all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v.values())
+    if key.kind == "table":
+        return isinstance(v, dict)
     raise AssertionError(key.kind)
 
 
@@ -253,7 +275,71 @@ def validate_config(cfg: dict, path: Path) -> None:
         for name, key in keys.items():
             if key.required and name not in body:
                 raise ConfigError(f"{path}: [{section}] missing key '{name}' ({key.describe()}); {FIX}")
+    check_settings(cfg, path)
     names = cfg["task"].get("label_names")
     if names is not None and len(names) != cfg["task"]["n_classes"]:
         raise ConfigError(f"{path}: [task] label_names has {len(names)} names but n_classes = "
                           f"{cfg['task']['n_classes']}; {FIX}")
+
+
+def default(section: str, name: str):
+    """The default of ``[section] name`` (what the code uses when ``mmal.toml`` does not set it)."""
+    return SCHEMA[section][name].default
+
+
+def check_settings(cfg: dict, path) -> None:
+    """ConfigError (one line naming the file) when ``[model]`` / ``[train]`` values do not fit the
+    workspace's learner: built exactly as ``mmal train`` builds it, so its own config checks run."""
+    from mmal.learners import LEARNERS
+    from mmal.tasks import task_of
+
+    model, train = dict(cfg.get("model", {})), dict(cfg.get("train", {}))
+    if not model and not train:
+        return
+    try:
+        task = task_of(cfg)
+        name = task.check_learner(model.get("learner"))
+        train = {k: v for k, v in train.items() if k not in ROUND_TRAIN and k != "seed"}
+        learner = LEARNERS[name]
+        if learner.train_defaults is None:
+            train = {}
+        built, _ = learner.from_settings(n_classes=max(2, int(cfg["task"].get("n_classes", 2))), model=model, train=train)
+        built.check_settings([m for m, on in cfg.get("modalities", {}).items() if on] or ["text"])
+    except ConfigError as e:
+        raise ConfigError(f"{path}: [model] / [train]: {e}; {FIX}") from None
+
+
+def effective_config(cfg: dict) -> dict:
+    """Every setting a workspace runs with: its ``mmal.toml`` over the defaults (``mmal config DIR``).
+
+    ``[model]`` lists the settings of the workspace's learner only (with ``learner``), and
+    ``ignored`` the ``[model]`` keys other learners read; ``[train]`` is TrainConfig's
+    defaults under the learner's own (``train_defaults``) under ``mmal.toml``.
+    """
+    import dataclasses
+
+    from mmal.learners import LEARNERS
+    from mmal.tasks import task_of
+    from mmal.train.config import TrainConfig
+
+    task = task_of(cfg)
+    model = dict(cfg.get("model", {}))
+    name = task.check_learner(model.get("learner"))
+    cls = LEARNERS[name]
+    out: dict = {"task": {**{k: key.default for k, key in SCHEMA["task"].items() if key.default is not None},
+                          **cfg.get("task", {}), "type": task.name, "headline": task.headline}}
+    for section in ("modalities", "encoders", "encode", "select", "export"):
+        out[section] = {**{k: key.default for k, key in SCHEMA[section].items() if key.default is not None},
+                        **cfg.get(section, {})}
+    settings = cls.settings()
+    out["model"] = {"learner": name, **{k: v for k, v in settings.items()},
+                    **{k: v for k, v in model.items() if k in settings}}
+    ignored = sorted(k for k in model if k not in settings and k != "learner")
+    if ignored:
+        out["model"]["ignored"] = ignored
+    if cls.train_defaults is not None:
+        base = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+        out["train"] = {**base, **cls.train_defaults, **{k: v for k, v in cfg.get("train", {}).items()}}
+    else:
+        out["train"] = {k: v for k, v in cfg.get("train", {}).items() if k == "seed"} or {"seed": 0}
+    return out

@@ -29,6 +29,7 @@ import pyarrow.parquet as pq
 import tomli_w
 
 from mmal.errors import ConfigError, WorkspaceError
+from mmal.utils import npy_problem
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -73,14 +74,13 @@ CREATE TABLE IF NOT EXISTS labels (
 
 def default_config(task: str, modalities: list[str], n_classes: int, items_source: str,
                    label_names: list[str] | None = None) -> dict:
-    """The ``mmal.toml`` written by ``mmal init``.
+    """The ``mmal.toml`` written by ``mmal init``: only what differs per workspace.
 
-    Only what differs per workspace is written: the task, modalities, encoders and the
-    learner (``late-fusion``, with VLMAE audio fusion when there is audio; no fusion without). Learner
-    hyper-parameters are left to each learner's own defaults (:mod:`mmal.learners`; e.g.
-    late-fusion trains with lr 0.01 for 100 epochs, fusion with lr 1e-3 for 30), so that
-    ``mmal train --learner NAME`` gets that learner's defaults; any key of
-    :data:`mmal.workspace.schema.SCHEMA` may be added to override them.
+    The task, its classes, the modalities and their encoders. Everything else (the learner,
+    its settings, training, selection) takes the defaults that the code states once
+    (:mod:`mmal.workspace.schema`, built from the learners' and the trainer's dataclasses;
+    ``mmal config DIR`` prints the effective values); any key of the schema may be added to
+    override them.
     """
     enc = {}
     if "text" in modalities:
@@ -92,32 +92,26 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
     task_cfg = {"type": task, "n_classes": n_classes, "items_source": items_source}
     if label_names:
         task_cfg["label_names"] = list(label_names)
-    return {
-        "task": task_cfg,
-        "modalities": {m: True for m in modalities},
-        "encoders": enc,
-        "encode": {"n_frames": 3, "batch_size": 16, "whisper_pad_to_30s": False},
-        # the learner and its own settings (mmal.learners); [train] takes TrainConfig fields for torch learners
-        "model": {"learner": "late-fusion", "fusion": "avgpool" if "audio" in modalities else "none"},
-        "train": {"seed": 0},
-        "select": {"strategy": "entropy", "budget": 50},
-    }
+    return {"task": task_cfg, "modalities": {m: True for m in modalities}, "encoders": enc}
 
 
-def init_workspace(directory, items_file, *, task: str = "classify", force: bool = False, progress: bool = False,
+def init_workspace(directory, items_file, *, task: str | None = None, force: bool = False, progress: bool = False,
                    n_classes: int | None = None) -> "Workspace":
     """Validate ``items_file`` and create a workspace at ``directory``.
 
+    ``task`` is ``binary``, ``multiclass`` or ``relevance`` (:mod:`mmal.tasks`); ``None``
+    infers it (a ``query`` column -> relevance, two classes -> binary, else multiclass).
     Raises before writing anything if the items are invalid, or if ``directory`` already
     holds a workspace (unless ``force``; even then the old one is only replaced once the
     new one is complete). ``n_classes`` declares the class count of integer labels (see
     :func:`mmal.data.items.validate_items`); class names, from the items file, go to
     ``[task] label_names``.
     """
-    from mmal.data.items import class_table, modalities_of, validate_items
+    from mmal.data.items import class_table, modalities_of, read_table, validate_items
+    from mmal.tasks import get_task, infer_task
 
-    if task not in ("classify", "relevance"):
-        raise ConfigError(f"--task must be 'classify' or 'relevance', got {task!r}")
+    items_file = Path(items_file).resolve()
+    chosen = None if task is None else get_task(task)
     directory = Path(directory).resolve()
     if (directory / "mmal.toml").exists() and not force:
         raise WorkspaceError(f"{directory} is already a workspace (use --force to replace it)")
@@ -125,15 +119,18 @@ def init_workspace(directory, items_file, *, task: str = "classify", force: bool
         raise WorkspaceError(f"{directory} exists and is not a directory")
     if directory.exists() and any(directory.iterdir()) and not (directory / "mmal.toml").exists():
         raise WorkspaceError(f"{directory} exists and is not empty; choose a new folder")
-    if task == "relevance":  # a `query` per row and ordinal levels 0..3 (003; mmal.relevance.data), checked first
-        from mmal.relevance.data import read_relevance_items
-
-        read_relevance_items(items_file)
-        n_classes = 4 if n_classes is None else n_classes  # the four levels, whichever occur
+    raw = read_table(items_file)
+    chosen = chosen or infer_task(raw.column_names, None)  # None: decided by the class count below
+    if chosen is not None:  # the task's own rules first (relevance: a query per row, levels 0..3)
+        chosen.check_items(raw, items_file)
+        n_classes = chosen.declared_classes(n_classes)
     table = validate_items(items_file, progress=progress, n_classes=n_classes)
     n_classes, label_names = class_table(table)
+    chosen = chosen or infer_task(table.column_names, n_classes)
+    chosen.check_n_classes(n_classes, str(items_file))
+    n_classes, label_names = chosen.classes(n_classes, label_names)
     modalities = modalities_of(table)
-    cfg = default_config(task, modalities, int(n_classes), str(Path(items_file).resolve()), label_names)
+    cfg = default_config(chosen.name, modalities, int(n_classes), str(items_file), label_names)
 
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init.", dir=directory.parent))
@@ -235,7 +232,7 @@ def check_npy_files(folder: Path, *, fix: str) -> None:
     import numpy as np
 
     for p in sorted(Path(folder).rglob("*.npy")):
-        problem = npy_problem(p, np)
+        problem = npy_problem(p)
         if problem:
             raise WorkspaceError(f"{p}: {problem}; {fix}")
 
@@ -247,29 +244,6 @@ def check_parquet_files(folder: Path, *, fix: str) -> None:
             pq.read_metadata(p)
         except (pa.ArrowException, OSError) as e:
             raise WorkspaceError(f"{p}: truncated or damaged table ({type(e).__name__}: {e}); {fix}") from None
-
-
-def npy_problem(p: Path, np=None) -> str | None:
-    """Why ``p`` is not a complete ``.npy`` file, or None."""
-    if np is None:
-        import numpy as np
-    try:
-        with open(p, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-            header_end = f.tell()
-    except (ValueError, OSError, EOFError) as e:
-        return f"not a readable array file ({e})"
-    if dtype.hasobject:
-        return "array of Python objects (refused)"
-    want = header_end + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    size = p.stat().st_size
-    if size != want:
-        return f"truncated or damaged array file ({size} bytes, header says {want})"
-    return None
 
 
 class Workspace:
@@ -339,6 +313,24 @@ class Workspace:
     def n_classes(self) -> int:
         return int(self.config["task"]["n_classes"])
 
+    def setting(self, section: str, name: str):
+        """``[section] name`` of ``mmal.toml``, else its default from the schema (stated once there)."""
+        from mmal.workspace.schema import default
+
+        value = self.config.get(section, {}).get(name)
+        return default(section, name) if value is None else value
+
+    @property
+    def task(self):
+        """The workspace's :class:`~mmal.tasks.Task` (``[task] type``)."""
+        from mmal.tasks import task_of
+
+        return task_of(self.config)
+
+    def class_names(self, n_classes: int | None = None) -> list[str]:
+        """Display names of the classes (index = class): the task's names, else ``"0"``, ``"1"``, ..."""
+        return self.task.class_names(max(int(n_classes or 0), self.n_classes), self.label_names)
+
     @property
     def label_names(self) -> list[str] | None:
         """Class names (index = integer label) from ``[task] label_names``, or None."""
@@ -371,20 +363,14 @@ class Workspace:
 
     def current_labels(self) -> dict[str, int]:
         """Latest label per item (highest round wins; later import in the same round replaces)."""
-        with self.db() as con:
-            rows = con.execute(
-                "SELECT item_id, label FROM labels l WHERE round = (SELECT MAX(round) FROM labels WHERE item_id = l.item_id)"
-            ).fetchall()
-        return {i: int(lab) for i, lab in rows}
+        from mmal.workspace.state import current_labels
+
+        return current_labels(self)
 
     def counts(self) -> dict:
-        with self.db() as con:
-            n_items = con.execute("SELECT COUNT(*) FROM items").fetchone()[0]
-            by_split = dict(con.execute("SELECT split, COUNT(*) FROM items GROUP BY split").fetchall())
-            n_labeled = con.execute("SELECT COUNT(DISTINCT item_id) FROM labels").fetchone()[0]
-            n_rounds = con.execute("SELECT COUNT(*) FROM rounds").fetchone()[0]
-            n_batches = con.execute("SELECT COUNT(*) FROM batches").fetchone()[0]
-        return {"items": n_items, "splits": by_split, "labeled": n_labeled, "rounds": n_rounds, "batches": n_batches}
+        from mmal.workspace.state import batch_counts
+
+        return batch_counts(self)
 
     def save_config(self) -> None:
         """Validate ``self.config`` against the schema and rewrite ``mmal.toml`` atomically."""

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 from mmal.data.datasets.synthetic_embeddings import build_synthetic_embeddings, load_synthetic_embeddings
 from mmal.data.datasets.synthetic_video import build_synthetic_video
+from mmal.data.datasets.oxygen_icons import build_oxygen_icons
+from mmal.data.datasets.rare_positive import build_oxygen_icons_binary, build_tuxpaint_binary
 from mmal.data.datasets.tuxpaint import build_tuxpaint
 from mmal.data.datasets.tuxpaint_relevance import build_tuxpaint_relevance
 from mmal.data.datasets.synthetic_video_relevance import build_synthetic_video_relevance
@@ -46,6 +48,13 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("tuxpaint", build_tuxpaint,
                     "Tux Paint stamps (Debian tuxpaint-stamps-default): image + caption + spoken "
                     "description, 16 categories"),
+        DatasetSpec("tuxpaint-binary", build_tuxpaint_binary,
+                    "Tux Paint, one category against the rest at 5 % positives (rare positives, 000)"),
+        DatasetSpec("oxygen-icons", build_oxygen_icons,
+                    "KDE Oxygen icons (Debian oxygen-icon-theme): image + icon-name text, one class per "
+                    "icon context; about 2,000 items"),
+        DatasetSpec("oxygen-icons-binary", build_oxygen_icons_binary,
+                    "Oxygen icons, one context against the rest at 5 % positives"),
         DatasetSpec("synthetic-video", build_synthetic_video,
                     "mp4 clips (frames + espeak speech + tones) + titles; one informative modality "
                     "per item, 4 classes"),
@@ -100,4 +109,5 @@ def build(name: str, out_dir: str | os.PathLike, *, n: int | None = None, seed: 
 
 __all__ = ["DATASETS", "DatasetSpec", "build", "build_tuxpaint", "build_synthetic_video",
            "build_synthetic_embeddings", "load_synthetic_embeddings",
-           "build_tuxpaint_relevance", "build_synthetic_video_relevance"]
+           "build_tuxpaint_relevance", "build_synthetic_video_relevance", "build_oxygen_icons",
+           "build_tuxpaint_binary", "build_oxygen_icons_binary"]

@@ -81,7 +81,7 @@ def build_synthetic_video_relevance(
     v = videos.to_pylist()
     transcripts: list[str | None] = [None] * len(v)
     if asr:
-        from mmal.relevance.asr import transcribe
+        from mmal.data.asr import transcribe
 
         with progress_bar("synthetic-video-relevance: pocketsphinx ASR", len(v), progress) as advance:
             transcripts = transcribe([out_dir / r["audio"] for r in v], progress=advance)

@@ -188,7 +188,7 @@ def build_tuxpaint_relevance(
         audios.append(aud)
     transcripts: list[str | None] = [None] * len(stamps)
     if asr:
-        from mmal.relevance.asr import transcribe
+        from mmal.data.asr import transcribe
 
         todo = [i for i, a in enumerate(audios) if a is not None]
         with progress_bar("tuxpaint-relevance: pocketsphinx ASR", len(todo), progress) as advance:

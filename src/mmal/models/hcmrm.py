@@ -12,7 +12,7 @@ Three architectures share the same inputs, so Table 1 of 003 can be reproduced i
 Text input. The text tower is the frozen MiniLM (``text:minilm``); its states of every text
 segment are computed once (:class:`TextStates`) and a trainable projection (384 -> ``dim``)
 plus trainable transformer layers sit on top (the "frozen + trainable layers on CPU" option
-of issue 11). ``text_states="contextual"`` uses MiniLM's last hidden states (default);
+of METHODS G). ``text_states="contextual"`` uses MiniLM's last hidden states (default);
 ``"static"`` uses only its embedding layer (word + position embeddings, no context).
 
 Image input. The frozen EfficientNet-Lite0 tower's final feature map of each of the J frames

@@ -1,4 +1,4 @@
-"""Inputs of the relevance models: video keyword text, frozen MiniLM states, frozen visual tokens.
+"""Inputs of the HCMRM relevance models (003): video keyword text, frozen MiniLM states, frozen visual tokens.
 
 :func:`prepare_relevance` reads a relevance items file once and returns a
 :class:`RelevanceData` with everything the models train on:
@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from mmal.errors import ConfigError, ItemsError
-from mmal.relevance.keywords import extract_keywords
+from mmal.data.keywords import extract_keywords
 
 TEXT_STATES = ("joint", "contextual", "static")
 
@@ -202,7 +202,7 @@ def prepare_relevance(
     Fields absent from the file are skipped (their weights too). Visual tokens are cached
     under ``cache_dir`` (keyed by the items file's content hash, ``n_frames`` and ``grid``).
     """
-    from mmal.relevance.data import read_relevance_items
+    from mmal.data.relevance import read_relevance_items
 
     path = pathlib.Path(items).resolve()
     table = read_relevance_items(path)

@@ -8,7 +8,7 @@ only what is cheap at serving time:
   ``EmbeddingBag`` initialised from MiniLM's word embeddings (trainable, no transformer);
 - the video's pooled visual embedding from the frozen image tower, precomputed and cached;
 
-``score = MLP([q, t, q*t, |q - t|, W v])``. The paper's student is a smaller BERT-VL; a
+``score = MLP([q, t, q*t, |q - t|, W v])``. It is trained by :func:`mmal.train.hcmrm.distill_student`. The paper's student is a smaller BERT-VL; a
 bag-of-embeddings model is the smallest thing that can still match query words to video
 words on a CPU (a named simplification).
 """
@@ -16,14 +16,12 @@ words on a CPU (a named simplification).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from mmal.relevance.features import RelevanceData
+from mmal.features.hcmrm import RelevanceData
 
 
 class Student(nn.Module):
@@ -67,43 +65,6 @@ def unlabeled_pairs(data: RelevanceData, n_random: int, seed: int = 0, exclude_s
     segs += [data.query_text[i] for i in pick]
     vids += rng.integers(0, len(data.video_ids), n_random).tolist()
     return segs, np.array(vids)
-
-
-@dataclass
-class StudentResult:
-    model: Student
-    history: list = field(default_factory=list)
-
-
-def distill_student(data: RelevanceData, query_segs, video_index, teacher_scores, *, epochs: int = 20,
-                    batch_size: int = 256, lr: float = 2e-3, hidden: int = 128, seed: int = 0,
-                    word_emb: torch.Tensor | None = None) -> StudentResult:
-    """Fit a :class:`Student` to ``teacher_scores`` (MSE) on the given unlabeled pairs.
-
-    ``word_emb``: initial wordpiece embeddings ``[vocab, D]`` (default: MiniLM's).
-    """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    emb = _word_embeddings() if word_emb is None else word_emb
-    model = Student(emb, data.visual_pooled.shape[1], hidden)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr)
-    y = torch.as_tensor(np.asarray(teacher_scores), dtype=torch.float32)
-    vidx = np.asarray(video_index)
-    hist = []
-    for _ in range(int(epochs)):
-        model.train()
-        perm = rng.permutation(len(vidx))
-        tot = 0.0
-        for s in range(0, len(perm), batch_size):
-            b = perm[s : s + batch_size]
-            out = model(*student_inputs(data, [query_segs[i] for i in b], vidx[b]))
-            loss = F.mse_loss(out, y[b])
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            tot += float(loss.detach()) * len(b)
-        hist.append(tot / len(perm))
-    return StudentResult(model, hist)
 
 
 @torch.inference_mode()

@@ -1,4 +1,8 @@
-"""Pre-training (ITC, ITM, word-level MLM, PQVM) and fine-tuning of the relevance models.
+"""HCMRM objectives: pre-training losses (ITC, ITM, word-level MLM, PQVM) and the fine-tuning inputs.
+
+The training loops that use them are :func:`mmal.train.hcmrm.pretrain_hcmrm` and the
+``hcmrm`` learner (:mod:`mmal.learners.relevance`), both on the project's one loop
+(:func:`mmal.train.engine.train_epochs`).
 
 Pre-training (003 §3.2, eq. 2-6; METHODS.md G) runs on the *videos* of a relevance items
 file (no labels, no real queries), one step per batch of B >= 2 videos:
@@ -29,17 +33,14 @@ Fine-tuning: ``[CLS] query [SEP] keyword text`` + the video's visual tokens -> f
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from mmal.errors import ConfigError
-from mmal.relevance.features import RelevanceData, Segment
-from mmal.relevance.heads import RelevanceHead
-from mmal.relevance.model import SEG_Q, SEG_T, RelevanceConfig, RelevanceModel
+from mmal.features.hcmrm import RelevanceData, Segment
+from mmal.models.hcmrm import SEG_Q, SEG_T, RelevanceModel
+from mmal.models.hsoftmax import RelevanceHead
 
 OBJECTIVES = ("itc", "itm", "mlm", "pqvm")
 
@@ -141,78 +142,12 @@ def _visual(data: RelevanceData, vids: np.ndarray):
     return tok, torch.zeros(tok.shape[:2], dtype=torch.bool)
 
 
-@dataclass
-class PretrainResult:
-    model: RelevanceModel
-    objectives: tuple
-    history: list = field(default_factory=list)  # per epoch: mean loss per objective
-    samples_per_s: float = 0.0
+def pretrain_losses(model, data, vids, objs, rng, gen, pq_range, mlm_prob, pqvm_temp, exclude_same_query) -> dict:
+    """The selected objectives' losses on one batch of videos ``vids`` (B >= 2): ``{name: scalar}`` (eq. 6 sums them).
 
-
-def pretrain_relevance(
-    data: RelevanceData,
-    config: RelevanceConfig | None = None,
-    *,
-    objectives="itc,itm,mlm,pqvm",
-    epochs: int = 3,
-    batch_size: int = 32,
-    lr: float = 3e-4,
-    weight_decay: float = 0.02,
-    pq_range: tuple[int, int] = (1, 3),
-    mlm_prob: float = 0.15,
-    pqvm_temp: float = 0.07,
-    exclude_same_query: bool = True,
-    seed: int = 0,
-) -> PretrainResult:
-    """Pre-train a :class:`RelevanceModel` on the videos of ``data`` (module docstring).
-
-    ``objectives`` ``itc``/``itm`` need ``arch="dual"``. ``pq_range = (a, b)``: the pseudo
-    query takes ``randint(a, b)`` keywords (inclusive), capped so that at least one keyword
-    stays in the text. ``exclude_same_query``: a PQVM negative whose pseudo query text equals
-    the positive's is not drawn (it would be a false negative).
+    ``rng`` (numpy) draws the MLM masks and the pseudo-query split, ``gen`` (torch) the hard
+    negatives; see the module docstring for each objective.
     """
-    objs = parse_objectives(objectives)
-    cfg = config or RelevanceConfig()
-    cfg.vocab_size = data.vocab_size
-    if cfg.arch != "dual" and ({"itc", "itm"} & set(objs)):
-        raise ConfigError(f"objectives itc/itm need the dual-stream architecture, not {cfg.arch!r}")
-    if batch_size < 2:
-        raise ConfigError(f"pre-training needs batch_size >= 2 (in-batch negatives), got {batch_size}")
-    a, b = int(pq_range[0]), int(pq_range[1])
-    if not 1 <= a <= b:
-        raise ConfigError(f"pq_range must be 1 <= a <= b, got {pq_range}")
-    torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    model = RelevanceModel(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    V = len(data.video_ids)
-    history, n_seen, t0 = [], 0, time.perf_counter()
-    for _ in range(int(epochs)):
-        model.train()
-        perm = rng.permutation(V)
-        sums: dict[str, float] = {}
-        steps = 0
-        for s in range(0, V, batch_size):
-            vids = perm[s : s + batch_size]
-            if len(vids) < 2:
-                continue
-            losses = _pretrain_step(model, data, vids, objs, rng, gen, (a, b), mlm_prob, pqvm_temp, exclude_same_query)
-            loss = sum(losses.values())
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            for k_, v in losses.items():
-                sums[k_] = sums.get(k_, 0.0) + float(v.detach())
-            steps += 1
-            n_seen += len(vids)
-        history.append({k_: v / max(steps, 1) for k_, v in sums.items()})
-    dt = time.perf_counter() - t0
-    return PretrainResult(model, objs, history, n_seen / dt if dt > 0 else 0.0)
-
-
-def _pretrain_step(model, data, vids, objs, rng, gen, pq_range, mlm_prob, pqvm_temp, exclude_same_query):
     cfg = model.cfg
     B = len(vids)
     segs = [data.video_text[v] for v in vids]
@@ -283,75 +218,13 @@ def _pretrain_step(model, data, vids, objs, rng, gen, pq_range, mlm_prob, pqvm_t
     return losses
 
 
-# ---- fine-tuning ---------------------------------------------------------------------------------
-@dataclass
-class FinetuneResult:
-    model: RelevanceModel
-    head: RelevanceHead
-    history: list = field(default_factory=list)
-    samples_per_s: float = 0.0
-
-
-def _pair_batch(model, data, idx):
+# ---- fine-tuning inputs and scoring ------------------------------------------------------------
+def pair_batch(model, data, idx):
+    """Fine-tuning input of pairs ``idx``: ``([CLS] query [SEP] keyword text`` batch, the videos' visual tokens)."""
     parts = [(data.query_text[i], data.video_text[data.video_index[i]]) for i in idx]
     st, sg, pad, _, _ = text_batch(parts, data.cls_vec, data.sep_vec, model.cfg.max_len, tower=data.tower)
     visual = _visual(data, data.video_index[idx]) if model.cfg.arch != "text" else None
     return (st, sg, pad), visual
-
-
-def finetune_relevance(
-    data: RelevanceData,
-    model: RelevanceModel | None = None,
-    *,
-    config: RelevanceConfig | None = None,
-    head: str = "hsoftmax",
-    w: float = 1.0,
-    split: str = "train",
-    epochs: int = 4,
-    batch_size: int = 32,
-    lr: float = 3e-4,
-    weight_decay: float = 0.02,
-    seed: int = 0,
-    pairs: np.ndarray | None = None,
-) -> FinetuneResult:
-    """Fine-tune on the labeled pairs of ``split`` (or the given ``pairs`` indices) with ``head``.
-
-    ``model`` = a pre-trained model (from :func:`pretrain_relevance`), fine-tuned in place;
-    None = a fresh one from ``config`` (no pre-training).
-    """
-    torch.manual_seed(seed)
-    rng = np.random.default_rng([seed, 1])
-    if model is None:
-        cfg = config or RelevanceConfig()
-        cfg.vocab_size = data.vocab_size
-        model = RelevanceModel(cfg)
-    rhead = RelevanceHead(head, model.cfg.dim, w=w)
-    idx_all = data.pairs(split) if pairs is None else np.asarray(pairs)
-    if len(idx_all) == 0:
-        raise ConfigError(f"no labeled pairs to fine-tune on (split={split!r})")
-    params = list(model.parameters()) + list(rhead.parameters())
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    labels = torch.from_numpy(data.labels)
-    history, n_seen, t0 = [], 0, time.perf_counter()
-    for _ in range(int(epochs)):
-        model.train()
-        rhead.train()
-        perm = rng.permutation(idx_all)
-        tot, steps = 0.0, 0
-        for s in range(0, len(perm), batch_size):
-            idx = perm[s : s + batch_size]
-            text, visual = _pair_batch(model, data, idx)
-            loss = rhead.loss(rhead(model.joint(text, visual)), labels[idx])
-            opt.zero_grad()
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(params, 5.0)
-            opt.step()
-            tot += float(loss.detach())
-            steps += 1
-            n_seen += len(idx)
-        history.append(tot / max(steps, 1))
-    dt = time.perf_counter() - t0
-    return FinetuneResult(model, rhead, history, n_seen / dt if dt > 0 else 0.0)
 
 
 def score_relevance(model: RelevanceModel, head: RelevanceHead, data: RelevanceData, idx, batch_size: int = 128):

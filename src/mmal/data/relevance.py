@@ -1,14 +1,14 @@
 """Relevance items: validation of the ``query`` column and the ordinal ``label`` (0..3).
 
 A relevance items file is a classification items file (DESIGN.md "Items") with two more
-rules (issue 11):
+rules:
 
 - ``query``: a non-empty string on every row (surrounding whitespace allowed, not empty);
 - ``label``: an integer level in 0..3 (0 bad, 1 less, 2 good, 3 excellent, 003 §3.3) or
   empty (unlabeled).
 
-:func:`validate_relevance_table` is pure (table in, error or nothing out); the items
-validator calls it when ``task == "relevance"``. Every failure is one
+:func:`validate_relevance_table` is pure (table in, error or nothing out); the
+relevance task (:mod:`mmal.tasks.relevance`) runs it at ``mmal init``. Every failure is one
 :class:`~mmal.errors.ItemsError` naming file, 1-based data row and column.
 """
 
@@ -104,26 +104,3 @@ def read_relevance_items(path) -> pa.Table:
     table = read_table(path)
     validate_relevance_table(table, path)
     return table
-
-
-def main(argv=None) -> int:
-    """``python -m mmal.relevance.data FILE``: validate a relevance items file (exit 0 / 2)."""
-    import sys
-
-    args = list(sys.argv[1:] if argv is None else argv)
-    if len(args) != 1:
-        print("usage: python -m mmal.relevance.data ITEMS_FILE", file=sys.stderr)
-        return 2
-    try:
-        table = read_relevance_items(args[0])
-    except ItemsError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    labels = table.column("label").to_pylist() if "label" in table.column_names else []
-    counts = {lv: sum(1 for x in labels if x is not None and int(float(x)) == lv) for lv in range(N_LEVELS)}
-    print(f"{args[0]}: {table.num_rows} relevance rows; labels {counts}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

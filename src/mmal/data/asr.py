@@ -1,6 +1,6 @@
 """Offline English speech recognition with ``pocketsphinx`` (its wheel ships an English model).
 
-Used as an optional ``asr`` text field of relevance items (issue 11). CMU PocketSphinx is a
+Used as an optional ``asr`` text field of relevance items. CMU PocketSphinx is a
 2010s HMM recogniser: it gets isolated clear words right some of the time and mangles the
 rest (see ``docs/relevance.md`` for what it got right on the English clips here).
 """

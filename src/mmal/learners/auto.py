@@ -1,0 +1,268 @@
+"""``auto``: the classification default, chosen per fit by cross-validation on the fit's own labels.
+
+Fixed design choices tuned on a few datasets do not carry to others, so the default does
+not fix one: each ``fit`` scores a menu of candidates by ``cv_folds``-fold stratified
+cross-validation on the labeled training items it was given (no extra label, never a
+test item), picks the best, and refits it on all of them. The menu always contains the
+pipeline a practitioner would try first — scikit-learn ``LogisticRegression`` on the
+L2-normalised pooled embeddings with ``C = 10`` — so the default is that pipeline
+whenever nothing beats it on held-out folds; ties go to it (it is listed first).
+
+Candidates (named parameter ``candidates``):
+
+- ``linear`` probes over ``C_grid`` (0.1, 1, 10, 100) × ``class_weights`` (None,
+  "balanced"): the regularisation and class weighting a rare-positive task needs are
+  chosen, not fixed;
+- ``late-fusion`` (:mod:`mmal.learners.late_fusion`) with the workspace's ``[model]`` /
+  ``[train]`` settings (its own audio-scale CV runs inside each fold).
+
+Criterion (``criterion``): ``"auto"`` = average precision of the positive class for two
+classes (the ranking quality R@P reads, smoother than R@P80 itself on a few positives),
+log-loss for more; or any of ``log_loss``, ``average_precision``, ``auc``, ``macro_f1``,
+``accuracy``. It is computed on the out-of-fold probabilities of all folds pooled.
+
+With fewer than ``cv_folds`` labels in some class seen in training, there is nothing to
+cross-validate on and the learner is the ``C = 10`` probe. What was chosen, and every
+candidate's held-out score, is in the fit history (``history["auto"]``) and the
+checkpoint (``state()["cv"]``).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Mapping
+
+import numpy as np
+
+from mmal.errors import ConfigError
+from mmal.learners.base import Learner
+from mmal.learners.late_fusion import TRAIN_DEFAULTS, LateFusionLearner
+from mmal.learners.linear import LinearProbe
+from mmal.models.late_fusion import LateFusionConfig
+from mmal.train.engine import as_index, check_labels
+
+CANDIDATE_KINDS = ("linear", "late-fusion")
+CRITERIA = ("auto", "log_loss", "average_precision", "auc", "macro_f1", "accuracy")
+#: the baseline probe: listed first, chosen on ties and when there is too little to cross-validate
+BASELINE_C = 10.0
+
+
+def candidate_menu(kinds, C_grid, class_weights) -> list[tuple[str, str, dict]]:
+    """``[(key, learner name, params)]`` in preference order (the ``C = 10`` unweighted probe first)."""
+    out = []
+    if "linear" in kinds:
+        grid = sorted({float(c) for c in C_grid} | {BASELINE_C}, key=lambda c: (c != BASELINE_C, c))
+        for w in sorted(set(class_weights), key=lambda w: w is not None):
+            for c in grid:
+                out.append((f"linear C={c:g}" + ("" if w is None else f" {w}"), "linear",
+                            {"C": c, "class_weight": w}))
+        # the baseline first, whatever the grid
+        out.sort(key=lambda t: t[0] != f"linear C={BASELINE_C:g}")
+    if "late-fusion" in kinds:
+        out.append(("late-fusion", "late-fusion", {}))
+    return out
+
+
+def cv_criterion(name: str, y: np.ndarray, probs: np.ndarray) -> float:
+    """Held-out score, larger is better (log-loss is negated)."""
+    from sklearn.metrics import accuracy_score, average_precision_score, f1_score, log_loss, roc_auc_score
+
+    C = probs.shape[1]
+    if name == "log_loss":
+        p = np.clip(probs, 1e-7, 1.0)
+        return -float(log_loss(y, p / p.sum(1, keepdims=True), labels=np.arange(C)))
+    if name == "average_precision":
+        if C != 2:
+            raise ConfigError(f"auto learner: criterion average_precision needs two classes, got {C}")
+        return float(average_precision_score(y == 1, probs[:, 1])) if (y == 1).any() else float("nan")
+    if name == "auc":
+        if C == 2:
+            return float(roc_auc_score(y == 1, probs[:, 1])) if 0 < (y == 1).sum() < len(y) else float("nan")
+        present = np.unique(y)
+        p = probs[:, present] / np.clip(probs[:, present].sum(1, keepdims=True), 1e-12, None)
+        return float(roc_auc_score(y, p, multi_class="ovr", labels=present)) if len(present) > 2 else float("nan")
+    pred = probs.argmax(1)
+    if name == "macro_f1":
+        return float(f1_score(y, pred, labels=np.unique(y), average="macro", zero_division=0))
+    if name == "accuracy":
+        return float(accuracy_score(y, pred))
+    raise ConfigError(f"auto learner: criterion = {name!r}: expected one of {CRITERIA}")
+
+
+def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
+    """``k`` disjoint folds (positions into ``y``), each class dealt round-robin after a seeded shuffle."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), np.int64)
+    offset = 0
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        rows = rows[rng.permutation(len(rows))]
+        fold[rows] = (np.arange(len(rows)) + offset) % k  # the offset spreads the remainders
+        offset += len(rows)
+    return [np.flatnonzero(fold == f) for f in range(k)]
+
+
+class AutoLearner(Learner):
+    """The default classifier: the best of a candidate menu by cross-validation (see the module doc).
+
+    Parameters
+    ----------
+    candidates : kinds in the menu (``("linear", "late-fusion")``).
+    C_grid : inverse L2 strengths of the ``linear`` candidates ((0.1, 1, 10, 100); 10 is always in).
+    class_weights : class weightings of the ``linear`` candidates ((None, "balanced")).
+    criterion : see the module doc (``"auto"``).
+    cv_folds : folds (3); also the fewest labels per class needed to cross-validate at all.
+    heads : ``"fused"`` or ``"fused+unimodal"``, passed to every candidate.
+    modalities : the modalities every candidate uses (default all).
+    model, train : ``[model]`` (:class:`LateFusionConfig` fields) and ``[train]`` settings of the
+        ``late-fusion`` candidate.
+    """
+
+    name = "auto"
+    serves = {"coalitions": {}, "unimodal": {"heads": "fused+unimodal"}}
+    train_defaults = TRAIN_DEFAULTS
+    model_config = LateFusionConfig
+
+    def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
+                 train: Mapping | None = None, candidates=CANDIDATE_KINDS, C_grid=(0.1, 1.0, 10.0, 100.0),
+                 class_weights=(None, "balanced"), criterion: str = "auto", cv_folds: int = 3, heads: str = "fused",
+                 modalities=None):
+        kinds = [str(c) for c in (candidates or ())]
+        bad = sorted(set(kinds) - set(CANDIDATE_KINDS))
+        if not kinds or bad:
+            raise ConfigError(f"auto learner: candidates = {list(candidates or ())}: expected a non-empty subset of "
+                              f"{list(CANDIDATE_KINDS)}")
+        grid = [float(c) for c in (C_grid or ())]
+        if any(not (c > 0 and np.isfinite(c)) for c in grid):
+            raise ConfigError(f"auto learner: C_grid = {list(C_grid)}: expected positive numbers")
+        weights = [None if w in (None, "none", "None") else str(w) for w in (class_weights or (None,))]
+        if any(w not in (None, "balanced") for w in weights):
+            raise ConfigError(f"auto learner: class_weights = {list(class_weights)}: expected None and/or 'balanced'")
+        if criterion not in CRITERIA:
+            raise ConfigError(f"auto learner: criterion = {criterion!r}: expected one of {list(CRITERIA)}")
+        if int(cv_folds) < 2:
+            raise ConfigError(f"auto learner: cv_folds = {cv_folds}: expected >= 2")
+        if heads not in ("fused", "fused+unimodal"):
+            raise ConfigError(f"auto learner: heads = {heads!r}: expected 'fused' or 'fused+unimodal'")
+        LateFusionLearner(n_classes, seed, model=model, train=train)  # validate the late-fusion settings now
+        super().__init__(n_classes, seed, model=dict(model or {}), train=dict(train or {}), candidates=kinds,
+                         C_grid=grid, class_weights=weights, criterion=criterion, cv_folds=int(cv_folds), heads=heads,
+                         modalities=None if modalities is None else sorted(modalities))
+        self.inner: Learner | None = None
+        self.chosen: str | None = None
+        self.cv: dict = {}
+
+    # ---- the menu ------------------------------------------------------------------
+    def menu(self) -> list[tuple[str, str, dict]]:
+        return candidate_menu(self.params["candidates"], self.params["C_grid"], self.params["class_weights"])
+
+    def _build(self, kind: str, params: dict, n_classes: int) -> Learner:
+        common = {"modalities": self.params["modalities"]}
+        if kind == "linear":
+            return LinearProbe(n_classes, self.seed, heads=self.params["heads"], **common, **params)
+        model = dict(self.params["model"])
+        if self.params["heads"] != "fused":
+            model.setdefault("heads", self.params["heads"])
+        return LateFusionLearner(n_classes, self.seed, model=model, train=self.params["train"],
+                                 cv_folds=self.params["cv_folds"], **common, **params)
+
+    def criterion_for(self, n_classes: int) -> str:
+        c = self.params["criterion"]
+        return ("average_precision" if n_classes == 2 else "log_loss") if c == "auto" else c
+
+    # ---- contract ------------------------------------------------------------------
+    def fit(self, features, labels, train_idx, val_idx=None, *, progress: bool = False, log=None) -> dict:
+        n = len(next(iter(features.values())))
+        train_idx = as_index(train_idx, n, "train_idx")
+        val_idx = as_index(val_idx, n, "val_idx") if val_idx is not None else np.zeros(0, np.int64)
+        rows = np.concatenate([train_idx, val_idx])  # CV replaces a validation split: every label is used
+        labels, C = check_labels(labels, rows, np.zeros(0, np.int64), n, self.n_classes)
+        self.n_classes = C
+        y = labels[rows]
+        k = self.params["cv_folds"]
+        menu = self.menu()
+        crit = self.criterion_for(C)
+        t0 = time.perf_counter()
+        counts = np.bincount(y, minlength=C)
+        scores: dict[str, float] = {}
+        seconds: dict[str, float] = {}
+        if counts[counts > 0].min() < k or len(np.unique(y)) < 2:
+            chosen = (f"linear C={BASELINE_C:g}", "linear", {"C": BASELINE_C, "class_weight": None})
+            reason = f"fewer than {k} labels in some class: no cross-validation, the C={BASELINE_C:g} probe"
+        else:
+            folds = stratified_folds(y, k, self.seed)
+            for key, kind, params in menu:
+                t1 = time.perf_counter()
+                oof = np.zeros((len(rows), C), np.float64)
+                for f in folds:
+                    fit_rows = np.setdiff1d(np.arange(len(rows)), f)
+                    cand = self._build(kind, params, C)
+                    cand.fit(features, labels, rows[fit_rows], log=None)
+                    oof[f] = cand.predict_proba(features, rows[f])
+                s = cv_criterion(crit, y, oof)
+                scores[key] = s
+                seconds[key] = time.perf_counter() - t1
+            finite = {key: s for key, s in scores.items() if np.isfinite(s)}
+            best = max(finite, key=lambda key: finite[key]) if finite else menu[0][0]  # max keeps the first on ties
+            chosen = next(c for c in menu if c[0] == best)
+            reason = f"best held-out {crit} of {k} folds"
+        key, kind, params = chosen
+        self.inner = self._build(kind, params, C)
+        history = self.inner.fit(features, labels, rows, progress=progress, log=log)
+        self.chosen = key
+        self.cv = {"chosen": key, "learner": kind, "params": dict(params), "criterion": crit, "folds": k,
+                   "scores": scores, "seconds": seconds, "reason": reason, "n_labels": int(len(rows)),
+                   "total_seconds": time.perf_counter() - t0}
+        if log is not None:
+            table = ", ".join(f"{a}: {b:.3f}" for a, b in scores.items())
+            log(f"auto: {key} ({reason}{'; ' + table if table else ''})")
+        history = dict(history)
+        history["auto"] = self.cv
+        return history
+
+    def _check(self) -> Learner:
+        if self.inner is None:
+            raise ConfigError("auto learner: call fit() (or load a checkpoint) before score()")
+        return self.inner
+
+    def score(self, features, idx=None, *, coalitions=False, progress: bool = False) -> dict:
+        return self._check().score(features, idx, coalitions=coalitions, progress=progress)
+
+    def mc_probs(self, features, T: int, seed: int) -> np.ndarray:
+        return self._check().mc_probs(features, T, seed)
+
+    @property
+    def fused_blocks(self) -> bool:  # type: ignore[override]
+        return bool(self.inner is not None and self.inner.fused_blocks)
+
+    @property
+    def supports_mc_dropout(self) -> bool:  # type: ignore[override]
+        return bool(self.inner is not None and self.inner.supports_mc_dropout)
+
+    def state(self) -> dict:
+        inner = self._check()
+        return {"chosen": self.chosen, "learner": inner.name, "config": inner.config(), "inner": inner.state(),
+                "cv": _plain(self.cv)}
+
+    def load_state(self, state: Mapping) -> None:
+        from mmal.learners import make_learner
+
+        cfg = dict(state["config"])
+        self.inner = make_learner(state["learner"], **cfg)
+        self.inner.load_state(state["inner"])
+        self.chosen = state["chosen"]
+        self.cv = dict(state.get("cv", {}))
+
+
+def _plain(d):
+    """Plain values only (a checkpoint is read with ``weights_only=True``)."""
+    if isinstance(d, dict):
+        return {str(k): _plain(v) for k, v in d.items()}
+    if isinstance(d, (list, tuple)):
+        return [_plain(v) for v in d]
+    if isinstance(d, (np.floating, np.integer)):
+        return d.item()
+    return d
+
+
+__all__ = ["AutoLearner", "candidate_menu", "cv_criterion", "stratified_folds", "CRITERIA", "CANDIDATE_KINDS"]

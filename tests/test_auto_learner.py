@@ -1,0 +1,133 @@
+"""The ``auto`` learner: the best candidate by cross-validation on the fit's own labels only."""
+
+import numpy as np
+import pytest
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import average_precision_score, log_loss
+
+from mmal.features.types import SequenceFeatures
+from mmal.learners import make_learner
+
+
+def _features(n=120, c=3, seed=0, pos_rate=None):
+    rng = np.random.default_rng(seed)
+    if pos_rate is None:
+        y = np.arange(n) % c
+    else:
+        y = (rng.random(n) < pos_rate).astype(int)
+        y[:6] = 1  # enough positives for 3 folds
+    ids = np.array([f"i{i}" for i in range(n)])
+    centres = {"text": rng.normal(size=(max(c, 2), 6)), "image": rng.normal(size=(max(c, 2), 5))}
+    feats = {m: SequenceFeatures.from_list(ids, [(centres[m][y[i]] + 1.3 * rng.normal(size=centres[m].shape[1]))[None]
+                                                 for i in range(n)], centres[m].shape[1]) for m in centres}
+    return feats, y
+
+
+def _unit_concat(feats, rows):
+    out = []
+    for m in sorted(feats):
+        x = np.asarray(feats[m].pooled[rows], np.float64)
+        out.append(x / np.linalg.norm(x, axis=1, keepdims=True))
+    return np.concatenate(out, 1)
+
+
+def _folds(y, k, seed):
+    """The documented fold rule, written out: per class a seeded shuffle, dealt round-robin."""
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), int)
+    offset = 0
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        rows = rows[rng.permutation(len(rows))]
+        fold[rows] = (np.arange(len(rows)) + offset) % k
+        offset += len(rows)
+    return fold
+
+
+@pytest.mark.parametrize("pos_rate", [None, 0.15])
+def test_choice_is_the_best_held_out_probe_computed_here_with_sklearn(pos_rate):
+    feats, y = _features(pos_rate=pos_rate)
+    train = np.arange(0, 90)
+    C_grid = (0.1, 1.0, 10.0)
+    L = make_learner("auto", seed=4, candidates=("linear",), C_grid=C_grid)
+    hist = L.fit(feats, y, train)
+    x, yt = _unit_concat(feats, train), y[train]
+    fold = _folds(yt, 3, 4)
+    n_classes = int(y.max()) + 1
+    want = {}
+    for w in (None, "balanced"):
+        for C in C_grid:
+            oof = np.zeros((len(yt), n_classes))
+            for f in range(3):
+                lr = LogisticRegression(C=C, class_weight=w, max_iter=2000, random_state=4).fit(x[fold != f], yt[fold != f])
+                oof[fold == f] = lr.predict_proba(x[fold == f])
+            score = average_precision_score(yt == 1, oof[:, 1]) if n_classes == 2 else -log_loss(yt, oof)
+            want[f"linear C={C:g}" + ("" if w is None else f" {w}")] = score
+    got = hist["auto"]["scores"]
+    assert set(got) == set(want)
+    for k in want:
+        assert got[k] == pytest.approx(want[k], abs=1e-4), k  # the probe reads float32 blocks
+    best = max(want.values())
+    assert want[hist["auto"]["chosen"]] == pytest.approx(best, abs=1e-4)
+    assert hist["auto"]["criterion"] == ("average_precision" if n_classes == 2 else "log_loss")
+
+
+def test_cross_validation_never_reads_test_labels():
+    feats, y = _features(seed=1)
+    train = np.arange(0, 75)
+    a = make_learner("auto", seed=0, train={"epochs": 20})
+    ha = a.fit(feats, y, train)
+    poisoned = y.copy()
+    poisoned[75:] = (y[75:] + 1) % 3  # every label outside the training rows is wrong
+    b = make_learner("auto", seed=0, train={"epochs": 20})
+    hb = b.fit(feats, poisoned, train)
+    assert ha["auto"]["chosen"] == hb["auto"]["chosen"] and ha["auto"]["scores"] == hb["auto"]["scores"]
+    np.testing.assert_array_equal(a.predict_proba(feats), b.predict_proba(feats))
+
+
+def test_same_seed_same_choice_and_model():
+    feats, y = _features(seed=2)
+    train = np.arange(0, 84)
+    runs = []
+    for _ in range(2):
+        L = make_learner("auto", seed=3, train={"epochs": 20})
+        h = L.fit(feats, y, train)
+        runs.append((h["auto"]["chosen"], h["auto"]["scores"], L.predict_proba(feats)))
+    assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[0][2], runs[1][2])
+    # the menu holds the probes and late-fusion, and every candidate was scored
+    assert set(runs[0][1]) >= {"linear C=10", "linear C=10 balanced", "late-fusion"}
+
+
+def test_too_few_labels_per_class_is_the_c10_probe_exactly():
+    feats, y = _features(seed=3)
+    train = np.array([0, 1, 2, 3, 4, 5, 6])  # classes 0,1,2 with 3,2,2 labels: fewer than 3 folds' worth
+    L = make_learner("auto", seed=0)
+    h = L.fit(feats, y, train)
+    assert h["auto"]["chosen"] == "linear C=10" and h["auto"]["scores"] == {}
+    lr = LogisticRegression(C=10.0, max_iter=2000, random_state=0).fit(_unit_concat(feats, train), y[train])
+    np.testing.assert_allclose(L.predict_proba(feats), lr.predict_proba(_unit_concat(feats, np.arange(len(y)))),
+                               atol=1e-5)
+
+
+def test_checkpoint_round_trip_keeps_the_choice(tmp_path):
+    from mmal.loop.core import load_learner
+    from mmal.train.checkpoint import save_learner
+
+    feats, y = _features(seed=5, pos_rate=0.2)
+    L = make_learner("auto", seed=1, train={"epochs": 10})
+    h = L.fit(feats, y, np.arange(100))
+    save_learner(tmp_path / "m.pt", L)
+    M, _ = load_learner(tmp_path / "m.pt")
+    assert M.name == "auto" and M.chosen == h["auto"]["chosen"] and M.cv["scores"] == h["auto"]["scores"]
+    np.testing.assert_array_equal(M.predict_proba(feats), L.predict_proba(feats))
+    assert M.fused_blocks == L.fused_blocks
+
+
+def test_bad_settings_are_config_errors():
+    from mmal.errors import ConfigError
+
+    for bad in ({"candidates": ("svm",)}, {"C_grid": (0.0,)}, {"criterion": "r2"}, {"cv_folds": 1},
+                {"class_weights": ("heavy",)}):
+        with pytest.raises(ConfigError, match="auto learner"):
+            make_learner("auto", **bad)
