@@ -87,10 +87,31 @@ def learner_params(key: str, dataset_has_audio: bool):
 
 
 def dataset(ds: str):
-    """``(features, gold labels, test rows, candidate rows)`` of a bench dataset (built and encoded once)."""
+    """``(features, gold labels, test rows, candidate rows)`` of a bench dataset (built and encoded once).
+
+    A ``-binary`` variant is derived from its base dataset's items (the builder's default
+    positive class and rate) and reads the base workspace's features: nothing is encoded twice.
+    """
+    import pyarrow.parquet as pq
+
+    from mmal.data.datasets import DATASETS
+    from mmal.data.datasets.rare_positive import rare_positive_variant
     from mmal.features.pipeline import load_features
 
-    ws = workspace(ds, ROOT / "bench" / "scratch" / "learner")
+    scratch = ROOT / "bench" / "scratch" / "learner"
+    if ds.endswith("-binary"):
+        base = workspace(ds[: -len("-binary")], scratch)
+        opts = DATASETS[ds].options()
+        items = scratch / f"data-{ds}" / "items.parquet"
+        if not items.exists():
+            rare_positive_variant(scratch / f"data-{ds[: -len('-binary')]}" / "items.parquet", items.parent,
+                                  positive=opts["positive"], pos_rate=opts["pos_rate"], seed=0)
+        t = pq.read_table(items)
+        ids = t.column("id").to_pylist()
+        gold = np.array(t.column("label").to_pylist())
+        split = np.array(t.column("split").to_pylist())
+        return load_features(base, ids=ids), gold, np.flatnonzero(split == "test"), np.flatnonzero(split != "test")
+    ws = workspace(ds, scratch)
     t = ws.items
     gold = np.array(t.column("label").to_pylist())
     split = np.array(t.column("split").to_pylist())
@@ -347,6 +368,76 @@ def versus_sklearn(args) -> dict:
     return out
 
 
+def relevance_dataset(name: str):
+    """``(RelevanceData, test pairs, candidate pairs)`` of a relevance dataset, built and prepared once."""
+    from mmal.data.datasets import build
+    from mmal.workspace import Workspace, init_workspace
+
+    scratch = ROOT / "bench" / "scratch" / "learner"
+    data = scratch / f"data-{name}"
+    items = data / "items.parquet"
+    if not items.exists():
+        build(name, data, seed=0, progress=False)
+    wsdir = scratch / f"ws-{name}"
+    if not (wsdir / "mmal.toml").exists():
+        init_workspace(wsdir, items, force=True, task="relevance")
+    ws = Workspace(wsdir)
+    d = ws.task.load_features(ws)
+    split = np.asarray(d.splits).astype(str)
+    return d, np.flatnonzero((split == "test") & (d.labels >= 0)), np.flatnonzero((split != "test") & (d.labels >= 0))
+
+
+def versus_cosine(args) -> dict:
+    """Relevance: the untrained cosine, the probe and auto-relevance at each budget (AUC, Spearman here)."""
+    import torch
+    from scipy.stats import spearmanr, ttest_rel
+    from sklearn.metrics import roc_auc_score
+
+    from mmal.learners import make_learner
+
+    torch.set_num_threads(args.threads)
+    keys = args.learners or ["cosine", "probe", "auto-relevance"]
+    out = {"config": {"budgets": args.budgets, "seeds": args.seeds, "learners": keys, "load_avg_start": os.getloadavg()},
+           "datasets": {}}
+    for ds in args.datasets:
+        d, test, cand = relevance_dataset(ds)
+        y = d.labels
+        res = {k: {str(b): {"auc": [], "spearman": [], "chosen": [], "fit_seconds": []} for b in args.budgets} for k in keys}
+        for si, seed in enumerate(args.seeds):
+            for b in args.budgets:
+                lab = draw_labels(cand, y, b, seed)
+                for k in keys[si % len(keys):] + keys[: si % len(keys)]:
+                    t0 = time.perf_counter()
+                    L = make_learner(k, seed=seed)
+                    h = L.fit(d, y, lab)
+                    sc = np.asarray(L.score(d, test)["scores"], np.float64)
+                    r = res[k][str(b)]
+                    r["auc"].append(float(roc_auc_score(y[test] >= 2, sc)))
+                    r["spearman"].append(float(spearmanr(sc, y[test]).statistic))
+                    r["chosen"].append(h.get("auto", {}).get("chosen", k))
+                    r["fit_seconds"].append(time.perf_counter() - t0)
+                    print(f"{ds} seed {seed} n={b} {k:<15} auc {r['auc'][-1]:.3f} spearman {r['spearman'][-1]:.3f} "
+                          f"({r['chosen'][-1]})", flush=True)
+        cells = {}
+        for b in args.budgets:
+            cells[str(b)] = {}
+            for m in ("auc", "spearman"):
+                row = {k: {"mean": float(np.mean(res[k][str(b)][m])), "std": float(np.std(res[k][str(b)][m]))} for k in keys}
+                if "cosine" in keys:
+                    c = np.array(res["cosine"][str(b)][m])
+                    for k in keys:
+                        a = np.array(res[k][str(b)][m])
+                        if k != "cosine" and np.any(a != c):
+                            row[k]["p_vs_cosine"] = float(ttest_rel(a, c).pvalue)
+                        row[k]["ge_cosine"] = bool(a.mean() >= c.mean())
+                cells[str(b)][m] = row
+        out["datasets"][ds] = {"n_pairs": int(len(y)), "n_test": int(len(test)), "n_candidates": int(len(cand)),
+                               "results": res, "cells": cells}
+        print(json.dumps({ds: cells}, indent=1), flush=True)
+    out["config"]["load_avg_end"] = os.getloadavg()
+    return out
+
+
 def timing(args) -> dict:
     """Fit seconds of each learner at one budget, alternating learners, in this process.
 
@@ -401,7 +492,10 @@ def head_scales(args) -> dict:
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--datasets", default="tuxpaint,synthetic-video,oxygen-icons,tuxpaint-binary,oxygen-icons-binary")
+    ap.add_argument("--datasets", default=None, help="default: tuxpaint,synthetic-video,oxygen-icons,tuxpaint-binary,"
+                    "oxygen-icons-binary (tuxpaint-relevance with --relevance)")
+    ap.add_argument("--relevance", action="store_true", help="relevance learners against the untrained cosine "
+                    "(bench/results/learner_relevance.json; --datasets tuxpaint-relevance)")
     ap.add_argument("--variants", action="store_true", help="mmal's learner variants against each other (the earlier "
                     "bench; bench/results/learner_variants.json)")
     ap.add_argument("--budgets", default="50,100,200,400")
@@ -415,15 +509,24 @@ def main(argv=None):
                     "default fit (bench/results/learner_head_scale.json)")
     ap.add_argument("--merge", action="store_true", help="replace only these learners' results in the existing --out file")
     a = ap.parse_args(argv)
-    a.datasets = a.datasets.split(",")
+    a.datasets = (a.datasets or ("tuxpaint-relevance" if a.relevance else
+                                 "tuxpaint,synthetic-video,oxygen-icons,tuxpaint-binary,oxygen-icons-binary")).split(",")
     a.budgets = [int(x) for x in a.budgets.split(",")]
     a.seeds = [int(x) for x in a.seeds.split(",")]
     a.learners = a.learners.split(",") if a.learners else None
     a.out = a.out or str(ROOT / "bench" / "results" / ("learner_timing.json" if a.timing else
                                                        "learner_head_scale.json" if a.head_scale else
-                                                       "learner_variants.json" if a.variants else "learner.json"))
+                                                       "learner_variants.json" if a.variants else
+                                                       "learner_relevance.json" if a.relevance else "learner.json"))
     if not (a.timing or a.head_scale or a.variants):
-        res = versus_sklearn(a)
+        res = versus_cosine(a) if a.relevance else versus_sklearn(a)
+        if Path(a.out).exists():  # one run per dataset: keep the other datasets' entries
+            old = json.loads(Path(a.out).read_text())
+            runs = old.get("runs", {})
+            runs.update({ds: res["config"] for ds in res["datasets"]})
+            res = {"config": res["config"], "runs": runs, "datasets": {**old.get("datasets", {}), **res["datasets"]}}
+        else:
+            res["runs"] = {ds: res["config"] for ds in res["datasets"]}
         Path(a.out).parent.mkdir(parents=True, exist_ok=True)
         Path(a.out).write_text(json.dumps(res, indent=1, default=float))
         print(a.out)

@@ -159,3 +159,53 @@ def test_hcmrm_learner_checkpoint_round_trip(tmp_path):
     np.testing.assert_allclose(r1["scores"], r2["scores"], atol=1e-6)
     np.testing.assert_allclose(r1["probs"], r2["probs"], atol=1e-6)
     assert extra == {"x": 1} and again.head.kind == "ordinal"
+
+
+@pytest.mark.parametrize("head", ["hsoftmax", "ordinal", "bce", "mse"])
+def test_hcmrm_with_cosine_start_ranks_exactly_as_the_cosine_before_fine_tuning(head):
+    """003's model started from the untrained cosine: a zero residual on a·cos, so the fresh
+    model orders the pairs exactly as cos(q, t) computed here from the frozen vectors."""
+    from mmal.features.hcmrm import query_vectors
+    from mmal.models.hcmrm import RelevanceModel
+    from mmal.models.hcmrm_pretrain import score_pairs
+    from mmal.models.hsoftmax import RelevanceHead
+
+    d = _tiny_data()
+    idx = np.arange(len(d.labels))
+    q = query_vectors(d)[idx].astype(np.float64)
+    t = d.text_pooled[d.video_index[idx]].astype(np.float64)
+    cos = (q * t).sum(1) / np.linalg.norm(t, axis=1)
+    torch.manual_seed(0)
+    model = RelevanceModel(_cfg("dual"))
+    rhead = RelevanceHead(head, model.cfg.dim, prior_scale=4.0)
+    scores, _ = score_pairs(model, rhead, d, [d.query_text[i] for i in idx], d.video_index[idx], prior=cos - cos.mean())
+    # the same order: every pair with a larger cosine (beyond float32 resolution) scores strictly higher
+    gap = cos[:, None] - cos[None, :]
+    assert np.all(scores[:, None] - scores[None, :] > 0, where=gap > 1e-6)
+    # the plain head of 003 does not (a random start)
+    plain, _ = score_pairs(model, RelevanceHead(head, model.cfg.dim), d, [d.query_text[i] for i in idx], d.video_index[idx])
+    assert not np.array_equal(np.argsort(plain, kind="stable"), np.argsort(cos, kind="stable"))
+
+
+def test_hcmrm_learner_starts_from_the_cosine_and_keeps_it_through_a_checkpoint(tmp_path):
+    from scipy.stats import spearmanr
+
+    from mmal.features.hcmrm import pair_cosine
+    from mmal.learners.relevance import HCMRMLearner
+    from mmal.loop.core import load_learner
+    from mmal.train.checkpoint import save_learner
+
+    d = _tiny_data()
+    cfg = {k: v for k, v in _cfg("dual").to_dict().items() if k != "vocab_size"}
+    # a learning rate too small to move anything: the fitted model is the start
+    learner = HCMRMLearner(seed=0, config=cfg, train={"epochs": 1, "batch_size": 8, "lr": 1e-12})
+    learner.fit(d, d.labels, d.pairs("train"))
+    idx = np.arange(len(d.labels))
+    s = learner.score(d, idx)["scores"]
+    cos = pair_cosine(d, idx)
+    gap = cos[:, None] - cos[None, :]
+    assert np.all(s[:, None] - s[None, :] > 0, where=gap > 1e-5)  # strictly the cosine's order
+    assert spearmanr(s, cos).statistic > 0.999
+    save_learner(tmp_path / "m.pt", learner)
+    again, _ = load_learner(tmp_path / "m.pt")
+    np.testing.assert_allclose(again.score(d, idx)["scores"], s, atol=1e-6)

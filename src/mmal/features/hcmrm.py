@@ -262,5 +262,30 @@ def prepare_relevance(
     )
 
 
+def query_vectors(data: RelevanceData) -> np.ndarray:
+    """Per pair: the L2-normalised mean of the frozen MiniLM states of its query ``[P, 384]``."""
+    cache = getattr(data, "_query_vectors", None)
+    if cache is None:
+        by_q: dict = {}
+        rows = []
+        for q, seg in zip(data.queries, data.query_text):
+            if q not in by_q:
+                v = seg.states.mean(0).numpy().astype(np.float64)
+                by_q[q] = v / (np.linalg.norm(v) + 1e-12)
+            rows.append(by_q[q])
+        cache = np.stack(rows).astype(np.float32)
+        data._query_vectors = cache  # per data object (not in ``info``, which is JSON)
+    return cache
+
+
+def pair_cosine(data: RelevanceData, idx) -> np.ndarray:
+    """``cos(q, t)`` of pairs ``idx``: frozen MiniLM query vector against the video's keyword-text vector."""
+    idx = np.asarray(idx)
+    q = query_vectors(data)[idx].astype(np.float64)
+    t = data.text_pooled[data.video_index[idx]].astype(np.float64)
+    t = t / np.clip(np.linalg.norm(t, axis=1, keepdims=True), 1e-12, None)
+    return (q * t).sum(1)
+
+
 def describe(data: RelevanceData) -> str:
     return json.dumps({"videos": len(data.video_ids), "pairs": len(data.labels), **data.info})

@@ -38,18 +38,19 @@ import torch
 from torch import nn
 
 from mmal.errors import ConfigError
-from mmal.features.hcmrm import RelevanceData
+from mmal.features.hcmrm import RelevanceData, pair_cosine, query_vectors
 from mmal.learners.base import Learner
 from mmal.models.hsoftmax import HEADS, RelevanceHead
 from mmal.train.config import TrainConfig
-from mmal.train.engine import seeded, train_epochs
+from mmal.train.engine import seeded, torch_threads, train_epochs
 from mmal.train.hcmrm import FINETUNE_TRAIN
 
 DISTRIBUTION_HEADS = ("hsoftmax", "ordinal")
 #: CPU-sized dual stream of a fresh ``hcmrm`` learner (the set-up of docs/results/hcmrm.md)
 WORKSPACE_MODEL = dict(dim=64, n_heads=4, n_text_layers=1, n_image_layers=1, n_fusion_layers=1, embed_dim=32)
-#: TrainConfig overrides of the probe (full batch: ``batch_size`` is set to the labeled count)
-PROBE_TRAIN = {"lr": 3e-3, "weight_decay": 1e-2, "epochs": 300, "patience": None}
+#: TrainConfig overrides of the probe (full batch: ``batch_size`` is set to the labeled count; one thread:
+#: a tiny MLP gains nothing from two, and loses 10x when the other core is busy)
+PROBE_TRAIN = {"lr": 3e-3, "weight_decay": 1e-2, "epochs": 300, "patience": None, "threads": 1}
 
 
 def check_head(head: str) -> str:
@@ -63,22 +64,6 @@ def level_probs_or_error(head: str, what: str = "a scored pool") -> None:
     if head not in DISTRIBUTION_HEADS:
         raise ConfigError(f"head '{head}' gives a score but no four-level distribution, so it cannot make {what}; "
                           f"train with --head {' or --head '.join(DISTRIBUTION_HEADS)}")
-
-
-def query_vectors(data: RelevanceData) -> np.ndarray:
-    """Per pair: the L2-normalised mean of the frozen MiniLM states of its query ``[P, 384]``."""
-    cache = getattr(data, "_query_vectors", None)
-    if cache is None:
-        by_q: dict = {}
-        rows = []
-        for q, seg in zip(data.queries, data.query_text):
-            if q not in by_q:
-                v = seg.states.mean(0).numpy().astype(np.float64)
-                by_q[q] = v / (np.linalg.norm(v) + 1e-12)
-            rows.append(by_q[q])
-        cache = np.stack(rows).astype(np.float32)
-        data._query_vectors = cache  # per data object (not in ``info``, which is JSON)
-    return cache
 
 
 def probe_inputs(data: RelevanceData, idx, visual: bool = False) -> np.ndarray:
@@ -169,7 +154,7 @@ class RelevanceProbe(RelevanceLearner):
         rows = np.arange(len(y))
         # full-batch AdamW: one step per "epoch" of the shared loop
         tc = TrainConfig.from_dict({**PROBE_TRAIN, **p["train"], "batch_size": max(1, len(y)), "seed": self.seed})
-        with seeded(self.seed):
+        with torch_threads(tc.threads), seeded(self.seed):
             self.net = _ProbeNet(x.shape[1], p["hidden"], p["head"], p["w"], p["dropout"])
 
             def batch_loss(bi):
@@ -216,6 +201,12 @@ class HCMRMLearner(RelevanceLearner):
     train : :class:`~mmal.train.config.TrainConfig` overrides of fine-tuning over
         :data:`mmal.train.hcmrm.FINETUNE_TRAIN` (4 epochs, batch 32, lr 3e-4).
 
+    cosine_start : start from the untrained cosine (default True): the head's output is a
+        residual on ``prior_scale · (cos(q, t) − mean)`` with the residual zero at the start,
+        so before fine-tuning the model ranks the pairs exactly as the frozen MiniLM cosine
+        does (:class:`~mmal.models.hsoftmax.RelevanceHead`); False: the plain head of 003.
+    prior_scale : starting weight of the cosine prior (4.0; learned).
+
     A stored HCMRM pre-training is handed over by :meth:`init_from_pretraining`.
     """
 
@@ -224,13 +215,18 @@ class HCMRMLearner(RelevanceLearner):
     train_defaults = FINETUNE_TRAIN
 
     def __init__(self, n_classes: int = 4, seed: int = 0, *, head: str = "hsoftmax", w: float = 1.0,
-                 config: dict | None = None, train: dict | None = None):
+                 config: dict | None = None, train: dict | None = None, cosine_start: bool = True,
+                 prior_scale: float = 4.0):
         train = dict(train or {})
         TrainConfig.from_dict({**FINETUNE_TRAIN, **train})  # validate early
+        if not float(prior_scale) > 0:
+            raise ConfigError(f"hcmrm learner: prior_scale = {prior_scale}: expected > 0")
         super().__init__(n_classes=4, seed=seed, head=check_head(head), w=float(w),
-                         config=dict(WORKSPACE_MODEL if config is None else config), train=train)
+                         config=dict(WORKSPACE_MODEL if config is None else config), train=train,
+                         cosine_start=bool(cosine_start), prior_scale=float(prior_scale))
         self.model = None
         self.head = None
+        self.center = 0.0  # the training pairs' mean cosine, subtracted from the prior
         self.pretrained = None  # (config dict, state_dict) set by the caller before fit
 
     def init_from_pretraining(self, pretrained) -> None:
@@ -251,8 +247,14 @@ class HCMRMLearner(RelevanceLearner):
             model.load_state_dict(sd)
             p["config"] = dict(cfg)
         cfg = None if model is not None else RelevanceConfig(**p["config"]).check()
+        prior = None
+        if p["cosine_start"]:
+            cos = pair_cosine(data, np.arange(len(data.labels)))
+            self.center = float(cos[np.asarray(train_idx)].mean())
+            prior = cos - self.center
         res = finetune_hcmrm(data, labels, np.asarray(train_idx), model, config=cfg, head=p["head"], w=p["w"],
-                             train=p["train"], seed=self.seed, progress=progress)
+                             train=p["train"], seed=self.seed, progress=progress, prior=prior,
+                             prior_scale=p["prior_scale"])
         self.model, self.head = res.model, res.head
         p["config"] = res.model.cfg.to_dict()
         if log is not None:
@@ -270,30 +272,24 @@ class HCMRMLearner(RelevanceLearner):
         if self.model is None:
             raise ConfigError("the hcmrm learner is not fitted")
         idx = _all(data, idx)
+        prior = pair_cosine(data, idx) - self.center if self.params["cosine_start"] else None
         scores, probs, emb = score_pairs(self.model, self.head, data, [data.query_text[i] for i in idx],
-                                         data.video_index[idx], return_embedding=True)
+                                         data.video_index[idx], return_embedding=True, prior=prior)
         return self._pack(probs, emb.astype(np.float32), scores)
 
     def state(self) -> dict:
-        return {"model": self.model.state_dict(), "head": self.head.state_dict()}
+        return {"model": self.model.state_dict(), "head": self.head.state_dict(), "center": float(self.center)}
 
     def load_state(self, state) -> None:
         from mmal.models.hcmrm import RelevanceConfig, RelevanceModel
 
         self.model = RelevanceModel(RelevanceConfig(**self.params["config"]).check())
         self.model.load_state_dict(state["model"])
-        self.head = RelevanceHead(self.params["head"], self.model.cfg.dim, w=self.params["w"])
+        self.head = RelevanceHead(self.params["head"], self.model.cfg.dim, w=self.params["w"],
+                                  prior_scale=self.params["prior_scale"] if self.params["cosine_start"] else None)
         self.head.load_state_dict(state["head"])
+        self.center = float(state.get("center", 0.0))
 
-
-
-def pair_cosine(data: RelevanceData, idx) -> np.ndarray:
-    """``cos(q, t)`` of pairs ``idx``: frozen MiniLM query vector against the video's keyword-text vector."""
-    idx = np.asarray(idx)
-    q = query_vectors(data)[idx].astype(np.float64)
-    t = data.text_pooled[data.video_index[idx]].astype(np.float64)
-    t = t / np.clip(np.linalg.norm(t, axis=1, keepdims=True), 1e-12, None)
-    return (q * t).sum(1)
 
 
 def _fit_exceedance(s: np.ndarray, y: np.ndarray) -> np.ndarray:

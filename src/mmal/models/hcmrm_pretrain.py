@@ -235,11 +235,13 @@ def score_relevance(model: RelevanceModel, head: RelevanceHead, data: RelevanceD
 
 @torch.inference_mode()
 def score_pairs(model: RelevanceModel, head: RelevanceHead, data: RelevanceData, query_segs, video_index,
-                batch_size: int = 128, return_embedding: bool = False):
+                batch_size: int = 128, return_embedding: bool = False, prior=None):
     """Scores and level distributions of arbitrary (query segment, video index) pairs.
 
-    ``return_embedding``: also return the fusion ``[CLS]`` vectors ``[n, dim]`` (the head's input).
+    ``return_embedding``: also return the fusion ``[CLS]`` vectors ``[n, dim]`` (the head's input);
+    ``prior``: the pairs' prior scores ``[n]`` for a head that starts from one.
     """
+    prior_t = None if prior is None else torch.as_tensor(np.asarray(prior, np.float64), dtype=torch.float32)
     model.eval()
     head.eval()
     vidx = np.asarray(video_index)
@@ -250,7 +252,7 @@ def score_pairs(model: RelevanceModel, head: RelevanceHead, data: RelevanceData,
         text = text_batch(parts, data.cls_vec, data.sep_vec, model.cfg.max_len, tower=data.tower)[:3]
         visual = _visual(data, vidx[s : s + batch_size]) if model.cfg.arch != "text" else None
         z = model.joint(text, visual)
-        out = head(z)
+        out = head(z, None if prior_t is None else prior_t[s : s + batch_size])
         scores[s : s + len(out)] = head.score(out).double().numpy()
         if emb is not None:
             emb[s : s + len(out)] = z.float().numpy()

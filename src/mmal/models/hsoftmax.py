@@ -99,9 +99,14 @@ class RelevanceHead(nn.Module):
     kind : one of :data:`HEADS`.
     dim : input width.
     w : weight of the ``(r - l)^2`` term of ``hsoftmax`` (default 1, METHODS.md G).
+    prior_scale : ``None`` (default), or the starting weight ``a`` of a per-pair prior score
+        ``s`` (the untrained cosine): the output becomes ``linear(z) + a·s`` on every logit,
+        with ``linear`` zero-initialised, so before any training the head is a monotone
+        function of ``s`` and ranks the pairs exactly as ``s`` does; training learns the
+        residual and ``a``.
     """
 
-    def __init__(self, kind: str, dim: int, w: float = 1.0):
+    def __init__(self, kind: str, dim: int, w: float = 1.0, prior_scale: float | None = None):
         super().__init__()
         if kind not in HEADS:
             raise ConfigError(f"unknown relevance head {kind!r}; expected one of {', '.join(HEADS)}")
@@ -109,10 +114,20 @@ class RelevanceHead(nn.Module):
         self.linear = nn.Linear(dim, 3 if kind == "hsoftmax" else 1)
         if kind == "ordinal":
             self.raw_theta = nn.Parameter(torch.tensor([-1.0, 0.0, 0.0]))
+        self.prior_scale = None
+        if prior_scale is not None:
+            nn.init.zeros_(self.linear.weight)
+            nn.init.zeros_(self.linear.bias)
+            self.prior_scale = nn.Parameter(torch.tensor(float(prior_scale)))
 
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """``[B, dim]`` -> head output (``[B, 3]`` logits for hsoftmax, else ``[B]``)."""
+    def forward(self, z: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, dim]`` (and the prior ``[B]`` when the head has one) -> head output
+        (``[B, 3]`` logits for hsoftmax, else ``[B]``)."""
         out = self.linear(z)
+        if self.prior_scale is not None:
+            if prior is None:
+                raise ConfigError("this relevance head starts from a prior score: pass prior=[B]")
+            out = out + self.prior_scale * prior.to(out.dtype)[:, None]
         return out if self.kind == "hsoftmax" else out[:, 0]
 
     def loss(self, out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

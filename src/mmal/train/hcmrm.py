@@ -106,14 +106,19 @@ class FinetuneResult:
 
 def finetune_hcmrm(data: RelevanceData, labels, pairs, model: RelevanceModel | None = None, *,
                    config: RelevanceConfig | None = None, head: str = "hsoftmax", w: float = 1.0,
-                   train: dict | None = None, seed: int = 0, progress: bool = False) -> FinetuneResult:
+                   train: dict | None = None, seed: int = 0, progress: bool = False, prior=None,
+                   prior_scale: float = 4.0) -> FinetuneResult:
     """Fine-tune ``[CLS] query [SEP] keyword text`` + visual tokens -> fusion ``[CLS]`` -> ``head`` on ``pairs``.
 
     ``labels`` are the levels of every pair (``-1`` unlabeled; only ``pairs`` are read);
     ``model`` = a pre-trained model (fine-tuned in place), None = a fresh one from ``config``.
     ``train``: :class:`TrainConfig` overrides over :data:`FINETUNE_TRAIN`.
+    ``prior``: an optional score of every pair ``[P]`` (the untrained cosine) the head starts
+    from (:class:`~mmal.models.hsoftmax.RelevanceHead` ``prior_scale``): before the first step
+    the model ranks the pairs as ``prior`` does, and fine-tuning learns a residual on it.
     """
     pairs = np.asarray(pairs, np.int64)
+    prior_t = None if prior is None else torch.as_tensor(np.asarray(prior, np.float64), dtype=torch.float32)
     if len(pairs) == 0:
         raise ConfigError("no labeled pairs to fine-tune on")
     y = torch.as_tensor(np.asarray(labels, np.int64))
@@ -123,11 +128,12 @@ def finetune_hcmrm(data: RelevanceData, labels, pairs, model: RelevanceModel | N
             cfg = config or RelevanceConfig()
             cfg.vocab_size = data.vocab_size
             model = RelevanceModel(cfg)
-        rhead = RelevanceHead(head, model.cfg.dim, w=w)
+        rhead = RelevanceHead(head, model.cfg.dim, w=w, prior_scale=None if prior is None else prior_scale)
 
         def batch_loss(idx):
             text, visual = pair_batch(model, data, idx)
-            return rhead.loss(rhead(model.joint(text, visual)), y[torch.from_numpy(idx)])
+            pr = None if prior_t is None else prior_t[torch.from_numpy(idx)]
+            return rhead.loss(rhead(model.joint(text, visual), pr), y[torch.from_numpy(idx)])
 
         hist = train_epochs({"model": model, "head": rhead}, [{"params": list(model.parameters()) + list(rhead.parameters())}],
                             pairs, batch_loss, tc, progress=progress, desc="fine-tune hcmrm")

@@ -1,0 +1,103 @@
+"""Markdown tables of bench/learner.py's results (default vs scikit-learn; relevance vs the cosine).
+
+    .venv/bin/python scripts/learner_table.py                 # -> stdout
+    .venv/bin/python scripts/learner_table.py --out docs/results/learner.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = {"auto": "**auto** (default)", "late-fusion": "late-fusion", "lr-c10": "LR C=10", "lr-c10-balanced": "LR C=10 bal.",
+         "lr-cv": "LR CV-C", "lr-cv-balanced": "LR CV-C bal."}
+
+
+def _cell(r, m):
+    return f"{r[m + '_mean']:.3f} ± {r[m + '_std']:.3f}"
+
+
+def classification(res: dict) -> list[str]:
+    out = []
+    for ds, d in res["datasets"].items():
+        mets = ("r_at_p80", "auc", "average_precision") if d["task"] == "binary" else ("macro_f1", "accuracy")
+        keys = [k for k in NAMES if k in d["results"]]
+        cfg = res.get("runs", {}).get(ds, res["config"])
+        out += [f"### {ds} ({d['task']}, {d['n_items']} items, {d['n_test']} test"
+                + (f", {100 * d['positive_rate']:.1f} % positives" if d.get("positive_rate") else "") + ")", "",
+                f"`bench/learner.py --datasets {ds}`; seeds {cfg['seeds']}; load average "
+                f"{cfg['load_avg_start'][0]:.1f} → {cfg['load_avg_end'][0]:.1f}.", ""]
+        for m in mets:
+            out += [f"{m}:", "", "| labels | " + " | ".join(NAMES[k] for k in keys) + " | auto − best LR (p) |",
+                    "|---|" + "---|" * (len(keys) + 1)]
+            for b in d["budgets"]:
+                c = d["cells"][str(b)][m]
+                diff = f"{100 * c['mean_diff']:+.1f} pts vs {NAMES[c['best_baseline']]} (p = {c['p']:.3f})" if "mean_diff" in c else ""
+                out.append(f"| {b} | " + " | ".join(_cell(d["results"][k][str(b)], m) for k in keys) + f" | {diff} |")
+            out.append("")
+        chosen = {}
+        for b in d["budgets"]:
+            ch = d["results"].get("auto", {}).get(str(b), {}).get("chosen", [])
+            chosen[b] = ", ".join(f"{k} ×{ch.count(k)}" for k in sorted(set(ch), key=ch.index))
+        out += ["auto chose: " + "; ".join(f"{b}: {v}" for b, v in chosen.items()), ""]
+        secs = {b: d["results"]["auto"][str(b)]["fit_seconds_median"] for b in d["budgets"]} if "auto" in d["results"] else {}
+        if secs:
+            out += ["auto fit seconds (median, under the load above): "
+                    + ", ".join(f"{b}: {v:.1f}" for b, v in secs.items()), ""]
+    return out
+
+
+def relevance(res: dict) -> list[str]:
+    out = []
+    for ds, d in res["datasets"].items():
+        keys = list(d["results"])
+        out += [f"### {ds} (relevance, {d['n_pairs']} pairs, {d['n_test']} test)", "",
+                f"`bench/learner.py --relevance --datasets {ds}`", ""]
+        for m in ("auc", "spearman"):
+            out += [f"{m}:", "", "| labels | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
+            for b, cell in d["cells"].items():
+                row = []
+                for k in keys:
+                    c = cell[m][k]
+                    p = f" (p = {c['p_vs_cosine']:.3f})" if "p_vs_cosine" in c else ""
+                    row.append(f"{c['mean']:.3f} ± {c['std']:.3f}{p}")
+                out.append(f"| {b} | " + " | ".join(row) + " |")
+            out.append("")
+        if "auto-relevance" in d["results"]:
+            ch = {b: r["chosen"] for b, r in d["results"]["auto-relevance"].items()}
+            out += ["auto-relevance chose: " + "; ".join(f"{b}: " + ", ".join(f"{k} ×{v.count(k)}" for k in sorted(set(v)))
+                                                       for b, v in ch.items()), ""]
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", default=None)
+    a = ap.parse_args(argv)
+    lines = ["# Learners against what a user would pick instead", ""]
+    f = ROOT / "bench" / "results" / "learner.json"
+    if f.exists():
+        lines += ["## Classification: the default against scikit-learn logistic regression", ""]
+        lines += classification(json.loads(f.read_text()))
+    f = ROOT / "bench" / "results" / "learner_relevance.json"
+    if f.exists():
+        lines += ["## Relevance: against the untrained MiniLM cosine", ""]
+        lines += relevance(json.loads(f.read_text()))
+    text = "\n".join(lines) + "\n"
+    if a.out:
+        keep = ""
+        p = Path(a.out)
+        if p.exists() and "## Reading the numbers" in p.read_text():
+            keep = p.read_text()[p.read_text().index("## Reading the numbers"):]
+        p.write_text(text + ("\n" + keep if keep else ""))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    np.seterr(all="ignore")
+    raise SystemExit(main())
