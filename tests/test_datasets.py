@@ -31,7 +31,7 @@ def _read(path):
 
 
 def test_registry_names_and_errors(tmp_path):
-    assert set(DATASETS) == {"tuxpaint", "synthetic-video", "synthetic-embeddings", "tuxpaint-relevance",
+    assert set(DATASETS) == {"tuxpaint", "synthetic-video", "synthetic-embeddings", "tuxpaint-relevance", "tuxpaint-scenes",
                              "synthetic-video-relevance"}
     assert all(spec.description for spec in DATASETS.values())
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
