@@ -180,7 +180,7 @@ class CaptionTrainConfig:
     noise_step: int = 900
     eos_floor: float = 1.0
     eos_floor_mode: str = "renormalise"
-    epochs: int = 12
+    epochs: int = 8
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
@@ -257,11 +257,12 @@ def train_captioner(scenes: SceneSet, cfg: CaptionTrainConfig, *, seed: int = 0,
         def batch_loss(bi: np.ndarray) -> torch.Tensor:
             b = torch.from_numpy(bi)
             f = feats[b].float()
-            inp, tgt, mask = toks["inp"][b], toks["tgt"][b], toks["mask"][b]
+            Lb = int(toks["mask"][b].sum(1).max())  # trim the batch to its longest caption
+            inp, tgt, mask = toks["inp"][b, :Lb], toks["tgt"][b, :Lb], toks["mask"][b, :Lb]
             weights = None
             if noisy is not None and state["step"] >= start:
                 d = dependence_of(model, f, noisy[b].float(), inp, tgt)
-                weights = token_weights(d, mask, toks["eos"][b], kind=cfg.loss, tau=cfg.tau,
+                weights = token_weights(d, mask, toks["eos"][b, :Lb], kind=cfg.loss, tau=cfg.tau,
                                         eos_floor=cfg.eos_floor, eos_floor_mode=cfg.eos_floor_mode)
             state["step"] += 1
             logits = model(f, inp)
