@@ -41,7 +41,7 @@ def train(
     out: Path = typer.Option(..., "--out", help="model file to write"),
     loss: str = typer.Option("mle", "--loss", help="mle | eos | w-pos | w-neg"),
     seed: int = typer.Option(0, "--seed"),
-    epochs: int = typer.Option(8, "--epochs"),
+    epochs: int = typer.Option(6, "--epochs", help="training epochs (the tables use 6)"),
     tau: float = typer.Option(0.5, "--tau", help="softmax temperature of eq. 5.5"),
     start_frac: float = typer.Option(0.5, "--start-frac", help="share of training before re-weighting starts"),
     noise_step: int = typer.Option(900, "--noise-step", help="diffusion step of the noised image v*"),

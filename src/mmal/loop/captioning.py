@@ -180,7 +180,7 @@ class CaptionTrainConfig:
     noise_step: int = 900
     eos_floor: float = 1.0
     eos_floor_mode: str = "renormalise"
-    epochs: int = 8
+    epochs: int = 6
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 0.01
