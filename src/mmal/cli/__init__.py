@@ -35,6 +35,7 @@ from mmal.cli import data as _data  # noqa: E402,F401,I001
 from mmal.cli import model as _model  # noqa: E402,F401
 from mmal.cli import loop as _loop  # noqa: E402,F401
 from mmal.cli import review as _review  # noqa: E402,F401
+from mmal.cli import caption as _caption  # noqa: E402,F401
 from mmal.cli._common import app  # noqa: E402
 from mmal.errors import MmalError  # noqa: E402
 

@@ -23,6 +23,7 @@ from mmal.data.datasets.oxygen_icons import build_oxygen_icons
 from mmal.data.datasets.rare_positive import build_oxygen_icons_binary, build_tuxpaint_binary
 from mmal.data.datasets.tuxpaint import build_tuxpaint
 from mmal.data.datasets.tuxpaint_relevance import build_tuxpaint_relevance
+from mmal.data.datasets.tuxpaint_scenes import build_tuxpaint_scenes
 from mmal.data.datasets.synthetic_video_relevance import build_synthetic_video_relevance
 from mmal.errors import ConfigError
 
@@ -67,6 +68,9 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("synthetic-video-relevance", build_synthetic_video_relevance,
                     "(query, clip) pairs with relevance levels 0..3 over the synthetic videos; title + "
                     "pocketsphinx ASR text fields"),
+        DatasetSpec("tuxpaint-scenes", build_tuxpaint_scenes,
+                    "captioned scenes of 2-5 Tux Paint stamps with exact object lists; co-occurring pairs in "
+                    "train, broken in test (002 ch. 5)"),
     )
 }
 
