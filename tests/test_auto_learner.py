@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, log_loss
+from sklearn.metrics import average_precision_score, f1_score
 
 from mmal.features.types import SequenceFeatures
 from mmal.learners import make_learner
@@ -61,15 +61,45 @@ def test_choice_is_the_best_held_out_probe_computed_here_with_sklearn(pos_rate):
             for f in range(3):
                 lr = LogisticRegression(C=C, class_weight=w, max_iter=2000, random_state=4).fit(x[fold != f], yt[fold != f])
                 oof[fold == f] = lr.predict_proba(x[fold == f])
-            score = average_precision_score(yt == 1, oof[:, 1]) if n_classes == 2 else -log_loss(yt, oof)
+            score = average_precision_score(yt == 1, oof[:, 1]) if n_classes == 2 else \
+                f1_score(yt, oof.argmax(1), labels=np.unique(yt), average="macro", zero_division=0)
             want[f"linear C={C:g}" + ("" if w is None else f" {w}")] = score
     got = hist["auto"]["scores"]
     assert set(got) == set(want)
     for k in want:
         assert got[k] == pytest.approx(want[k], abs=1e-4), k  # the probe reads float32 blocks
-    best = max(want.values())
-    assert want[hist["auto"]["chosen"]] == pytest.approx(best, abs=1e-4)
-    assert hist["auto"]["criterion"] == ("average_precision" if n_classes == 2 else "log_loss")
+    # the baseline unless a candidate beat it in >= 90 % of the bootstrap resamples; then the best such
+    cv = hist["auto"]
+    sure = [k for k, p in cv["p_better_than_baseline"].items() if p >= 0.9]
+    assert set(cv["p_better_than_baseline"]) == set(want) - {"linear C=10"}
+    if sure:
+        assert cv["chosen"] in sure and want[cv["chosen"]] == pytest.approx(max(want[k] for k in sure), abs=1e-4)
+    else:
+        assert cv["chosen"] == "linear C=10"
+    assert cv["criterion"] == ("average_precision" if n_classes == 2 else "macro_f1")
+
+
+@pytest.mark.parametrize("crit", ["average_precision", "macro_f1", "accuracy"])
+def test_bootstrap_weights_equal_scoring_the_resampled_items_with_sklearn(crit):
+    from sklearn.metrics import accuracy_score
+
+    from mmal.learners.auto import weighted_scores
+
+    rng = np.random.default_rng(1)
+    n = 80
+    y = (rng.random(n) < 0.3).astype(int) if crit == "average_precision" else rng.integers(0, 3, n)
+    p = rng.dirichlet(np.ones(int(y.max()) + 1), n)  # continuous scores: no ties
+    W = rng.multinomial(n, np.full(n, 1 / n), size=6)
+    got = weighted_scores(crit, y, p, W)
+    for b in range(len(W)):
+        idx = np.repeat(np.arange(n), W[b])
+        if crit == "average_precision":
+            want = average_precision_score(y[idx] == 1, p[idx, 1])
+        elif crit == "macro_f1":
+            want = f1_score(y[idx], p[idx].argmax(1), labels=np.unique(y), average="macro", zero_division=0)
+        else:
+            want = accuracy_score(y[idx], p[idx].argmax(1))
+        assert got[b] == pytest.approx(want, abs=1e-9)
 
 
 def test_cross_validation_never_reads_test_labels():

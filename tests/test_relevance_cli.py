@@ -120,7 +120,7 @@ def test_relevance_flags_on_the_wrong_workspace_are_one_line(tmp_path):
     ws = tmp_path / "ws"
     assert run_cli("init", ws, "--items", items, "--task", "relevance").returncode == 0
     for args, needle in ((("train", ws, "--head", "softmax"), "--head"),
-                         (("train", ws, "--fusion", "vlmae"), "does not apply to the 'probe' learner"),
+                         (("train", ws, "--fusion", "vlmae"), "does not apply to the 'auto-relevance' learner"),
                          (("train", ws, "--learner", "late-fusion"), "does not fit the relevance task"),
                          (("pretrain", ws, "--objectives", "itc,foo"), "objectives"),
                          (("pretrain", ws, "--n-prototypes", "3"), "does not apply"),
@@ -154,7 +154,7 @@ def test_relevance_simulate_records_aubc_of_auc_and_spearman(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "AUBC(spearman)" in r.stdout
     res = json.loads((out / "results.json").read_text())
-    assert res["config"]["task"] == "relevance" and res["config"]["learner"] == "probe"
+    assert res["config"]["task"] == "relevance" and res["config"]["learner"] == "auto-relevance"
     n_test = sum(1 for x in rows if x["split"] == "test")
     for spec, d in res["strategies"].items():
         for seed, run in d["per_seed"].items():

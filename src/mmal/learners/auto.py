@@ -16,13 +16,16 @@ Candidates (named parameter ``candidates``):
 - ``late-fusion`` (:mod:`mmal.learners.late_fusion`) with the workspace's ``[model]`` /
   ``[train]`` settings (its own audio-scale CV runs inside each fold).
 
-Criterion (``criterion``): ``"auto"`` = average precision of the positive class for two
-classes (the ranking quality R@P reads, smoother than R@P80 itself on a few positives),
-log-loss for more; or any of ``log_loss``, ``average_precision``, ``auc``, ``macro_f1``,
-``accuracy``. It is computed on the out-of-fold probabilities of all folds pooled.
+Criterion (``criterion``): ``"auto"`` = the task's metric, average precision of the
+positive class for two classes (the ranking quality R@P reads, smoother than R@P80 itself
+on a few positives), macro-F1 for more; or any of ``log_loss``, ``average_precision``,
+``macro_f1``, ``accuracy``. It is computed on the out-of-fold probabilities of all folds
+pooled. A candidate replaces the ``C = 10`` probe only when it beats it in at least
+``confidence`` (0.9) of ``n_boot`` (200) bootstrap resamples of those held-out items
+(:func:`weighted_scores`); among such candidates the best held-out score wins.
 
-With fewer than ``cv_folds`` labels in some class seen in training, there is nothing to
-cross-validate on and the learner is the ``C = 10`` probe. What was chosen, and every
+With fewer than two classes holding ``cv_folds`` labels there is nothing to cross-validate
+on and the learner is the ``C = 10`` probe. What was chosen, and every
 candidate's held-out score, is in the fit history (``history["auto"]``) and the
 checkpoint (``state()["cv"]``).
 """
@@ -42,7 +45,7 @@ from mmal.models.late_fusion import LateFusionConfig
 from mmal.train.engine import as_index, check_labels
 
 CANDIDATE_KINDS = ("linear", "late-fusion")
-CRITERIA = ("auto", "log_loss", "average_precision", "auc", "macro_f1", "accuracy")
+CRITERIA = ("auto", "log_loss", "average_precision", "macro_f1", "accuracy")
 #: the baseline probe: listed first, chosen on ties and when there is too little to cross-validate
 BASELINE_C = 10.0
 
@@ -89,6 +92,41 @@ def cv_criterion(name: str, y: np.ndarray, probs: np.ndarray) -> float:
     raise ConfigError(f"auto learner: criterion = {name!r}: expected one of {CRITERIA}")
 
 
+def weighted_scores(name: str, y: np.ndarray, probs: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """The criterion under item weights ``W [B, n]`` (bootstrap counts) -> ``[B]``, larger is better.
+
+    Average precision is the step-wise sum over positives in score order (ties in that order),
+    macro-F1 is over the classes present in ``y``; log-loss, accuracy: weighted means.
+    """
+    W = np.asarray(W, np.float64)
+    if name == "average_precision":
+        o = np.argsort(-probs[:, 1], kind="stable")
+        pos = (y[o] == 1).astype(np.float64)
+        w = W[:, o]
+        tp = np.cumsum(w * pos, 1)
+        seen = np.cumsum(w, 1)
+        prec = np.divide(tp, seen, out=np.zeros_like(tp), where=seen > 0)
+        npos = (w * pos).sum(1)
+        return np.divide((w * pos * prec).sum(1), npos, out=np.full(len(W), np.nan), where=npos > 0)
+    if name == "macro_f1":
+        pred = probs.argmax(1)
+        f1 = []
+        for c in np.unique(y):
+            tp = W @ ((y == c) & (pred == c)).astype(np.float64)
+            fp = W @ ((y != c) & (pred == c)).astype(np.float64)
+            fn = W @ ((y == c) & (pred != c)).astype(np.float64)
+            den = 2 * tp + fp + fn
+            f1.append(np.divide(2 * tp, den, out=np.zeros_like(tp), where=den > 0))
+        return np.mean(f1, 0)
+    if name == "log_loss":
+        item = -np.log(np.clip(probs[np.arange(len(y)), y], 1e-7, 1.0))
+        return -(W @ item) / W.sum(1)
+    if name == "accuracy":
+        return (W @ (probs.argmax(1) == y).astype(np.float64)) / W.sum(1)
+    raise ConfigError(f"auto learner: criterion {name!r} has no bootstrap form; use one of "
+                      "average_precision, macro_f1, log_loss, accuracy")
+
+
 def stratified_folds(y: np.ndarray, k: int, seed: int) -> list[np.ndarray]:
     """``k`` disjoint folds (positions into ``y``), each class dealt round-robin after a seeded shuffle."""
     rng = np.random.default_rng(seed)
@@ -111,7 +149,9 @@ class AutoLearner(Learner):
     C_grid : inverse L2 strengths of the ``linear`` candidates ((0.1, 1, 10, 100); 10 is always in).
     class_weights : class weightings of the ``linear`` candidates ((None, "balanced")).
     criterion : see the module doc (``"auto"``).
-    cv_folds : folds (3); also the fewest labels per class needed to cross-validate at all.
+    cv_folds : folds (3); at least two classes need this many labels to cross-validate at all.
+    confidence : bootstrap share in which a candidate must beat the ``C = 10`` probe (0.9).
+    n_boot : bootstrap resamples of the held-out items (200).
     heads : ``"fused"`` or ``"fused+unimodal"``, passed to every candidate.
     modalities : the modalities every candidate uses (default all).
     model, train : ``[model]`` (:class:`LateFusionConfig` fields) and ``[train]`` settings of the
@@ -125,8 +165,8 @@ class AutoLearner(Learner):
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
                  train: Mapping | None = None, candidates=CANDIDATE_KINDS, C_grid=(0.1, 1.0, 10.0, 100.0),
-                 class_weights=(None, "balanced"), criterion: str = "auto", cv_folds: int = 3, heads: str = "fused",
-                 modalities=None):
+                 class_weights=(None, "balanced"), criterion: str = "auto", cv_folds: int = 3, confidence: float = 0.9,
+                 n_boot: int = 200, heads: str = "fused", modalities=None):
         kinds = [str(c) for c in (candidates or ())]
         bad = sorted(set(kinds) - set(CANDIDATE_KINDS))
         if not kinds or bad:
@@ -144,9 +184,13 @@ class AutoLearner(Learner):
             raise ConfigError(f"auto learner: cv_folds = {cv_folds}: expected >= 2")
         if heads not in ("fused", "fused+unimodal"):
             raise ConfigError(f"auto learner: heads = {heads!r}: expected 'fused' or 'fused+unimodal'")
+        if not 0.5 <= float(confidence) < 1.0 or int(n_boot) < 10:
+            raise ConfigError(f"auto learner: confidence = {confidence}, n_boot = {n_boot}: expected 0.5 <= confidence < 1 "
+                              "and n_boot >= 10")
         LateFusionLearner(n_classes, seed, model=model, train=train)  # validate the late-fusion settings now
         super().__init__(n_classes, seed, model=dict(model or {}), train=dict(train or {}), candidates=kinds,
-                         C_grid=grid, class_weights=weights, criterion=criterion, cv_folds=int(cv_folds), heads=heads,
+                         C_grid=grid, class_weights=weights, criterion=criterion, cv_folds=int(cv_folds),
+                         confidence=float(confidence), n_boot=int(n_boot), heads=heads,
                          modalities=None if modalities is None else sorted(modalities))
         self.inner: Learner | None = None
         self.chosen: str | None = None
@@ -168,7 +212,7 @@ class AutoLearner(Learner):
 
     def criterion_for(self, n_classes: int) -> str:
         c = self.params["criterion"]
-        return ("average_precision" if n_classes == 2 else "log_loss") if c == "auto" else c
+        return ("average_precision" if n_classes == 2 else "macro_f1") if c == "auto" else c
 
     # ---- contract ------------------------------------------------------------------
     def fit(self, features, labels, train_idx, val_idx=None, *, progress: bool = False, log=None) -> dict:
@@ -186,11 +230,13 @@ class AutoLearner(Learner):
         counts = np.bincount(y, minlength=C)
         scores: dict[str, float] = {}
         seconds: dict[str, float] = {}
-        if counts[counts > 0].min() < k or len(np.unique(y)) < 2:
+        p_better: dict[str, float] = {}
+        if int(np.sum(counts >= k)) < 2:
             chosen = (f"linear C={BASELINE_C:g}", "linear", {"C": BASELINE_C, "class_weight": None})
-            reason = f"fewer than {k} labels in some class: no cross-validation, the C={BASELINE_C:g} probe"
+            reason = f"fewer than two classes with {k} labels: no cross-validation, the C={BASELINE_C:g} probe"
         else:
             folds = stratified_folds(y, k, self.seed)
+            oofs = {}
             for key, kind, params in menu:
                 t1 = time.perf_counter()
                 oof = np.zeros((len(rows), C), np.float64)
@@ -199,19 +245,32 @@ class AutoLearner(Learner):
                     cand = self._build(kind, params, C)
                     cand.fit(features, labels, rows[fit_rows], log=None)
                     oof[f] = cand.predict_proba(features, rows[f])
-                s = cv_criterion(crit, y, oof)
-                scores[key] = s
+                oofs[key] = oof
+                scores[key] = cv_criterion(crit, y, oof)
                 seconds[key] = time.perf_counter() - t1
-            finite = {key: s for key, s in scores.items() if np.isfinite(s)}
-            best = max(finite, key=lambda key: finite[key]) if finite else menu[0][0]  # max keeps the first on ties
+            # a candidate replaces the baseline only when it beats it in at least `confidence` of the
+            # bootstrap resamples of the held-out items (a one-sided paired test; the winner's curse
+            # of picking the best of many noisy scores is what this guards against)
+            W = np.random.default_rng([self.seed, 7]).multinomial(len(y), np.full(len(y), 1 / len(y)),
+                                                                  size=self.params["n_boot"])
+            base = menu[0][0]
+            b0 = weighted_scores(crit, y, oofs[base], W)
+            for key in scores:
+                if key != base:
+                    d = weighted_scores(crit, y, oofs[key], W) - b0
+                    ok = np.isfinite(d)
+                    p_better[key] = float(np.mean(d[ok] > 0)) if ok.any() else 0.0
+            sure = [key for key, pb in p_better.items() if pb >= self.params["confidence"] and np.isfinite(scores[key])]
+            best = max(sure, key=lambda key: scores[key]) if sure else base
             chosen = next(c for c in menu if c[0] == best)
-            reason = f"best held-out {crit} of {k} folds"
+            reason = (f"best held-out {crit} of {k} folds among the candidates that beat the C={BASELINE_C:g} probe in "
+                      f">= {self.params['confidence']:.0%} of {self.params['n_boot']} bootstrap resamples")
         key, kind, params = chosen
         self.inner = self._build(kind, params, C)
         history = self.inner.fit(features, labels, rows, progress=progress, log=log)
         self.chosen = key
         self.cv = {"chosen": key, "learner": kind, "params": dict(params), "criterion": crit, "folds": k,
-                   "scores": scores, "seconds": seconds, "reason": reason, "n_labels": int(len(rows)),
+                   "scores": scores, "p_better_than_baseline": p_better, "seconds": seconds, "reason": reason, "n_labels": int(len(rows)),
                    "total_seconds": time.perf_counter() - t0}
         if log is not None:
             table = ", ".join(f"{a}: {b:.3f}" for a, b in scores.items())

@@ -202,15 +202,16 @@ class MissingNeedError(ConfigError):
 
     def __init__(self, strategy: str, need: str, detail: str = ""):
         self.strategy, self.need, self.detail = strategy, need, detail
-        super().__init__(self.message("DIR"))
+        super().__init__(self.message("DIR", detail=True))
 
     def fix(self, ws) -> str:
         return NEED_FIXES.get(self.need, "").format(ws=ws)
 
-    def message(self, ws) -> str:
-        """The error line with the workspace's path in the fixing command."""
+    def message(self, ws, detail: bool = False) -> str:
+        """The error line with the workspace's path in the fixing command (the command line's
+        form); ``detail`` adds what exactly is missing (the Python exception's form)."""
         fix = self.fix(ws)
-        what = NEED_WHAT.get(self.need, self.need) + (f" ({self.detail})" if self.detail else "")
+        what = NEED_WHAT.get(self.need, self.need) + (f" ({self.detail})" if detail and self.detail else "")
         return f"strategy '{self.strategy}' needs {what}" + (f"; {fix}" if fix else "")
 
 

@@ -3,7 +3,7 @@
 - **inputs**: :class:`~mmal.features.hcmrm.RelevanceData` (003 Alg. 1 keywords of each
   video, frozen MiniLM states of keyword text and queries, frozen EfficientNet patch tokens),
   built from the workspace's items and cached under ``features/relevance``;
-- **learners** (:mod:`mmal.learners.relevance`): ``probe`` (default) and ``hcmrm``;
+- **learners** (:mod:`mmal.learners.relevance`): ``auto-relevance`` (default: the probe where it beats the untrained cosine on held-out folds, else the cosine), ``cosine``, ``probe`` and ``hcmrm``;
   ``probs`` is the four-level distribution, so the registry's uncertainty strategies,
   ``level-variance`` and LSB read it unchanged;
 - **metrics** (:func:`mmal.metrics.relevance.relevance_metrics`): AUC of {0, 1} against
@@ -31,7 +31,7 @@ class RelevanceTask(Task):
     report_metrics = (("auc", "AUC {0,1} vs {2,3}"), ("spearman", "Spearman"), ("pearson", "Pearson"),
                       ("ndcg@10", "NDCG@10"), ("accuracy", "level acc."))
     learners = ("probe", "auto-relevance", "cosine", "hcmrm")
-    default_learner = "probe"
+    default_learner = "auto-relevance"
     pretraining = "hcmrm"
     badness_doc = "mean |E[y] − y| (000 eq. 11; the levels are ordered)"
 
