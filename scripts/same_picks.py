@@ -1,4 +1,12 @@
-"""Record every batch a simulate run selects: python capture_picks.py ITEMS OUTDIR PICKS.json"""
+"""Record every batch a simulate run selects, to check that a refactor keeps the picks bit-identical.
+
+    PYTHONPATH=OLD_CHECKOUT/src .venv/bin/python scripts/same_picks.py ITEMS OUT_OLD picks_old.json
+    PYTHONPATH=src              .venv/bin/python scripts/same_picks.py ITEMS OUT_NEW picks_new.json
+    python -c "import json; a, b = (json.load(open(f)) for f in ('picks_old.json', 'picks_new.json')); print(a == b)"
+
+Runs ``entropy``, ``badge`` and ``lsb-knn`` with the ``late-fusion`` learner, seeds 0 and 1,
+50 initial labels + 3 rounds of 50, and writes every batch (strategy, seed, ids in order).
+"""
 import json, sys
 import mmal.select as S
 items, out, dest = sys.argv[1:4]

@@ -12,7 +12,7 @@ from mmal.cli._common import app, echo_json, positive, progress_enabled
 
 @app.command()
 def dataset(
-    name: str = typer.Argument(..., help="a dataset of `mmal.data.datasets.DATASETS`: tuxpaint, tuxpaint-relevance, synthetic-video, synthetic-video-relevance, synthetic-embeddings"),
+    name: str = typer.Argument(..., help="a dataset of `mmal.data.datasets.DATASETS`: tuxpaint, tuxpaint-binary, tuxpaint-relevance, tuxpaint-scenes, oxygen-icons, oxygen-icons-binary, synthetic-video, synthetic-video-relevance, synthetic-embeddings"),
     out_dir: Path = typer.Argument(..., help="folder to write the items file and media into"),
     n: Optional[int] = typer.Option(None, "--n", help="number of items (default: the dataset's own)"),
     seed: int = typer.Option(0, "--seed"),

@@ -11,11 +11,28 @@ from __future__ import annotations
 from typing import Sequence
 
 import numpy as np
-from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from mmal.errors import ConfigError
 from mmal.metrics.core import (DEFAULT_PRECISIONS, NAN, beta_variance, check_probs, operating_points,
                                recall_at_precision_points)
+
+
+def average_precision_score(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from sklearn.metrics import average_precision_score as f
+
+    return f(*args, **kwargs)
+
+
+def f1_score(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from sklearn.metrics import f1_score as f
+
+    return f(*args, **kwargs)
+
+
+def roc_auc_score(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from sklearn.metrics import roc_auc_score as f
+
+    return f(*args, **kwargs)
 
 HEADLINE = "r_at_p80"
 

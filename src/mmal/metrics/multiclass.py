@@ -8,9 +8,26 @@ table and the confusion matrix. Headline: macro-F1.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
 
 from mmal.metrics.core import NAN, check_probs
+
+
+def f1_score(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from sklearn.metrics import f1_score as f
+
+    return f(*args, **kwargs)
+
+
+def precision_recall_fscore_support(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from sklearn.metrics import precision_recall_fscore_support as f
+
+    return f(*args, **kwargs)
+
+
+def roc_auc_score(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from sklearn.metrics import roc_auc_score as f
+
+    return f(*args, **kwargs)
 
 HEADLINE = "macro_f1"
 

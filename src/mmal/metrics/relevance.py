@@ -10,11 +10,27 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
-from scipy.stats import pearsonr, spearmanr
-from sklearn.metrics import roc_auc_score
 
 from mmal.errors import ConfigError
 from mmal.metrics.core import NAN, expected_label
+
+
+def roc_auc_score(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from sklearn.metrics import roc_auc_score as f
+
+    return f(*args, **kwargs)
+
+
+def pearsonr(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from scipy.stats import pearsonr as f
+
+    return f(*args, **kwargs)
+
+
+def spearmanr(*args, **kwargs):  # scikit-learn / SciPy load on first use (CLI start-up)
+    from scipy.stats import spearmanr as f
+
+    return f(*args, **kwargs)
 
 HEADLINE = "spearman"
 N_LEVELS = 4

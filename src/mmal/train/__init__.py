@@ -1,10 +1,19 @@
-"""Training, prediction and scoring loops over cached features (see docs/models.md)."""
+"""Training, prediction and scoring loops over cached features (see docs/models.md).
 
-from mmal.train.checkpoint import load_checkpoint, save_checkpoint
-from mmal.train.config import TrainConfig
-from mmal.train.data import check_features, collate
-from mmal.train.finetune import encode_with_towers, fit_end_to_end
-from mmal.train.loop import fit, predict_proba, score
+The names below load their module on first use (PEP 562), so ``mmal.train.config`` — read by
+the ``mmal.toml`` schema of every command — does not import torch.
+"""
 
-__all__ = ["TrainConfig", "fit", "predict_proba", "score", "collate", "check_features", "save_checkpoint", "load_checkpoint",
-           "fit_end_to_end", "encode_with_towers"]
+import importlib
+
+_WHERE = {"TrainConfig": "config", "fit": "loop", "predict_proba": "loop", "score": "loop", "collate": "data",
+          "check_features": "data", "save_checkpoint": "checkpoint", "load_checkpoint": "checkpoint",
+          "fit_end_to_end": "finetune", "encode_with_towers": "finetune"}
+
+__all__ = list(_WHERE)
+
+
+def __getattr__(name):
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"mmal.train.{_WHERE[name]}"), name)
+    raise AttributeError(f"module 'mmal.train' has no attribute {name!r}")

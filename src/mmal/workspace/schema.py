@@ -191,7 +191,54 @@ def _train_section() -> dict[str, Key]:
     return {**keys, **ROUND_TRAIN}
 
 
-SCHEMA["model"] = _model_section()
+class _LazySection(dict):
+    """A schema section built on first use: ``[model]`` reads every learner's settings, which
+    imports torch; a command that never touches ``[model]`` (``mmal label``, ``info``, ...)
+    should not pay that (about 1.5 s per process)."""
+
+    def __init__(self, build):
+        super().__init__()
+        self._build, self._built = build, False
+
+    def _fill(self):
+        if not self._built:
+            self._built = True
+            self.update(self._build())
+
+    def __getitem__(self, k):
+        self._fill()
+        return super().__getitem__(k)
+
+    def __contains__(self, k):
+        self._fill()
+        return super().__contains__(k)
+
+    def __iter__(self):
+        self._fill()
+        return super().__iter__()
+
+    def __len__(self):
+        self._fill()
+        return super().__len__()
+
+    def keys(self):
+        self._fill()
+        return super().keys()
+
+    def items(self):
+        self._fill()
+        return super().items()
+
+    def values(self):
+        self._fill()
+        return super().values()
+
+    def get(self, k, default=None):
+        self._fill()
+        return super().get(k, default)
+
+
+SCHEMA["model"] = _LazySection(_model_section)
 SCHEMA["train"] = _train_section()
 
 #: keys whose value must be strictly greater than ``lo``
@@ -290,12 +337,12 @@ def default(section: str, name: str):
 def check_settings(cfg: dict, path) -> None:
     """ConfigError (one line naming the file) when ``[model]`` / ``[train]`` values do not fit the
     workspace's learner: built exactly as ``mmal train`` builds it, so its own config checks run."""
-    from mmal.learners import LEARNERS
-    from mmal.tasks import task_of
-
     model, train = dict(cfg.get("model", {})), dict(cfg.get("train", {}))
     if not model and not train:
         return
+    from mmal.learners import LEARNERS
+    from mmal.tasks import task_of
+
     try:
         task = task_of(cfg)
         name = task.check_learner(model.get("learner"))
