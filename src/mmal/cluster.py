@@ -77,6 +77,30 @@ def d2_sample(d2: np.ndarray, rng: np.random.Generator) -> int:
     return k
 
 
+def seeding_setup(space, budget: int, candidates, block: int):
+    """What every k-means++ sampler over ``space`` starts from: ``(cand, k_total, rows_of, sqn)``.
+
+    ``cand`` the checked candidate rows, ``k_total = min(budget, len(cand))``, ``rows_of(s, e)``
+    the pool rows of candidate positions ``[s, e)`` (a slice when the candidates are all rows,
+    in order), ``sqn`` the candidates' squared norms computed ``block`` rows at a time (empty
+    when ``k_total`` is 0).
+    """
+    if block < 1:
+        raise ConfigError(f"block must be >= 1, got {block}")
+    n = len(space)
+    cand = check_candidates(budget, candidates, n)
+    k_total = min(int(budget), len(cand))
+    full = len(cand) == n and (n == 0 or (cand[0] == 0 and cand[-1] == n - 1 and np.all(np.diff(cand) == 1)))
+
+    def rows_of(s, e):  # candidate positions [s, e) -> pool rows (slice when contiguous)
+        return slice(s, e) if full else cand[s:e]
+
+    sqn = np.empty(len(cand) if k_total else 0)
+    for s in range(0, len(sqn), block):
+        sqn[s : s + block] = space.sqnorm(rows_of(s, min(s + block, len(cand))))
+    return cand, k_total, rows_of, sqn
+
+
 def kmeanspp_seed(space, budget: int, candidates, rng: np.random.Generator, *, first: str = "max-norm",
                   block: int = 8192, zero_tol: float = 1e-6, progress=False, what: str = "k-means++ seeding"):
     """k-means++ seeding over ``space`` (METHODS E, **(ref)** BADGE): exact inverse-CDF draws.
@@ -106,23 +130,11 @@ def kmeanspp_seed(space, budget: int, candidates, rng: np.random.Generator, *, f
     """
     if first not in FIRSTS:
         raise ConfigError(f"k-means++ seeding: first must be one of {FIRSTS}, got {first!r}")
-    if block < 1:
-        raise ConfigError(f"block must be >= 1, got {block}")
-    n = len(space)
-    cand = check_candidates(budget, candidates, n)
-    k_total = min(int(budget), len(cand))
+    cand, k_total, rows_of, sqn = seeding_setup(space, budget, candidates, block)
     picks = np.empty(k_total, dtype=np.int64)
     score = np.full(k_total, np.nan)
     if k_total == 0:
         return picks, score
-    full = len(cand) == n and (n == 0 or (cand[0] == 0 and cand[-1] == n - 1 and np.all(np.diff(cand) == 1)))
-
-    def rows_of(s, e):  # candidate positions [s, e) -> pool rows (slice when contiguous)
-        return slice(s, e) if full else cand[s:e]
-
-    sqn = np.empty(len(cand))  # squared norms of all candidates, block-wise -> [K]
-    for s in range(0, len(cand), block):
-        sqn[s : s + block] = space.sqnorm(rows_of(s, min(s + block, len(cand))))
     first_pos = int(np.argmax(sqn)) if first == "max-norm" else int(rng.integers(len(cand)))
     picks[0], score[0] = cand[first_pos], sqn[first_pos]
     d2 = np.full(len(cand), np.inf)  # running min-D² over candidates
@@ -243,5 +255,5 @@ def kmeans_sampled(x: np.ndarray, k: int, *, iters: int = 20, seed: int = 0, fit
     return (cen, *assign_to_centres(x, cen))
 
 
-__all__ = ["DenseSpace", "kmeanspp_seed", "kmeans", "assign_to_centres", "kmeans_sampled", "d2_sample",
+__all__ = ["DenseSpace", "kmeanspp_seed", "seeding_setup", "kmeans", "assign_to_centres", "kmeans_sampled", "d2_sample",
            "check_candidates"]

@@ -10,6 +10,8 @@ the data filter (§5.4.5).
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import math
 import os
@@ -158,6 +160,11 @@ def scene_features(scenes: SceneSet, split: str, noise_step: int = 0, *, input_s
 
 
 # ----------------------------------------------------------------------------------------- training
+#: the captioner-size fields a training recipe sets, with CaptionerConfig's defaults (stated there once)
+_SIZE_DEFAULTS = {f.name: f.default for f in dataclasses.fields(CaptionerConfig)
+                  if f.name not in ("vocab_size", "feat_dim", "n_patches")}
+
+
 @dataclass
 class CaptionTrainConfig:
     """How :func:`train_captioner` trains (002 ch. 5 defaults where the thesis gives one).
@@ -185,12 +192,12 @@ class CaptionTrainConfig:
     lr: float = 2e-3
     weight_decay: float = 0.01
     grad_clip: float | None = 1.0
-    d_model: int = 128
-    n_layers: int = 2
-    n_heads: int = 4
-    ff_dim: int = 256
-    dropout: float = 0.1
-    max_len: int = 40
+    d_model: int = _SIZE_DEFAULTS["d_model"]
+    n_layers: int = _SIZE_DEFAULTS["n_layers"]
+    n_heads: int = _SIZE_DEFAULTS["n_heads"]
+    ff_dim: int = _SIZE_DEFAULTS["ff_dim"]
+    dropout: float = _SIZE_DEFAULTS["dropout"]
+    max_len: int = _SIZE_DEFAULTS["max_len"]
 
     def __post_init__(self):
         checks = [
@@ -242,8 +249,7 @@ def train_captioner(scenes: SceneSet, cfg: CaptionTrainConfig, *, seed: int = 0,
         noisy = torch.from_numpy(np.array(scene_features(scenes, "train", cfg.noise_step, progress=progress)))
     toks = token_arrays(scenes, tr, cfg.max_len)
     mcfg = CaptionerConfig(vocab_size=len(scenes.vocab), feat_dim=feats.shape[2], n_patches=feats.shape[1],
-                           d_model=cfg.d_model, n_layers=cfg.n_layers, n_heads=cfg.n_heads, ff_dim=cfg.ff_dim,
-                           dropout=cfg.dropout, max_len=cfg.max_len)
+                           **{k: getattr(cfg, k) for k in _SIZE_DEFAULTS})
     tc = TrainConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, epochs=cfg.epochs, batch_size=cfg.batch_size,
                      patience=None, seed=seed, grad_clip=cfg.grad_clip)
     total_steps = cfg.epochs * math.ceil(len(sel) / cfg.batch_size)

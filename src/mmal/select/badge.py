@@ -267,23 +267,11 @@ def kmeanspp_seed(
     if method == "exact":  # the one k-means++ seeding of the project (BADGE's largest-norm first centre)
         return cluster.kmeanspp_seed(space, budget, candidates, rng, first="max-norm", block=block,
                                      zero_tol=zero_tol, progress=progress, what="BADGE k-means++ seeding")
-    n = len(space)
-    cand = check_candidates(budget, candidates, n)
-    k_total = min(int(budget), len(cand))
-    if block < 1:
-        raise ConfigError(f"block must be >= 1, got {block}")
+    cand, k_total, rows_of, sqn = cluster.seeding_setup(space, budget, candidates, block)
     picks = np.empty(k_total, dtype=np.int64)
     score = np.full(k_total, np.nan)
     if k_total == 0:
         return picks, score
-    full = len(cand) == n and (n == 0 or (cand[0] == 0 and cand[-1] == n - 1 and np.all(np.diff(cand) == 1)))
-
-    def rows_of(s, e):  # candidate positions [s, e) -> pool rows (slice when contiguous)
-        return slice(s, e) if full else cand[s:e]
-
-    sqn = np.empty(len(cand))  # squared norms of all candidates, block-wise -> [K]
-    for s in range(0, len(cand), block):
-        sqn[s : s + block] = space.sqnorm(rows_of(s, min(s + block, len(cand))))
     first = int(np.argmax(sqn))
     picks[0], score[0] = cand[first], sqn[first]
     _kmeanspp_rejection(space, cand, rows_of, sqn, first, k_total, rng, picks, score, block=block,
