@@ -20,6 +20,7 @@ keys too: the model-level modalities ``text``, ``image``, ``audio``.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,51 +192,27 @@ def _train_section() -> dict[str, Key]:
     return {**keys, **ROUND_TRAIN}
 
 
-class _LazySection(dict):
+class _LazySection(Mapping):
     """A schema section built on first use: ``[model]`` reads every learner's settings, which
     imports torch; a command that never touches ``[model]`` (``mmal label``, ``info``, ...)
     should not pay that (about 1.5 s per process)."""
 
     def __init__(self, build):
-        super().__init__()
-        self._build, self._built = build, False
+        self._build, self._keys = build, None
 
-    def _fill(self):
-        if not self._built:
-            self._built = True
-            self.update(self._build())
+    def _section(self) -> dict:
+        if self._keys is None:
+            self._keys = self._build()
+        return self._keys
 
     def __getitem__(self, k):
-        self._fill()
-        return super().__getitem__(k)
-
-    def __contains__(self, k):
-        self._fill()
-        return super().__contains__(k)
+        return self._section()[k]
 
     def __iter__(self):
-        self._fill()
-        return super().__iter__()
+        return iter(self._section())
 
     def __len__(self):
-        self._fill()
-        return super().__len__()
-
-    def keys(self):
-        self._fill()
-        return super().keys()
-
-    def items(self):
-        self._fill()
-        return super().items()
-
-    def values(self):
-        self._fill()
-        return super().values()
-
-    def get(self, k, default=None):
-        self._fill()
-        return super().get(k, default)
+        return len(self._section())
 
 
 SCHEMA["model"] = _LazySection(_model_section)
