@@ -53,7 +53,7 @@ def run_two_rounds(root, items_path, rows, *, spec="entropy:0.5,lsb-lt:0.5", bud
     from mmal.workspace.annotate import import_labels
 
     ws_dir = root / "ws"
-    ws = init_workspace(ws_dir, items_path)
+    ws = init_workspace(ws_dir, items_path, extra_columns=["gold"])  # the oracle's column rides along
     cfg = ws.config
     cfg["task"]["label_names"] = list(NAMES)
     cfg["encoders"] = {"text": "text:minilm"}  # the picture and audio columns are shown, not encoded

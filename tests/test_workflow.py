@@ -31,7 +31,7 @@ def text_ws(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("wf")
     items = write_items(tmp / "src", _rows())
     ws = tmp / "ws"
-    assert run_cli("init", ws, "--items", items).returncode == 0
+    assert run_cli("init", ws, "--items", items, "--extra-columns", "gold").returncode == 0
     cfg = tomllib.loads((ws / "mmal.toml").read_text())
     cfg.setdefault("train", {}).update({"epochs": 30})
     (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
@@ -110,7 +110,7 @@ def test_stage_commands_round_trip(text_ws, tmp_path):
 def test_select_before_score_is_a_clear_error(tmp_path):
     items = write_items(tmp_path / "src", _rows(12))
     ws = tmp_path / "ws"
-    assert run_cli("init", ws, "--items", items).returncode == 0
+    assert run_cli("init", ws, "--items", items, "--extra-columns", "gold").returncode == 0
     r = run_cli("select", ws, "--strategy", "entropy", "--budget", "3")
     assert r.returncode == 2 and "mmal train" in r.stderr and "Traceback" not in r.stderr
 

@@ -8,6 +8,19 @@ from typing import Optional
 import typer
 
 from mmal.cli._common import app, echo_json, positive, progress_enabled
+from mmal.errors import ConfigError
+
+
+def _names(text: str | None, flag: str) -> list[str] | None:
+    """A comma-separated list of names (``--classes``, ``--extra-columns``), or None when not given."""
+    if text is None:
+        return None
+    out = [s.strip() for s in text.split(",")]
+    if not any(out):
+        raise ConfigError(f"{flag}: give at least one name, e.g. {flag} a,b")
+    if "" in out:
+        raise ConfigError(f"{flag} {text!r}: an empty name (two commas in a row, or a trailing comma?)")
+    return out
 
 
 @app.command()
@@ -34,17 +47,32 @@ def init(
     task: Optional[str] = typer.Option(None, "--task", help="binary | multiclass | relevance (default: a 'query' column -> relevance, two classes -> binary, else multiclass)"),
     force: bool = typer.Option(False, "--force", help="replace an existing workspace"),
     n_classes: Optional[int] = typer.Option(None, "--n-classes", help="class count of integer labels, when some classes have no labeled item yet"),
+    classes: Optional[str] = typer.Option(None, "--classes", help="declare the classes, e.g. cat,dog,bird (class ids in this order); any other class name in the file is refused"),
+    extra_columns: Optional[str] = typer.Option(None, "--extra-columns", help="comma list of metadata columns to keep (not read by mmal); any other unknown column is refused"),
+    all_extra_columns: bool = typer.Option(False, "--all-extra-columns", help="keep every unknown column as metadata"),
 ):
     """Validate an items file and create a workspace (mmal.toml, state.sqlite, items.parquet)."""
+    from mmal.data.items import KNOWN_COLUMNS
     from mmal.workspace import init_workspace
 
     positive(n_classes, "--n-classes")
-    ws = init_workspace(directory, items, task=task, force=force, progress=progress_enabled(), n_classes=n_classes)
+    extra = _names(extra_columns, "--extra-columns")
+    if all_extra_columns:
+        if extra is not None:
+            raise ConfigError("--extra-columns and --all-extra-columns: give one of them")
+        extra = True
+    ws = init_workspace(directory, items, task=task, force=force, progress=progress_enabled(), n_classes=n_classes,
+                        classes=_names(classes, "--classes"), extra_columns=extra)
     c = ws.counts()
     names = ws.label_names
     classes = f"{ws.n_classes} classes" + (f" ({', '.join(names)})" if names else "")
     typer.echo(f"workspace {ws.dir}: task {ws.task.name}, {c['items']} items, {c['labeled']} labeled, {classes}, "
                f"modalities {', '.join(ws.modalities)}")
+    table = ws.items
+    typer.echo("columns: " + "; ".join(f"{col} -> {role}" for col, role in ws.task.column_roles(table)))
+    meta = [col for col in table.column_names if col not in (*KNOWN_COLUMNS, *ws.task.item_columns)]
+    if meta:
+        typer.echo(f"metadata (kept, not read): {', '.join(meta)}")
     if ws.n_classes == 0:
         typer.echo("note: the items file has no labels; label some items (`mmal label`) before `mmal train`", err=True)
 

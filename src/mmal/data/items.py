@@ -17,11 +17,19 @@ Normalised form (a ``pyarrow.Table``):
 - modality columns ``text``, ``query`` (strings) and ``image``, ``video``, ``audio``
   (paths; relative paths resolve against the items file's folder and are stored
   absolute); a null / empty cell means the item lacks that modality (masked later);
-- every other column rides along unchanged as metadata.
+- every other column rides along unchanged as metadata (``mmal init`` accepts only the
+  columns it reads unless they are declared metadata: :func:`check_columns`).
+
+Values keep their type or are refused (one line: file, row, column): ``id`` is a string or
+an integer (stored as its decimal string; a float, a boolean, bytes or a JSON object is
+refused); ``text`` / ``query`` and the media paths are strings (bytes are refused, never
+decoded by guess); ``label`` is an integer (an integral float such as ``2.0`` counts), a
+class name or empty.
 """
 
 from __future__ import annotations
 
+import difflib
 import json
 import math
 from pathlib import Path
@@ -38,6 +46,21 @@ MAX_CLASSES = 10_000
 MODALITY_COLUMNS = ("text", "image", "video", "audio")
 SPLITS = ("train", "pool", "test")
 FORMATS = {".parquet": "parquet", ".pq": "parquet", ".csv": "csv", ".jsonl": "jsonl", ".ndjson": "jsonl"}
+#: Columns every task reads (a task adds its own: :attr:`mmal.tasks.base.Task.item_columns`).
+KNOWN_COLUMNS = ("id", "label", "label_name", "split", "text", "image", "video", "audio")
+#: Parquet schema-metadata key listing the columns a file declares as metadata (the dataset
+#: builders of :mod:`mmal.data.datasets` write it), so ``mmal init`` keeps them without a flag.
+EXTRA_COLUMNS_KEY = b"mmal.extra_columns"
+#: Names people use for a known column: the "did you mean" of :func:`check_columns`.
+SYNONYMS = {
+    "class": "label", "classes": "label", "labels": "label", "category": "label", "target": "label", "y": "label",
+    "class_name": "label_name", "classname": "label_name", "label_names": "label_name",
+    "img": "image", "image_path": "image", "picture": "image", "photo": "image", "video_path": "video",
+    "clip": "video", "audio_path": "audio", "sound": "audio", "wav": "audio",
+    "caption": "text", "description": "text", "title": "text", "sentence": "text",
+    "item_id": "id", "uid": "id", "key": "id", "set": "split", "subset": "split", "fold": "split",
+    "queries": "query", "search": "query",
+}
 
 
 def read_table(path) -> pa.Table:
@@ -63,21 +86,35 @@ def read_table(path) -> pa.Table:
             import pyarrow.csv as pcsv
 
             with open(path, "rb") as f:
-                header = f.readline().decode("utf-8", "replace").strip()
+                first = f.readline()
+            try:
+                header = first.decode("utf-8-sig").strip()
+            except UnicodeDecodeError as e:
+                raise ItemsError(f"the header row is not UTF-8 text (byte 0x{first[e.start]:02x} at offset {e.start}); "
+                                 "save the file as UTF-8", file=path) from None
             if not header:
                 raise ItemsError("file is empty (no header row)", file=path)
             names = next(iter(__import__("csv").reader([header])))
-            return pcsv.read_csv(
-                path,
-                convert_options=pcsv.ConvertOptions(
-                    column_types={n: pa.string() for n in names},
-                    strings_can_be_null=True,
-                    null_values=[""],
-                ),
-            )
+            try:
+                return pcsv.read_csv(
+                    path,
+                    convert_options=pcsv.ConvertOptions(
+                        column_types={n: pa.string() for n in names},
+                        strings_can_be_null=True,
+                        null_values=[""],
+                    ),
+                )
+            except pa.ArrowInvalid:
+                _raise_if_not_utf8(path)  # pyarrow names no row for a bad byte: find it
+                raise
         rows = []
-        with open(path, encoding="utf-8") as f:
-            for i, line in enumerate(f, start=1):
+        with open(path, "rb") as f:
+            for i, raw in enumerate(f, start=1):
+                try:
+                    line = raw.decode("utf-8-sig" if i == 1 else "utf-8")
+                except UnicodeDecodeError as e:
+                    raise ItemsError(f"not UTF-8 text (byte 0x{raw[e.start]:02x} at column {e.start + 1} of line {i}); "
+                                     "save the file as UTF-8", file=path, row=i) from None
                 if not line.strip():
                     continue
                 try:
@@ -96,6 +133,9 @@ def read_table(path) -> pa.Table:
         for r in rows:
             for k in cols:
                 cols[k].append(r.get(k))
+        for k in (*KNOWN_COLUMNS, "query"):
+            if k in cols:
+                check_types(k, cols[k], path)  # before a mixed column is turned into strings below
         out = {}
         for k, v in cols.items():
             try:
@@ -107,6 +147,151 @@ def read_table(path) -> pa.Table:
         raise
     except (pa.ArrowInvalid, OSError, UnicodeDecodeError, ValueError, OverflowError) as e:
         raise ItemsError(f"cannot parse {fmt} ({type(e).__name__}: {e})", file=path) from None
+
+
+def _raise_if_not_utf8(path: Path) -> None:
+    """ItemsError naming the line (and data row) of the first byte of ``path`` that is not UTF-8; else return."""
+    import csv
+    import io
+
+    data = path.read_bytes()
+    try:
+        data.decode("utf-8")
+        return
+    except UnicodeDecodeError as e:
+        start = e.start
+    prefix = data[:start].decode("utf-8")
+    line = prefix.count("\n") + 1
+    # the data row and cell holding the byte: the CSV records before it (a quoted cell may span lines)
+    records = list(csv.reader(io.StringIO(prefix, newline="")))
+    at_start = prefix.endswith("\n") or not prefix
+    record = len(records) + 1 if at_start else len(records)
+    header = records[0] if records and (len(records) > 1 or at_start) else None
+    field = 0 if at_start else len(records[-1]) - 1
+    column = header[field] if header and record > 1 and field < len(header) else None
+    col = start - (prefix.rfind("\n") + 1) + 1
+    if record <= 1:
+        raise ItemsError(f"the header row is not UTF-8 text (byte 0x{data[start]:02x} at column {col}); save the file "
+                         "as UTF-8", file=path)
+    raise ItemsError(f"not UTF-8 text (byte 0x{data[start]:02x} at line {line}, character {col}); save the file as UTF-8",
+                     file=path, row=record - 1, column=column)
+
+
+def _type_name(v) -> str:
+    return {bool: "boolean", int: "integer", float: "float", bytes: "bytes", dict: "JSON object",
+            list: "JSON list", str: "string"}.get(type(v), type(v).__name__)
+
+
+def check_types(column: str, values, path) -> None:
+    """ItemsError (file, row, column) for the first value of a known column whose type mmal would
+    otherwise rewrite: ids are strings or integers; text, query, split, label_name and media
+    paths are strings; labels are numbers or strings. Null cells pass."""
+    for i, v in enumerate(values, start=1):
+        if v is None or (isinstance(v, float) and math.isnan(v) and column != "id"):
+            continue
+        if column == "id":
+            if isinstance(v, str) or (isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))):
+                continue
+            if isinstance(v, (float, np.floating)):
+                raise ItemsError(f"id {v!r} is a floating-point number; ids are strings or integers (a float id "
+                                 "column usually comes from integer ids with a missing value: fill it, then write the "
+                                 "column as integers or strings)", file=path, row=i, column=column)
+        elif column == "label":
+            if isinstance(v, (str, int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_)):
+                continue
+            if isinstance(v, (bool, np.bool_)):
+                continue  # reported by _label_value with its own message
+        elif isinstance(v, str):
+            continue
+        if isinstance(v, bytes):
+            raise ItemsError(f"{column} is bytes ({v[:20]!r}), not a string; mmal does not guess an encoding: "
+                             "write the column as UTF-8 strings", file=path, row=i, column=column)
+        want = {"id": "a string or an integer", "label": "an integer, a class name or empty"}.get(column, "a string")
+        raise ItemsError(f"{column} must be {want}, got {_type_name(v)} {_short(v)}", file=path, row=i, column=column)
+
+
+def _short(v) -> str:
+    s = json.dumps(v) if isinstance(v, (dict, list)) else repr(v)
+    return s if len(s) <= 40 else s[:37] + "..."
+
+
+def declared_extra_columns(table: pa.Table) -> list[str]:
+    """Columns the file declares as metadata (:data:`EXTRA_COLUMNS_KEY` in its Parquet schema metadata)."""
+    meta = table.schema.metadata or {}
+    if EXTRA_COLUMNS_KEY not in meta:
+        return []
+    try:
+        names = json.loads(meta[EXTRA_COLUMNS_KEY])
+    except (ValueError, UnicodeDecodeError):
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+def suggest(name: str, choices) -> str | None:
+    """The known column (or class) ``name`` most likely means: same name in another case, a
+    usual synonym (:data:`SYNONYMS`), else the closest by :func:`difflib.get_close_matches`."""
+    choices = list(choices)
+    low = {c.lower(): c for c in choices}
+    key = name.strip().lower()
+    if key in low:
+        return low[key]
+    if SYNONYMS.get(key) in choices:
+        return SYNONYMS[key]
+    close = difflib.get_close_matches(key, list(low), n=1, cutoff=0.6)
+    return low[close[0]] if close else None
+
+
+def _hint(name: str, choices) -> str:
+    s = suggest(name, choices)
+    return f" (did you mean '{s}'?)" if s else ""
+
+
+def _no_modality(names, path) -> ItemsError:
+    hints = [f"'{n}'{_hint(n, MODALITY_COLUMNS)}" for n in names if n not in KNOWN_COLUMNS and suggest(n, MODALITY_COLUMNS)]
+    tail = f"; {', '.join(hints)} is not a modality column" if hints else ""
+    return ItemsError(f"no modality column: need at least one of {', '.join(MODALITY_COLUMNS)} "
+                      f"(columns found: {', '.join(names)}){tail}", file=path)
+
+
+def check_columns(names, path, *, known=KNOWN_COLUMNS, extra=None, declared=(), all_known=()) -> list[str]:
+    """The metadata columns of an items file (those ``mmal`` does not read), or ItemsError.
+
+    ``known`` are the columns the workspace's task reads; ``extra`` the columns the user keeps
+    as metadata on purpose (``mmal init --extra-columns``; ``True`` = every column); ``declared``
+    those the file itself declares (:func:`declared_extra_columns`). Any other column is
+    refused in one line, each with a "did you mean" among ``known`` and ``all_known`` (the
+    columns of every task) where one is close: a ``class`` column is not silently ignored
+    while the items stay unlabeled. A file with no modality column is refused first.
+    """
+    names = list(names)
+    known = list(dict.fromkeys(known))
+    if not [c for c in MODALITY_COLUMNS if c in names and c in known]:
+        raise _no_modality(names, path)
+    choices = list(dict.fromkeys([*known, *all_known]))
+    if extra is not None and extra is not True:
+        extra = list(extra)
+        for c in extra:
+            if c in known:
+                raise ItemsError(f"--extra-columns names '{c}', a column mmal reads; list only metadata columns",
+                                 file=path, column=c)
+            if c not in names:
+                raise ItemsError(f"--extra-columns names '{c}', which is not a column of the file{_hint(c, names)} "
+                                 f"(columns: {', '.join(names)})", file=path)
+    meta = [c for c in names if c not in known]
+    if extra is True:
+        return meta
+    allowed = set(extra or ()) | set(declared)
+    unknown = [c for c in meta if c not in allowed]
+    if unknown:
+        keep = ",".join(unknown)
+        if len(unknown) == 1:  # the prefix names the column
+            what, it = f"unknown column{_hint(unknown[0], choices)}", "it"
+        else:
+            what, it = "unknown columns " + ", ".join(f"'{c}'{_hint(c, choices)}" for c in unknown), "them"
+        raise ItemsError(f"{what}: mmal reads {', '.join(known)}; rename {it}, or keep {it} as metadata with "
+                         f"`mmal init --extra-columns {keep}` (or --all-extra-columns)",
+                         file=path, column=unknown[0] if len(unknown) == 1 else None)
+    return meta
 
 
 def _label_value(v, path, row):
@@ -126,6 +311,9 @@ def _label_value(v, path, row):
         return None
     if isinstance(v, bool):
         raise ItemsError(f"label must be an integer, a class name or empty, got boolean {v!r}", file=path, row=row, column="label")
+    if not isinstance(v, (str, int, float, np.integer, np.floating)):  # bytes, a JSON object or list
+        raise ItemsError(f"label must be an integer, a class name or empty, got {_type_name(v)} {_short(v)}",
+                         file=path, row=row, column="label")
     if isinstance(v, (int, np.integer)):
         return bounded(int(v))
     if isinstance(v, (float, np.floating)):
@@ -167,7 +355,8 @@ def _control_char(s: str) -> str | None:
     return None
 
 
-def _resolve_labels(raw: list, names_col: list | None, path, n_classes: int | None = None) -> tuple[list, list[str] | None]:
+def _resolve_labels(raw: list, names_col: list | None, path, n_classes: int | None = None,
+                    classes: list[str] | None = None) -> tuple[list, list[str] | None]:
     """Integer labels and the class-name table (or None) from per-row values of ``_label_value``.
 
     - all labels integers, no ``label_name`` column: they must be contiguous, 0..C-1 with
@@ -180,6 +369,11 @@ def _resolve_labels(raw: list, names_col: list | None, path, n_classes: int | No
     ``n_classes`` (``mmal init --n-classes``) declares the class count of integer labels:
     then gaps are allowed (few labels at the start of active learning) and every label
     must be below it.
+
+    ``classes`` (``mmal init --classes``) declares the class names, in class-id order: a
+    class name in the file must be one of them (a misspelt name is refused with a "did you
+    mean", never added as a new class), integer labels index them, and a ``label_name``
+    column must agree with them.
     """
     ints = [(i, v) for i, v in enumerate(raw, start=1) if isinstance(v, int)]
     strs = [(i, v) for i, v in enumerate(raw, start=1) if isinstance(v, str)]
@@ -193,12 +387,29 @@ def _resolve_labels(raw: list, names_col: list | None, path, n_classes: int | No
         if names_col is not None:
             raise ItemsError("a 'label_name' column is only used with integer labels; the 'label' column already holds names",
                              file=path, column="label_name")
-        table = sorted({v for _, v in strs})
+        if classes is not None:
+            for i, v in strs:
+                if v not in classes:
+                    near = suggest(v, classes)
+                    raise ItemsError(f"class {v!r} is not a declared class (--classes {','.join(classes)})"
+                                     + (f"; did you mean {near!r}?" if near else ""), file=path, row=i, column="label")
+        table = list(classes) if classes is not None else sorted({v for _, v in strs})
         index = {n: k for k, n in enumerate(table)}
         return [index[v] if isinstance(v, str) else None for v in raw], table
     labels = list(raw)
     present = sorted({v for _, v in ints})
     names = None
+    if classes is not None:
+        n_classes = len(classes)
+        for i, v in ints:
+            if v >= n_classes:
+                raise ItemsError(f"label {v} is out of range for the {n_classes} declared classes (--classes "
+                                 f"{','.join(classes)}: ids 0..{n_classes - 1})", file=path, row=i, column="label")
+            n = None if names_col is None else names_col[i - 1]
+            if n is not None and not (isinstance(n, float) and math.isnan(n)) and str(n).strip() != classes[v]:
+                raise ItemsError(f"label {v} is named {str(n).strip()!r} here but the declared class {v} is "
+                                 f"{classes[v]!r} (--classes)", file=path, row=i, column="label_name")
+        return labels, list(classes)
     if names_col is not None:
         by_label: dict[int, tuple[str, int]] = {}
         by_name: dict[str, tuple[int, int]] = {}
@@ -236,7 +447,7 @@ def _resolve_labels(raw: list, names_col: list | None, path, n_classes: int | No
 
 
 def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progress: bool = False,
-                   n_classes: int | None = None) -> pa.Table:
+                   n_classes: int | None = None, classes=None) -> pa.Table:
     """Read and validate an items file; return the normalised table (see module docstring).
 
     Parameters
@@ -246,9 +457,15 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
         (images and audio fully, one frame of each video). Off = existence check only.
     n_classes : declared class count for integer labels (allows gaps); None = labels must be
         contiguous from 0.
+    classes : declared class names in class-id order (``mmal init --classes``); a label
+        outside them is refused. None = the classes are the labels found.
     """
     if n_classes is not None and not 1 <= n_classes <= MAX_CLASSES:
         raise ItemsError(f"--n-classes must be 1..{MAX_CLASSES}, got {n_classes}", file=path)
+    if classes is not None:
+        classes = check_class_names(classes)
+        if n_classes is not None and n_classes != len(classes):
+            raise ItemsError(f"--n-classes {n_classes} disagrees with the {len(classes)} names of --classes", file=path)
     path = Path(path).resolve()
     table = read_table(path)
     names = table.column_names
@@ -258,12 +475,12 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
         raise ItemsError("required column 'id' is missing", file=path, column="id")
     present_modalities = [c for c in MODALITY_COLUMNS if c in names]
     if not present_modalities:
-        raise ItemsError(
-            f"no modality column: need at least one of {', '.join(MODALITY_COLUMNS)} (columns found: {', '.join(names)})",
-            file=path,
-        )
+        raise _no_modality(names, path)
     cols = {n: table.column(n).to_pylist() for n in names}
     n = table.num_rows
+    for c in (*KNOWN_COLUMNS, "query"):
+        if c in cols:
+            check_types(c, cols[c], path)
 
     # ---- id -------------------------------------------------------------------------
     ids: list[str] = []
@@ -290,7 +507,9 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
         raise ItemsError("a 'label_name' column needs a 'label' column", file=path, column="label_name")
     if "label" in names:
         raw = [_label_value(v, path, i) for i, v in enumerate(cols["label"], start=1)]
-        labels, label_names = _resolve_labels(raw, cols.get("label_name"), path, n_classes)
+        labels, label_names = _resolve_labels(raw, cols.get("label_name"), path, n_classes, classes)
+    elif classes is not None:
+        label_names = list(classes)
 
     # ---- split ----------------------------------------------------------------------
     splits = []
@@ -332,7 +551,7 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
     }
     for c in ("text", "query"):
         if c in names:
-            out_cols[c] = pa.array([None if v is None else str(v) for v in cols[c]], pa.string())
+            out_cols[c] = pa.array([None if v is None or isinstance(v, float) else v for v in cols[c]], pa.string())
     for c, v in media.items():
         out_cols[c] = pa.array(v, pa.string())
     for c in names:
@@ -342,10 +561,41 @@ def validate_items(path, *, probe_media: bool = True, n_frames: int = 3, progres
     count = len(label_names) if label_names else (max((v for v in labels if v is not None), default=-1) + 1)
     if n_classes is not None and not label_names:
         count = n_classes
+    if classes is not None:
+        count = len(classes)
     meta = {b"mmal.n_classes": str(count).encode()}
     if label_names:
         meta[b"mmal.label_names"] = json.dumps(label_names).encode()
     return out.replace_schema_metadata(meta)
+
+
+def check_class_names(classes) -> list[str]:
+    """Declared class names (``--classes``) as a list, or ConfigError: non-empty, distinct, one
+    printable line each, not integers (an integer label is a class id), at most ``MAX_CLASSES``."""
+    from mmal.errors import ConfigError
+
+    out = [str(c).strip() for c in classes]
+    if not out:
+        raise ConfigError("--classes: give at least one class name, e.g. --classes cat,dog")
+    if len(out) > MAX_CLASSES:
+        raise ConfigError(f"--classes: {len(out)} names, at most {MAX_CLASSES}")
+    seen = set()
+    for c in out:
+        if not c:
+            raise ConfigError("--classes: an empty class name (two commas in a row?)")
+        bad = _control_char(c)
+        if bad:
+            raise ConfigError(f"--classes: class name {c!r} contains the control character {bad}")
+        try:
+            float(c)
+            raise ConfigError(f"--classes: {c!r} is a number; class names are words (integer labels are the "
+                              "class ids 0..C-1 and --classes names them in that order)")
+        except ValueError:
+            pass
+        if c in seen:
+            raise ConfigError(f"--classes: {c!r} is named twice")
+        seen.add(c)
+    return out
 
 
 def class_table(table: pa.Table) -> tuple[int, list[str] | None]:

@@ -127,8 +127,9 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         ws = Workspace(wsdir)
         if ws.config["task"].get("items_source") != str(items) or (task is not None and ws.task.name != task):
             ws = None
-    if ws is None:
-        ws = init_workspace(wsdir, items, task=task, force=True, progress=progress)
+    if ws is None:  # an experiment on a fixed file keeps every column; the ones not read are named below
+        ws = init_workspace(wsdir, items, task=task, force=True, progress=progress, extra_columns=True)
+        _log_metadata_columns(ws, log)
     if encoders:
         specs = dict(ws.config.get("encoders", {}))
         for s in encoders.split(","):
@@ -383,6 +384,17 @@ def _sorted(a) -> bool:
 def _rows_of(ids, chosen):
     pos = {k: i for i, k in enumerate(ids.tolist())}
     return np.array([pos[c] for c in chosen], np.int64)
+
+
+def _log_metadata_columns(ws, log) -> None:
+    """Name the columns of the items file that no stage reads (with a "did you mean" where one is close)."""
+    from mmal.data.items import KNOWN_COLUMNS, suggest
+
+    known = (*KNOWN_COLUMNS, *ws.task.item_columns)
+    meta = [c for c in ws.items.column_names if c not in known]
+    if meta:
+        shown = ", ".join(c + (f" (did you mean {s!r}?)" if (s := suggest(c, known)) else "") for c in meta)
+        log(f"[simulate] metadata columns, not read: {shown}")
 
 
 def _case_rows(sel, pool, ids, gold, table, class_names=None, limit: int = 8):

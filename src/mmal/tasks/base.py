@@ -6,6 +6,8 @@ every decision that differs between tasks, so the shared loop, ``simulate``, the
 review page, the reports and the Ray engine never test which task they run; they ask:
 
 - **labels**: :meth:`Task.check_n_classes`, :meth:`Task.class_names` (class or level names);
+- **items columns**: :attr:`Task.item_columns` (what it reads besides the common columns),
+  :meth:`Task.column_roles` (what each media column feeds, as ``mmal init`` prints it);
 - **learners**: :attr:`Task.learners`, :attr:`Task.default_learner`, :meth:`Task.check_learner`;
 - **inputs**: :meth:`Task.encode`, :meth:`Task.load_features` (what a learner fits on);
 - **metrics**: :meth:`Task.metrics` (each task in its own language), :attr:`Task.headline`
@@ -51,6 +53,35 @@ class Task:
     pretraining: str = ""
     #: what :meth:`badness` computes, for table captions
     badness_doc: str = ""
+    #: items-file columns the task reads besides :data:`mmal.data.items.KNOWN_COLUMNS`
+    item_columns: tuple = ()
+
+    # ---- items columns -------------------------------------------------------------
+    def column_roles(self, table) -> list[tuple[str, str]]:
+        """``(column, what it feeds)`` for each modality column of a normalised items table.
+
+        The towers' rule (:func:`mmal.features.cache.item_sources`): ``text`` -> text tower,
+        ``image`` -> image tower, ``video`` -> the image tower on its frames, for the items
+        that have no image (an item with both is encoded from its image; its video is only
+        shown), ``audio`` -> audio tower.
+        """
+        names = table.column_names
+        out = []
+        if "text" in names:
+            out.append(("text", "text tower"))
+        if "image" in names:
+            out.append(("image", "image tower"))
+        if "video" in names:
+            if "image" in names:
+                img, vid = table.column("image").to_pylist(), table.column("video").to_pylist()
+                both = sum(1 for a, b in zip(img, vid) if a and b)
+                out.append(("video", "image tower (its frames) for items without an image"
+                            + (f" ({both} item(s) have both and are encoded from the image)" if both else "")))
+            else:
+                out.append(("video", "image tower (its frames)"))
+        if "audio" in names:
+            out.append(("audio", "audio tower"))
+        return out
 
     # ---- labels --------------------------------------------------------------------
     def check_items(self, table, path) -> None:

@@ -34,6 +34,26 @@ class RelevanceTask(Task):
     default_learner = "auto-relevance"
     pretraining = "hcmrm"
     badness_doc = "mean |E[y] − y| (000 eq. 11; the levels are ordered)"
+    #: the query, its group, the video group and the keyword fields (:func:`mmal.features.hcmrm.prepare_relevance`)
+    item_columns = ("query", "query_id", "video_id", "captions", "asr")
+
+    def column_roles(self, table):
+        """The relevance inputs (:func:`mmal.features.hcmrm.prepare_relevance`): the visual tokens
+        come from ``video`` when the file has that column, else from ``image``; keywords from
+        ``text``, ``captions``, ``asr``; ``audio`` is exported and shown, not read."""
+        names = table.column_names
+        visual = "video" if "video" in names else "image" if "image" in names else None
+        out = [("query", "query text")] if "query" in names else []
+        for c in ("text", "captions", "asr"):
+            if c in names:
+                out.append((c, "keywords"))
+        for c in ("video", "image"):
+            if c in names:
+                out.append((c, "visual tokens (frames)" if c == visual == "video" else "visual tokens" if c == visual
+                            else "not read: the video column is the visual input"))
+        if "audio" in names:
+            out.append(("audio", "not read by the relevance models (exported and shown)"))
+        return out
 
     def check_items(self, table, path) -> None:
         from mmal.data.relevance import validate_relevance_table

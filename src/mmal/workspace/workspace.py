@@ -96,7 +96,7 @@ def default_config(task: str, modalities: list[str], n_classes: int, items_sourc
 
 
 def init_workspace(directory, items_file, *, task: str | None = None, force: bool = False, progress: bool = False,
-                   n_classes: int | None = None) -> "Workspace":
+                   n_classes: int | None = None, classes=None, extra_columns=None) -> "Workspace":
     """Validate ``items_file`` and create a workspace at ``directory``.
 
     ``task`` is ``binary``, ``multiclass`` or ``relevance`` (:mod:`mmal.tasks`); ``None``
@@ -104,11 +104,19 @@ def init_workspace(directory, items_file, *, task: str | None = None, force: boo
     Raises before writing anything if the items are invalid, or if ``directory`` already
     holds a workspace (unless ``force``; even then the old one is only replaced once the
     new one is complete). ``n_classes`` declares the class count of integer labels (see
-    :func:`mmal.data.items.validate_items`); class names, from the items file, go to
+    :func:`mmal.data.items.validate_items`); class names, from the items file or declared
+    by ``classes`` (then every class name in the file must be one of them), go to
     ``[task] label_names``.
+
+    Columns: the file may hold only the columns its task reads
+    (:data:`mmal.data.items.KNOWN_COLUMNS` plus :attr:`mmal.tasks.base.Task.item_columns`),
+    metadata columns the file declares itself (the dataset builders do), and those named
+    in ``extra_columns`` (``True`` = keep every column); any other column is refused with a
+    "did you mean" (:func:`mmal.data.items.check_columns`).
     """
-    from mmal.data.items import class_table, modalities_of, read_table, validate_items
-    from mmal.tasks import get_task, infer_task
+    from mmal.data.items import (KNOWN_COLUMNS, check_class_names, check_columns, class_table,
+                                 declared_extra_columns, modalities_of, read_table, validate_items)
+    from mmal.tasks import TASKS, get_task, infer_task
 
     items_file = Path(items_file).resolve()
     chosen = None if task is None else get_task(task)
@@ -119,16 +127,29 @@ def init_workspace(directory, items_file, *, task: str | None = None, force: boo
         raise WorkspaceError(f"{directory} exists and is not a directory")
     if directory.exists() and any(directory.iterdir()) and not (directory / "mmal.toml").exists():
         raise WorkspaceError(f"{directory} exists and is not empty; choose a new folder")
+    if classes is not None:
+        classes = check_class_names(classes)
+        if n_classes is not None and int(n_classes) != len(classes):
+            raise ConfigError(f"--n-classes {n_classes} disagrees with the {len(classes)} names of --classes")
     raw = read_table(items_file)
     chosen = chosen or infer_task(raw.column_names, None)  # None: decided by the class count below
+    reads = (chosen or TASKS["multiclass"]).item_columns  # binary and multiclass read the same columns
+    check_columns(raw.column_names, items_file, known=(*KNOWN_COLUMNS, *reads), extra=extra_columns,
+                  declared=declared_extra_columns(raw), all_known=[c for t in TASKS.values() for c in t.item_columns])
+    if chosen is not None and classes is not None and list(chosen.classes(len(classes), classes)[1] or []) != classes:
+        raise ConfigError(f"--classes does not apply to the {chosen.name} task: its classes are "
+                          f"{', '.join(chosen.class_names(len(classes)))}")
     if chosen is not None:  # the task's own rules first (relevance: a query per row, levels 0..3)
         chosen.check_items(raw, items_file)
-        n_classes = chosen.declared_classes(n_classes)
-    table = validate_items(items_file, progress=progress, n_classes=n_classes)
+        n_classes = chosen.declared_classes(n_classes) if classes is None else n_classes
+    table = validate_items(items_file, progress=progress, n_classes=n_classes, classes=classes)
     n_classes, label_names = class_table(table)
     chosen = chosen or infer_task(table.column_names, n_classes)
     chosen.check_n_classes(n_classes, str(items_file))
     n_classes, label_names = chosen.classes(n_classes, label_names)
+    if classes is not None and list(label_names or []) != list(classes):
+        raise ConfigError(f"--classes does not apply to the {chosen.name} task: its classes are "
+                          f"{', '.join(chosen.class_names(n_classes, label_names))}")
     modalities = modalities_of(table)
     cfg = default_config(chosen.name, modalities, int(n_classes), str(items_file), label_names)
 

@@ -121,9 +121,21 @@ def stratified_split(
 
 
 def write_items(table: pa.Table, out_dir: pathlib.Path) -> pathlib.Path:
-    """Write the items table as ``out_dir/items.parquet`` and return its path."""
+    """Write the items table as ``out_dir/items.parquet`` and return its path.
+
+    The columns no task reads are declared as metadata in the file's schema metadata
+    (:data:`mmal.data.items.EXTRA_COLUMNS_KEY`), so ``mmal init`` keeps them without
+    ``--extra-columns``.
+    """
+    import json
+
+    from mmal.data.items import EXTRA_COLUMNS_KEY, KNOWN_COLUMNS
+
     path = out_dir / ITEMS_FILE
-    pq.write_table(table, path)
+    extra = [c for c in table.column_names if c not in KNOWN_COLUMNS]  # (a task's own columns are read, not refused)
+    meta = dict(table.schema.metadata or {})
+    meta[EXTRA_COLUMNS_KEY] = json.dumps(extra).encode()
+    pq.write_table(table.replace_schema_metadata(meta), path)
     return path
 
 

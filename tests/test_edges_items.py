@@ -1,0 +1,209 @@
+"""The edges of the items file and ``init``: nothing dropped or rewritten in silence.
+
+- ``init`` refuses a column it does not read (with a "did you mean"), unless it is kept as
+  metadata on purpose (``--extra-columns``, ``--all-extra-columns``, or declared by the file
+  itself, as the dataset builders do); it says what each media column feeds;
+- ``--classes`` declares the classes and refuses a misspelt one;
+- values keep their type or are refused (bytes text, float ids);
+- errors name the row of a non-UTF-8 byte.
+
+Workspaces are text-only and no encoder is loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from conftest import run_cli, write_items
+
+
+def _items(n=6):
+    """Two train items per class (cat, dog), the rest pool."""
+    rows = []
+    for k in range(n):
+        lab = ("cat", "dog")[k % 2] if k < 4 else None
+        rows.append({"id": f"i{k}", "label": lab, "split": "train" if lab else "pool", "text": f"item {k}"})
+    return rows
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """A text-only workspace: i0..i3 labeled in the items file (cat, dog, cat, dog), i4, i5 in the pool."""
+    w = tmp_path / "ws"
+    r = run_cli("init", w, "--items", write_items(tmp_path / "src", _items()))
+    assert r.returncode == 0, r.stderr
+    return w
+
+
+def _refused_init(tmp_path, items, words, *extra):
+    new = tmp_path / "new-ws"
+    r = run_cli("init", new, "--items", items, *extra)
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr
+    for w in words:
+        assert w in lines[0], (w, lines[0])
+    assert not new.exists()
+    return lines[0]
+
+
+# ---- columns -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("typo,meant", [("class", "label"), ("imgae", "image"), ("Text", "text")])
+def test_unknown_column_refused_with_did_you_mean(tmp_path, typo, meant):
+    rows = [{"id": f"a{k}", "text": "t", typo: ("cat", "dog")[k % 2]} for k in range(4)]
+    items = write_items(tmp_path / "src", rows)
+    _refused_init(tmp_path, items, [str(items), f"column '{typo}'", f"did you mean '{meant}'",
+                                    f"--extra-columns {typo}"])
+
+
+def test_several_unknown_columns_in_one_line(tmp_path):
+    rows = [{"id": "a", "label": 0, "text": "t", "class": "x", "imgae": "y", "notes": "z"},
+            {"id": "b", "label": 1, "text": "u", "class": "x", "imgae": "y", "notes": "z"}]
+    line = _refused_init(tmp_path, write_items(tmp_path / "src", rows),
+                         ["'class' (did you mean 'label'?)", "'imgae' (did you mean 'image'?)", "'notes'",
+                          "--extra-columns class,imgae,notes"])
+    assert "'notes' (did you mean" not in line
+
+
+def test_extra_columns_kept_on_purpose(tmp_path):
+    rows = [{"id": f"a{k}", "label": k % 2, "text": f"t{k}", "gold": k % 2, "note": f"n{k}"} for k in range(4)]
+    items = write_items(tmp_path / "src", rows)
+    _refused_init(tmp_path, items, ["'gold'", "'note'"])
+    _refused_init(tmp_path, items, ["'note'"], "--extra-columns", "gold")  # only what is named is kept
+    _refused_init(tmp_path, items, ["--extra-columns", "'glod'", "did you mean 'gold'"], "--extra-columns", "glod,note")
+    _refused_init(tmp_path, items, ["'label'", "reads"], "--extra-columns", "gold,note,label")
+    w = tmp_path / "ws"
+    r = run_cli("init", w, "--items", items, "--extra-columns", "gold,note")
+    assert r.returncode == 0, r.stderr
+    assert "metadata (kept, not read): gold, note" in r.stdout
+    t = pq.read_table(w / "items.parquet")
+    assert t.column("gold").to_pylist() == [0, 1, 0, 1] and t.column("note").to_pylist() == ["n0", "n1", "n2", "n3"]
+    r = run_cli("init", tmp_path / "ws2", "--items", items, "--all-extra-columns")
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(tmp_path / "ws2" / "items.parquet").column("note").to_pylist() == ["n0", "n1", "n2", "n3"]
+
+
+def test_dataset_items_declare_their_metadata(tmp_path):
+    """The dataset builders' items files declare their metadata columns, so `init` needs no flag;
+    the same columns in a file that does not declare them are refused."""
+    from mmal.data.datasets._common import write_items as write_dataset_items
+
+    cols = {"id": ["a", "b", "c"], "label": [0, 1, 0], "split": ["train", "train", "pool"], "text": ["x", "y", "z"],
+            "category": ["k", "l", "k"], "source": ["s1", "s2", "s3"]}
+    (tmp_path / "ds").mkdir()
+    declared = write_dataset_items(pa.table(cols), tmp_path / "ds")
+    r = run_cli("init", tmp_path / "ws", "--items", declared)
+    assert r.returncode == 0, r.stderr
+    assert "metadata (kept, not read): category, source" in r.stdout
+    plain = tmp_path / "plain" / "items.parquet"
+    plain.parent.mkdir()
+    pq.write_table(pa.table(cols), plain)
+    _refused_init(tmp_path, plain, ["unknown columns", "'category'", "'source'"])
+
+
+def test_init_states_what_each_media_column_feeds(tmp_path, media_dir):
+    """image and video both present: the image tower reads an item's image, else its video's frames;
+    init says so, and the feature code does exactly that."""
+    from mmal.features.cache import item_sources
+
+    rows = [{"id": "both", "label": 0, "text": "t", "image": str(media_dir / "a.png"), "video": str(media_dir / "v.mp4")},
+            {"id": "vid", "label": 1, "text": "u", "video": str(media_dir / "v.mp4")},
+            {"id": "img", "label": 0, "text": "v", "image": str(media_dir / "b.png"), "audio": str(media_dir / "a.wav")}]
+    w = tmp_path / "ws"
+    r = run_cli("init", w, "--items", write_items(tmp_path / "src", rows))
+    assert r.returncode == 0, r.stderr
+    line = next(ln for ln in r.stdout.splitlines() if ln.startswith("columns: "))
+    roles = dict(part.split(" -> ", 1) for part in line[len("columns: "):].split("; "))
+    assert roles["text"] == "text tower" and roles["image"] == "image tower" and roles["audio"] == "audio tower"
+    assert roles["video"].startswith("image tower (its frames) for items without an image")
+    assert "1 item(s) have both and are encoded from the image" in roles["video"]
+    src = item_sources(pq.read_table(w / "items.parquet"), "image")
+    assert src["both"][0] == "image" and src["vid"][0] == "video" and src["img"][0] == "image"
+
+
+def test_relevance_roles_name_the_visual_column():
+    from mmal.tasks import get_task
+
+    t = pa.table({"id": ["a"], "query": ["q"], "text": ["t"], "image": ["x.png"], "video": ["v.mp4"], "audio": ["a.wav"]})
+    roles = dict(get_task("relevance").column_roles(t))
+    assert roles["video"] == "visual tokens (frames)" and roles["image"].startswith("not read")
+    assert roles["text"] == "keywords" and roles["query"] == "query text" and roles["audio"].startswith("not read")
+    roles = dict(get_task("relevance").column_roles(t.drop_columns(["video"])))
+    assert roles["image"] == "visual tokens"
+
+
+# ---- declared classes --------------------------------------------------------------------------
+def test_declared_classes_refuse_a_misspelt_one(tmp_path):
+    rows = [{"id": "a", "label": "cat", "text": "x"}, {"id": "b", "label": "dgo", "text": "y"},
+            {"id": "c", "label": "dog", "text": "z"}]
+    items = write_items(tmp_path / "src", rows, "csv")
+    _refused_init(tmp_path, items, [str(items), "row 2", "column 'label'", "'dgo'", "did you mean 'dog'"],
+                  "--classes", "cat,dog,bird")
+    # without --classes the misspelling is a class of its own (what --classes is for)
+    r = run_cli("init", tmp_path / "loose", "--items", items)
+    assert r.returncode == 0 and "3 classes (cat, dgo, dog)" in r.stdout
+
+
+def test_declared_classes_fix_the_class_table(tmp_path):
+    import tomllib
+
+    rows = [{"id": "a", "label": "dog", "text": "x"}, {"id": "b", "label": "cat", "text": "y"}, {"id": "c", "text": "z"}]
+    w = tmp_path / "ws"
+    r = run_cli("init", w, "--items", write_items(tmp_path / "src", rows), "--classes", "dog,cat,bird")
+    assert r.returncode == 0, r.stderr
+    cfg = tomllib.loads((w / "mmal.toml").read_text())
+    # declared order is the class-id order (not sorted), and 'bird' exists with no labeled item yet
+    assert cfg["task"]["label_names"] == ["dog", "cat", "bird"] and cfg["task"]["n_classes"] == 3
+    assert cfg["task"]["type"] == "multiclass"
+    con = sqlite3.connect(w / "state.sqlite")
+    assert dict(con.execute("SELECT item_id, label FROM labels").fetchall()) == {"a": 0, "b": 1}
+    con.close()
+    ints = [{"id": "a", "label": 0, "text": "x"}, {"id": "b", "label": 3, "text": "y"}]
+    _refused_init(tmp_path, write_items(tmp_path / "ints", ints), ["row 2", "label 3", "3 declared classes"],
+                  "--classes", "dog,cat,bird")
+    _refused_init(tmp_path, write_items(tmp_path / "ints2", ints), ["--classes", "'1'", "number"], "--classes", "dog,1")
+
+
+# ---- values keep their type or are refused -----------------------------------------------------
+def test_bytes_text_refused(tmp_path):
+    p = tmp_path / "items.parquet"
+    pq.write_table(pa.table({"id": ["a", "b"], "label": [0, 1], "text": pa.array([b"hello", b"bytes"], pa.binary())}), p)
+    _refused_init(tmp_path, p, [str(p), "row 1", "column 'text'", "bytes", "UTF-8 strings"])
+
+
+def test_float_ids_refused_integer_ids_kept(tmp_path):
+    p = tmp_path / "f.parquet"
+    pq.write_table(pa.table({"id": [0.0, 1.5], "label": [0, 1], "text": ["x", "y"]}), p)
+    _refused_init(tmp_path, p, [str(p), "row 1", "column 'id'", "0.0", "strings or integers"])
+    p = tmp_path / "i.parquet"
+    pq.write_table(pa.table({"id": pa.array([10, 7], pa.int64()), "label": [0, 1], "text": ["x", "y"]}), p)
+    r = run_cli("init", tmp_path / "ws", "--items", p)
+    assert r.returncode == 0, r.stderr
+    assert pq.read_table(tmp_path / "ws" / "items.parquet").column("id").to_pylist() == ["10", "7"]
+
+
+@pytest.mark.parametrize("value,words", [(5, ["integer 5"]), ({"t": 1}, ["JSON object"]), ([1, 2], ["JSON list"])])
+def test_jsonl_text_of_another_type_refused(tmp_path, value, words):
+    rows = [{"id": "a", "label": 0, "text": "fine"}, {"id": "b", "label": 1, "text": value}]
+    _refused_init(tmp_path, write_items(tmp_path / "src", rows), ["row 2", "column 'text'", "must be a string", *words])
+
+
+def test_label_of_an_object_refused(tmp_path):
+    rows = [{"id": "a", "label": 0, "text": "x"}, {"id": "b", "label": {"name": "cat"}, "text": "y"}]
+    _refused_init(tmp_path, write_items(tmp_path / "src", rows), ["row 2", "column 'label'", "JSON object"])
+
+
+# ---- error quality -----------------------------------------------------------------------------
+def test_non_utf8_csv_names_row_and_column(tmp_path):
+    p = tmp_path / "items.csv"
+    # data rows: a; b (a quoted cell over two lines); c with a Latin-1 byte in its text
+    p.write_bytes(b'id,label,text\na,0,hello\nb,1,"two\nlines"\nc,0,caf\xe9\n')
+    _refused_init(tmp_path, p, [str(p), "row 3", "column 'text'", "not UTF-8", "0xe9", "line 5"])
+    p = tmp_path / "items.jsonl"
+    p.write_bytes(b'{"id": "a", "label": 0, "text": "x"}\n{"id": "b", "label": 1, "text": "caf\xe9"}\n')
+    _refused_init(tmp_path, p, [str(p), "row 2", "not UTF-8", "0xe9"])
