@@ -1,11 +1,11 @@
-"""The edges of the items file and ``init``: nothing dropped or rewritten in silence.
+"""The edges of the items file, ``init`` and labels: nothing dropped or rewritten in silence.
 
 - ``init`` refuses a column it does not read (with a "did you mean"), unless it is kept as
   metadata on purpose (``--extra-columns``, ``--all-extra-columns``, or declared by the file
   itself, as the dataset builders do); it says what each media column feeds;
 - ``--classes`` declares the classes and refuses a misspelt one;
-- values keep their type or are refused (bytes text, float ids);
-- errors name the row of a non-UTF-8 byte.
+- values keep their type or are refused (bytes text, float ids, non-string annotators);
+- errors name the row of a non-UTF-8 byte, and a label file's bad rows are all reported.
 
 Workspaces are text-only and no encoder is loaded.
 """
@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import run_cli, write_items
+from test_bad_inputs import assert_one_line_refusal
 
 
 def _items(n=6):
@@ -207,3 +208,52 @@ def test_non_utf8_csv_names_row_and_column(tmp_path):
     p = tmp_path / "items.jsonl"
     p.write_bytes(b'{"id": "a", "label": 0, "text": "x"}\n{"id": "b", "label": 1, "text": "caf\xe9"}\n')
     _refused_init(tmp_path, p, [str(p), "row 2", "not UTF-8", "0xe9"])
+
+
+def test_label_file_reports_every_bad_row(ws, tmp_path):
+    f = tmp_path / "labels.csv"
+    f.write_text("id,label\ni4,cat\nnope,dog\ni5,bird\ni4,dog\n")
+    line = assert_one_line_refusal(ws, ["label", ws, f, "--allow-unbatched"],
+                                   [str(f), "3 bad rows", "nothing imported", "row 2: field 'id': unknown item id 'nope'",
+                                    "row 3: field 'label': 'bird'", "row 4: field 'label': item 'i4' already has"])
+    assert line.index("row 2:") < line.index("row 3:") < line.index("row 4:")
+    many = tmp_path / "many.csv"
+    many.write_text("id,label\n" + "".join(f"x{k},cat\n" for k in range(25)))
+    line = assert_one_line_refusal(ws, ["label", ws, many, "--allow-unbatched"], ["25 bad rows", "and 5 more"])
+    assert "row 20: field 'id': unknown item id 'x19'" in line and "'x20'" not in line
+
+
+def test_label_file_one_bad_row_keeps_its_form(ws, tmp_path):
+    f = tmp_path / "one.csv"
+    f.write_text("id,label\ni4,cat\nnope,dog\n")
+    line = assert_one_line_refusal(ws, ["label", ws, f, "--allow-unbatched"], [])
+    assert line == f"mmal: error: {f}: row 2: field 'id': unknown item id 'nope'; nothing imported"
+
+
+@pytest.mark.parametrize("row,words", [
+    ({"id": "i4", "label": "cat", "annotator": {"name": "bob"}}, ["row 1", "'annotator'", "JSON object", "bob"]),
+    ({"id": "i4", "label": "cat", "annotator": ["bob"]}, ["row 1", "'annotator'", "JSON list"]),
+    ({"id": "i4", "label": "cat", "annotator": 1.5}, ["row 1", "'annotator'", "float"]),
+    ({"id": 4.0, "label": "cat"}, ["row 1", "'id'", "float", "4.0"]),
+])
+def test_label_import_values_of_another_type_refused(ws, tmp_path, row, words):
+    f = tmp_path / "labels.jsonl"
+    f.write_text(json.dumps(row) + "\n")
+    assert_one_line_refusal(ws, ["label", ws, f, "--allow-unbatched"], [str(f), *words])
+
+
+def test_labelstudio_user_object_annotator(ws, tmp_path):
+    """Label Studio's completed_by may be the user object: its email is stored, not the object's text."""
+    f = tmp_path / "export.json"
+    res = [{"type": "choices", "value": {"choices": ["dog"]}}]
+    f.write_text(json.dumps([{"data": {"item_id": "i4"}, "annotations": [{"completed_by": {"id": 3, "email": "a@b.c"}, "result": res}]},
+                             {"data": {"item_id": "i5"}, "annotations": [{"completed_by": 9, "result": res}]}]))
+    r = run_cli("label", ws, f, "--allow-unbatched")
+    assert r.returncode == 0, r.stderr
+    con = sqlite3.connect(ws / "state.sqlite")
+    assert dict(con.execute("SELECT item_id, annotator FROM labels WHERE item_id IN ('i4', 'i5')").fetchall()) == {
+        "i4": "a@b.c", "i5": "9"}
+    con.close()
+    g = tmp_path / "bad.json"
+    g.write_text(json.dumps([{"data": {"item_id": "i4"}, "annotations": [{"completed_by": [3], "result": res}]}]))
+    assert_one_line_refusal(ws, ["label", ws, g], ["row 1", "completed_by", "JSON list"])

@@ -18,7 +18,13 @@ In: Label Studio's three export formats, each turned into plain rows
 - ``CSV``: the same columns as JSON_MIN.
 
 In every format the item is identified by ``item_id`` from the task data that mmal put
-there, never by Label Studio's own task ``id``.
+there, never by Label Studio's own task ``id``. The annotator is a string, or Label Studio's
+integer user id (stored as its decimal string; ``completed_by`` may also be the user object,
+whose ``email``, else ``id``, is taken); anything else is refused, never stored as its
+string form.
+
+A bad row raises :class:`RowError` (a :class:`~mmal.errors.LabelImportError` that knows its
+row), so that an importer can report every bad row of a file at once.
 """
 
 from __future__ import annotations
@@ -77,8 +83,30 @@ def task(row: dict, modalities, media_url) -> dict:
 
 
 # ---- import ---------------------------------------------------------------------------------
+class RowError(LabelImportError):
+    """One bad row of a label file: ``path``, ``row`` (1-based) and ``detail`` (what is wrong)."""
+
+    def __init__(self, path, row, detail: str):
+        self.path, self.row, self.detail = path, row, detail
+        super().__init__(f"{path}: row {row}: {detail}; nothing imported")
+
+
 def _fail(path, i, msg):
-    raise LabelImportError(f"{path}: row {i}: {msg}; nothing imported")
+    raise RowError(path, i, msg)
+
+
+def annotator_value(value, path, i, field: str = "annotator"):
+    """An annotator as stored: None, a string, or an integer user id as its decimal string; RowError otherwise."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    what = {dict: "a JSON object", list: "a JSON list", bool: "a boolean", float: "a float"}.get(type(value), type(value).__name__)
+    shown = json.dumps(value) if isinstance(value, (dict, list)) else repr(value)
+    _fail(path, i, f"field '{field}': expected an annotator name (a string) or a user id (an integer), got {what} "
+                   f"{shown[:60]}")
 
 
 def _choice(value, path, i, field):
@@ -116,9 +144,10 @@ def from_task(t, path, i) -> dict:
     if anns:
         ann = anns[-1]
         cb = ann.get("completed_by")
-        if isinstance(cb, dict):
-            cb = cb.get("email") or cb.get("id")
-        annotator = None if cb in (None, "") else str(cb)
+        field = "annotations.completed_by"
+        if isinstance(cb, dict):  # Label Studio's user object
+            cb, field = (cb.get("email"), f"{field}.email") if cb.get("email") else (cb.get("id"), f"{field}.id")
+        annotator = annotator_value(cb, path, i, field)
         result = ann.get("result", [])
         if not isinstance(result, list):
             _fail(path, i, f"field 'annotations.result': expected a list, got {type(result).__name__}")
@@ -145,9 +174,8 @@ def from_min(t: dict, path, i) -> dict:
         except json.JSONDecodeError:
             _fail(path, i, f"field '{CONTROL_NAME}': invalid JSON {raw[:40]!r}")
     label = None if raw in (None, "") else _choice(raw, path, i, CONTROL_NAME)
-    ann = t.get("annotator")
     return {"id": t.get("item_id"), "label": label, "round": t.get("round"),
-            "annotator": None if ann in (None, "") else str(ann), "_id_field": "item_id"}
+            "annotator": annotator_value(t.get("annotator"), path, i), "_id_field": "item_id"}
 
 
 def is_task(obj) -> bool:

@@ -8,7 +8,9 @@ transaction visible. Every writer holds the workspace lock (:mod:`mmal.workspace
 so a ``select`` never runs while an import is half done.
 
 What an import refuses (each: one line, exit 2 from the CLI, nothing imported) is listed
-in docs/labelstudio.md ("Importing labels") and docs/reliability.md.
+in docs/labelstudio.md ("Importing labels") and docs/reliability.md. A file with several bad
+rows is refused with all of them in that one line (the first :data:`MAX_REPORTED`, then
+"and N more"), so one round of fixes is enough.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ EXPORT_MEDIA = ("text", "image", "video", "audio", "query")
 MEDIA_COLUMNS = ("image", "video", "audio")
 #: First characters that make a spreadsheet evaluate a cell (OWASP "CSV Injection").
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+#: Bad rows of a label file named in its refusal; the rest are counted ("and N more").
+MAX_REPORTED = 20
 
 
 # ---- classes ---------------------------------------------------------------------------------
@@ -237,11 +241,30 @@ def export_round(ws_dir, round_: int, *, media_root=None, media_url=None, out_di
 
 # ---- import ----------------------------------------------------------------------------------
 def _fail(path, i, msg):
-    where = f"{path}: row {i}: " if i is not None else f"{path}: "
-    raise LabelImportError(f"{where}{msg}; nothing imported")
+    """A problem of the whole file (``i`` None: LabelImportError now) or of row ``i`` (:class:`RowError`,
+    collected by the import so that every bad row is reported)."""
+    if i is not None:
+        raise ls.RowError(path, i, msg)
+    raise LabelImportError(f"{path}: {msg}; nothing imported")
 
 
-def _parse_csv(path: Path, text: str) -> list[tuple[int, dict]]:
+def _refuse(path, problems: list) -> None:
+    """Raise one LabelImportError naming every bad row (``problems``: :class:`RowError`), if any.
+
+    One bad row keeps the single-row form ``FILE: row N: what; nothing imported``; several
+    give ``FILE: K bad rows; nothing imported: row N: what | row M: what | ... | and J more``.
+    """
+    if not problems:
+        return
+    if len(problems) == 1:
+        raise problems[0]
+    problems = sorted(problems, key=lambda e: e.row)
+    shown = " | ".join(f"row {e.row}: {e.detail}" for e in problems[:MAX_REPORTED])
+    more = f" | and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+    raise LabelImportError(f"{path}: {len(problems)} bad rows; nothing imported: {shown}{more}")
+
+
+def _parse_csv(path: Path, text: str, problems: list) -> list[tuple[int, dict]]:
     reader = csv.DictReader(io.StringIO(text, newline=""))
     header = [h.strip() for h in (reader.fieldnames or [])]
     reader.fieldnames = header
@@ -251,19 +274,24 @@ def _parse_csv(path: Path, text: str) -> list[tuple[int, dict]]:
                           f"Studio's 'item_id') and 'label', plus optional 'round' and 'annotator'")
     out = []
     for i, r in enumerate(reader, start=1):
-        if None in r:
-            _fail(path, i, f"has {len(header) + len(r[None])} fields, the header has {len(header)}")
-        r = {k: unneutralise_cell(v) for k, v in r.items()}
-        if id_col == "item_id":  # a Label Studio CSV export: 'id' is Label Studio's own task id
-            out.append((i, ls.from_min(r, path, i)))
-        else:
-            out.append((i, {"id": r.get("id"), "label": r.get("label"), "round": r.get("round"),
-                            "annotator": r.get("annotator"), "_id_field": "id"}))
+        try:
+            if None in r:
+                _fail(path, i, f"has {len(header) + len(r[None])} fields, the header has {len(header)}")
+            r = {k: unneutralise_cell(v) for k, v in r.items()}
+            if id_col == "item_id":  # a Label Studio CSV export: 'id' is Label Studio's own task id
+                out.append((i, ls.from_min(r, path, i)))
+            else:
+                out.append((i, {"id": r.get("id"), "label": r.get("label"), "round": r.get("round"),
+                                "annotator": r.get("annotator"), "_id_field": "id"}))
+        except ls.RowError as e:
+            problems.append(e)
     return out
 
 
-def _parse_rows(path: Path) -> list[tuple[int, dict]]:
-    """(row number, {id, label, round, annotator, _id_field}) from CSV / JSONL / Label Studio JSON or JSON_MIN."""
+def _parse_rows(path: Path, problems: list) -> list[tuple[int, dict]]:
+    """(row number, {id, label, round, annotator, _id_field}) from CSV / JSONL / Label Studio JSON or JSON_MIN.
+
+    A problem of the file raises; a bad row is appended to ``problems`` (:class:`RowError`) and skipped."""
     suffix = path.suffix.lower()
     if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
         _fail(path, None, f"unknown label file type '{suffix}' (expected .csv, .jsonl, or a Label Studio .json export)")
@@ -276,23 +304,26 @@ def _parse_rows(path: Path) -> list[tuple[int, dict]]:
     if not text.strip():
         _fail(path, None, "label file is empty")
     if suffix == ".csv":
-        return _parse_csv(path, text)
+        return _parse_csv(path, text, problems)
     if suffix in (".jsonl", ".ndjson"):
         out = []
         for i, line in enumerate(text.splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                _fail(path, i, f"invalid JSON ({e.msg})")
-            if not isinstance(obj, dict):
-                _fail(path, i, f"expected a JSON object with 'id' and 'label', got {type(obj).__name__}")
-            if ls.is_task(obj):
-                out.append((i, ls.from_task(obj, path, i)))
-            else:
-                out.append((i, {"id": obj.get("id", obj.get("item_id")), "label": obj.get("label"), "round": obj.get("round"),
-                                "annotator": obj.get("annotator"), "_id_field": "id"}))
+                try:
+                    obj = json.loads(line)
+                except json.JSONDecodeError as e:
+                    _fail(path, i, f"invalid JSON ({e.msg})")
+                if not isinstance(obj, dict):
+                    _fail(path, i, f"expected a JSON object with 'id' and 'label', got {type(obj).__name__}")
+                if ls.is_task(obj):
+                    out.append((i, ls.from_task(obj, path, i)))
+                else:
+                    out.append((i, {"id": obj.get("id", obj.get("item_id")), "label": obj.get("label"),
+                                    "round": obj.get("round"), "annotator": obj.get("annotator"), "_id_field": "id"}))
+            except ls.RowError as e:
+                problems.append(e)
         return out
     try:
         data = json.loads(text)
@@ -302,12 +333,15 @@ def _parse_rows(path: Path) -> list[tuple[int, dict]]:
         _fail(path, None, f"expected a Label Studio export (a JSON list of tasks), got a JSON {type(data).__name__}")
     out = []
     for i, t in enumerate(data, start=1):
-        if ls.is_task(t):
-            out.append((i, ls.from_task(t, path, i)))
-        elif ls.is_min(t):
-            out.append((i, ls.from_min(t, path, i)))
-        else:
-            _fail(path, i, "not a Label Studio task (no 'data') nor a JSON_MIN row (no 'item_id')")
+        try:
+            if ls.is_task(t):
+                out.append((i, ls.from_task(t, path, i)))
+            elif ls.is_min(t):
+                out.append((i, ls.from_min(t, path, i)))
+            else:
+                _fail(path, i, "not a Label Studio task (no 'data') nor a JSON_MIN row (no 'item_id')")
+        except ls.RowError as e:
+            problems.append(e)
     return out
 
 
@@ -355,15 +389,19 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
     of the workspace; an unknown name is refused unless ``allow_new_classes``, which adds
     it to the class table and marks the round's model stale. Rows without a label are
     skipped. Two rows for one item: identical ones count once, conflicting ones are refused.
-    The rows are stored by the workspace's one label writer (:func:`mmal.workspace.state.put_labels`,
-    one transaction); ``on_row(i)`` is called inside it after each stored row.
+    Item ids are strings or integers (a float id is refused); an annotator is a string or an
+    integer user id (an object is refused, never stored as its string form). Every bad row
+    is reported, in one error. The rows are stored by the workspace's one label writer
+    (:func:`mmal.workspace.state.put_labels`, one transaction); ``on_row(i)`` is called
+    inside it after each stored row.
     """
     path = Path(path).resolve()
     if lock:
         with workspace_lock(ws.dir, f"label {path.name}"):
             return import_labels(ws, path, source=source, allow_unbatched=allow_unbatched,
                                  allow_new_classes=allow_new_classes, lock=False, on_row=on_row)
-    rows = _parse_rows(path)
+    problems: list = []
+    rows = _parse_rows(path, problems)
     names = label_names(ws)
     n_classes = int(ws.n_classes)
     new_names: list[str] = []
@@ -376,62 +414,13 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
     parsed: dict[tuple[str, int], tuple[int, int, str | None]] = {}
     skipped = 0
     for i, r in rows:
-        fid = r.get("_id_field", "id")
-        item_id = r.get("id")
-        if isinstance(item_id, (dict, list, bool)):
-            _fail(path, i, f"field '{fid}': expected an item id, got {type(item_id).__name__}")
-        item_id = None if item_id is None else str(item_id).strip()
-        if not item_id:
-            _fail(path, i, f"field '{fid}' is empty")
-        if item_id not in split:
-            _fail(path, i, f"field '{fid}': unknown item id {item_id!r}")
-        raw = r.get("label")
-        if raw is None or (isinstance(raw, str) and raw.strip() == ""):
-            skipped += 1
-            continue
-        if split[item_id] == "test":
-            _fail(path, i, f"field '{fid}': item {item_id!r} is in the test split; its gold label is not overwritten by imports")
-        label = _to_label(raw)
-        if label is None:
-            _fail(path, i, f"field 'label': {raw!r} is not a class id or a class name")
-        if isinstance(label, str):
-            if names and label in names:
-                label = names.index(label)
-            elif names and label in new_names:
-                label = len(names) + new_names.index(label)
-            elif allow_new_classes and names is not None:
-                new_names.append(label)
-                label = len(names) + len(new_names) - 1
-            else:
-                known = ", ".join(repr(x) for x in (names or [])) or f"integers 0..{n_classes - 1}"
-                _fail(path, i, f"field 'label': {raw!r} is not a class of this workspace (classes: {known}); "
-                               f"to add a class use `mmal label --allow-new-classes`")
-        n_now = len(names) + len(new_names) if names else n_classes
-        if label < 0:
-            _fail(path, i, f"field 'label': {label} is negative")
-        if n_now and label >= n_now and not (allow_new_classes and names is None):
-            _fail(path, i, f"field 'label': {label} out of range 0..{n_now - 1}"
-                           + ("" if names else "; to add a class use `mmal label --allow-new-classes`"))
-        rnd = _parse_round(r.get("round"), path, i)
-        have = batch_rounds.get(item_id, set())
-        if rnd is None:
-            if have:
-                rnd = max(have)
-            elif allow_unbatched:
-                rnd = 0
-            else:
-                _fail(path, i, f"field '{fid}': item {item_id!r} is in no batch; label only selected items, "
-                               f"or pass `--allow-unbatched` to store it under round 0")
-        elif rnd not in have and not (allow_unbatched and not have and 0 <= rnd <= max_round):
-            where = f"its batches are in round(s) {', '.join(map(str, sorted(have)))}" if have else "it is in no batch"
-            _fail(path, i, f"field 'round': {rnd} is not a round in which item {item_id!r} was selected ({where})")
-        annotator = r.get("annotator")
-        annotator = None if annotator in (None, "") else str(annotator)
-        key = (item_id, rnd)
-        if key in parsed and parsed[key][0] != label:
-            _fail(path, i, f"field 'label': item {item_id!r} already has label {parsed[key][0]} in row {parsed[key][1]} "
-                           f"of this file, now {label}; keep one row per item")
-        parsed.setdefault(key, (label, i, annotator))
+        try:
+            skipped += _check_row(path, i, r, names=names, new_names=new_names, n_classes=n_classes, split=split,
+                                  batch_rounds=batch_rounds, max_round=max_round, parsed=parsed,
+                                  allow_unbatched=allow_unbatched, allow_new_classes=allow_new_classes)
+        except ls.RowError as e:
+            problems.append(e)
+    _refuse(path, problems)
     stats = {"rows": len(rows), "inserted": 0, "updated": 0, "unchanged": 0, "skipped": skipped,
              "new_classes": list(new_names), "warnings": []}
     new_int_classes = 0
@@ -448,3 +437,66 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
     elif new_int_classes:
         stats["warnings"].append(_add_classes(ws, None, [str(k) for k in range(n_classes, new_int_classes)], new_int_classes))
     return stats
+
+
+def _check_row(path, i, r, *, names, new_names, n_classes, split, batch_rounds, max_round, parsed,
+               allow_unbatched, allow_new_classes) -> int:
+    """Check one parsed row and add it to ``parsed``; 1 when it is skipped (no label), else 0.
+    A bad row raises :class:`RowError` (the caller collects them)."""
+    fid = r.get("_id_field", "id")
+    item_id = r.get("id")
+    if isinstance(item_id, float):
+        _fail(path, i, f"field '{fid}': item ids are strings or integers, got the float {item_id!r}")
+    if isinstance(item_id, (dict, list, bool)):
+        _fail(path, i, f"field '{fid}': expected an item id, got {type(item_id).__name__}")
+    item_id = None if item_id is None else str(item_id).strip()
+    if not item_id:
+        _fail(path, i, f"field '{fid}' is empty")
+    if item_id not in split:
+        _fail(path, i, f"field '{fid}': unknown item id {item_id!r}")
+    raw = r.get("label")
+    if raw is None or (isinstance(raw, str) and raw.strip() == ""):
+        return 1
+    if split[item_id] == "test":
+        _fail(path, i, f"field '{fid}': item {item_id!r} is in the test split; its gold label is not overwritten by imports")
+    label = _to_label(raw)
+    if label is None:
+        _fail(path, i, f"field 'label': {raw!r} is not a class id or a class name")
+    if isinstance(label, str):
+        if names and label in names:
+            label = names.index(label)
+        elif names and label in new_names:
+            label = len(names) + new_names.index(label)
+        elif allow_new_classes and names is not None:
+            new_names.append(label)
+            label = len(names) + len(new_names) - 1
+        else:
+            known = ", ".join(repr(x) for x in (names or [])) or f"integers 0..{n_classes - 1}"
+            _fail(path, i, f"field 'label': {raw!r} is not a class of this workspace (classes: {known}); "
+                           f"to add a class use `mmal label --allow-new-classes`")
+    n_now = len(names) + len(new_names) if names else n_classes
+    if label < 0:
+        _fail(path, i, f"field 'label': {label} is negative")
+    if n_now and label >= n_now and not (allow_new_classes and names is None):
+        _fail(path, i, f"field 'label': {label} out of range 0..{n_now - 1}"
+                       + ("" if names else "; to add a class use `mmal label --allow-new-classes`"))
+    rnd = _parse_round(r.get("round"), path, i)
+    have = batch_rounds.get(item_id, set())
+    if rnd is None:
+        if have:
+            rnd = max(have)
+        elif allow_unbatched:
+            rnd = 0
+        else:
+            _fail(path, i, f"field '{fid}': item {item_id!r} is in no batch; label only selected items, "
+                           f"or pass `--allow-unbatched` to store it under round 0")
+    elif rnd not in have and not (allow_unbatched and not have and 0 <= rnd <= max_round):
+        where = f"its batches are in round(s) {', '.join(map(str, sorted(have)))}" if have else "it is in no batch"
+        _fail(path, i, f"field 'round': {rnd} is not a round in which item {item_id!r} was selected ({where})")
+    annotator = ls.annotator_value(r.get("annotator"), path, i)
+    key = (item_id, rnd)
+    if key in parsed and parsed[key][0] != label:
+        _fail(path, i, f"field 'label': item {item_id!r} already has label {parsed[key][0]} in row {parsed[key][1]} "
+                       f"of this file, now {label}; keep one row per item")
+    parsed.setdefault(key, (label, i, annotator))
+    return 0
