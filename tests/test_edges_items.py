@@ -5,6 +5,7 @@
   itself, as the dataset builders do); it says what each media column feeds;
 - ``--classes`` declares the classes and refuses a misspelt one;
 - values keep their type or are refused (bytes text, float ids, non-string annotators);
+- every label change is kept in ``label_history``; overwriting a gold label warns;
 - errors name the row of a non-UTF-8 byte, and a label file's bad rows are all reported.
 
 Workspaces are text-only and no encoder is loaded.
@@ -257,3 +258,87 @@ def test_labelstudio_user_object_annotator(ws, tmp_path):
     g = tmp_path / "bad.json"
     g.write_text(json.dumps([{"data": {"item_id": "i4"}, "annotations": [{"completed_by": [3], "result": res}]}]))
     assert_one_line_refusal(ws, ["label", ws, g], ["row 1", "completed_by", "JSON list"])
+
+
+# ---- label history -----------------------------------------------------------------------------
+def _history(w):
+    con = sqlite3.connect(w / "state.sqlite")
+    try:
+        return con.execute("SELECT item_id, round, old_label, new_label, source FROM label_history ORDER BY seq").fetchall()
+    finally:
+        con.close()
+
+
+def test_overwriting_a_train_label_warns_and_keeps_history(ws, tmp_path):
+    f = tmp_path / "fix.csv"
+    f.write_text("id,label\ni0,dog\ni4,cat\n")  # i0 was 'cat' (0) in the items file; i4 is a pool item
+    r = run_cli("label", ws, f, "--allow-unbatched")
+    assert r.returncode == 0, r.stderr
+    warn = [ln for ln in r.stderr.splitlines() if ln.startswith("mmal: warning:")]
+    assert len(warn) == 1 and "'i0' 'cat' -> 'dog'" in warn[0] and "--history" in warn[0] and "i4" not in warn[0]
+    out = json.loads(r.stdout)
+    assert out["updated"] == 1 and out["inserted"] == 1 and any("'i0' 'cat' -> 'dog'" in w for w in out["warnings"])
+    hist = [h for h in _history(ws) if h[0] == "i0"]
+    assert hist == [("i0", 0, None, 0, "items-file"), ("i0", 0, 0, 1, str(f.resolve()))]
+    r = run_cli("info", ws, "--history", "i0")
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert "label 1 (dog)" in lines[0]
+    assert "- -> 0 (cat)" in lines[1] and "items-file" in lines[1]
+    assert "0 (cat) -> 1 (dog)" in lines[2] and str(f.resolve()) in lines[2]
+    r = run_cli("info", ws, "--history", "i0", "--json")
+    data = json.loads(r.stdout)
+    assert data["label"] == 1 and [(h["old"], h["new"]) for h in data["history"]] == [(None, 0), (0, 1)]
+    r = run_cli("info", ws, "--history", "i9")
+    assert r.returncode == 2 and "no item 'i9'" in r.stderr
+    # importing the same file again changes nothing: no new history row, no warning
+    n = len(_history(ws))
+    r = run_cli("label", ws, f, "--allow-unbatched")
+    assert r.returncode == 0 and "warning" not in r.stderr and len(_history(ws)) == n
+
+
+def test_review_page_writes_and_undo_keep_history(ws):
+    """The review page stores through put_labels / undo_label: both leave history rows."""
+    from mmal.workspace import Workspace
+    from mmal.workspace import state
+
+    w = Workspace(ws)
+    res = state.put_labels(w, [("i4", 0, 1)], source="serve", annotator="ann")
+    assert res["replaced"] == []
+    res = state.put_labels(w, [("i1", 0, 0)], source="serve", annotator="ann")  # i1 was 'dog' (1) in the items file
+    assert res["replaced"] == [{"id": "i1", "round": 0, "old": 1, "old_round": 0, "old_source": "items-file", "new": 0}]
+    assert state.undo_label(w, "i1", 0, label=0, source="serve", previous=res["previous"][0])
+    rows = [(h["round"], h["old"], h["new"], h["source"], h["annotator"]) for h in state.label_history(w, "i1")]
+    assert rows == [(0, None, 1, "items-file", None), (0, 1, 0, "serve", "ann"), (0, 0, 1, "serve (undo)", None)]
+    assert w.current_labels()["i1"] == 1
+    assert [(h["old"], h["new"]) for h in state.label_history(w, "i4")] == [(None, 1)]
+
+
+def test_workspace_without_history_table_loses_nothing(ws, tmp_path):
+    """A workspace made before label_history: reading shows its stored labels; a failed import
+    creates nothing; the first import adds the table, filled with every label already stored."""
+    con = sqlite3.connect(ws / "state.sqlite")
+    con.execute("DROP TABLE label_history")
+    con.commit()
+    labels_before = sorted(con.execute("SELECT * FROM labels").fetchall())
+    con.close()
+    r = run_cli("info", ws, "--history", "i1")
+    assert r.returncode == 0 and "- -> 1 (dog)" in r.stdout and "items-file" in r.stdout, r.stdout + r.stderr
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,label\nnope,cat\n")
+    assert_one_line_refusal(ws, ["label", ws, bad, "--allow-unbatched"], ["nope"])
+    f = tmp_path / "new.csv"
+    f.write_text("id,label\ni5,dog\n")
+    assert run_cli("label", ws, f, "--allow-unbatched").returncode == 0
+    con = sqlite3.connect(ws / "state.sqlite")
+    labels_after = sorted(con.execute("SELECT * FROM labels").fetchall())
+    con.close()
+    assert [r for r in labels_after if r[0] != "i5"] == labels_before
+    hist = _history(ws)
+    assert sorted(h for h in hist if h[0] != "i5") == sorted((r[0], r[1], None, r[2], r[3]) for r in labels_before)
+    assert [h for h in hist if h[0] == "i5"] == [("i5", 0, None, 1, str(f.resolve()))]
+
+
+def test_new_workspace_has_history_of_items_file_labels(ws):
+    assert sorted(_history(ws)) == [("i0", 0, None, 0, "items-file"), ("i1", 0, None, 1, "items-file"),
+                                    ("i2", 0, None, 0, "items-file"), ("i3", 0, None, 1, "items-file")]

@@ -98,9 +98,49 @@ def encode(
             typer.echo("  ".join(f"{k} {v}" for k, v in s.items()))
 
 
+def _history(directory: Path, item_id: str, as_json: bool) -> None:
+    """``mmal info WS --history ID``: every recorded change of one item's labels."""
+    import datetime
+
+    from mmal.errors import WorkspaceError
+    from mmal.workspace import Workspace
+    from mmal.workspace.state import item_splits, label_history
+
+    ws = Workspace(directory)
+    split = item_splits(ws)
+    if item_id not in split:
+        from mmal.data.items import suggest
+
+        near = suggest(item_id, split) if len(split) <= 10_000 else None
+        raise WorkspaceError(f"{ws.dir}: no item {item_id!r}" + (f" (did you mean {near!r}?)" if near else ""))
+    rows = label_history(ws, item_id)
+    current = ws.current_labels().get(item_id)
+    if as_json:
+        echo_json({"id": item_id, "split": split[item_id], "label": current, "history": rows}, indent=2)
+        return
+    names = ws.class_names()
+
+    def show(k):
+        if k is None:
+            return "-"
+        return f"{k} ({names[k]})" if 0 <= k < len(names) and names[k] != str(k) else str(k)
+
+    typer.echo(f"item {item_id!r}  split {split[item_id]}  label {show(current)}")
+    if not rows:
+        typer.echo("no label recorded")
+    for r in rows:
+        at = datetime.datetime.fromtimestamp(r["at"]).isoformat(sep=" ", timespec="seconds")
+        who = f"  annotator {r['annotator']}" if r["annotator"] else ""
+        typer.echo(f"{at}  round {r['round']}  {show(r['old'])} -> {show(r['new'])}  source {r['source']}{who}")
+
+
 @app.command()
-def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(False, "--json")):
+def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
+         history: Optional[str] = typer.Option(None, "--history", help="item id: print every change of its label (old, new, source, time) instead")):
     """Counts, modalities, labels and cache status of a workspace."""
+    if history is not None:
+        _history(directory, history, as_json)
+        return
     from mmal.loop.workspace_round import workspace_info
 
     data = workspace_info(directory)

@@ -392,8 +392,10 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
     Item ids are strings or integers (a float id is refused); an annotator is a string or an
     integer user id (an object is refused, never stored as its string form). Every bad row
     is reported, in one error. The rows are stored by the workspace's one label writer
-    (:func:`mmal.workspace.state.put_labels`, one transaction); ``on_row(i)`` is called
-    inside it after each stored row.
+    (:func:`mmal.workspace.state.put_labels`, one transaction, which keeps the label history);
+    ``on_row(i)`` is called inside it after each stored row. Replacing a gold label (one
+    from the items file, or of a train item) adds a warning naming the items and their old
+    and new labels.
     """
     path = Path(path).resolve()
     if lock:
@@ -432,11 +434,32 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
                            source=source or str(path), on_row=on_row)
     for k in ("inserted", "updated", "unchanged"):
         stats[k] = res[k]
+    gold = gold_replaced(ws, res["replaced"], split)
+    if gold:
+        stats["warnings"].append(gold)
     if new_names:
         stats["warnings"].append(_add_classes(ws, names, new_names, len(names) + len(new_names)))
     elif new_int_classes:
         stats["warnings"].append(_add_classes(ws, None, [str(k) for k in range(n_classes, new_int_classes)], new_int_classes))
     return stats
+
+
+def gold_replaced(ws: Workspace, replaced: list[dict], split: dict[str, str] | None = None, *, limit: int = 5) -> str | None:
+    """The warning for :func:`mmal.workspace.state.put_labels`' ``replaced`` rows that overwrote a
+    gold label (from the items file, or of a train item), or None."""
+    split = state.item_splits(ws) if split is None else split
+    hit = [r for r in replaced if r["old_source"] == "items-file" or split.get(r["id"]) == "train"]
+    if not hit:
+        return None
+    names = ws.class_names()
+
+    def name(k):
+        return repr(names[k]) if 0 <= k < len(names) and names[k] != str(k) else str(k)
+
+    shown = ", ".join(f"{r['id']!r} {name(r['old'])} -> {name(r['new'])}" for r in hit[:limit])
+    more = f" and {len(hit) - limit} more" if len(hit) > limit else ""
+    return (f"replaced the gold (items-file / train) label of {len(hit)} item(s): {shown}{more}; the old values are "
+            f"kept in the label history (`mmal info {ws.dir} --history ID`)")
 
 
 def _check_row(path, i, r, *, names, new_names, n_classes, split, batch_rounds, max_round, parsed,

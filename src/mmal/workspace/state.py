@@ -6,6 +6,12 @@ initial load in :mod:`mmal.workspace.workspace`). Other layers call these functi
 - **the one label writer** :func:`put_labels` (``mmal label``, the review page, Label Studio
   imports) and its inverse :func:`undo_label`: one ``BEGIN IMMEDIATE`` transaction per call,
   all rows or none, ``(item id, round)`` upserts that leave an identical label untouched;
+- **label history**: every change either of them makes (and every label of the items file at
+  ``mmal init``) adds a ``label_history`` row in the same transaction: item, round, old
+  value and its source, new value (NULL = removed by an undo), source, annotator, time;
+  :func:`label_history` reads it (``mmal info WS --history ID``). A workspace made before
+  the table existed gets it in the transaction of its first label write, filled with the
+  labels it holds (their earlier values were not kept);
 - **batches**: :func:`record_batch` (one transaction; a callback writes the exports before
   the commit, so a crash leaves either the batch with its files or neither),
   :func:`batch_items`, :func:`batches_of_round`, :func:`latest_batch`, :func:`batched_items`;
@@ -30,6 +36,16 @@ from dataclasses import dataclass
 from mmal.errors import WorkspaceError
 
 _WRITE_LOCK = threading.Lock()
+
+HISTORY_DDL = (
+    "CREATE TABLE IF NOT EXISTS label_history (seq INTEGER PRIMARY KEY AUTOINCREMENT, item_id TEXT NOT NULL, "
+    "round INTEGER NOT NULL, old_label INTEGER, old_source TEXT, new_label INTEGER, source TEXT NOT NULL, "
+    "annotator TEXT, changed_at REAL NOT NULL)",
+    "CREATE INDEX IF NOT EXISTS label_history_item ON label_history (item_id, seq)",
+)
+HISTORY_SCHEMA = ";\n".join(HISTORY_DDL) + ";\n"
+HISTORY_INSERT = ("INSERT INTO label_history (item_id, round, old_label, old_source, new_label, source, annotator, "
+                  "changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
 
 UPSERT = (
     "INSERT INTO labels (item_id, round, label, source, annotator, imported_at) VALUES (?, ?, ?, ?, ?, ?) "
@@ -66,7 +82,57 @@ def write(ws, fn, *, retries: int = 20, busy_timeout_s: float = 30.0):
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+# ---- label history -----------------------------------------------------------------------------
+def _has_history(con) -> bool:
+    return con.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'label_history'").fetchone() is not None
+
+
+def ensure_history(con) -> None:
+    """Create ``label_history`` inside the caller's write transaction if this workspace predates it,
+    with one row per label it already holds (old value unknown, so NULL): nothing is lost."""
+    if _has_history(con):
+        return
+    for stmt in HISTORY_DDL:
+        con.execute(stmt)
+    con.execute("INSERT INTO label_history (item_id, round, old_label, old_source, new_label, source, annotator, changed_at) "
+                "SELECT item_id, round, NULL, NULL, label, source, annotator, imported_at FROM labels "
+                "ORDER BY imported_at, item_id, round")
+
+
+def record_history(con, rows, *, source: str, at: float, annotator: str | None = None) -> None:
+    """Add history rows on an open connection (inside the caller's transaction).
+
+    ``rows`` = ``[(item id, round, old label, old source, new label)]`` or with a sixth
+    element, the row's annotator (else ``annotator``)."""
+    con.executemany(HISTORY_INSERT, [
+        (str(r[0]), int(r[1]), None if r[2] is None else int(r[2]), r[3], None if r[4] is None else int(r[4]),
+         str(source), r[5] if len(r) > 5 else annotator, float(at)) for r in rows])
+
+
+def label_history(ws, item_id: str) -> list[dict]:
+    """Every recorded change of ``item_id``'s labels, oldest first: ``{round, old, old_source,
+    new, source, annotator, at}`` (``new`` None: removed by an undo). A workspace whose
+    history table does not exist yet reports its stored labels as their first entries."""
+    with ws.db() as con:
+        if _has_history(con):
+            rows = con.execute("SELECT round, old_label, old_source, new_label, source, annotator, changed_at "
+                               "FROM label_history WHERE item_id = ? ORDER BY seq", (str(item_id),)).fetchall()
+        else:
+            rows = con.execute("SELECT round, NULL, NULL, label, source, annotator, imported_at FROM labels "
+                               "WHERE item_id = ? ORDER BY imported_at, round", (str(item_id),)).fetchall()
+    return [{"round": int(r[0]), "old": None if r[1] is None else int(r[1]), "old_source": r[2],
+             "new": None if r[3] is None else int(r[3]), "source": r[4], "annotator": r[5], "at": float(r[6])}
+            for r in rows]
+
+
 # ---- labels ------------------------------------------------------------------------------------
+def _effective(con, item_id):
+    """The item's label that counts now (highest round): ``{round, label, source}`` or None."""
+    r = con.execute("SELECT round, label, source FROM labels WHERE item_id = ? ORDER BY round DESC LIMIT 1",
+                    (item_id,)).fetchone()
+    return None if r is None else {"round": int(r[0]), "label": int(r[1]), "source": r[2]}
+
+
 def _label_row(con, item_id, rnd):
     r = con.execute("SELECT label, source, annotator, imported_at FROM labels WHERE item_id = ? AND round = ?",
                     (item_id, rnd)).fetchone()
@@ -81,9 +147,13 @@ def put_labels(ws, rows, *, source: str, annotator: str | None = None, retries: 
     row's annotator overrides ``annotator``). One row per ``(item id, round)``: an existing row
     with the same label is left unchanged, a different label replaces it (with the new
     ``source`` / ``annotator`` / time). Item ids must exist (foreign key). ``on_row(i)`` is
-    called after each row is written, inside the transaction.
+    called after each row is written, inside the transaction. Every written row adds a
+    ``label_history`` row (old value, new value, source, annotator, time) in the same transaction.
 
-    Returns ``{"inserted", "updated", "unchanged", "previous": [row dict or None per input row]}``.
+    Returns ``{"inserted", "updated", "unchanged", "previous": [row dict or None per input row],
+    "replaced": [...]}``; ``replaced`` lists the rows that changed the label an item had until
+    now (its highest round's), ``{"id", "round", "old", "old_round", "old_source", "new"}``, so
+    that a caller can warn when that was a gold (items-file) label.
     """
     norm = []
     for r in rows:
@@ -93,17 +163,27 @@ def put_labels(ws, rows, *, source: str, annotator: str | None = None, retries: 
     now = time.time()
 
     def txn(con):
-        stats = {"inserted": 0, "updated": 0, "unchanged": 0, "previous": []}
+        ensure_history(con)
+        stats = {"inserted": 0, "updated": 0, "unchanged": 0, "previous": [], "replaced": []}
+        history = []
         for i, (item_id, rnd, label, who) in enumerate(norm):
             old = _label_row(con, item_id, rnd)
             stats["previous"].append(old)
             if old is not None and old["label"] == label:
                 stats["unchanged"] += 1
             else:
+                now_counts = _effective(con, item_id)
                 con.execute(UPSERT, (item_id, rnd, label, source, who, now))
                 stats["updated" if old is not None else "inserted"] += 1
+                history.append((item_id, rnd, None if old is None else old["label"], None if old is None else old["source"],
+                                label, who))
+                if now_counts is not None and now_counts["round"] <= rnd and now_counts["label"] != label:
+                    stats["replaced"].append({"id": item_id, "round": rnd, "old": now_counts["label"],
+                                              "old_round": now_counts["round"], "old_source": now_counts["source"],
+                                              "new": label})
             if on_row is not None:
                 on_row(i)
+        record_history(con, history, source=source, at=now)
         return stats
 
     return write(ws, txn, retries=retries, busy_timeout_s=busy_timeout_s)
@@ -120,11 +200,15 @@ def undo_label(ws, item_id: str, rnd: int, *, label: int, source: str, previous:
         cur = _label_row(con, item_id, rnd)
         if cur is None or cur["label"] != int(label) or cur["source"] != source:
             return False
+        ensure_history(con)
         if previous is None:
             con.execute("DELETE FROM labels WHERE item_id = ? AND round = ?", (item_id, int(rnd)))
         else:
             con.execute(UPSERT, (item_id, int(rnd), int(previous["label"]), str(previous["source"]),
                                  previous.get("annotator"), float(previous["imported_at"])))
+        record_history(con, [(item_id, int(rnd), cur["label"], cur["source"],
+                              None if previous is None else int(previous["label"]))],
+                       source=f"{source} (undo)", at=time.time())
         return True
 
     return write(ws, txn, retries=retries, busy_timeout_s=busy_timeout_s)
@@ -316,6 +400,6 @@ def batch_counts(ws) -> dict:
     return {"items": n_items, "splits": by_split, "labeled": n_labeled, "rounds": n_rounds, "batches": n_batches}
 
 
-__all__ = ["put_labels", "undo_label", "current_labels", "labels_as_of", "labels_in_round", "round_labels", "item_splits",
+__all__ = ["put_labels", "undo_label", "label_history", "record_history", "ensure_history", "HISTORY_SCHEMA", "current_labels", "labels_as_of", "labels_in_round", "round_labels", "item_splits",
            "current_round", "rounds", "latest_batch", "batches", "get_batch", "batch_items", "round_batch_items",
            "batched_items", "batch_ids", "insert_batch", "record_batch", "batch_counts", "Batch", "write"]

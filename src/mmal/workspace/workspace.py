@@ -3,7 +3,7 @@
 Layout::
 
     DIR/mmal.toml        task, modalities -> columns, encoders, model, train, select defaults
-    DIR/state.sqlite     WAL; items, rounds, batches, batch_items, labels — the source of truth
+    DIR/state.sqlite     WAL; items, rounds, batches, batch_items, labels, label_history — the source of truth
     DIR/items.parquet    validated copy of the items table (media paths absolute)
     DIR/features/...     feature cache (mmal.features)
     DIR/rounds/<n>/...   model.pt, pool/, selection.parquet, metrics.json
@@ -30,6 +30,7 @@ import tomli_w
 
 from mmal.errors import ConfigError, WorkspaceError
 from mmal.utils import npy_problem
+from mmal.workspace.state import HISTORY_SCHEMA, record_history
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -162,6 +163,7 @@ def init_workspace(directory, items_file, *, task: str | None = None, force: boo
         try:
             con.execute("PRAGMA journal_mode=WAL")
             con.executescript(SCHEMA)
+            con.executescript(HISTORY_SCHEMA)
             now = time.time()
             with con:
                 con.execute("INSERT INTO meta VALUES ('version', '1')")
@@ -169,10 +171,14 @@ def init_workspace(directory, items_file, *, task: str | None = None, force: boo
                     "INSERT INTO items (id, split) VALUES (?, ?)",
                     zip(table.column("id").to_pylist(), table.column("split").to_pylist()),
                 )
+                first = [(i, lab, now) for i, lab in zip(table.column("id").to_pylist(), table.column("label").to_pylist())
+                         if lab is not None]
                 con.executemany(
                     "INSERT INTO labels (item_id, round, label, source, annotator, imported_at) VALUES (?, 0, ?, 'items-file', NULL, ?)",
-                    [(i, lab, now) for i, lab in zip(table.column("id").to_pylist(), table.column("label").to_pylist()) if lab is not None],
+                    first,
                 )
+                record_history(con, [(i, 0, None, None, lab) for i, lab, _ in first], source="items-file",
+                               annotator=None, at=now)
             con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         finally:
             con.close()
