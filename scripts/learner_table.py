@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = {"auto": "**auto**", "late-fusion": "late-fusion (default)", "lr-c10": "LR C=10", "lr-c10-balanced": "LR C=10 bal.",
+NAMES = {"auto": "**auto** (default)", "late-fusion": "late-fusion", "lr-c10": "LR C=10", "lr-c10-balanced": "LR C=10 bal.",
          "lr-cv": "LR CV-C", "lr-cv-balanced": "LR CV-C bal."}
 
 

@@ -49,7 +49,7 @@ def test_choice_is_the_best_held_out_probe_computed_here_with_sklearn(pos_rate):
     feats, y = _features(pos_rate=pos_rate)
     train = np.arange(0, 90)
     C_grid = (0.1, 1.0, 10.0)
-    L = make_learner("auto", seed=4, candidates=("linear",), C_grid=C_grid)
+    L = make_learner("auto", seed=4, candidates=("linear",), C_grid=C_grid, smooth_grid=())
     hist = L.fit(feats, y, train)
     x, yt = _unit_concat(feats, train), y[train]
     fold = _folds(yt, 3, 4)
@@ -161,3 +161,43 @@ def test_bad_settings_are_config_errors():
                 {"class_weights": ("heavy",)}):
         with pytest.raises(ConfigError, match="auto learner"):
             make_learner("auto", **bad)
+
+
+def _smoothed_here(x, alpha, k):
+    """Graph smoothing written out: cosine kNN (self excluded) by brute force, then the average."""
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sim = xn @ xn.T
+    np.fill_diagonal(sim, -np.inf)
+    nb = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return (1 - alpha) * x + alpha * x[nb].mean(1)
+
+
+@pytest.mark.parametrize("weight", [None, "balanced"])
+def test_smoothed_probe_equals_sklearn_on_features_smoothed_here(weight):
+    feats, y = _features(n=90, seed=5)
+    train = np.arange(0, 40)
+    L = make_learner("linear", seed=0, C=10.0, class_weight=weight, smooth=0.6, smooth_k=4)
+    L.fit(feats, y, train)
+    xs = _smoothed_here(_unit_concat(feats, np.arange(90)), 0.6, 4)  # every item's features, no label
+    lr = LogisticRegression(C=10.0, class_weight=weight, max_iter=2000, random_state=0).fit(xs[train], y[train])
+    np.testing.assert_allclose(L.predict_proba(feats, np.arange(40, 90)), lr.predict_proba(xs[40:]), atol=2e-4)
+    # and the plain probe is not that: the smoothing changed the model
+    plain = make_learner("linear", seed=0, C=10.0, class_weight=weight)
+    plain.fit(feats, y, train)
+    assert np.abs(plain.predict_proba(feats) - L.predict_proba(feats)).max() > 1e-2
+
+
+def test_auto_offers_smoothed_probes_and_never_reads_test_labels_through_them():
+    feats, y = _features(n=150, c=2, seed=6)
+    train = np.arange(0, 60)
+    poisoned = y.copy()
+    poisoned[60:] = 1 - y[60:]
+    runs = []
+    for labels in (y, poisoned):
+        L = make_learner("auto", seed=1, candidates=("linear",), C_grid=(10.0,), smooth_grid=(0.5,))
+        h = L.fit(feats, labels, train)
+        runs.append((h["auto"]["scores"], L.predict_proba(feats)))
+    assert set(runs[0][0]) == {"linear C=10", "linear C=10 smooth=0.5", "linear C=10 balanced",
+                               "linear C=10 balanced smooth=0.5"}
+    assert runs[0][0] == runs[1][0]
+    np.testing.assert_array_equal(runs[0][1], runs[1][1])

@@ -132,7 +132,7 @@ def test_relevance_flags_on_the_wrong_workspace_are_one_line(tmp_path):
     cls_items.write_text("".join(json.dumps({"id": f"i{i}", "text": f"t {i}", "label": i % 2, "split": "train"}) + "\n"
                                  for i in range(4)))
     assert run_cli("init", tmp_path / "cws", "--items", cls_items).returncode == 0
-    for args, needle in ((("train", tmp_path / "cws", "--head", "hsoftmax"), "does not apply to the 'late-fusion' learner"),
+    for args, needle in ((("train", tmp_path / "cws", "--head", "hsoftmax"), "does not apply to the 'auto' learner"),
                          (("pretrain", tmp_path / "cws", "--objectives", "itc"), "does not apply"),
                          (("train", tmp_path / "cws", "--learner", "probe"), "does not fit the binary task")):
         r = run_cli(*args)

@@ -68,7 +68,8 @@ def test_auto_relevance_takes_the_probe_only_when_it_beats_the_cosine_on_held_ou
     # the cosine's held-out Spearman needs no training: the pooled out-of-fold scores are the cosine
     cos_oof = spearmanr(_cos_direct(d, rows), d.labels[rows]).statistic
     assert sc["cosine"] == pytest.approx(cos_oof, abs=1e-9)
-    assert h["auto"]["chosen"] == ("probe" if sc["probe"] > sc["cosine"] else "cosine")
+    sure = h["auto"]["p_better_than_cosine"] >= 0.9
+    assert h["auto"]["chosen"] == ("probe" if sc["probe"] > sc["cosine"] and sure else "cosine")
     if h["auto"]["chosen"] == "cosine":
         np.testing.assert_allclose(m.score(d)["scores"], _cos_direct(d, range(len(d.labels))), atol=1e-6)
     if signal > 0:  # a planted direction the probe can learn and the cosine cannot
@@ -91,3 +92,20 @@ def test_auto_relevance_never_reads_test_labels_and_falls_back_without_queries()
     d.query_ids = np.array(["q0"] * len(d.labels), dtype=object)  # one query: nothing to hold out
     c = make_learner("auto-relevance", seed=2)
     assert c.fit(d, d.labels, rows)["auto"]["chosen"] == "cosine"
+
+
+def test_query_bootstrap_share_on_cases_decided_by_hand():
+    from mmal.learners.relevance import query_bootstrap_p_better
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 4, 120).astype(float)
+    groups = np.array([f"q{i % 10}" for i in range(120)])
+    noise = rng.normal(size=120)
+    # scores equal to the levels beat noise in every resample; a tie is never a win
+    assert query_bootstrap_p_better(y + 1e-3 * noise, noise, y, groups, 50) == 1.0
+    assert query_bootstrap_p_better(noise, noise, y, groups, 50) == 0.0
+    # two continuous scorers: every resample has exactly one winner, so the shares add up to one
+    other = y + 3.0 * rng.normal(size=120)
+    a = query_bootstrap_p_better(other, y + 2.0 * noise, y, groups, 60, seed=1)
+    b = query_bootstrap_p_better(y + 2.0 * noise, other, y, groups, 60, seed=1)
+    assert a + b == pytest.approx(1.0)

@@ -220,8 +220,17 @@ def test_cli_same_seed_same_model_and_batch(text_ws, tmp_path):
     assert rnd == out[(b, "train")]["round"]
     sa = torch.load(a / f"rounds/{rnd}/model.pt", weights_only=True)
     sb = torch.load(b / f"rounds/{rnd}/model.pt", weights_only=True)
-    assert sa["learner"] == "late-fusion" and sa["state"]["state_dict"].keys() == sb["state"]["state_dict"].keys()
-    assert all(torch.equal(sa["state"]["state_dict"][k], sb["state"]["state_dict"][k]) for k in sa["state"]["state_dict"])
+    assert sa["learner"] == "auto" and sa["state"]["chosen"] == sb["state"]["chosen"]
+
+    def tensors(d, path=""):  # every tensor of the (nested) learner state, by path
+        if isinstance(d, torch.Tensor):
+            yield path, d
+        elif isinstance(d, dict):
+            for k, v in d.items():
+                yield from tensors(v, f"{path}/{k}")
+
+    ta, tb = dict(tensors(sa["state"])), dict(tensors(sb["state"]))
+    assert ta and ta.keys() == tb.keys() and all(torch.equal(ta[k], tb[k]) for k in ta)
     import pyarrow.parquet as pq
 
     sel = out[(a, "select")]["round"]

@@ -131,7 +131,7 @@ def simulate(
     rounds: int = typer.Option(..., "--rounds"),
     seeds: str = typer.Option("0,1,2", "--seeds"),
     out: Path = typer.Option(..., "--out"),
-    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the task (binary / multiclass: late-fusion, linear, fusion; relevance: probe, hcmrm); default the task's"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the task (binary / multiclass: auto, late-fusion, linear, fusion; relevance: auto-relevance, cosine, probe, hcmrm); default the task's (auto, auto-relevance)"),
     init_strategy: Optional[str] = typer.Option(None, "--init-strategy", help="cold-start strategy for the initial set (kmeans, typiclust, probcover, activeft, mmcsal, ...; default random)"),
     fusion: Optional[str] = typer.Option(None, "--fusion"),
     heads: Optional[str] = typer.Option(None, "--heads"),

@@ -32,7 +32,7 @@ REMEMBERED_TRAIN_FLAGS = {
 @app.command()
 def train(
     directory: Path = typer.Argument(...),
-    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the workspace's task (remembered in mmal.toml [model] learner): binary / multiclass late-fusion | linear | fusion; relevance probe | hcmrm"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the workspace's task (remembered in mmal.toml [model] learner): binary / multiclass auto (default) | late-fusion | linear | fusion; relevance auto-relevance (default) | cosine | probe | hcmrm"),
     fusion: Optional[str] = typer.Option(None, "--fusion", help="late-fusion / fusion: none | avgpool | vlmae (remembered in mmal.toml [model])"),
     heads: Optional[str] = typer.Option(None, "--heads", help="fused | fused+unimodal (remembered in mmal.toml [model])"),
     seed: Optional[int] = typer.Option(None, "--seed", help="training seed (remembered in mmal.toml [train])"),

@@ -30,7 +30,7 @@ from mmal.learners.relevance import AutoRelevance, CosineRelevance, HCMRMLearner
 LEARNERS: dict[str, type[Learner]] = {"auto": AutoLearner, "late-fusion": LateFusionLearner, "linear": LinearProbe, "fusion": FusionLearner,
                                       "probe": RelevanceProbe, "hcmrm": HCMRMLearner,
                                       "cosine": CosineRelevance, "auto-relevance": AutoRelevance}
-DEFAULT_LEARNER = "late-fusion"
+DEFAULT_LEARNER = "auto"
 
 
 def make_learner(name: str | None = None, *, n_classes: int | None = None, seed: int = 0, **params) -> Learner:

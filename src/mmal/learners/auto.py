@@ -13,6 +13,10 @@ Candidates (named parameter ``candidates``):
 - ``linear`` probes over ``C_grid`` (0.1, 1, 10, 100) × ``class_weights`` (None,
   "balanced"): the regularisation and class weighting a rare-positive task needs are
   chosen, not fixed;
+- the ``C = 10`` probes (each class weighting) on graph-smoothed inputs, ``alpha`` over
+  ``smooth_grid`` (0.5, 0.8): each item's embedding averaged with its 10 nearest
+  neighbours in the unlabeled pool (:mod:`mmal.learners.graph_smoothing`, SGC eq. 8 with
+  one hop); the features of every item are read, never a label outside the fit's own;
 - ``late-fusion`` (:mod:`mmal.learners.late_fusion`) with the workspace's ``[model]`` /
   ``[train]`` settings (its own audio-scale CV runs inside each fold).
 
@@ -50,7 +54,7 @@ CRITERIA = ("auto", "log_loss", "average_precision", "macro_f1", "accuracy")
 BASELINE_C = 10.0
 
 
-def candidate_menu(kinds, C_grid, class_weights) -> list[tuple[str, str, dict]]:
+def candidate_menu(kinds, C_grid, class_weights, smooth_grid=()) -> list[tuple[str, str, dict]]:
     """``[(key, learner name, params)]`` in preference order (the ``C = 10`` unweighted probe first)."""
     out = []
     if "linear" in kinds:
@@ -59,6 +63,9 @@ def candidate_menu(kinds, C_grid, class_weights) -> list[tuple[str, str, dict]]:
             for c in grid:
                 out.append((f"linear C={c:g}" + ("" if w is None else f" {w}"), "linear",
                             {"C": c, "class_weight": w}))
+            for a in sorted({float(a) for a in smooth_grid} - {0.0}):
+                out.append((f"linear C={BASELINE_C:g}" + ("" if w is None else f" {w}") + f" smooth={a:g}", "linear",
+                            {"C": BASELINE_C, "class_weight": w, "smooth": a}))
         # the baseline first, whatever the grid
         out.sort(key=lambda t: t[0] != f"linear C={BASELINE_C:g}")
     if "late-fusion" in kinds:
@@ -148,6 +155,8 @@ class AutoLearner(Learner):
     candidates : kinds in the menu (``("linear", "late-fusion")``).
     C_grid : inverse L2 strengths of the ``linear`` candidates ((0.1, 1, 10, 100); 10 is always in).
     class_weights : class weightings of the ``linear`` candidates ((None, "balanced")).
+    smooth_grid : graph-smoothing strengths ``alpha`` of the extra ``C = 10`` probes ((0.5, 0.8);
+        empty: none).
     criterion : see the module doc (``"auto"``).
     cv_folds : folds (3); at least two classes need this many labels to cross-validate at all.
     confidence : bootstrap share in which a candidate must beat the ``C = 10`` probe (0.9).
@@ -165,7 +174,7 @@ class AutoLearner(Learner):
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
                  train: Mapping | None = None, candidates=CANDIDATE_KINDS, C_grid=(0.1, 1.0, 10.0, 100.0),
-                 class_weights=(None, "balanced"), criterion: str = "auto", cv_folds: int = 3, confidence: float = 0.9,
+                 class_weights=(None, "balanced"), smooth_grid=(0.5, 0.8), criterion: str = "auto", cv_folds: int = 3, confidence: float = 0.9,
                  n_boot: int = 200, heads: str = "fused", modalities=None):
         kinds = [str(c) for c in (candidates or ())]
         bad = sorted(set(kinds) - set(CANDIDATE_KINDS))
@@ -178,6 +187,9 @@ class AutoLearner(Learner):
         weights = [None if w in (None, "none", "None") else str(w) for w in (class_weights or (None,))]
         if any(w not in (None, "balanced") for w in weights):
             raise ConfigError(f"auto learner: class_weights = {list(class_weights)}: expected None and/or 'balanced'")
+        smooths = [float(a) for a in (smooth_grid or ())]
+        if any(not 0.0 <= a < 1.0 for a in smooths):
+            raise ConfigError(f"auto learner: smooth_grid = {list(smooth_grid)}: expected numbers in [0, 1)")
         if criterion not in CRITERIA:
             raise ConfigError(f"auto learner: criterion = {criterion!r}: expected one of {list(CRITERIA)}")
         if int(cv_folds) < 2:
@@ -187,9 +199,12 @@ class AutoLearner(Learner):
         if not 0.5 <= float(confidence) < 1.0 or int(n_boot) < 10:
             raise ConfigError(f"auto learner: confidence = {confidence}, n_boot = {n_boot}: expected 0.5 <= confidence < 1 "
                               "and n_boot >= 10")
+        if (model or {}).get("init_encoders"):
+            raise ConfigError("init_encoders (encoders started from MMSSL heads) applies to the late-fusion learner, "
+                              "not to auto's cross-validated menu: train with --learner late-fusion")
         LateFusionLearner(n_classes, seed, model=model, train=train)  # validate the late-fusion settings now
         super().__init__(n_classes, seed, model=dict(model or {}), train=dict(train or {}), candidates=kinds,
-                         C_grid=grid, class_weights=weights, criterion=criterion, cv_folds=int(cv_folds),
+                         C_grid=grid, class_weights=weights, smooth_grid=smooths, criterion=criterion, cv_folds=int(cv_folds),
                          confidence=float(confidence), n_boot=int(n_boot), heads=heads,
                          modalities=None if modalities is None else sorted(modalities))
         self.inner: Learner | None = None
@@ -198,7 +213,8 @@ class AutoLearner(Learner):
 
     # ---- the menu ------------------------------------------------------------------
     def menu(self) -> list[tuple[str, str, dict]]:
-        return candidate_menu(self.params["candidates"], self.params["C_grid"], self.params["class_weights"])
+        return candidate_menu(self.params["candidates"], self.params["C_grid"], self.params["class_weights"],
+                              self.params["smooth_grid"])
 
     def _build(self, kind: str, params: dict, n_classes: int) -> Learner:
         common = {"modalities": self.params["modalities"]}

@@ -60,6 +60,9 @@ class LinearProbe(Learner):
     heads : ``"fused"`` or ``"fused+unimodal"`` (one probe per modality on its own block,
         for unimodal accuracy).
     modalities : which modalities to use (default: every one in ``features``).
+    smooth : ``alpha`` of the graph smoothing of the input over the items of the feature set
+        (:mod:`mmal.learners.graph_smoothing`; 0.0 = off, the plain probe).
+    smooth_k : neighbours of that smoothing (10).
     """
 
     name = "linear"
@@ -67,20 +70,44 @@ class LinearProbe(Learner):
     fused_blocks = True
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, C: float = 10.0, max_iter: int = 2000,
-                 class_weight: str | None = None, center: bool = False, heads: str = "fused", modalities=None):
+                 class_weight: str | None = None, center: bool = False, heads: str = "fused", modalities=None,
+                 smooth: float = 0.0, smooth_k: int = 10):
         if not C > 0:
             raise ConfigError(f"linear learner: C = {C}: expected > 0")
         if class_weight not in (None, "balanced"):
             raise ConfigError(f"linear learner: class_weight = {class_weight!r}: expected None or 'balanced'")
         if heads not in ("fused", "fused+unimodal"):
             raise ConfigError(f"linear learner: heads = {heads!r}: expected 'fused' or 'fused+unimodal'")
+        if not 0.0 <= float(smooth) < 1.0 or int(smooth_k) < 1:
+            raise ConfigError(f"linear learner: smooth = {smooth}, smooth_k = {smooth_k}: expected 0 <= smooth < 1 "
+                              "and smooth_k >= 1")
         super().__init__(n_classes, seed, C=float(C), max_iter=int(max_iter), class_weight=class_weight,
-                         center=bool(center), heads=heads, modalities=None if modalities is None else sorted(modalities))
+                         center=bool(center), heads=heads, modalities=None if modalities is None else sorted(modalities),
+                         smooth=float(smooth), smooth_k=int(smooth_k))
         self.coef_ = None  # [C, D]
         self.intercept_ = None  # [C]
         self.uni_ = {}  # m -> (coef [C, d_m], intercept [C])
         self.means_ = None
         self.modalities_ = None
+
+    def _blocks(self, features, mods, idx) -> dict[str, np.ndarray]:
+        """The probe's input blocks of rows ``idx``: :func:`pooled_blocks`, graph-smoothed when ``smooth > 0``."""
+        alpha = self.params.get("smooth", 0.0)
+        if not alpha:
+            return pooled_blocks(features, mods, idx, self.means_)
+        from mmal.learners.graph_smoothing import NeighbourTable, neighbour_table
+
+        n = len(features[mods[0]])
+
+        def build():
+            every = pooled_blocks(features, mods, np.arange(n), self.means_)
+            return NeighbourTable(np.concatenate([every[m] for m in mods], 1), self.params["smooth_k"])
+
+        arrays = [a for m in mods for a in (features[m].pooled, features[m].present)]
+        table = neighbour_table(arrays, (tuple(mods), self.params["center"], self.params["smooth_k"]), build)
+        x = table.smoothed(idx, alpha)
+        offs = np.cumsum([0] + [features[m].dim for m in mods])
+        return {m: x[:, offs[j]:offs[j + 1]] for j, m in enumerate(mods)}
 
     def _fit_lr(self, x, y, C_total, tol: float = 1e-4):
         from sklearn.linear_model import LogisticRegression
@@ -114,7 +141,7 @@ class LinearProbe(Learner):
         t0 = time.perf_counter()
         self.modalities_ = mods
         self.means_ = pooled_means(features, mods) if self.params["center"] else None
-        blocks = pooled_blocks(features, mods, tr, self.means_)
+        blocks = self._blocks(features, mods, tr)
         x = np.concatenate([blocks[m] for m in mods], 1)
         y = labels[tr]
         self.coef_, self.intercept_ = self._fit_lr(x, y, C_total)
@@ -139,7 +166,7 @@ class LinearProbe(Learner):
         mods = self.modalities_
         n = len(features[mods[0]])
         idx = as_index(idx, n, "idx")
-        blocks = pooled_blocks(features, mods, idx, self.means_)
+        blocks = self._blocks(features, mods, idx)
         x = np.concatenate([blocks[m] for m in mods], 1)  # [k, D]
         logits = x @ self.coef_.T + self.intercept_  # [k, C]
         res = {

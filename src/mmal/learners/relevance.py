@@ -364,6 +364,21 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def query_bootstrap_p_better(a: np.ndarray, b: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int,
+                             seed: int = 0) -> float:
+    """Share of ``n_boot`` bootstrap resamples of the queries (all of a drawn query's pairs, drawn
+    with replacement) in which scores ``a`` have a higher Spearman with ``y`` than scores ``b``."""
+    uq, inv = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inv == g) for g in range(len(uq))]
+    rng = np.random.default_rng([seed, 11])
+    wins = 0
+    for _ in range(int(n_boot)):
+        rows = np.concatenate([members[g] for g in rng.integers(0, len(uq), len(uq))])
+        sa, sb = _spearman(a[rows], y[rows]), _spearman(b[rows], y[rows])
+        wins += bool(np.isfinite(sa) and (not np.isfinite(sb) or sa > sb))
+    return wins / int(n_boot)
+
+
 class AutoRelevance(RelevanceLearner):
     """``auto-relevance``: the ``probe`` only where it beats the ``cosine`` on held-out folds.
 
@@ -371,8 +386,11 @@ class AutoRelevance(RelevanceLearner):
     query's pairs stay in one fold: a new query is what the model meets at test time). The
     criterion is the task's headline, Spearman between the out-of-fold scores and the
     levels; the probe is chosen only when its pooled out-of-fold Spearman is above the
-    cosine's by more than ``margin`` (0), so a learner worse than the cosine on held-out
-    folds is never the default. Fewer than ``cv_folds`` queries with labels: the cosine.
+    cosine's by more than ``margin`` (0) **and** it is above the cosine's in at least
+    ``confidence`` (0.9) of ``n_boot`` (200) bootstrap resamples of the held-out queries
+    (each resample draws queries with replacement, with all their pairs), so a learner
+    worse than the cosine on held-out folds is never the default and a noisy win on a few
+    queries does not replace it. Fewer than ``cv_folds`` queries with labels: the cosine.
     The record is ``history["auto"]`` and ``state()["cv"]``.
     """
 
@@ -380,10 +398,14 @@ class AutoRelevance(RelevanceLearner):
     train_defaults = PROBE_TRAIN
 
     def __init__(self, n_classes: int = 4, seed: int = 0, *, cv_folds: int = 3, margin: float = 0.0,
-                 head: str = "hsoftmax", train: dict | None = None):
+                 confidence: float = 0.9, n_boot: int = 200, head: str = "hsoftmax", train: dict | None = None):
         if int(cv_folds) < 2:
             raise ConfigError(f"relevance auto learner: cv_folds = {cv_folds}: expected >= 2")
-        super().__init__(n_classes=4, seed=seed, cv_folds=int(cv_folds), margin=float(margin), head=check_head(head),
+        if not 0.5 <= float(confidence) < 1.0 or int(n_boot) < 10:
+            raise ConfigError(f"relevance auto learner: confidence = {confidence}, n_boot = {n_boot}: expected "
+                              "0.5 <= confidence < 1 and n_boot >= 10")
+        super().__init__(n_classes=4, seed=seed, cv_folds=int(cv_folds), margin=float(margin),
+                         confidence=float(confidence), n_boot=int(n_boot), head=check_head(head),
                          train=dict(train or {}))
         self.inner = None
         self.cv: dict = {}
@@ -399,10 +421,12 @@ class AutoRelevance(RelevanceLearner):
         groups = np.asarray(data.query_ids)[rows]
         uq = np.unique(groups)
         scores = {}
+        p_better = None
         if len(uq) >= k and len(np.unique(y)) > 1:
             perm = np.random.default_rng(self.seed).permutation(len(uq))
             fold_of = {q: int(i % k) for i, q in zip(range(len(uq)), uq[perm])}
             fold = np.array([fold_of[q] for q in groups])
+            oofs = {}
             for name, make in self._candidates().items():
                 oof = np.zeros(len(rows))
                 for f in range(k):
@@ -410,15 +434,21 @@ class AutoRelevance(RelevanceLearner):
                     m = make()
                     m.fit(data, labels, tr)
                     oof[te] = m.score(data, rows[te])["scores"]
+                oofs[name] = oof
                 scores[name] = _spearman(oof, y)
-            better = np.isfinite(scores["probe"]) and (not np.isfinite(scores["cosine"])
-                                                       or scores["probe"] > scores["cosine"] + self.params["margin"])
-            chosen, reason = ("probe" if better else "cosine"), f"held-out Spearman of {k} query-grouped folds"
+            p_better = query_bootstrap_p_better(oofs["probe"], oofs["cosine"], y, groups, self.params["n_boot"],
+                                                seed=self.seed)
+            better = np.isfinite(scores["probe"]) and (not np.isfinite(scores["cosine"]) or (
+                scores["probe"] > scores["cosine"] + self.params["margin"] and p_better >= self.params["confidence"]))
+            chosen, reason = ("probe" if better else "cosine"), (
+                f"held-out Spearman of {k} query-grouped folds; the probe only where it beats the cosine in "
+                f">= {self.params['confidence']:.0%} of {self.params['n_boot']} query bootstrap resamples")
         else:
             chosen, reason = "cosine", f"fewer than {k} labeled queries: no cross-validation, the cosine"
         self.inner = self._candidates()[chosen]()
         hist = dict(self.inner.fit(data, labels, rows, progress=progress, log=log))
-        self.cv = {"chosen": chosen, "scores": scores, "criterion": "spearman", "folds": k, "reason": reason}
+        self.cv = {"chosen": chosen, "scores": scores, "criterion": "spearman", "folds": k, "reason": reason,
+                   "p_better_than_cosine": p_better}
         hist["auto"] = self.cv
         if log is not None:
             log(f"auto: {chosen} ({reason}; " + ", ".join(f"{a}: {b:.3f}" for a, b in scores.items()) + ")")

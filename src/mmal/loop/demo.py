@@ -1,8 +1,8 @@
 """The demo: simulated active learning on Tux Paint with the default learner.
 
 ``mmal demo`` only calls :func:`run_demo`: Tux Paint (image + text + audio) is built once,
-then five strategies are simulated with the default ``late-fusion`` learner (VLMAE over
-Whisper frames), 3 seeds (the committed reproduction, docs/results/al_tuxpaint.md, runs the
+then five strategies are simulated with the default ``auto`` learner (chosen per fit by
+cross-validation among linear probes, graph-smoothed probes and ``late-fusion``), 3 seeds (the committed reproduction, docs/results/al_tuxpaint.md, runs the
 same with 5 seeds), 50 + 50 x 3 labels; the report compares each with random.
 """
 

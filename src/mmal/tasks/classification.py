@@ -28,8 +28,8 @@ R_AT_P = tuple(f"r_at_p{p}" for p in DEFAULT_PRECISIONS)
 class ClassificationTask(Task):
     """What binary and multiclass share: learners, inputs, pre-training."""
 
-    learners = ("late-fusion", "auto", "linear", "fusion")
-    default_learner = "late-fusion"
+    learners = ("auto", "late-fusion", "linear", "fusion")
+    default_learner = "auto"
     pretraining = "mmssl"
 
     def encode(self, ws, *, encoders=None, batch_size=None, progress=False):
