@@ -1,0 +1,198 @@
+"""Selection at the edges: nothing dropped or rewritten in silence.
+
+* every cold-start strategy runs on a pool that has only an embedding (a user's own).
+
+Every expectation is computed here, independently of the code under test.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mmal.errors import ConfigError
+from mmal.pool import ScoredPool
+from mmal.select import get_strategy, select
+from mmal.select.registry import cold_start_strategies
+
+
+# ---------------------------------------------------------------------------------------
+# a pool with one embedding and nothing else: four well separated blobs of distinct sizes
+# ---------------------------------------------------------------------------------------
+SIZES = [30, 24, 18, 12]
+FAST = {"activeft": {"steps": 40}, "mm-activeft": {"steps": 40}, "mmcsal": {"steps": 40}}
+
+
+def _unit(x):
+    x = np.asarray(x, np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _blobs(seed=0, n_test_per_blob=0):
+    """``(x [N, 8], blob [N], split [N])``: blob c around 5 * e_c (not unit rows), noise 0.05."""
+    rng = np.random.default_rng(seed)
+    xs, blob, split = [], [], []
+    for c, m in enumerate(SIZES):
+        centre = np.zeros(8)
+        centre[c] = 5.0
+        xs.append(centre + 0.05 * rng.normal(size=(m, 8)))
+        blob += [c] * m
+        split += ["test"] * n_test_per_blob + ["pool"] * (m - n_test_per_blob)
+    return np.concatenate(xs).astype(np.float32), np.array(blob), np.array(split)
+
+
+def _embedding_pool(x, split=None, n_classes=4):
+    n = len(x)
+    return ScoredPool(ids=[f"i{i:03d}" for i in range(n)], probs=np.full((n, n_classes), 1.0 / n_classes, np.float32),
+                      embedding=x, split=split)
+
+
+def _rows(sel):
+    return [int(i[1:]) for i in sel.ids]
+
+
+START = np.cumsum([0] + SIZES)  # first row of each blob
+
+#: the cold-start strategies with a method-specific test below (a new one must add its own)
+CHECKED = {"random", "coreset", "kmeans", "typiclust", "probcover", "activeft", "mm-activeft", "mmcsal"}
+
+
+def test_every_cold_start_strategy_has_a_plain_embedding_test_here():
+    assert set(cold_start_strategies()) == CHECKED
+
+
+@pytest.mark.parametrize("name", cold_start_strategies())
+def test_cold_start_on_a_plain_embedding_meets_the_budget_with_unlabeled_unique_items(name):
+    x, blob, split = _blobs(n_test_per_blob=2)
+    pool = _embedding_pool(x, split)
+    assert not pool.modality and not pool.extras  # nothing but the embedding
+    lab = np.zeros(len(x), bool)
+    lab[[START[0] + 3, START[1] + 3, START[2] + 3]] = True
+    sel = select(name, pool, 16, labeled_mask=lab, seed=1, **FAST.get(name, {}))
+    rows = _rows(sel)
+    assert len(rows) == 16 and len(set(rows)) == 16
+    assert not lab[rows].any() and (split[rows] != "test").all()
+    if "features" in get_strategy(name).params:
+        assert sel.info["features"] == "embedding"
+
+
+def test_kmeans_on_a_plain_embedding_takes_the_item_nearest_each_blob_mean():
+    x, blob, _ = _blobs(seed=3)
+    lab = np.zeros(len(x), bool)
+    lab[START[0]:START[0] + 3] = True
+    sel = select("kmeans", _embedding_pool(x), 4, labeled_mask=lab, seed=0)
+    u = _unit(x)  # the strategies read L2-normalised rows
+    expect = set()
+    for c in range(4):
+        members = np.flatnonzero((blob == c) & ~lab)
+        d = np.linalg.norm(u[members] - u[members].mean(0), axis=1)
+        expect.add(int(members[np.argmin(d)]))
+    assert set(_rows(sel)) == expect  # one pick per blob: the member nearest its centre
+
+
+def _typicality(u, k):
+    d2 = ((u[:, None] - u[None]) ** 2).sum(-1)
+    np.fill_diagonal(d2, np.inf)
+    return 1.0 / (np.sort(d2, axis=1)[:, :k].mean(1) + 1e-5)
+
+
+def test_typiclust_on_a_plain_embedding_picks_the_most_typical_item_of_each_uncovered_blob():
+    x, blob, _ = _blobs(seed=4)
+    lab = np.zeros(len(x), bool)
+    lab[[START[0], START[1]]] = True  # blobs 0 and 1 are covered; |L| + B = 4 clusters = the blobs
+    sel = select("typiclust", _embedding_pool(x), 2, labeled_mask=lab, seed=0)
+    u = _unit(x)
+    expect = []
+    for c in (2, 3):  # uncovered clusters first, the larger first
+        members = np.flatnonzero(blob == c)
+        t = _typicality(u[members], min(20, len(members) // 2))
+        expect.append(int(members[np.argmax(t)]))
+    assert _rows(sel) == expect
+
+
+def test_probcover_on_a_plain_embedding_covers_one_uncovered_blob_per_pick():
+    x, blob, _ = _blobs(seed=5)
+    lab = np.zeros(len(x), bool)
+    lab[START[0] + 7] = True  # its ball covers blob 0
+    # alpha = 1: delta is the smallest distance between items of different pseudo-labels
+    sel = select("probcover", _embedding_pool(x), 3, labeled_mask=lab, seed=0, alpha=1.0)
+    assert sel.info["delta_rule"] == "purity" and sel.info["n_random_fill"] == 0
+    assert sel.info["coverage"] == 1.0
+    # every ball holds exactly its blob when delta lies between the blob diameter and the
+    # distance between blobs; then each pick covers a whole uncovered blob, largest first,
+    # and within a blob all balls tie (the lowest row wins)
+    u = _unit(x)
+    d = np.linalg.norm(u[:, None] - u[None], axis=2)
+    same = blob[:, None] == blob[None]
+    assert d[same].max() < sel.info["delta"] <= d[~same].min() * (1 + 1e-6)  # float32 distances
+    assert _rows(sel) == [START[1], START[2], START[3]]
+    assert sel.score.tolist() == [SIZES[1], SIZES[2], SIZES[3]]
+
+
+def test_activeft_on_a_plain_embedding_without_steps_keeps_its_random_start_and_with_steps_lowers_the_loss():
+    x, _, _ = _blobs(seed=6)
+    lab = np.zeros(len(x), bool)
+    lab[::9] = True
+    pool = _embedding_pool(x)
+    cand = np.flatnonzero(~lab)
+    # no optimisation: each theta is a random candidate (unit rows), and its most similar
+    # candidate is itself, so the picks are the random start
+    sel = select("activeft", pool, 6, labeled_mask=lab, seed=2, steps=0)
+    start = cand[np.sort(np.random.default_rng(2).choice(len(cand), size=6, replace=False))]
+    assert _rows(sel) == start.tolist() and sel.info["picks_at_init"] == 6
+    moved = select("activeft", pool, 6, labeled_mask=lab, seed=2, steps=60, lr=1e-2)
+    assert moved.info["loss_last"] < moved.info["loss_first"]
+    assert len(set(moved.ids)) == 6 and not lab[_rows(moved)].any()
+
+
+@pytest.mark.parametrize("name,eq", [("mmcsal", "4.11"), ("mm-activeft", "4.9")])
+def test_multimodal_objectives_on_one_embedding_are_activeft_and_say_so(name, eq):
+    x, _, _ = _blobs(seed=7)
+    pool = _embedding_pool(x)
+    lab = np.zeros(len(x), bool)
+    lab[:5] = True
+    mm = select(name, pool, 8, labeled_mask=lab, seed=3, steps=30, lr=1e-2)
+    ft = select("activeft", pool, 8, labeled_mask=lab, seed=3, steps=30, lr=1e-2)
+    # eq. 4.9 / 4.11 with one block: no pair (a, b) for the cross-modal terms; what remains
+    # is eq. 4.7 + 4.8, ActiveFT's loss, on the same block
+    np.testing.assert_array_equal(mm.ids, ft.ids)
+    assert mm.info["objective"] == "activeft"
+    assert len(mm.info["warnings"]) == 1 and f"eq. {eq}" in mm.info["warnings"][0]
+    assert "pool.embedding" in mm.info["warnings"][0]
+    with pytest.raises(ConfigError, match="shared"):
+        select(name, pool, 8, labeled_mask=lab, seed=3, steps=30, one_block="error")
+
+
+def _kcenter(x, centres, cand, b):
+    d = np.min(np.linalg.norm(x[cand][:, None] - x[centres][None], axis=2), axis=1)
+    picks = []
+    for _ in range(b):
+        j = int(np.argmax(d))
+        picks.append(int(cand[j]))
+        d = np.minimum(d, np.linalg.norm(x[cand] - x[cand[j]], axis=1))
+    return picks
+
+
+def test_coreset_and_random_on_a_plain_embedding():
+    x, blob, _ = _blobs(seed=8)
+    pool = _embedding_pool(x)
+    lab = np.zeros(len(x), bool)
+    lab[START[0] + 2] = True
+    cand = np.flatnonzero(~lab)
+    core = select("coreset", pool, 3, labeled_mask=lab, seed=0)
+    x64 = x.astype(np.float64)
+    assert _rows(core) == _kcenter(x64, np.flatnonzero(lab), cand, 3)
+    assert sorted(blob[_rows(core)]) == [1, 2, 3]  # farthest first: one pick per uncovered blob
+    rnd = select("random", pool, 5, labeled_mask=lab, seed=4)
+    assert _rows(rnd) == cand[np.random.default_rng(4).choice(len(cand), size=5, replace=False)].tolist()
+
+
+def test_per_modality_features_are_still_used_where_the_pool_has_them():
+    from mmal.select.coldstart import cold_pool
+
+    x, _, _ = _blobs(seed=9)
+    pool = cold_pool([f"i{i:03d}" for i in range(len(x))], {"a": x[:, :4], "b": x[:, 4:]})
+    for name in ("kmeans", "typiclust", "probcover", "activeft"):
+        assert select(name, pool, 4, seed=0, **FAST.get(name, {})).info["features"] == "raw"
+    with pytest.raises(ConfigError, match="no per-modality features"):
+        select("kmeans", _embedding_pool(x), 4, seed=0, features="raw")
