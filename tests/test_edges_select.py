@@ -1,6 +1,7 @@
 """Selection at the edges: nothing dropped or rewritten in silence.
 
-* every cold-start strategy runs on a pool that has only an embedding (a user's own).
+* every cold-start strategy runs on a pool that has only an embedding (a user's own);
+* mmcsal's default is the sign-corrected alignment term, the printed one a named option.
 
 Every expectation is computed here, independently of the code under test.
 """
@@ -196,3 +197,32 @@ def test_per_modality_features_are_still_used_where_the_pool_has_them():
         assert select(name, pool, 4, seed=0, **FAST.get(name, {})).info["features"] == "raw"
     with pytest.raises(ConfigError, match="no per-modality features"):
         select("kmeans", _embedding_pool(x), 4, seed=0, features="raw")
+
+
+# ---------------------------------------------------------------------------------------
+# mmcsal: the sign-corrected alignment term is the default
+# ---------------------------------------------------------------------------------------
+def test_mmcsal_defaults_to_the_corrected_alignment_and_keeps_printed_as_an_option():
+    from mmal.select.activeft import parametric_selection
+    from mmal.select.coldstart import cold_pool
+
+    assert get_strategy("mmcsal").params["align"].default == "corrected"
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(300, 4))
+    a = _unit(z @ rng.normal(size=(4, 8)) + 0.5 * rng.normal(size=(300, 8))).astype(np.float32)
+    b = _unit(z @ rng.normal(size=(4, 8)) + 0.5 * rng.normal(size=(300, 8))).astype(np.float32)
+    cross = {}
+    for align in (None, "printed"):
+        kw = {} if align is None else {"align": align}
+        out = parametric_selection([a, b], 10, np.random.default_rng(1), objective="mmcsal", lambda_align=2.0,
+                                   steps=300, lr=1e-2, **kw)
+        cross[align] = float(np.mean(out["theta"][0] @ out["theta"][1].T))
+    assert cross[None] > cross["printed"] + 0.05  # the default raises the thetas' cross-modal similarity
+    ids = [f"i{i:03d}" for i in range(300)]
+    pool = cold_pool(ids, {"a": a, "b": b}, {"a": a, "b": b})
+    default = select("mmcsal", pool, 6, seed=0, steps=20)
+    corrected = select("mmcsal", pool, 6, seed=0, steps=20, align="corrected")
+    printed = select("mmcsal", pool, 6, seed=0, steps=20, align="printed")
+    assert default.info["align"] == "corrected" and printed.info["align"] == "printed"
+    np.testing.assert_array_equal(default.ids, corrected.ids)
+    assert "warnings" not in default.info  # two modalities in one space: the full eq. 4.11

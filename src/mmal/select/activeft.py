@@ -177,7 +177,7 @@ def _nearest_theta(xb: list, th: list, objective: str, n_pairs: int, *, chunk: i
 
 
 def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *, objective: str = "activeft",
-                         official: bool = False, align: str = "printed", tau: float = 0.07,
+                         official: bool = False, align: str = "corrected", tau: float = 0.07,
                          lambda_div: float = 1.0, lambda_align: float = 1.0, steps: int = 300, lr: float = 1e-3,
                          batch_size: int | None = 10000, chunk: int = 512) -> dict:
     """Optimise the ActiveFT parametric model and pick; a pure function of arrays.
@@ -197,8 +197,9 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
           s_i = argmax of their sum; pairs of modalities averaged), diversity eq. 4.8.
         * ``mmcsal``: 002 eq. 4.11: eq. 4.7 + eq. 4.8 + ``sign * lambda_align * E_j log
           sum_k exp(cos(theta_j^a, theta_k^b)/tau)`` averaged over modality pairs (a, b);
-          ``align="printed"`` sign = +1 (as printed; lowers cross-modal similarity),
-          ``align="corrected"`` sign = -1 (raises it, the stated aim).
+          ``align="corrected"`` (default) sign = -1 (raises the cross-modal similarity, the
+          stated aim), ``align="printed"`` sign = +1 (as printed; lowers it, and on the
+          project's benchmarks leaves most thetas on their random start: docs/results/cold_start.md).
     tau, lambda_div, lambda_align, steps, lr :
         0.07, 1, 1, 300, Adam 1e-3 (ActiveFT / 002 §4.3.3).
     batch_size : int or None

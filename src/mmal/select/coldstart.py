@@ -18,8 +18,8 @@ fit); each strategy lives in its own module (all registered; all return exactly
 * ``activeft`` (:mod:`mmal.select.activeft`) - ActiveFT (Xie et al., CVPR 2023; METHODS F), paper loss or the official
   code's loss (``official=True``);
 * ``mm-activeft`` (:mod:`mmal.select.activeft`) - ActiveFT with the uni+cross-modal distribution gap of 002 eq. 4.9;
-* ``mmcsal`` (:mod:`mmal.select.mmcsal`) - 002 eq. 4.11; ``align="printed"`` (+lambda A, as printed) or
-  ``align="corrected"`` (-lambda A, i.e. maximise the cross-modal similarity);
+* ``mmcsal`` (:mod:`mmal.select.mmcsal`) - 002 eq. 4.11; ``align="corrected"`` (default; -lambda A, i.e.
+  maximise the cross-modal similarity) or ``align="printed"`` (+lambda A, as printed);
 * ``kmeans`` (:mod:`mmal.select.kmeans_centres`) - the item nearest each of B k-means centres (002 §4.3.2);
 * ``typiclust`` (:mod:`mmal.select.typiclust`) - Hacohen et al., ICML 2022 (TPC_RP with given features);
 * ``probcover`` (:mod:`mmal.select.probcover`) - Yehuda et al., NeurIPS 2022, delta by the purity rule;
