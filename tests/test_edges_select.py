@@ -1,7 +1,8 @@
 """Selection at the edges: nothing dropped or rewritten in silence.
 
 * every cold-start strategy runs on a pool that has only an embedding (a user's own);
-* mmcsal's default is the sign-corrected alignment term, the printed one a named option.
+* mmcsal's default is the sign-corrected alignment term, the printed one a named option;
+* the workspace's split keeps test labels out of a selection, whatever the scored pool holds.
 
 Every expectation is computed here, independently of the code under test.
 """
@@ -226,3 +227,36 @@ def test_mmcsal_defaults_to_the_corrected_alignment_and_keeps_printed_as_an_opti
     assert default.info["align"] == "corrected" and printed.info["align"] == "printed"
     np.testing.assert_array_equal(default.ids, corrected.ids)
     assert "warnings" not in default.info  # two modalities in one space: the full eq. 4.11
+
+
+# ---------------------------------------------------------------------------------------
+# the workspace: its split, whatever the scored pool holds
+# ---------------------------------------------------------------------------------------
+def _no_mistakes_ws(tmp_path):
+    """A workspace whose labeled train items are all predicted right: LSB has no seed.
+
+    Its labeled test items are predicted at random (mistakes among them), and the scored pool
+    is saved without a split, as a pool written from Python may be: the workspace's split
+    still keeps test labels out of LSB's seeds and lookalike model."""
+    from annot_ws import make_ws, save_pool
+
+    ws = make_ws(tmp_path)
+    ids = np.asarray(ws.items.column("id").to_pylist())
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet(np.ones(3), size=len(ids)).astype(np.float32)
+    for k in range(6):  # t0..t5, label k % 3
+        row = int(np.flatnonzero(ids == f"t{k}")[0])
+        probs[row] = 0.1
+        probs[row, k % 3] = 0.8
+    save_pool(ws, 0, probs=probs)
+    return ws
+
+
+def test_workspace_select_never_seeds_lsb_with_test_labels_of_a_pool_saved_without_split(tmp_path):
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace.pool_io import load_pool
+
+    ws = _no_mistakes_ws(tmp_path)
+    assert load_pool(ws.round_dir(0) / "pool").split is None
+    out = select_workspace(ws.dir, "lsb-knn", 5, dry_run=True)
+    assert out["info"]["n_seeds"] == 0 and out["n_selected"] == 0  # the train items are all predicted right
