@@ -2,12 +2,16 @@
 
 * every cold-start strategy runs on a pool that has only an embedding (a user's own);
 * mmcsal's default is the sign-corrected alignment term, the printed one a named option;
-* the workspace's split keeps test labels out of a selection, whatever the scored pool holds.
+* the workspace's split keeps test labels out of a selection, whatever the scored pool holds;
+* a strategy or a mix part that returns fewer items than asked, or fills up at random, says
+  so in ``info["warnings"]``, on stderr and in the CLI's JSON ``warnings``.
 
 Every expectation is computed here, independently of the code under test.
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
@@ -260,3 +264,103 @@ def test_workspace_select_never_seeds_lsb_with_test_labels_of_a_pool_saved_witho
     assert load_pool(ws.round_dir(0) / "pool").split is None
     out = select_workspace(ws.dir, "lsb-knn", 5, dry_run=True)
     assert out["info"]["n_seeds"] == 0 and out["n_selected"] == 0  # the train items are all predicted right
+
+
+# ---------------------------------------------------------------------------------------
+# short, refilled and skipped: always in the warnings
+# ---------------------------------------------------------------------------------------
+def _lsb_pool(n=80, seed=0, mistakes=True):
+    """Labeled rows 0..9 (labels 0/1); probs wrong on rows 0..2 when ``mistakes``; random embedding."""
+    rng = np.random.default_rng(seed)
+    emb = rng.normal(size=(n, 6)).astype(np.float32)
+    labels = np.full(n, -1)
+    labels[:10] = np.arange(10) % 2
+    probs = rng.dirichlet([1, 1], size=n).astype(np.float32)
+    for i in range(10):  # correct predictions on the labeled items ...
+        probs[i] = [0.9, 0.1] if labels[i] == 0 else [0.1, 0.9]
+    if mistakes:
+        for i in range(3):  # ... except three
+            probs[i] = probs[i][::-1]
+    return ScoredPool(ids=[f"i{i:03d}" for i in range(n)], probs=probs, embedding=emb, labels=labels)
+
+
+def test_a_short_lsb_batch_says_how_short_it_is():
+    pool = _lsb_pool()
+    sel = select("lsb-knn", pool, 40, seed=0)
+    # the broadened set: the 3 cosine-nearest unlabeled items of each of the 3 seed bad cases
+    u = _unit(pool.embedding)
+    near = set()
+    for s in range(3):
+        sim = u[10:] @ u[s]
+        near |= set((10 + np.argsort(-sim, kind="stable")[:3]).tolist())
+    assert set(_rows(sel)) == near and len(sel) < 40
+    n = len(near)
+    assert sel.info["warnings"] == [f"strategy 'lsb-knn' returned {n} of the 40 items asked ({40 - n} short: "
+                                    f"{sel.info['note']})"]
+
+
+def test_a_mix_part_that_selects_nothing_and_is_refilled_says_so():
+    pool = _lsb_pool(mistakes=False)  # no seed bad case: lsb-knn selects nothing
+    sel = select("entropy:0.5,lsb-knn:0.5", pool, 10, seed=0)
+    p = np.asarray(pool.probs, np.float64)
+    h = -(p * np.log(p)).sum(1)
+    order = [i for i in np.argsort(-h, kind="stable") if i >= 10]
+    assert _rows(sel) == [int(i) for i in order[:10]]  # entropy took the whole budget
+    assert sel.info["shortfall"] == 0 and list(sel.strategy) == ["entropy"] * 10
+    w = sel.info["warnings"]
+    assert any(line.startswith("strategy 'lsb-knn' returned 0 of the 5 items asked") for line in w)
+    assert "mix part 'entropy' selected 5 items that other parts could not fill (beyond its quota)" in w
+
+
+def test_a_mix_that_stays_short_says_so_and_a_full_one_says_nothing():
+    pool = _lsb_pool(mistakes=False)
+    short = select("lsb-knn:0.5,lsb-lt:0.5", pool, 6, seed=0)
+    assert len(short) == 0 and short.info["shortfall"] == 6
+    assert short.info["warnings"][-1] == ("mix 'lsb-knn:0.5,lsb-lt:0.5' selected 0 of the 6 items asked "
+                                          "(6 short after every part had a second chance)")
+    full = select("entropy:0.5,margin:0.5", pool, 6, seed=0)
+    assert len(full) == 6 and "warnings" not in full.info
+
+
+def test_random_fills_are_warnings():
+    x = _unit(np.random.default_rng(0).normal(size=(20, 3))).astype(np.float32)
+    pool = _embedding_pool(x)
+    sel = select("probcover", pool, 6, seed=0, delta=5.0)  # one ball covers everything
+    assert sel.info["n_random_fill"] == 5
+    assert sel.info["warnings"] == ["strategy 'probcover': every item was covered after 1 picks (delta 5); "
+                                    "the other 5 of the 6 were drawn at random"]
+    dup = ScoredPool(ids=[f"i{i}" for i in range(12)], probs=np.tile([[0.3, 0.7]], (12, 1)).astype(np.float32),
+                     embedding=np.ones((12, 4), np.float32))  # every gradient embedding is the same
+    bad = select("badge", dup, 4, seed=0)
+    assert len(bad) == 4 and bad.info["n_random_fill"] == 3
+    assert "the other 3 were drawn at random" in bad.info["warnings"][0]
+
+
+def test_budget_above_the_selectable_items_is_a_warning():
+    pool = _lsb_pool()
+    sel = select("entropy", pool, 500, seed=0)
+    assert len(sel) == 70
+    assert sel.info["warnings"] == ["strategy 'entropy' returned 70 of the 500 items asked (430 short: only 70 "
+                                    "selectable items)"]
+
+
+def _strict(text):
+    def no_constant(name):
+        raise ValueError(f"non-standard JSON constant {name}")
+
+    return json.loads(text, parse_constant=no_constant)
+
+
+def test_cli_select_reports_a_refilled_mix_part_and_prints_strict_json(tmp_path):
+    from conftest import run_cli
+
+    ws = _no_mistakes_ws(tmp_path)
+    r = run_cli("select", ws.dir, "--strategy", "entropy:0.5,lsb-knn:0.5", "--budget", "10", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    out = _strict(r.stdout)
+    assert out["n_selected"] == 10 and set(out["strategy"]) == {"entropy"}
+    assert out["warnings"], "a refilled part must be in the warnings"
+    assert any("lsb-knn" in w and "returned 0 of the 5" in w for w in out["warnings"])
+    assert any("mix part 'entropy' selected 5 items" in w for w in out["warnings"])
+    for w in out["warnings"]:
+        assert f"mmal: warning: {w}" in r.stderr

@@ -478,6 +478,7 @@ def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, 
     warnings = []
     if take < budget:
         warnings.append(f"budget {budget} is larger than the {n_selectable} selectable items; selected {len(sel)}")
+    warnings += [w for w in (sel.info or {}).get("warnings") or [] if w not in warnings]  # short, refilled, reduced
     out = {"round": target, "scored_round": base, "n_selected": len(sel), "budget": budget, "n_selectable": n_selectable,
            "shortfall": budget - len(sel), "warnings": warnings, "dry_run": dry_run, "info": sel.info}
     if dry_run:

@@ -12,7 +12,7 @@ import numpy as np
 
 from mmal.cluster import kmeans
 from mmal.pool import ScoredPool, Selection
-from mmal.select.api import empty_selection
+from mmal.select.api import add_warning, empty_selection
 from mmal.select.registry import register
 from mmal.select.coldstart import (FEATURES_DOC, _candidates, _selection, concat_rows, pool_features)
 
@@ -156,4 +156,12 @@ def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
         covered_final[indices[indptr[p]:indptr[p + 1]]] = True
     info.update({"n_random_fill": int(n_fill), "coverage": float(covered_final.mean()),
                  "mean_degree": float(np.diff(indptr).mean())})
-    return _selection(pool, "probcover", rel[np.array(picks, np.int64)], score, reason, info, cand)
+    sel = _selection(pool, "probcover", rel[np.array(picks, np.int64)], score, reason, info, cand)
+    if n_fill:
+        add_warning(sel, f"strategy 'probcover': every item was covered after {b - n_fill} picks (delta "
+                         f"{delta:.4g}); the other {n_fill} of the {b} were drawn at random")
+    if sampled:
+        add_warning(sel, f"strategy 'probcover': the delta-ball graph and the picks use {len(rel)} of the "
+                         f"{len(np.union1d(cand, lab))} items (graph_max={graph_max}: all labeled items and a random "
+                         "sample of the candidates)")
+    return sel
