@@ -4,7 +4,8 @@
 * mmcsal's default is the sign-corrected alignment term, the printed one a named option;
 * the workspace's split keeps test labels out of a selection, whatever the scored pool holds;
 * a strategy or a mix part that returns fewer items than asked, or fills up at random, says
-  so in ``info["warnings"]``, on stderr and in the CLI's JSON ``warnings``.
+  so in ``info["warnings"]``, on stderr and in the CLI's JSON ``warnings``;
+* the CLI's JSON is strict (``null``, never ``NaN``).
 
 Every expectation is computed here, independently of the code under test.
 """
@@ -364,3 +365,28 @@ def test_cli_select_reports_a_refilled_mix_part_and_prints_strict_json(tmp_path)
     assert any("mix part 'entropy' selected 5 items" in w for w in out["warnings"])
     for w in out["warnings"]:
         assert f"mmal: warning: {w}" in r.stderr
+
+
+# ---------------------------------------------------------------------------------------
+# the CLI's JSON: strict, null where a value is undefined
+# ---------------------------------------------------------------------------------------
+def test_cli_select_json_has_null_where_a_value_is_undefined(tmp_path):
+    from conftest import run_cli
+
+    ws = _no_mistakes_ws(tmp_path)
+    r = run_cli("select", ws.dir, "--strategy", "entropy:0.5,lsb-lt:0.5", "--budget", "6", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "NaN" not in r.stdout and "Infinity" not in r.stdout
+    out = _strict(r.stdout)  # lsb-lt's lookalike AUC is undefined (no model fitted)
+    lt = [p for p in out["info"]["parts"] if p["strategy"] == "lsb-lt"][0]
+    assert lt["info"]["lookalike_auc"] is None
+    assert out["warnings"]
+
+
+def test_echo_json_turns_every_non_finite_number_into_null(capsys):
+    from mmal.cli._common import echo_json
+
+    echo_json({"a": float("nan"), "b": [np.float32("inf"), np.float64(-np.inf), 1.5], "c": np.array([np.nan, 2.0]),
+               "d": (np.int64(3), np.bool_(True)), "e": {"f": np.float32(0.25)}})
+    assert _strict(capsys.readouterr().out) == {"a": None, "b": [None, None, 1.5], "c": [None, 2.0], "d": [3, True],
+                                                "e": {"f": 0.25}}
