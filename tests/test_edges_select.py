@@ -5,7 +5,8 @@
 * the workspace's split keeps test labels out of a selection, whatever the scored pool holds;
 * a strategy or a mix part that returns fewer items than asked, or fills up at random, says
   so in ``info["warnings"]``, on stderr and in the CLI's JSON ``warnings``;
-* the CLI's JSON is strict (``null``, never ``NaN``).
+* the CLI's JSON is strict (``null``, never ``NaN``);
+* ``simulate`` compares strategies at equal label counts (``top_up``).
 
 Every expectation is computed here, independently of the code under test.
 """
@@ -390,3 +391,114 @@ def test_echo_json_turns_every_non_finite_number_into_null(capsys):
                "d": (np.int64(3), np.bool_(True)), "e": {"f": np.float32(0.25)}})
     assert _strict(capsys.readouterr().out) == {"a": None, "b": [None, None, 1.5], "c": [None, 2.0], "d": [3, True],
                                                 "e": {"f": 0.25}}
+
+
+# ---------------------------------------------------------------------------------------
+# simulate: equal label counts (top_up)
+# ---------------------------------------------------------------------------------------
+class _FixedLearner:
+    """Scores every item with the same probabilities and embedding (no training)."""
+
+    fused_blocks = False
+
+    def __init__(self, probs, emb, rows):
+        self.probs, self.emb, self.rows = probs, emb, rows
+
+    def score(self, features, rows=None, coalitions=False, progress=False):
+        sl = slice(None) if rows is None else np.asarray(rows)
+        return {"probs": self.probs[sl], "embedding": self.emb[sl], "modality": {}, "unimodal_probs": {},
+                "penultimate": self.emb[sl]}
+
+
+def _run_fixed(tmp_path, strategies, top_up, *, init=6, budget=20, rounds=2):
+    from mmal.loop.simulate import SimEnv, _run_rounds
+    from mmal.tasks import get_task
+
+    rng = np.random.default_rng(0)
+    n = 160
+    ids = np.array([f"i{i:03d}" for i in range(n)])
+    gold = rng.integers(0, 2, size=n)
+    split = np.where(np.arange(n) % 8 == 0, "test", "pool")
+    probs = rng.dirichlet([1, 1], size=n).astype(np.float32)
+    emb = rng.normal(size=(n, 5)).astype(np.float32)
+    test_idx = np.flatnonzero(split == "test")
+    cand = np.flatnonzero(split != "test")
+    tk = get_task("multiclass")
+    names = ["a", "b"]
+
+    def test_metrics(m):
+        return tk.metrics(gold[test_idx], probs[test_idx], names=names), {}
+
+    config = {"items": "fixed", "task": tk.name, "metric": "accuracy", "curve_metrics": list(tk.curve_metrics),
+              "strategies": strategies, "init": init, "budget": budget, "rounds": rounds, "seeds": [0],
+              "learner": "fixed", "model": {}, "n_items": n, "n_test": len(test_idx), "n_candidates": len(cand),
+              "n_classes": 2, "class_names": names, "modalities": [], "top_up": top_up}
+    results = {"strategies": {s: {"per_seed": {}} for s in strategies}, "config": config}
+    lab0 = np.sort(np.random.default_rng(5).choice(cand, size=init, replace=False))
+    import pyarrow as pa
+
+    env = SimEnv(ids=ids, gold=gold, split=split, table=pa.table({"id": ids.tolist()}), features=None,
+                 fit=lambda rows, seed: _FixedLearner(probs, emb, rows), test_metrics=test_metrics,
+                 initial=lambda seed: lab0, results=results, task=tk, metric="accuracy")
+    logged = []
+    res = _run_rounds(env, strategies, [0], init, budget, rounds, tmp_path, None, 0, 0.0, logged.append,
+                      progress=False, top_up=top_up)
+    return res, ids, gold, split, lab0, logged
+
+
+def test_simulate_tops_up_a_short_batch_with_random_picks_by_default(tmp_path):
+    import inspect
+
+    from mmal.loop.simulate import simulate
+
+    assert inspect.signature(simulate).parameters["top_up"].default == "random"
+    budget = 20
+    res, ids, gold, split, lab0, logged = _run_fixed(tmp_path, ["random", "lsb-knn"], "random", budget=budget)
+    grids = {s: [r["n_labeled"] for r in d["per_seed"]["0"]["rounds"]] for s, d in res["strategies"].items()}
+    assert grids["random"] == grids["lsb-knn"] == [6, 26, 46]  # equal label counts
+    labeled = np.zeros(len(ids), bool)
+    labeled[lab0] = True
+    recs = res["strategies"]["lsb-knn"]["per_seed"]["0"]["rounds"][1:]
+    assert recs[0]["n_selected"] < budget  # at most 6 seed bad cases x k = 3 neighbours
+    for rec in recs:
+        short = budget - rec["n_selected"]
+        if short == 0:
+            assert "top_up" not in rec and "warnings" not in rec
+            labeled[[int(i[1:]) for i in rec["selected"]]] = True
+            continue
+        assert rec["top_up"]["n"] == short and rec["top_up"]["strategy"] == "random"
+        # the top-up is `random` over what is still selectable after the strategy's picks
+        taken = labeled.copy()
+        taken[[int(i[1:]) for i in rec["selected"]]] = True
+        free = np.flatnonzero(~taken & (split != "test"))
+        rng = np.random.default_rng(0 * 1000 + rec["round"])
+        assert rec["top_up"]["ids"] == ids[free[rng.choice(len(free), size=short, replace=False)]].tolist()
+        assert any("topped up with" in w for w in rec["warnings"])
+        assert any(w.startswith("strategy 'lsb-knn' returned") for w in rec["warnings"])
+        labeled[[int(i[1:]) for i in rec["selected"] + rec["top_up"]["ids"]]] = True
+    assert res["strategies"]["lsb-knn"]["per_seed"]["0"]["n_top_up"] > 0
+    assert "top_up" not in res["strategies"]["random"]["per_seed"]["0"]["rounds"][1]
+    assert any("warning" in line and "topped up" in line for line in logged)
+    saved = _strict((tmp_path / "results.json").read_text())
+    assert saved["config"]["top_up"] == "random"
+
+
+def test_simulate_without_top_up_leaves_the_batch_short_and_says_so(tmp_path):
+    res, *_ = _run_fixed(tmp_path, ["lsb-knn"], None)
+    recs = res["strategies"]["lsb-knn"]["per_seed"]["0"]["rounds"]
+    assert [r["n_labeled"] for r in recs] == list(np.cumsum([6] + [r["n_selected"] for r in recs[1:]]))
+    assert recs[1]["n_selected"] < 20 and recs[-1]["n_labeled"] < 46
+    for rec in recs[1:]:
+        assert "top_up" not in rec
+        assert (rec["n_selected"] < 20) == any("left short (top_up=None)" in w for w in rec.get("warnings", []))
+
+
+def test_simulate_top_up_must_be_one_strategy():
+    from mmal.loop.simulate import check_top_up
+
+    check_top_up(None)
+    check_top_up("random")
+    with pytest.raises(ConfigError, match="unknown strategy"):
+        check_top_up("nope")
+    with pytest.raises(ConfigError, match="a strategy name"):
+        check_top_up("entropy:0.5,random:0.5")
