@@ -91,7 +91,7 @@ def variants() -> list:
                 (f"activeft-official [{fs}]", "activeft", {"official": True}, fs)]
         if fs != "raw":
             out += [(f"mm-activeft [{fs}]", "mm-activeft", {}, fs),
-                    (f"mmcsal [{fs}]", "mmcsal", {}, fs),
+                    (f"mmcsal [{fs}]", "mmcsal", {"align": "printed"}, fs),  # as printed (no longer the default)
                     (f"mmcsal-corrected [{fs}]", "mmcsal", {"align": "corrected"}, fs)]
     return out
 

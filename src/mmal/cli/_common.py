@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 
@@ -36,9 +37,28 @@ def note(msg: str) -> None:
 
 def _jsonable(o):
     try:
-        return float(o)
+        v = float(o)
     except (TypeError, ValueError):
         return str(o)
+    return v if math.isfinite(v) else None
+
+
+def finite_json(o):
+    """``o`` with every NaN / infinity replaced by ``None`` (JSON ``null``), numpy scalars and
+    arrays turned into Python numbers and lists, tuples into lists; strict JSON can then
+    hold it (``json.dumps(..., allow_nan=False)``). An undefined metric is ``null``, never ``NaN``."""
+    if isinstance(o, dict):
+        return {k: finite_json(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [finite_json(v) for v in o]
+    if isinstance(o, bool) or o is None or isinstance(o, (str, int)):
+        return o
+    if isinstance(o, float):
+        return o if math.isfinite(o) else None
+    if type(o).__module__ == "numpy":  # numpy scalars and arrays, without importing numpy here
+        if hasattr(o, "tolist"):
+            return finite_json(o.tolist())
+    return o
 
 
 def epoch_lines() -> bool:
@@ -48,7 +68,8 @@ def epoch_lines() -> bool:
 
 
 def echo_json(obj, indent=None) -> None:
-    typer.echo(json.dumps(obj, indent=indent, default=_jsonable))
+    """Print ``obj`` as strict JSON: NaN and infinity are ``null`` (:func:`finite_json`)."""
+    typer.echo(json.dumps(finite_json(obj), indent=indent, default=_jsonable, allow_nan=False))
 
 
 def positive(value, flag: str, *, minimum: int = 1):

@@ -139,6 +139,7 @@ def simulate(
     epochs: Optional[int] = typer.Option(None, "--epochs"),
     task: Optional[str] = typer.Option(None, "--task", help="binary | multiclass | relevance (default: inferred from the items)"),
     metric: Optional[str] = typer.Option(None, "--metric", help="test metric of the AUBC (default: the task's headline: binary r_at_p80, multiclass macro_f1, relevance spearman)"),
+    top_up: str = typer.Option("random", "--top-up", help="strategy that fills a batch returned short of --budget, so every strategy is compared at equal label counts (default random); 'none' leaves it short"),
 ):
     """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html."""
     from mmal.loop.simulate import simulate as run
@@ -158,7 +159,8 @@ def simulate(
             typer.echo(f"mmal: note: {note}", err=True)
     res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
               encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs}, task=task,
-              metric=metric, learner=learner, init_strategy=init_strategy, progress=progress_enabled(), log=_log)
+              metric=metric, learner=learner, init_strategy=init_strategy,
+              top_up=None if top_up.strip().lower() == "none" else top_up.strip(), progress=progress_enabled(), log=_log)
     _print_aubc(res)
     typer.echo(str(Path(out) / "report.html"))
 

@@ -1,7 +1,11 @@
 """Simulated active learning: the real loop with an oracle that reveals held-back labels, for every task.
 
 Every strategy of a seed starts from the same initial labeled set and the same round-0
-model. Each round: train -> score -> select -> reveal. The task (:mod:`mmal.tasks`) gives
+model. Each round: train -> score -> select -> reveal. Strategies are compared at equal
+label counts: a batch a strategy returns short of the budget (``lsb-knn`` with its fixed
+k, a mix whose parts all come up short) is topped up by the named parameter ``top_up``
+(default ``"random"``; the round record says so: ``top_up``, ``warnings``), so every run's
+curve sits on the same ``n_labeled`` grid. The task (:mod:`mmal.tasks`) gives
 the test metrics, the metric whose area under the budget curve ranks the strategies
 (``--metric``, default the task's headline) and the batch badness (000 eq. 11 on ordered
 labels, ``1 - p_y`` on classes). Writes ``results.json`` (strict JSON; ``null`` where a value
@@ -80,7 +84,8 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
              encoders: str | None = None, model: dict | None = None, train: dict | None = None,
              strategy_params: dict | None = None, val_fraction: float | None = None, mc_samples: int = 10,
              modalities=None, learner: str | None = None, init_strategy: str | None = None,
-             task: str | None = None, metric: str | None = None, progress: bool = True, log=print) -> dict:
+             task: str | None = None, metric: str | None = None, top_up: str | None = "random",
+             progress: bool = True, log=print) -> dict:
     """Run the simulation and write ``out/results.json`` and ``out/report.html``.
 
     Parameters
@@ -106,6 +111,16 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     strategy_params : per strategy name, extra keyword params for :func:`mmal.select.select`.
     mc_samples : MC-dropout passes T for BALD.
     modalities : use only these modalities (e.g. ``["image", "text"]``); default all.
+    top_up : what fills a batch that a strategy returns short of ``budget``, so that every
+        strategy is compared at the same label counts (000 Table 1 compares strategies at
+        equal budgets; the paper does not say what to do with a short batch).
+        ``"random"`` (default; neutral: it favours no strategy) or another registered
+        strategy name: run on the rest of the budget over the items still unlabeled, its
+        picks recorded apart (the round's ``top_up``: strategy, n, ids, batch badness and
+        labels; ``selected``, ``n_selected``, ``batch_badness`` and ``batch_labels`` stay
+        the strategy's own). ``None``: leave the batch short; the curves then sit on the
+        labels actually used (``n_labeled``) and each AUBC is normalised over its own label
+        range. Either way a short batch is in the round's ``warnings`` and in the log.
     """
     from mmal.select import spec_params
     from mmal.workspace import Workspace, init_workspace
@@ -117,6 +132,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         raise ConfigError("--strategies: give at least one strategy")
     for spec in strategies:  # fail on a bad spec or params before any encoding or training
         spec_params(spec, strategy_params)
+    check_top_up(top_up, strategy_params)
     if init < 1 or budget < 1 or rounds < 1:
         raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
     t_start = time.time()
@@ -162,6 +178,7 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         "encoders": ws.config.get("encoders"), "learner": learner, "model": model, "train": train or {},
         "val_fraction": val_fraction, "n_items": len(ids), "n_test": int(len(test_idx)), "n_candidates": int(len(cand)),
         "n_classes": n_classes, "class_names": names, "modalities": feature_modalities(features),
+        "top_up": top_up,
     }}
     if groups is not None:
         results["config"]["n_groups_test"] = int(len(set(groups[test_idx].tolist())))
@@ -199,7 +216,19 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     env = SimEnv(ids=ids, gold=gold, split=split, table=table, features=features, fit=fit, test_metrics=test_metrics,
                  initial=initial, results=results, task=tk, metric=metric)
     return _run_rounds(env, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log,
-                       progress=progress)
+                       progress=progress, top_up=top_up)
+
+
+def check_top_up(top_up, strategy_params=None) -> None:
+    """``top_up`` must be ``None`` or one registered strategy name (its params checked like a run's)."""
+    if top_up is None:
+        return
+    from mmal.select import get_strategy, spec_params
+
+    if not isinstance(top_up, str) or "," in top_up or ":" in top_up:
+        raise ConfigError(f"top_up must be a strategy name (e.g. 'random') or None, got {top_up!r}")
+    get_strategy(top_up)
+    spec_params(top_up, strategy_params)
 
 
 def needs_of_spec(spec: str) -> set[str]:
@@ -256,10 +285,12 @@ class SimEnv:
 
 
 def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strategy_params, mc_samples, t_start, log,
-                progress: bool = True):
+                progress: bool = True, top_up: str | None = "random"):
     """Each seed: initial set and round-0 model shared by every strategy; then per round
-    score -> select -> reveal -> fit; records per round and the AUBC of the task's curve metrics."""
+    score -> select (-> top up a short batch, :func:`simulate`'s ``top_up``) -> reveal -> fit;
+    records per round and the AUBC of the task's curve metrics."""
     from mmal.select import select, spec_params
+    from mmal.select.api import selection_warnings
     from mmal.utils import ProgressTask
 
     ids, gold, split, table, features, results = env.ids, env.gold, env.split, env.table, env.features, env.results
@@ -305,6 +336,22 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
                     rows = np.searchsorted(ids, sel.ids) if _sorted(ids) else _rows_of(ids, sel.ids)
                     probs_sel = np.asarray(pool.probs)[rows]
                     badness = float(tk.badness(probs_sel, gold[rows]).mean()) if len(rows) else float("nan")
+                    warns = selection_warnings(sel)
+                    extra = None
+                    if len(rows) < budget and top_up is not None:  # equal label counts: fill the rest
+                        taken = unavailable.copy()
+                        taken[rows] = True
+                        ext = select(top_up, pool, budget - len(rows), labeled_mask=taken, seed=seed * 1000 + r,
+                                     **spec_params(top_up, sp))
+                        extra = np.searchsorted(ids, ext.ids) if _sorted(ids) else _rows_of(ids, ext.ids)
+                        p_ext = np.asarray(pool.probs)[extra]
+                        warns = warns + [f"{spec} selected {len(rows)} of the budget {budget}; topped up with "
+                                         f"{len(extra)} '{top_up}' picks (top_up={top_up!r})"] + selection_warnings(ext)
+                        if at_sel is not None and len(extra):
+                            at_sel[extra] = p_ext
+                        labeled[extra] = True
+                    elif len(rows) < budget:
+                        warns = warns + [f"{spec} selected {len(rows)} of the budget {budget}; left short (top_up=None)"]
                     labeled[rows] = True
                     if at_sel is not None and len(rows):
                         at_sel[rows] = probs_sel  # judged later by what the model said before labeling
@@ -313,6 +360,15 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
                     rec = {"round": r, "n_labeled": int(labeled.sum()), "test": met, "batch_badness": badness,
                            "n_selected": int(len(rows)), "selected": sel.ids.tolist(),
                            "batch_labels": np.bincount(gold[rows], minlength=n_classes).tolist()}
+                    if extra is not None:
+                        rec["top_up"] = {"strategy": top_up, "n": int(len(extra)), "ids": ext.ids.tolist(),
+                                         "batch_badness": float(tk.badness(p_ext, gold[extra]).mean())
+                                         if len(extra) else float("nan"),
+                                         "batch_labels": np.bincount(gold[extra], minlength=n_classes).tolist()}
+                    if warns:
+                        rec["warnings"] = warns
+                        for w in warns:
+                            log(f"[simulate] warning: seed {seed} {spec} round {r}: {w}")
                     infos = _part_infos(sel.info or {})
                     if any("lookalike_auc" in i for i in infos):  # a part fitted (or tried) a lookalike model
                         aucs = [i["lookalike_auc"] for i in infos if i.get("lookalike_auc") is not None]
@@ -331,8 +387,9 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
                         case_study[spec] = _case_rows(sel, pool, ids, gold, table, results["config"].get("class_names"))
                 n_lab = [x["n_labeled"] for x in recs]
                 by = {m: aubc(n_lab, [tk.curve_value(x["test"], m) for x in recs]) for m in tk.curve_metrics}
-                results["strategies"][spec]["per_seed"][str(seed)] = {"rounds": recs, "aubc": by[env.metric],
-                                                                      "aubc_by_metric": by}
+                results["strategies"][spec]["per_seed"][str(seed)] = {
+                    "rounds": recs, "aubc": by[env.metric], "aubc_by_metric": by,
+                    "n_top_up": int(sum(x.get("top_up", {}).get("n", 0) for x in recs))}
     finally:
         bar.close()
     for spec, d in results["strategies"].items():

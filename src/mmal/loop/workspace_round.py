@@ -466,6 +466,7 @@ def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, 
         raise WorkspaceError(f"round {target} already has {n_batches} batch(es); label them, then `mmal train` and "
                              f"`mmal score` for the next round, or pass `--append` to add another batch to round {target}")
     pool.labels = labels
+    pool.split = split  # the workspace's split, also for a pool saved without one: test labels never seed LSB
     excluded = (labels >= 0) | (split == "test") | np.isin(ids, list(in_batches))
     n_selectable = int((~excluded).sum())
     if n_selectable == 0:
@@ -477,6 +478,7 @@ def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, 
     warnings = []
     if take < budget:
         warnings.append(f"budget {budget} is larger than the {n_selectable} selectable items; selected {len(sel)}")
+    warnings += [w for w in (sel.info or {}).get("warnings") or [] if w not in warnings]  # short, refilled, reduced
     out = {"round": target, "scored_round": base, "n_selected": len(sel), "budget": budget, "n_selectable": n_selectable,
            "shortfall": budget - len(sel), "warnings": warnings, "dry_run": dry_run, "info": sel.info}
     if dry_run:

@@ -19,7 +19,7 @@ from mmal.errors import ConfigError
 from mmal.pool import ScoredPool, Selection
 from mmal.select.api import empty_selection
 from mmal.select.registry import register
-from mmal.select.coldstart import (_candidates, _selection, _shared_space, concat_rows, pool_features)
+from mmal.select.coldstart import (FEATURES_DOC, _candidates, _selection, _shared_space, concat_rows, pool_features)
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,7 +177,7 @@ def _nearest_theta(xb: list, th: list, objective: str, n_pairs: int, *, chunk: i
 
 
 def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *, objective: str = "activeft",
-                         official: bool = False, align: str = "printed", tau: float = 0.07,
+                         official: bool = False, align: str = "corrected", tau: float = 0.07,
                          lambda_div: float = 1.0, lambda_align: float = 1.0, steps: int = 300, lr: float = 1e-3,
                          batch_size: int | None = 10000, chunk: int = 512) -> dict:
     """Optimise the ActiveFT parametric model and pick; a pure function of arrays.
@@ -197,8 +197,9 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
           s_i = argmax of their sum; pairs of modalities averaged), diversity eq. 4.8.
         * ``mmcsal``: 002 eq. 4.11: eq. 4.7 + eq. 4.8 + ``sign * lambda_align * E_j log
           sum_k exp(cos(theta_j^a, theta_k^b)/tau)`` averaged over modality pairs (a, b);
-          ``align="printed"`` sign = +1 (as printed; lowers cross-modal similarity),
-          ``align="corrected"`` sign = -1 (raises it, the stated aim).
+          ``align="corrected"`` (default) sign = -1 (raises the cross-modal similarity, the
+          stated aim), ``align="printed"`` sign = +1 (as printed; lowers it, and on the
+          project's benchmarks leaves most thetas on their random start: docs/results/cold_start.md).
     tau, lambda_div, lambda_align, steps, lr :
         0.07, 1, 1, 300, Adam 1e-3 (ActiveFT / 002 §4.3.3).
     batch_size : int or None
@@ -271,11 +272,32 @@ def parametric_selection(blocks: list, budget: int, rng: np.random.Generator, *,
     return {"rows": rows, "similarity": sims, "loss": losses, "theta": th, "init": init}
 
 
-def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, objective, **kw) -> Selection:
+#: values of ``one_block`` (mm-activeft, mmcsal): what the multimodal objective does on one feature block
+ONE_BLOCK = ("activeft", "error")
+ONE_BLOCK_DOC = ("features of a single block (a plain pool.embedding, or one modality) leave the cross-modal "
+                 "terms no modality pair: 'activeft' (default) drops them, which is ActiveFT's objective "
+                 "(eq. 4.7-4.8) on that block, and says so in info['warnings']; 'error' raises instead")
+
+
+def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, objective, one_block: str = "error",
+                         **kw) -> Selection:
+    if one_block not in ONE_BLOCK:
+        raise ConfigError(f"{name}: one_block must be one of {', '.join(ONE_BLOCK)}, got {one_block!r}")
     cand, _, b = _candidates(pool, budget, labeled_mask)
     if b == 0:
         return empty_selection(name, {"n_candidates": int(len(cand))})
     feats, source = pool_features(pool, features)
+    warning = None
+    if objective != "activeft" and len(feats) == 1 and one_block == "activeft":
+        # eq. 4.9 / 4.11 with M = 1: no pair (a, b != a) for the cross-modal terms, what is left
+        # is eq. 4.7 + 4.8 on the one block, i.e. ActiveFT on the same representation it reads
+        what = "pool.embedding" if source == "embedding" else f"{source} features of '{next(iter(feats))}' only"
+        warning = (f"strategy '{name}': the features are one block ({what}), so the "
+                   f"cross-modal terms of 002 eq. {'4.9' if objective == 'mm-activeft' else '4.11'} have no "
+                   "modality pair and were left out: these are ActiveFT's picks (eq. 4.7-4.8) on that block "
+                   "(one_block='error' refuses instead)")
+        objective = "activeft"
+        kw = {k: v for k, v in kw.items() if k not in ("align", "lambda_align")}
     if objective == "activeft":
         blocks = [concat_rows(feats, None if len(cand) == len(pool.ids) else cand)]
     else:
@@ -284,13 +306,18 @@ def _parametric_strategy(name, pool, budget, labeled_mask, rng, features, object
     rng = np.random.default_rng(0) if rng is None else rng
     out = parametric_selection(blocks, b, rng, objective=objective, **kw)
     rows = cand[out["rows"]]
-    info = {"features": source, "loss_first": float(out["loss"][0]), "loss_last": float(out["loss"][-1]),
-            "steps": int(len(out["loss"])), "picks_at_init": int(np.sum(out["rows"] == out["init"])),
+    loss = out["loss"]
+    info = {"features": source, "loss_first": float(loss[0]) if len(loss) else None,
+            "loss_last": float(loss[-1]) if len(loss) else None,
+            "steps": int(len(loss)), "picks_at_init": int(np.sum(out["rows"] == out["init"])),
             **{k: v for k, v in kw.items() if k in ("official", "align")}}
+    if warning:
+        info["objective"] = "activeft"
+        info["warnings"] = [warning]
     return _selection(pool, name, rows, out["similarity"], [f"theta {j}" for j in range(len(rows))], info, cand)
 
 
-@register("activeft", cold_start=True, params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "tau": "temperature of the similarities (0.07)", "lambda_div": "weight of the diversity term (1.0)", "steps": "Adam steps (300)", "lr": "Adam learning rate (1e-3)", "batch_size": "candidates per step for the distribution term; None = all", "official": "use the official code's diversity term (k = j included, one side detached)"})
+@register("activeft", cold_start=True, params={"features": FEATURES_DOC, "tau": "temperature of the similarities (0.07)", "lambda_div": "weight of the diversity term (1.0)", "steps": "Adam steps (300)", "lr": "Adam learning rate (1e-3)", "batch_size": "candidates per step for the distribution term; None = all", "official": "use the official code's diversity term (k = j included, one side detached)"})
 def activeft(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
              official: bool = False, tau: float = 0.07, lambda_div: float = 1.0, steps: int = 300,
              lr: float = 1e-3, batch_size: int | None = 10000) -> Selection:
@@ -305,15 +332,18 @@ def activeft(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, feat
                                 tau=tau, lambda_div=lambda_div, steps=steps, lr=lr, batch_size=batch_size)
 
 
-@register("mm-activeft", cold_start=True, needs=("shared_space",), params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "tau": "temperature of the similarities (0.07)", "lambda_div": "weight of the diversity term (1.0)", "steps": "Adam steps (300)", "lr": "Adam learning rate (1e-3)", "batch_size": "candidates per step for the distribution term; None = all"})
+@register("mm-activeft", cold_start=True, needs=("shared_space",), params={"features": FEATURES_DOC, "tau": "temperature of the similarities (0.07)", "lambda_div": "weight of the diversity term (1.0)", "steps": "Adam steps (300)", "lr": "Adam learning rate (1e-3)", "batch_size": "candidates per step for the distribution term; None = all", "one_block": ONE_BLOCK_DOC})
 def mm_activeft(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
                 tau: float = 0.07, lambda_div: float = 1.0, steps: int = 300, lr: float = 1e-3,
-                batch_size: int | None = 10000) -> Selection:
+                batch_size: int | None = 10000, one_block: str = "activeft") -> Selection:
     """MMActiveFT: ActiveFT with the uni+cross-modal distribution gap of 002 eq. 4.9.
 
     Per-modality thetas (each unit-norm); the final pick uses the uni-modal similarity, as
     002 §4.2.3 states for MMCSAL (the thesis does not say it for MMActiveFT). Needs one
-    shared space (MMSSL embeddings).
+    shared space (MMSSL embeddings) for two or more modalities; on features of one block
+    (a pool with only an embedding) eq. 4.9 has no cross-modal pair and ``one_block`` says
+    what happens (default: ActiveFT's eq. 4.7-4.8 on that block, with a warning).
     """
     return _parametric_strategy("mm-activeft", pool, budget, labeled_mask, rng, features, "mm-activeft",
-                                tau=tau, lambda_div=lambda_div, steps=steps, lr=lr, batch_size=batch_size)
+                                one_block=one_block, tau=tau, lambda_div=lambda_div, steps=steps, lr=lr,
+                                batch_size=batch_size)

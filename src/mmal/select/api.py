@@ -6,6 +6,13 @@ parses the spec (:mod:`mmal.select.spec`), validates budget, mask, seed and para
 once, builds the ``rng`` from ``seed`` and runs one strategy or a mix
 (``"entropy:0.8,lsb-lt:0.2"``, :mod:`mmal.select.mix`) through :func:`run_strategy`, which
 checks every result (size, no labeled/test/duplicate ids).
+
+Warnings. Whatever a selection did besides what was asked -- fewer items than the budget,
+items drawn at random to fill up, a part of a mix refilled by another, a method run in a
+reduced form -- is said in ``Selection.info["warnings"]``, a list of one-line strings
+(:func:`add_warning`). :func:`run_strategy` adds the shortfall line for every strategy, so a
+short batch is never silent; the CLI prints the lines to stderr and into the JSON
+``warnings`` list, ``simulate`` records them per round.
 """
 
 from __future__ import annotations
@@ -75,6 +82,20 @@ def take_top(pool: ScoredPool, rows: np.ndarray, scores: np.ndarray, budget: int
                      reason=reason_arr, info=dict(info or {}))
 
 
+def add_warning(target, message: str) -> None:
+    """Append ``message`` to ``info["warnings"]`` of a :class:`Selection` or of an info dict
+    (once: the same line is not repeated)."""
+    info = target.info if isinstance(target, Selection) else target
+    lines = info.setdefault("warnings", [])
+    if message not in lines:
+        lines.append(str(message))
+
+
+def selection_warnings(sel: Selection) -> list[str]:
+    """The warning lines of a selection (``info["warnings"]``; ``[]`` when none)."""
+    return [str(w) for w in ((sel.info or {}).get("warnings") or [])]
+
+
 def empty_selection(name: str, info: dict | None = None) -> Selection:
     return Selection(ids=np.array([], dtype=str), strategy=np.array([], dtype=object), score=np.array([]),
                      reason=np.array([], dtype=object), info=dict(info or {}))
@@ -94,7 +115,8 @@ def select(spec: str, pool: ScoredPool, budget: int, *, labeled_mask=None, seed:
     budget : int
         Number of items wanted (>= 0). The result has ``min(budget, #selectable)``
         items for the statistical/random/diversity strategies; LSB may return fewer (its
-        ``info["shortfall"]``; a mix hands a shortfall on to its other parts).
+        ``info["shortfall"]``; a mix hands a shortfall on to its other parts). A result
+        shorter than ``budget`` always carries a line in ``info["warnings"]``.
     labeled_mask : bool array [N], optional
         Items that already have a label (or cannot get one); never selected. Default:
         ``pool.labels >= 0`` when the pool has labels, else nothing. Test items
@@ -111,6 +133,8 @@ def select(spec: str, pool: ScoredPool, budget: int, *, labeled_mask=None, seed:
     Returns
     -------
     Selection
+        ``info["warnings"]`` (when present): one line per thing done besides what was asked
+        (short, refilled, filled at random, run in a reduced form); see the module docstring.
     """
     from mmal.select.spec import is_mix, parse_spec, route_params
 
@@ -142,7 +166,18 @@ def run_strategy(name: str, pool: ScoredPool, budget: int, mask: np.ndarray, rng
     budget = check_budget(budget)
     sel = strategy.fn(pool, budget, labeled_mask=mask, rng=rng, **params)
     _check_result(sel, pool, mask, budget, name)
+    if len(sel) < budget:
+        add_warning(sel, shortfall_warning(name, sel, budget, pool, mask))
     return sel
+
+
+def shortfall_warning(name: str, sel: Selection, budget: int, pool: ScoredPool, mask) -> str:
+    """The line for a strategy that returned fewer than ``budget`` items: how many, and why
+    (too few selectable items, or the strategy's own ``info["note"]``)."""
+    n_sel = int(pool.selectable(mask).sum())
+    why = f"only {n_sel} selectable items" if n_sel < budget else (sel.info or {}).get("note") or ""
+    return (f"strategy '{name}' returned {len(sel)} of the {budget} items asked ({budget - len(sel)} short"
+            + (f": {why}" if why else "") + ")")
 
 
 def _check_result(sel: Selection, pool: ScoredPool, mask: np.ndarray, budget: int, name: str) -> None:

@@ -31,6 +31,7 @@ import numpy as np
 from mmal import cluster
 from mmal.cluster import check_candidates, d2_sample
 from mmal.errors import ConfigError
+from mmal.select.api import add_warning
 from mmal.select.registry import register
 from mmal.utils import progress_task
 from mmal.pool import ScoredPool, Selection
@@ -535,7 +536,19 @@ def badge(
     cand = np.flatnonzero(pool.selectable(labeled_mask))
     picks, score = badge_select(pool.probs, z, budget, cand, rng, block=block, zero_tol=zero_tol, progress=progress,
                                 method=method)
-    return Selection(
+    sel = Selection(
         ids=pool.ids[picks], strategy="badge", score=score, reason=None,
         info={"n_candidates": int(len(cand)), "method": method},
     )
+    note_random_fill(sel, "badge")
+    return sel
+
+
+def note_random_fill(sel: Selection, name: str) -> None:
+    """Say in ``sel.info`` how many picks k-means++ seeding drew at random because every item left
+    duplicated a centre (their score is NaN; ``info["n_random_fill"]`` and a warning line)."""
+    n_fill = int(np.isnan(np.asarray(sel.score, np.float64)).sum())
+    sel.info["n_random_fill"] = n_fill
+    if n_fill:
+        add_warning(sel, f"strategy '{name}': every item left duplicated a centre after {len(sel) - n_fill} picks "
+                         f"(D^2 = 0 within zero_tol); the other {n_fill} were drawn at random")

@@ -33,7 +33,8 @@ from mmal.errors import ConfigError
 from mmal.pool import ScoredPool, Selection
 from mmal.pool import coalition_key as pool_coalition_key
 from mmal.select.badge import (
-    BLOCK_DOC, DEFAULT_BLOCK, METHOD_DOC, PROGRESS_DOC, ZERO_TOL_DOC, GradientSpace, kmeanspp_seed, pseudo_label_residual,
+    BLOCK_DOC, DEFAULT_BLOCK, METHOD_DOC, PROGRESS_DOC, ZERO_TOL_DOC, GradientSpace, kmeanspp_seed, note_random_fill,
+    pseudo_label_residual,
 )
 from mmal.select.registry import MissingNeedError, register
 from mmal.select.shapley import shapley_values
@@ -230,4 +231,6 @@ def bmmal(
         "n_candidates": int(len(cand)),
         "method": method,
     }
-    return Selection(ids=pool.ids[picks], strategy="bmmal", score=score, reason=None, info=info)
+    sel = Selection(ids=pool.ids[picks], strategy="bmmal", score=score, reason=None, info=info)
+    note_random_fill(sel, "bmmal")
+    return sel

@@ -1,11 +1,15 @@
 """Cold-start selection: strategies that work when nothing is labeled (002 ch. 4, METHODS F).
 
 With no labels there is no model, so these strategies read only features: the raw frozen
-tower features (``pool.modality[m]``) or the MMSSL embeddings (``pool.extras["mmssl:<m>"]``,
-see :mod:`mmal.models.mmssl`), chosen by the named parameter ``features`` (``"auto"`` =
-MMSSL when the pool has it, else raw). Every block is L2-normalised; the "concatenated
-multimodal representation" of 002 §4.2.1 is ``concat_m(r^m) / sqrt(M)`` (unit norm, so its
-cosine is the mean of the per-modality cosines). Build such a pool with :func:`cold_pool`.
+tower features (``pool.modality[m]``), the MMSSL embeddings (``pool.extras["mmssl:<m>"]``,
+see :mod:`mmal.models.mmssl`) or one embedding of the items (``pool.embedding``: a user's
+own, as scikit-activeml's TypiClust and ProbCover take it, or a scored pool's), chosen by
+the named parameter ``features`` (:data:`FEATURES`; ``"auto"`` = MMSSL when the pool has it,
+else the raw per-modality features, else ``pool.embedding``). Every block is
+L2-normalised (the embedding too: one block); the "concatenated multimodal
+representation" of 002 §4.2.1 is ``concat_m(r^m) / sqrt(M)`` (unit norm, so its cosine is
+the mean of the per-modality cosines). Build a multimodal pool with :func:`cold_pool`, a
+plain one with ``ScoredPool(ids, probs, embedding)``.
 
 This module holds what they share (features, candidates, the selection record, the k-means
 fit); each strategy lives in its own module (all registered; all return exactly
@@ -14,8 +18,8 @@ fit); each strategy lives in its own module (all registered; all return exactly
 * ``activeft`` (:mod:`mmal.select.activeft`) - ActiveFT (Xie et al., CVPR 2023; METHODS F), paper loss or the official
   code's loss (``official=True``);
 * ``mm-activeft`` (:mod:`mmal.select.activeft`) - ActiveFT with the uni+cross-modal distribution gap of 002 eq. 4.9;
-* ``mmcsal`` (:mod:`mmal.select.mmcsal`) - 002 eq. 4.11; ``align="printed"`` (+lambda A, as printed) or
-  ``align="corrected"`` (-lambda A, i.e. maximise the cross-modal similarity);
+* ``mmcsal`` (:mod:`mmal.select.mmcsal`) - 002 eq. 4.11; ``align="corrected"`` (default; -lambda A, i.e.
+  maximise the cross-modal similarity) or ``align="printed"`` (+lambda A, as printed);
 * ``kmeans`` (:mod:`mmal.select.kmeans_centres`) - the item nearest each of B k-means centres (002 §4.3.2);
 * ``typiclust`` (:mod:`mmal.select.typiclust`) - Hacohen et al., ICML 2022 (TPC_RP with given features);
 * ``probcover`` (:mod:`mmal.select.probcover`) - Yehuda et al., NeurIPS 2022, delta by the purity rule;
@@ -45,6 +49,14 @@ from mmal.pool import ScoredPool, Selection
 from mmal.select.registry import MissingNeedError
 
 MMSSL_PREFIX = "mmssl:"
+#: values of the ``features`` parameter of every cold-start strategy
+FEATURES = ("auto", "mmssl", "raw", "embedding")
+#: the ``features`` parameter's doc, shared by the registrations
+FEATURES_DOC = ("'auto' (MMSSL embeddings when the pool carries them, else the raw per-modality features, else "
+                "pool.embedding), 'mmssl', 'raw' (pool.modality) or 'embedding' (pool.embedding as one block, "
+                "e.g. an embedding of your own)")
+#: the key of ``pool.embedding`` among the feature blocks of :func:`pool_features`
+EMBEDDING_BLOCK = "embedding"
 
 
 # ---------------------------------------------------------------------------------------
@@ -73,20 +85,34 @@ def cold_pool(ids, raw: dict, mmssl: dict | None = None, *, n_classes: int = 2, 
 
 
 def pool_features(pool: ScoredPool, features: str = "auto") -> tuple[dict, str]:
-    """``(modality -> L2-normalised [N, D_m], source)`` with source ``"mmssl"`` or ``"raw"``."""
+    """``(block -> L2-normalised [N, D_b], source)``, source ``"mmssl"``, ``"raw"`` or ``"embedding"``.
+
+    ``"mmssl"``: one block per modality from ``pool.extras["mmssl:<m>"]``; ``"raw"``: one per
+    modality from ``pool.modality``; ``"embedding"``: the single block
+    :data:`EMBEDDING_BLOCK` from ``pool.embedding``. ``"auto"`` takes the first of these the
+    pool has, in that order, so a pool with only an embedding selects on it.
+    """
     mm = {k[len(MMSSL_PREFIX):]: v for k, v in pool.extras.items() if k.startswith(MMSSL_PREFIX)}
     if features == "auto":
-        features = "mmssl" if mm else "raw"
+        features = "mmssl" if mm else "raw" if pool.modality else "embedding"
+        if features == "embedding" and pool.embedding is None:
+            raise ConfigError("the pool has no features to select on: no MMSSL embeddings (pool.extras['mmssl:<m>']), "
+                              "no per-modality features (pool.modality) and no pool.embedding")
     if features == "mmssl":
         if not mm:
-            raise MissingNeedError("features='mmssl'", "shared_space", "or pass features='raw'")
+            raise MissingNeedError("features='mmssl'", "shared_space", "or pass features='raw' or 'embedding'")
         chosen = mm
     elif features == "raw":
         if not pool.modality:
-            raise ConfigError("features='raw' but the pool has no per-modality features (pool.modality)")
+            raise ConfigError("features='raw' but the pool has no per-modality features (pool.modality); "
+                              "features='embedding' selects on pool.embedding")
         chosen = dict(pool.modality)
+    elif features == "embedding":
+        if pool.embedding is None:
+            raise ConfigError("features='embedding' but the pool has no embedding (pool.embedding)")
+        chosen = {EMBEDDING_BLOCK: pool.embedding}
     else:
-        raise ConfigError(f"features must be 'auto', 'mmssl' or 'raw', got {features!r}")
+        raise ConfigError(f"features must be one of {', '.join(repr(f) for f in FEATURES)}, got {features!r}")
     return {m: _normalise(chosen[m]) for m in sorted(chosen)}, features
 
 

@@ -12,10 +12,10 @@ from mmal.pool import ScoredPool, Selection
 from mmal.select.api import empty_selection
 from mmal.select.registry import register
 from mmal.select.activeft import greedy_unique_pick
-from mmal.select.coldstart import (_candidates, _fit_kmeans, _selection, concat_rows, pool_features)
+from mmal.select.coldstart import (FEATURES_DOC, _candidates, _fit_kmeans, _selection, concat_rows, pool_features)
 
 
-@register("kmeans", cold_start=True, params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random candidates at most; None = all"})
+@register("kmeans", cold_start=True, params={"features": FEATURES_DOC, "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random candidates at most; None = all"})
 def kmeans_centres(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
                    iters: int = 20, fit_sample: int | None = 100000) -> Selection:
     """K-means with B clusters over the concatenated representation; per centre the nearest item.

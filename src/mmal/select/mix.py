@@ -15,6 +15,10 @@ Semantics
   part's request; whatever is still missing after the last part is offered once more to
   the parts in order (first to last), each asked only for the remaining shortfall. What
   cannot be filled is reported in ``info["shortfall"]``, never padded otherwise.
+* Nothing of this is silent: ``info["warnings"]`` (:func:`mmal.select.api.add_warning`)
+  holds every part's own warnings (e.g. its shortfall; each line names its strategy), one
+  line per part that took items another part could not fill, and one line for a shortfall
+  that remains. No ``warnings`` key: every part selected its quota and said nothing.
 * Every part runs through the one strategy contract (:func:`mmal.select.api.run_strategy`):
   its parameters are checked and its result is checked (size, no labeled/test/taken id).
 * Shares are normalised by their sum (``entropy:3,lsb-lt:1`` = 0.75 / 0.25); ``info["shares"]``
@@ -31,7 +35,7 @@ import numpy as np
 
 from mmal.errors import ConfigError
 from mmal.pool import ScoredPool, Selection
-from mmal.select.api import check_budget, check_labeled_mask, run_strategy
+from mmal.select.api import add_warning, check_budget, check_labeled_mask, run_strategy
 from mmal.select.spec import route_params
 
 
@@ -87,7 +91,8 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
     -------
     Selection
         ``strategy`` names the part per id; ``info`` has ``quotas``, ``parts`` (per call:
-        name, asked, got, info) and ``shortfall``.
+        name, asked, quota -- its own share of the budget, 0 for a second chance -- got,
+        info), ``shortfall`` and ``warnings``.
     """
     routed = route_params(parts, params)
     mask = check_labeled_mask(pool, labeled_mask)
@@ -99,7 +104,7 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
     taken = np.zeros(len(pool), dtype=bool)
     pieces, calls = [], []
 
-    def run(i: int, want: int, seed) -> int:
+    def run(i: int, want: int, seed, quota: int) -> int:
         nonlocal id_to_row
         name = parts[i][0]
         sub = _without(pool, taken)
@@ -111,17 +116,17 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
             raise ConfigError(f"mix part '{name}' returned an id already taken by an earlier part")
         taken[rows] = True
         pieces.append((name, sel))
-        calls.append({"strategy": name, "asked": int(want), "got": int(len(sel)), "info": sel.info})
+        calls.append({"strategy": name, "asked": int(want), "quota": int(quota), "got": int(len(sel)), "info": sel.info})
         return len(sel)
 
     carry = 0
     for i, q in enumerate(quotas):
         want = q + carry
-        carry = want - (run(i, want, child_seeds[i]) if want > 0 else 0)
+        carry = want - (run(i, want, child_seeds[i], q) if want > 0 else 0)
     for i in range(len(parts)):  # second chance for the shortfall, first part first
         if carry <= 0:
             break
-        carry -= run(i, carry, child_seeds[len(parts) + i])
+        carry -= run(i, carry, child_seeds[len(parts) + i], 0)
 
     ids = np.concatenate([s.ids for _, s in pieces]) if pieces else np.array([], dtype=str)
     strat = np.concatenate([np.full(len(s), n, dtype=object) for n, s in pieces]) if pieces else np.array([], dtype=object)
@@ -132,4 +137,21 @@ def mix_select(parts, pool: ScoredPool, budget: int, *, labeled_mask=None, rng=N
             "shares_sum": total,
             "quotas": quotas, "parts": calls,
             "shortfall": int(max(carry, 0))}
+    _mix_warnings(info, calls, budget)
     return Selection(ids=ids, strategy=strat, score=score, reason=reason, info=info)
+
+
+def _mix_warnings(info: dict, calls: list, budget: int) -> None:
+    """``info["warnings"]``: each part's own lines, who filled what another part left, the rest."""
+    for c in calls:
+        for w in c["info"].get("warnings") or []:
+            add_warning(info, w)  # each line names its strategy
+    for c in calls:
+        filled = max(0, c["got"] - c["quota"])  # items beyond its own quota that this call selected
+        if filled > 0:
+            add_warning(info, f"mix part '{c['strategy']}' selected {filled} item{'s' if filled != 1 else ''} "
+                              f"that other parts could not fill (beyond its quota)")
+    if info["shortfall"]:
+        add_warning(info, f"mix '{info['mix']}' selected {budget - info['shortfall']} of the {budget} items asked "
+                          f"({info['shortfall']} short after every part had a second chance)")
+

@@ -12,9 +12,9 @@ import numpy as np
 
 from mmal.cluster import kmeans
 from mmal.pool import ScoredPool, Selection
-from mmal.select.api import empty_selection
+from mmal.select.api import add_warning, empty_selection
 from mmal.select.registry import register
-from mmal.select.coldstart import (_candidates, _selection, concat_rows, pool_features)
+from mmal.select.coldstart import (FEATURES_DOC, _candidates, _selection, concat_rows, pool_features)
 
 
 # ---------------------------------------------------------------------------------------
@@ -92,7 +92,7 @@ def max_coverage(indptr, indices, selectable: np.ndarray, covered: np.ndarray, b
     return picks, gains
 
 
-@register("probcover", cold_start=True, params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "alpha": "purity threshold of the delta rule (0.95)", "n_pseudo": "k-means pseudo-label clusters for the purity rule (default: budget)", "delta": "ball radius; None = chosen by the purity rule (recorded in info)", "delta_sample": "items used to choose delta; None = all", "iters": "Lloyd iterations (20)", "graph_max": "largest number of items the delta-ball graph is built on; above it, all labeled items and a uniform random sample of the candidates (50000; None = all)"})
+@register("probcover", cold_start=True, params={"features": FEATURES_DOC, "alpha": "purity threshold of the delta rule (0.95)", "n_pseudo": "k-means pseudo-label clusters for the purity rule (default: the pool's number of classes, probs.shape[1])", "delta": "ball radius; None = chosen by the purity rule (recorded in info)", "delta_sample": "items used to choose delta; None = all", "iters": "Lloyd iterations (20)", "graph_max": "largest number of items the delta-ball graph is built on; above it, all labeled items and a uniform random sample of the candidates (50000; None = all)"})
 def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
               alpha: float = 0.95, n_pseudo: int | None = None, delta: float | None = None,
               delta_sample: int | None = 20000, iters: int = 20, graph_max: int | None = 50000) -> Selection:
@@ -156,4 +156,12 @@ def probcover(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, fea
         covered_final[indices[indptr[p]:indptr[p + 1]]] = True
     info.update({"n_random_fill": int(n_fill), "coverage": float(covered_final.mean()),
                  "mean_degree": float(np.diff(indptr).mean())})
-    return _selection(pool, "probcover", rel[np.array(picks, np.int64)], score, reason, info, cand)
+    sel = _selection(pool, "probcover", rel[np.array(picks, np.int64)], score, reason, info, cand)
+    if n_fill:
+        add_warning(sel, f"strategy 'probcover': every item was covered after {b - n_fill} picks (delta "
+                         f"{delta:.4g}); the other {n_fill} of the {b} were drawn at random")
+    if sampled:
+        add_warning(sel, f"strategy 'probcover': the delta-ball graph and the picks use {len(rel)} of the "
+                         f"{len(np.union1d(cand, lab))} items (graph_max={graph_max}: all labeled items and a random "
+                         "sample of the candidates)")
+    return sel

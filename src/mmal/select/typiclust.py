@@ -11,7 +11,7 @@ import numpy as np
 from mmal.pool import ScoredPool, Selection
 from mmal.select.api import empty_selection
 from mmal.select.registry import register
-from mmal.select.coldstart import (_candidates, _fit_kmeans, _selection, concat_rows, pool_features)
+from mmal.select.coldstart import (FEATURES_DOC, _candidates, _fit_kmeans, _selection, concat_rows, pool_features)
 
 
 # ---------------------------------------------------------------------------------------
@@ -77,7 +77,7 @@ def typicality(x: np.ndarray, k: int, block: int = 512, rows=None) -> np.ndarray
     return out
 
 
-@register("typiclust", cold_start=True, params={"features": "'auto' (MMSSL embeddings when the pool carries them, else raw), 'mmssl' or 'raw' per-modality features", "k_nn": "neighbours for typicality (20)", "min_cluster_size": "clusters this small are skipped (5)", "max_clusters": "cap on the number of clusters (500)", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random items at most; None = all", "cache_min": "clusters with more free members than this keep a neighbour cache (256)", "shortlist_extra": "cached neighbours per member beyond k_nn (8)", "screen_tol": "float32 screen margin on the mean squared distance, times the largest squared norm (1e-4)"})
+@register("typiclust", cold_start=True, params={"features": FEATURES_DOC, "k_nn": "neighbours for typicality (20)", "min_cluster_size": "clusters this small are skipped (5)", "max_clusters": "cap on the number of clusters (500)", "iters": "Lloyd iterations (20)", "fit_sample": "fit k-means on this many random items at most; None = all", "cache_min": "clusters with more free members than this keep a neighbour cache (256)", "shortlist_extra": "cached neighbours per member beyond k_nn (8)", "screen_tol": "float32 screen margin on the mean squared distance, times the largest squared norm (1e-4)"})
 def typiclust(pool: ScoredPool, budget: int, *, labeled_mask=None, rng=None, features: str = "auto",
               k_nn: int = 20, min_cluster_size: int = 5, max_clusters: int = 500, iters: int = 20,
               fit_sample: int | None = 100000, cache_min: int = 256, shortlist_extra: int = 8,
