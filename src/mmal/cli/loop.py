@@ -83,6 +83,8 @@ def select(
         raise _with_fix(e, ws.dir) from None
     for w in out.get("warnings", []) or []:
         print(f"mmal: warning: {w}", file=sys.stderr)
+    for n in out.get("notes", []) or []:
+        print(f"mmal: note: {n}", file=sys.stderr)
     echo_json(out, indent=1)
 
 
@@ -109,7 +111,10 @@ def export(directory: Path = typer.Argument(...),
     """Re-export a round's batches (CSV, JSONL, Label Studio tasks + config)."""
     from mmal.workspace.annotate import export_round
 
-    echo_json(export_round(directory, round_, media_root=media_root, media_url=media_url), indent=1)
+    out = export_round(directory, round_, media_root=media_root, media_url=media_url)
+    for n in out.get("notes", []) or []:
+        print(f"mmal: note: {n}", file=sys.stderr)
+    echo_json(out, indent=1)
 
 
 def _int_list(text: str, flag: str) -> list[int]:

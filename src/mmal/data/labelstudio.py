@@ -54,7 +54,7 @@ def labeling_config(modalities, class_names) -> str:
     lines = ["<View>"]
     for m in mods:
         lines.append(f"  <{OBJECT_TAGS[m]} name={quoteattr(m)} value={quoteattr('$' + m)}/>")
-    to = "text" if "text" in mods else mods[0]
+    to = control_target(mods)
     lines.append(f"  <Choices name={quoteattr(CONTROL_NAME)} toName={quoteattr(to)} choice=\"single\" showInline=\"true\">")
     for c in class_names:
         lines.append(f"    <Choice value={quoteattr(str(c))}/>")
@@ -68,18 +68,50 @@ def config_variables(modalities) -> list[str]:
     return [m for m in OBJECT_TAGS if m in set(modalities)]
 
 
-def task(row: dict, modalities, media_url) -> dict:
+def control_target(modalities) -> str:
+    """The object tag the ``label`` control points at (``toName`` of :func:`labeling_config`)."""
+    mods = config_variables(modalities)
+    return "text" if "text" in mods else mods[0]
+
+
+def prediction(choice: str, score: float, model_version: str, modalities) -> dict:
+    """A Label Studio pre-annotation: the model's class (or level) name as the config's
+    ``label`` choice. ``score`` is what Label Studio sorts by ("Prediction score")."""
+    return {"model_version": str(model_version), "score": float(score),
+            "result": [{"from_name": CONTROL_NAME, "to_name": control_target(modalities), "type": "choices",
+                        "value": {"choices": [str(choice)]}}]}
+
+
+def cluster_of(reason) -> int | None:
+    """The diversity cluster a strategy recorded in an item's reason (``"cluster 3"``), else None."""
+    if isinstance(reason, str) and reason.startswith("cluster "):
+        rest = reason[len("cluster "):].strip()
+        if rest.isdigit():
+            return int(rest)
+    return None
+
+
+def task(row: dict, modalities, media_url, pred: dict | None = None) -> dict:
     """One Label Studio task for a batch row. ``media_url(column, path, item_id)`` gives the
-    URL of a media file; an item lacking a modality gets ``""`` for that variable."""
+    URL of a media file; an item lacking a modality gets ``""`` for that variable.
+
+    ``pred`` (from :func:`prediction`) becomes the task's one ``predictions`` entry. A row
+    whose reason names a cluster (``"cluster 3"``) gets ``data["cluster"]``."""
     data = {"item_id": row["id"], "round": row["round"], "batch": row["batch"],
             "strategy": row["strategy"], "reason": row["reason"]}
+    c = cluster_of(row.get("reason"))
+    if c is not None:
+        data["cluster"] = c
     for m in config_variables(modalities):
         v = row.get(m)
         if m in MEDIA:
             data[m] = media_url(m, v, row["id"]) if v else ""
         else:
             data[m] = "" if v is None else str(v)
-    return {"data": data, "meta": {"mmal_batch": row["batch"], "mmal_round": row["round"]}}
+    out = {"data": data, "meta": {"mmal_batch": row["batch"], "mmal_round": row["round"]}}
+    if pred is not None:
+        out["predictions"] = [pred]
+    return out
 
 
 # ---- import ---------------------------------------------------------------------------------

@@ -430,7 +430,9 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
         batch_id = state.record_batch(ws, sel, budget=budget, round_=target, info={"spec": spec, **(sel.info or {})},
                                       before_commit=write_exports)
         _write_round_selection(ws, target)
-    out.update(batch=batch_id, exports={k: str(v) for k, v in paths.items()})
+    from mmal.workspace.annotate import predictions_info
+
+    out.update(batch=batch_id, exports={k: str(v) for k, v in paths.items()}, **predictions_info(ws))
     return out
 
 

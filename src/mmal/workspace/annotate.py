@@ -23,6 +23,8 @@ import time
 import urllib.parse
 from pathlib import Path
 
+import numpy as np
+
 from mmal.errors import LabelImportError, WorkspaceError
 from mmal.data import labelstudio as ls
 from mmal.workspace import state
@@ -149,6 +151,52 @@ def media_relpath(path: str, root: Path, explicit: bool, item_id: str) -> str:
         return p.as_posix()
 
 
+NO_PREDICTIONS = ("no scored pool yet: the Label Studio tasks carry no predictions (pre-annotations); after "
+                  "`mmal train` and `mmal score`, `mmal export WS --round N` writes them")
+
+
+def latest_scored_round(ws: Workspace) -> int | None:
+    """The highest round with a scored pool (``rounds/<n>/pool``), or None when nothing is scored yet."""
+    d = ws.dir / "rounds"
+    have = [int(p.name) for p in d.iterdir() if p.name.isdigit() and (p / "pool" / "ids.parquet").exists()] if d.is_dir() else []
+    return max(have) if have else None
+
+
+def model_version(round_: int) -> str:
+    """The ``model_version`` of the predictions made by the model of ``round_``."""
+    return f"mmal-round-{int(round_)}"
+
+
+def batch_predictions(ws: Workspace, rows: list[dict]) -> tuple[list[dict | None], str | None]:
+    """Per batch row, a Label Studio prediction from the latest scored pool (None without one),
+    and the ``model_version`` used (None when nothing is scored yet).
+
+    The result is the pool's most probable class (relevance: level) by name. ``score`` is the
+    row's rank scaled into [0, 1) (``rank / len(rows)``): Label Studio's ordering by
+    prediction score, ascending, shows the batch in mmal's order.
+    """
+    rnd = latest_scored_round(ws)
+    if rnd is None or not rows:
+        return [None] * len(rows), None
+    from mmal.workspace.pool_io import load_pool
+
+    pool = load_pool(ws.round_dir(rnd) / "pool")
+    pos = {k: i for i, k in enumerate(pool.ids.tolist())}
+    names = class_choices(ws)
+    present = [c for c in EXPORT_MEDIA if c in ws.items.column_names]
+    version = model_version(rnd)
+    n = len(rows)
+    out = []
+    for r in rows:
+        i = pos.get(r["id"])
+        if i is None:
+            out.append(None)
+            continue
+        k = int(np.argmax(np.asarray(pool.probs[i], dtype=np.float64)))
+        out.append(ls.prediction(names[k] if k < len(names) else str(k), r["rank"] / n, version, present))
+    return out, version
+
+
 def export_batch(ws: Workspace, batch_id: int, out_dir=None, *, media_root=None, media_url=None, con=None) -> dict[str, Path]:
     """Write the batch as ``batch-<id>.csv``, ``.jsonl``, ``.labelstudio.json`` (tasks) and
     ``.labelstudio-config.xml``. Each file is written to a temp file and renamed into place.
@@ -186,7 +234,8 @@ def export_batch(ws: Workspace, batch_id: int, out_dir=None, *, media_root=None,
     w.writeheader()
     for r in rel_rows:
         w.writerow({k: "" if v is None else neutralise_cell(v) for k, v in r.items()})
-    tasks = [ls.task(r, present, url) for r in rel_rows]
+    preds, _ = batch_predictions(ws, rel_rows)
+    tasks = [ls.task(r, present, url, p) for r, p in zip(rel_rows, preds)]
     contents = {
         "csv": buf.getvalue(),
         "jsonl": "".join(json.dumps(r) + "\n" for r in rel_rows),
@@ -236,7 +285,16 @@ def export_round(ws_dir, round_: int, *, media_root=None, media_url=None, out_di
                                  f"{', '.join(map(str, have)) or 'none'}); run `mmal select` first")
         out = {b: {k: str(v) for k, v in export_batch(ws, b, out_dir, media_root=media_root, media_url=media_url).items()}
                for b in ids}
-    return {"round": round_, "batches": out}
+    return {"round": round_, "batches": out, **predictions_info(ws)}
+
+
+def predictions_info(ws: Workspace) -> dict:
+    """What a command that wrote exports reports about their predictions: ``predictions``
+    (the ``model_version``, or None) and, when nothing is scored yet, a line in ``notes``."""
+    rnd = latest_scored_round(ws)
+    if rnd is None:
+        return {"predictions": None, "notes": [NO_PREDICTIONS]}
+    return {"predictions": model_version(rnd), "notes": []}
 
 
 # ---- import ----------------------------------------------------------------------------------

@@ -1,0 +1,129 @@
+"""Label Studio pre-annotations: every exported task carries the latest scored pool's class
+as a ``predictions`` entry, scored so that Label Studio's "Prediction score" ascending shows
+the batch in mmal's order.
+
+The workspace is tiny and text-only, with synthetic cached text features under the text
+encoder's recorded fingerprint (as in ``test_bad_inputs.py``), so no encoder is loaded;
+train and score run for real on those features.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from conftest import run_cli, write_items
+
+N = 16
+NAMES = ["spam & eggs", "ham"]
+
+
+def _rows():
+    rows = []
+    for k in range(N):
+        split = "test" if k % 5 == 0 else ("train" if k < 8 else "pool")
+        rows.append({"id": f"i{k:02d}", "label": NAMES[k % 2] if split != "pool" else None, "split": split,
+                     "text": f"item {k}"})
+    return rows
+
+
+def _fake_features(ws_dir) -> None:
+    from mmal.features.cache import FeatureCache, remember_fingerprint
+
+    rows = _rows()
+    cache = FeatureCache(ws_dir / "features")
+    remember_fingerprint(cache, "text:minilm", {}, "fake0000")
+    rng = np.random.default_rng(0)
+    ids = [r["id"] for r in rows]
+    cls = np.array([int(r["id"][1:]) % 2 for r in rows])
+    pooled = rng.normal(size=(N, 8)).astype(np.float32) + 1.5 * cls[:, None]
+    seqs = [np.stack([p, p]) for p in pooled]
+    cache.write_chunk("fake0000", "text", ids, pooled, seqs, np.ones(N, bool))
+
+
+@pytest.fixture(scope="module")
+def scored(tmp_path_factory):
+    """init -> synthetic features -> train -> score (round 0), once per module."""
+    from mmal.loop.workspace_round import score_workspace, train_workspace
+    from mmal.workspace import Workspace, init_workspace
+
+    tmp = tmp_path_factory.mktemp("lsp")
+    ws = init_workspace(tmp / "ws", write_items(tmp / "src", _rows()))
+    ws.config.setdefault("train", {})["epochs"] = 3
+    ws.save_config()
+    _fake_features(ws.dir)
+    train_workspace(ws.dir, progress=False)
+    score_workspace(ws.dir, progress=False)
+    return Workspace(ws.dir)
+
+
+@pytest.fixture
+def ws(scored, tmp_path):
+    from mmal.workspace import Workspace
+
+    shutil.copytree(scored.dir, tmp_path / "ws")
+    return Workspace(tmp_path / "ws")
+
+
+def test_tasks_carry_predictions_in_batch_order(ws):
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace.pool_io import load_pool
+
+    res = select_workspace(ws.dir, "entropy", 4)
+    assert res["predictions"] == "mmal-round-0" and res["notes"] == []
+    tasks = json.load(open(res["exports"]["labelstudio"]))
+    order = [r["id"] for r in map(json.loads, open(res["exports"]["jsonl"]))]  # rank order
+    assert len(tasks) == 4
+    pool = load_pool(ws.dir / "rounds" / "0" / "pool")
+    pos = {k: i for i, k in enumerate(pool.ids.tolist())}
+    names = ws.class_names(2)
+    assert sorted(names) == sorted(NAMES)
+    for t in tasks:
+        (pred,) = t["predictions"]
+        expected = names[int(np.argmax(pool.probs[pos[t["data"]["item_id"]]]))]
+        assert pred["model_version"] == "mmal-round-0"
+        assert 0.0 <= pred["score"] < 1.0
+        (r,) = pred["result"]
+        assert r == {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": [expected]}}
+        assert "cluster" not in t["data"]  # entropy has no clusters
+    by_score = [t["data"]["item_id"] for t in sorted(tasks, key=lambda t: t["predictions"][0]["score"])]
+    assert by_score == order
+    # the choice names a Choice of the exported config
+    cfg = open(res["exports"]["labelstudio_config"]).read()
+    for t in tasks:
+        from xml.sax.saxutils import quoteattr
+
+        assert f"<Choice value={quoteattr(t['predictions'][0]['result'][0]['value']['choices'][0])}/>" in cfg
+
+
+def test_re_export_uses_the_latest_pool_and_says_when_none(ws):
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace.annotate import export_round
+
+    select_workspace(ws.dir, "entropy", 3)
+    shutil.rmtree(ws.dir / "rounds" / "0" / "pool")
+    out = export_round(ws.dir, 1)
+    assert out["predictions"] is None and "no scored pool" in out["notes"][0]
+    (paths,) = out["batches"].values()
+    tasks = json.load(open(paths["labelstudio"]))
+    assert tasks and all("predictions" not in t for t in tasks)
+    r = run_cli("export", ws.dir, "--round", "1")
+    assert r.returncode == 0, r.stderr
+    assert "mmal: note: no scored pool yet" in r.stderr
+
+
+def test_cluster_and_level_names_in_tasks():
+    from mmal.data import labelstudio as ls
+    from mmal.tasks.relevance import LEVEL_NAMES
+
+    row = {"id": "a", "round": 2, "batch": 5, "strategy": "typiclust", "reason": "cluster 7", "text": "t"}
+    pred = ls.prediction(LEVEL_NAMES[2], 0.25, "mmal-round-1", ["query", "video"])
+    t = ls.task(row, ["query", "video"], lambda c, p, i: p, pred)
+    assert t["data"]["cluster"] == 7
+    assert t["predictions"][0]["result"][0]["value"]["choices"] == ["good"]
+    assert t["predictions"][0]["result"][0]["to_name"] == "video"  # the control's toName in the config
+    assert 'toName="video"' in ls.labeling_config(["query", "video"], LEVEL_NAMES)
+    assert "cluster" not in ls.task({**row, "reason": "seed x"}, ["text"], lambda c, p, i: p)["data"]
