@@ -125,5 +125,11 @@ def test_cluster_and_level_names_in_tasks():
     assert t["data"]["cluster"] == 7
     assert t["predictions"][0]["result"][0]["value"]["choices"] == ["good"]
     assert t["predictions"][0]["result"][0]["to_name"] == "video"  # the control's toName in the config
-    assert 'toName="video"' in ls.labeling_config(["query", "video"], LEVEL_NAMES)
+    from mmal.tasks.relevance import RelevanceTask
+
+    task = RelevanceTask()
+    cfg = task.labelstudio_config(["query", "video"], task.class_names(4))
+    assert 'toName="video"' in cfg
+    assert [f'<Choice value="{n}"/>' in cfg for n in ("bad", "less", "good", "excellent")] == [True] * 4
+    assert '<Choice value="3"/>' not in cfg
     assert "cluster" not in ls.task({**row, "reason": "seed x"}, ["text"], lambda c, p, i: p)["data"]
