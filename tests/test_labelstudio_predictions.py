@@ -15,49 +15,13 @@ import shutil
 import numpy as np
 import pytest
 
-from conftest import run_cli, write_items
-
-N = 16
-NAMES = ["spam & eggs", "ham"]
-
-
-def _rows():
-    rows = []
-    for k in range(N):
-        split = "test" if k % 5 == 0 else ("train" if k < 8 else "pool")
-        rows.append({"id": f"i{k:02d}", "label": NAMES[k % 2] if split != "pool" else None, "split": split,
-                     "text": f"item {k}"})
-    return rows
-
-
-def _fake_features(ws_dir) -> None:
-    from mmal.features.cache import FeatureCache, remember_fingerprint
-
-    rows = _rows()
-    cache = FeatureCache(ws_dir / "features")
-    remember_fingerprint(cache, "text:minilm", {}, "fake0000")
-    rng = np.random.default_rng(0)
-    ids = [r["id"] for r in rows]
-    cls = np.array([int(r["id"][1:]) % 2 for r in rows])
-    pooled = rng.normal(size=(N, 8)).astype(np.float32) + 1.5 * cls[:, None]
-    seqs = [np.stack([p, p]) for p in pooled]
-    cache.write_chunk("fake0000", "text", ids, pooled, seqs, np.ones(N, bool))
+from conftest import run_cli
+from text_ws import NAMES, scored_text_ws
 
 
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
-    """init -> synthetic features -> train -> score (round 0), once per module."""
-    from mmal.loop.workspace_round import score_workspace, train_workspace
-    from mmal.workspace import Workspace, init_workspace
-
-    tmp = tmp_path_factory.mktemp("lsp")
-    ws = init_workspace(tmp / "ws", write_items(tmp / "src", _rows()))
-    ws.config.setdefault("train", {})["epochs"] = 3
-    ws.save_config()
-    _fake_features(ws.dir)
-    train_workspace(ws.dir, progress=False)
-    score_workspace(ws.dir, progress=False)
-    return Workspace(ws.dir)
+    return scored_text_ws(tmp_path_factory.mktemp("lsp"))
 
 
 @pytest.fixture

@@ -11,12 +11,14 @@ records the full configuration it was trained with.
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from mmal.cli._common import app, echo_json, epoch_lines, note, positive, progress_enabled
+from mmal.cli._common import app, echo_json, note, positive, progress_enabled
 from mmal.errors import ConfigError
 
 #: flag -> (mmal.toml section, key) for the flags ``train`` remembers.
@@ -44,8 +46,11 @@ def train(
     head: Optional[str] = typer.Option(None, "--head", help="relevance learners: hsoftmax (default) | bce | mse | ordinal (remembered in mmal.toml [model])"),
     epochs: Optional[int] = typer.Option(None, "--epochs", help="training epochs of a torch learner for this run ([train] epochs)"),
     pretrain: Optional[str] = typer.Option(None, "--pretrain", help="hcmrm: start from DIR/pretrain/NAME (default: 'default' when present)"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar and no status lines on stderr (warnings still shown); same as MMAL_PROGRESS=0"),
 ):
     """Train the round's model on the labeled items; checkpoint per round."""
+    if quiet:
+        os.environ["MMAL_PROGRESS"] = "0"
     from mmal.learners import LEARNERS
     from mmal.loop.workspace_round import train_workspace
     from mmal.workspace import Workspace
@@ -77,8 +82,9 @@ def train(
     note(f"train: {ws.dir}: fitting the round's {name} model")
     out = train_workspace(directory, learner=name, model={"fusion": fusion, "heads": heads, "head": head},
                           train=None if epochs is None else {"epochs": epochs}, seed=seed,
-                          finetune_towers=finetune_towers, pretrain=pretrain or "default", progress=progress_enabled(),
-                          log=note if epoch_lines() else None)
+                          finetune_towers=finetune_towers, pretrain=pretrain or "default", progress=progress_enabled())
+    for w in out.get("warnings", []) or []:
+        print(f"mmal: warning: {w}", file=sys.stderr)
     if given:
         ws = Workspace(directory)
         for flag, value in given.items():

@@ -205,9 +205,27 @@ def train_workspace(directory, *, learner: str | None = None, model: dict | None
     save_learner(path, fitted, extra=extra)
     (rdir / "history.json").write_text(json.dumps(history, indent=1, default=float))
     invalidated = _invalidate_derived(rdir)
+    warn = unlabeled_batch_warning(ws)
     return {"round": rnd, "model": str(path), "task": task.name, "learner": name, "n_labeled": int(len(labeled)),
             "best_epoch": history.get("best_epoch"), "seconds": round(float(history.get("seconds", float("nan"))), 2),
-            "pretrain": extra.get("pretrain"), "finetune_towers": finetune, "invalidated": invalidated}
+            "pretrain": extra.get("pretrain"), "finetune_towers": finetune, "invalidated": invalidated,
+            "warnings": [warn] if warn else []}
+
+
+def unlabeled_batch_warning(ws: Workspace) -> str | None:
+    """A warning line when more than half of the latest batch is still unlabeled (the model
+    then learns from far fewer labels than were selected), else None."""
+    b = state.latest_batch(ws)
+    if b is None:
+        return None
+    items = [r[0] for r in state.batch_items(ws, b.batch_id)]
+    have = ws.current_labels()
+    missing = [k for k in items if k not in have]
+    if not items or 2 * len(missing) <= len(items):
+        return None
+    return (f"{len(missing)} of the {len(items)} items of the last batch (batch {b.batch_id}, round {b.round}) are "
+            f"still unlabeled; this model learned without them. Import their labels (`mmal label {ws.dir} FILE`) "
+            f"and train again")
 
 
 def _invalidate_derived(rdir) -> list[str]:

@@ -163,6 +163,7 @@ def train_epochs(
         task = bar.add_task(desc, total=tc.epochs * n_batches)
         for epoch in range(tc.epochs):
             t0 = time.perf_counter()
+            bar.update(task, description=f"{desc} epoch {epoch + 1}/{tc.epochs}")
             set_train_mode(True)
             if on_epoch_start is not None:
                 on_epoch_start(epoch)
