@@ -161,7 +161,8 @@ def win_matrix(results, *, metric: str | None = None, confidence: float = 0.9):
 
 def paired_vs(results, baseline: str = "random", metrics=None) -> dict:
     """AUBC difference to ``baseline`` per strategy and metric, paired by seed: mean, std, the two-sided
-    paired t-test p-value (NaN with fewer than two seeds or zero variance) and the seed count."""
+    paired t-test p-value (NaN with fewer than two seeds or zero variance) and the seed count;
+    with fewer than 5 seeds also a ``caveat`` line (the test is indicative only)."""
     from scipy import stats
 
     metrics = list(metrics or [_metric(results)])
@@ -180,8 +181,10 @@ def paired_vs(results, baseline: str = "random", metrics=None) -> dict:
             p = float("nan")
             if len(seeds) > 1 and np.isfinite(diff).all() and np.ptp(diff) > 0:
                 p = float(stats.ttest_rel(x, y).pvalue)
-            out.setdefault(spec, {})[m] = {"diff": float(diff.mean()), "std": float(diff.std()), "p": p,
-                                           "n_seeds": len(seeds)}
+            rec = {"diff": float(diff.mean()), "std": float(diff.std()), "p": p, "n_seeds": len(seeds)}
+            if len(seeds) < 5:
+                rec["caveat"] = ONE_SEED_NOTE if len(seeds) < 2 else FEW_SEEDS_NOTE
+            out.setdefault(spec, {})[m] = rec
     return out
 
 
