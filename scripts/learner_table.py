@@ -39,6 +39,14 @@ def classification(res: dict) -> list[str]:
                 diff = f"{100 * c['mean_diff']:+.1f} pts vs {NAMES[c['best_baseline']]} (p = {c['p']:.3f})" if "mean_diff" in c else ""
                 out.append(f"| {b} | " + " | ".join(_cell(d["results"][k][str(b)], m) for k in keys) + f" | {diff} |")
             out.append("")
+        heads = ("r_at_p80", "auc") if d["task"] == "binary" else ("macro_f1",)  # the issue's comparison metrics
+        cells = [d["cells"][str(b)][m] for b in d["budgets"] for m in heads if "mean_diff" in d["cells"][str(b)][m]]
+        if cells:
+            out += [f"Against the best scikit-learn pipeline of each cell ({', '.join(heads)}; {len(cells)} cells): "
+                    f"within 0.5 points or above in {sum(c['within_half_point'] for c in cells)}, "
+                    f"significantly above (paired t-test over seeds, p < 0.05) in "
+                    f"{sum(c['significantly_above'] for c in cells)}, significantly below in "
+                    f"{sum(c['mean_diff'] < 0 and c['p'] < 0.05 for c in cells)}.", ""]
         chosen = {}
         for b in d["budgets"]:
             ch = d["results"].get("auto", {}).get(str(b), {}).get("chosen", [])

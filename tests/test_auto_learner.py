@@ -120,7 +120,7 @@ def test_same_seed_same_choice_and_model():
     train = np.arange(0, 84)
     runs = []
     for _ in range(2):
-        L = make_learner("auto", seed=3, train={"epochs": 20})
+        L = make_learner("auto", seed=3, train={"epochs": 20}, candidates=("linear", "late-fusion"))
         h = L.fit(feats, y, train)
         runs.append((h["auto"]["chosen"], h["auto"]["scores"], L.predict_proba(feats)))
     assert runs[0][0] == runs[1][0] and runs[0][1] == runs[1][1]

@@ -17,7 +17,8 @@ Candidates (named parameter ``candidates``):
   ``smooth_grid`` (0.5, 0.8): each item's embedding averaged with its 10 nearest
   neighbours in the unlabeled pool (:mod:`mmal.learners.graph_smoothing`, SGC eq. 8 with
   one hop); the features of every item are read, never a label outside the fit's own;
-- ``late-fusion`` (:mod:`mmal.learners.late_fusion`) with the workspace's ``[model]`` /
+- ``late-fusion`` (:mod:`mmal.learners.late_fusion`), only when ``candidates`` names it
+  (:data:`DEFAULT_CANDIDATES`), with the workspace's ``[model]`` /
   ``[train]`` settings (its own audio-scale CV runs inside each fold).
 
 Criterion (``criterion``): ``"auto"`` = the task's metric, average precision of the
@@ -49,6 +50,11 @@ from mmal.models.late_fusion import LateFusionConfig
 from mmal.train.engine import as_index, check_labels
 
 CANDIDATE_KINDS = ("linear", "late-fusion")
+#: the default menu: the probes. ``late-fusion`` trains a network per fold (20-75 s a fit at
+#: 100-400 labels on Tux Paint's audio, against 1-3 s for the probes) and was chosen in 3 of
+#: 55 bench fits (bench/learner.py, before it left the menu); ``candidates=("linear", "late-fusion")``
+#: puts it back
+DEFAULT_CANDIDATES = ("linear",)
 CRITERIA = ("auto", "log_loss", "average_precision", "macro_f1", "accuracy")
 #: the baseline probe: listed first, chosen on ties and when there is too little to cross-validate
 BASELINE_C = 10.0
@@ -152,7 +158,8 @@ class AutoLearner(Learner):
 
     Parameters
     ----------
-    candidates : kinds in the menu (``("linear", "late-fusion")``).
+    candidates : kinds in the menu (``("linear",)``; add ``"late-fusion"`` for the network, see
+        :data:`DEFAULT_CANDIDATES`).
     C_grid : inverse L2 strengths of the ``linear`` candidates ((0.1, 1, 10, 100); 10 is always in).
     class_weights : class weightings of the ``linear`` candidates ((None, "balanced")).
     smooth_grid : graph-smoothing strengths ``alpha`` of the extra ``C = 10`` probes ((0.5, 0.8);
@@ -173,7 +180,7 @@ class AutoLearner(Learner):
     model_config = LateFusionConfig
 
     def __init__(self, n_classes: int | None = None, seed: int = 0, *, model: Mapping | None = None,
-                 train: Mapping | None = None, candidates=CANDIDATE_KINDS, C_grid=(0.1, 1.0, 10.0, 100.0),
+                 train: Mapping | None = None, candidates=DEFAULT_CANDIDATES, C_grid=(0.1, 1.0, 10.0, 100.0),
                  class_weights=(None, "balanced"), smooth_grid=(0.5, 0.8), criterion: str = "auto", cv_folds: int = 3, confidence: float = 0.9,
                  n_boot: int = 200, heads: str = "fused", modalities=None):
         kinds = [str(c) for c in (candidates or ())]
