@@ -242,13 +242,18 @@ def export_batch(ws: Workspace, batch_id: int, out_dir=None, *, media_root=None,
         "labelstudio": json.dumps(tasks, indent=1),
         "labelstudio_config": ws.task.labelstudio_config(present, class_choices(ws)),
     }
-    from mmal.utils import atomic_write_bytes
+    from mmal.utils import atomic_write_bytes, storage_error
 
+    new = [p for p in paths.values() if not p.exists()]
     try:
         for k, p in paths.items():
-            atomic_write_bytes(p, contents[k].encode("utf-8"))
-    except OSError as e:
-        raise WorkspaceError(f"{out_dir}: cannot write exports ({e.strerror or e})") from None
+            atomic_write_bytes(p, contents[k].encode("utf-8"))  # a full disk: StorageError naming the file
+    except BaseException as e:
+        for p in new:  # no partial set of a batch's files (a re-export keeps the old complete ones)
+            p.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise (storage_error(e, out_dir) or WorkspaceError(f"{out_dir}: cannot write exports ({e.strerror or e})")) from None
+        raise
     return paths
 
 

@@ -275,7 +275,7 @@ def check_value(section: str, name: str, v, *, where: str) -> None:
         raise ConfigError(f"{where}: {problem}")
 
 
-FIX = "fix the value or restore mmal.toml from a backup (or re-run `mmal init`)"
+FIX = "fix the value (or restore mmal.toml from a backup)"
 
 
 def validate_config(cfg: dict, path: Path) -> None:

@@ -1,0 +1,365 @@
+"""The edges of workspace I/O: a full or read-only disk is "cannot write" (the path and the free
+space), never "damaged, re-run `mmal init`"; a failed write records nothing and leaves no file
+behind; documented commands and every `mmal.toml` key give one line naming the file and the
+section; the review page caps request bodies; the CSV formula guard sees through leading
+spaces; the feature cache can be read while another process consolidates it.
+
+Workspaces are tiny and text-only (a scored pool written directly, or synthetic cached
+features), so no encoder model is loaded. The disk errors are made two ways: in-process, by a
+SQLite connection or a file write that raises the very error a full or read-only disk raises
+(always runs); and for real, on a small tmpfs mounted for the test (skipped where mounting is
+not permitted, e.g. without root).
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sqlite3
+import subprocess
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tomli_w
+
+from annot_ws import db_rows, digest, make_ws
+from conftest import run_cli
+
+
+def one_line(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    return lines[0]
+
+
+def cli(capsys, *args) -> tuple[int, str, str]:
+    """The real CLI in this process (so that a monkeypatched error reaches it); (code, stdout, stderr)."""
+    from mmal.cli import main
+
+    capsys.readouterr()
+    code = main([str(a) for a in args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def labels_file(tmp_path: Path, rows: str = "id,label\np1,2\np2,0\n") -> Path:
+    p = tmp_path / "labels.csv"
+    p.write_text(rows)
+    return p
+
+
+def export_files(ws_dir: Path) -> list[str]:
+    d = Path(ws_dir) / "exports"
+    return sorted(p.name for p in d.iterdir()) if d.is_dir() else []
+
+
+# ---- a SQLite connection that fails the way a full or read-only disk makes it fail -------------
+class _FailingConnection:
+    """Wraps a real connection; the first statement starting with ``when`` raises ``error``."""
+
+    def __init__(self, con, when: str, error: Exception):
+        self._con, self._when, self._error = con, when, error
+
+    def execute(self, sql, *args):
+        if sql.strip().upper().startswith(self._when):
+            raise self._error
+        return self._con.execute(sql, *args)
+
+    def __getattr__(self, name):
+        return getattr(self._con, name)
+
+
+def fail_sqlite(monkeypatch, when: str, error: Exception) -> None:
+    """Workspace connections (``Workspace.db``) raise ``error`` at the first ``when`` statement."""
+    import mmal.workspace.workspace as wsmod
+
+    real = sqlite3.connect
+
+    class _Sqlite:
+        def __getattr__(self, name):
+            return getattr(sqlite3, name)
+
+        @staticmethod
+        def connect(*a, **k):
+            con = real(*a, **k)
+            if "mode=rw" in str(a[0] if a else k.get("database", "")):
+                return _FailingConnection(con, when, error)
+            return con
+
+    monkeypatch.setattr(wsmod, "sqlite3", _Sqlite())
+
+
+def read_only_fs(monkeypatch) -> None:
+    """``os.statvfs`` as on a file system mounted read-only (the test runs as root, where chmod stops nothing)."""
+    import mmal.utils as utils
+
+    real = os.statvfs
+
+    class _St:
+        def __init__(self, st):
+            self._st = st
+            self.f_flag = st.f_flag | os.ST_RDONLY
+
+        def __getattr__(self, name):
+            return getattr(self._st, name)
+
+    monkeypatch.setattr(utils.os, "statvfs", lambda p: _St(real(p)))
+
+
+FULL = sqlite3.OperationalError("database or disk is full")
+READONLY = sqlite3.OperationalError("attempt to write a readonly database")
+IOERR = sqlite3.OperationalError("disk I/O error")
+
+
+def assert_cannot_write(line: str, path: Path, cause: str) -> None:
+    assert str(path) in line and "cannot write" in line and cause in line, line
+    assert "free of" in line, line  # the free space, from shutil.disk_usage
+    assert "damaged" not in line and "mmal init" not in line and "--force" not in line, line
+
+
+# ---- 1. wrong advice: cannot write is not damage --------------------------------------------------
+@pytest.mark.parametrize("when,error,fs_read_only,cause", [
+    ("COMMIT", FULL, False, "the disk is full"),
+    ("BEGIN IMMEDIATE", READONLY, False, "read-only"),
+    ("PRAGMA JOURNAL_MODE", IOERR, True, "the file system is read-only"),
+    ("PRAGMA QUICK_CHECK", sqlite3.OperationalError("unable to open database file"), True, "the file system is read-only"),
+])
+def test_label_on_a_disk_that_refuses_writes(tmp_path, capsys, monkeypatch, when, error, fs_read_only, cause):
+    ws = make_ws(tmp_path)
+    labels = labels_file(tmp_path)
+    before = db_rows(ws.dir)
+    fail_sqlite(monkeypatch, when, error)
+    if fs_read_only:
+        read_only_fs(monkeypatch)
+    import mmal.workspace.workspace as wsmod
+
+    wsmod._CHECKED.clear()  # so that the opening check runs again in this process
+    code, out, err = cli(capsys, "label", ws.dir, labels, "--allow-unbatched")
+    assert code == 2, (out, err)
+    assert_cannot_write(one_line(err), ws.dir / "state.sqlite", cause)
+    monkeypatch.undo()
+    assert db_rows(ws.dir) == before  # nothing was stored
+
+
+def test_damaged_database_with_labels_never_advises_init(tmp_path):
+    """A damaged database may hold labels imported since `mmal init`: re-running init is never the advice."""
+    ws = make_ws(tmp_path)
+    r = run_cli("label", ws.dir, labels_file(tmp_path), "--allow-unbatched")
+    assert r.returncode == 0, r.stderr
+    db = ws.dir / "state.sqlite"
+    data = db.read_bytes()
+    db.write_bytes(data[: len(data) // 3])
+    r = run_cli("info", ws.dir)
+    line = one_line(r.stderr)
+    assert r.returncode == 2 and str(db) in line and "damaged" in line and "restore it from a backup" in line
+    assert "or re-run `mmal init`" not in line and "would start again from the items file and lose" in line
+
+
+def test_missing_items_table_advice_depends_on_the_labels(tmp_path):
+    """With only the items file's labels, re-running init loses nothing and is offered; with two labels
+    imported since, it is not, and the message says how many would be lost."""
+    ws = make_ws(tmp_path)
+    (ws.dir / "items.parquet").unlink()
+    line = one_line(run_cli("info", ws.dir).stderr)
+    assert "items.parquet" in line and "re-run `mmal init --force`" in line
+    ws2 = make_ws(tmp_path / "second")
+    assert run_cli("label", ws2.dir, labels_file(tmp_path), "--allow-unbatched").returncode == 0
+    (ws2.dir / "items.parquet").unlink()
+    line = one_line(run_cli("info", ws2.dir).stderr)
+    assert "items.parquet" in line and "restore it from a backup" in line
+    assert "would lose the 2 labels imported since" in line and "or re-run" not in line
+
+
+def test_bad_config_value_never_advises_init(tmp_path):
+    ws = make_ws(tmp_path)
+    cfg = tomllib.loads((ws.dir / "mmal.toml").read_text())
+    cfg.setdefault("train", {})["lr"] = "fast"
+    (ws.dir / "mmal.toml").write_text(tomli_w.dumps(cfg))
+    line = one_line(run_cli("info", ws.dir).stderr)
+    assert "mmal.toml" in line and "[train] lr" in line and "mmal init" not in line
+
+
+# ---- 2. a write that fails records nothing and leaves nothing ------------------------------------
+def test_disk_full_at_select_commit(tmp_path, capsys, monkeypatch):
+    """COMMIT fails with SQLITE_FULL (as at 64 KiB free): one line, no batch, no export files, and the
+    failed ROLLBACK after SQLite's own rollback hides nothing."""
+    from mmal.loop.workspace_round import select_workspace
+
+    ws = make_ws(tmp_path)
+    select_workspace(ws.dir, "entropy", 4)
+    before, files = digest(ws.dir), export_files(ws.dir)
+    fail_sqlite(monkeypatch, "COMMIT", FULL)
+    code, out, err = cli(capsys, "select", ws.dir, "--strategy", "entropy", "--budget", "3", "--append")
+    assert code == 2, (out, err)
+    line = one_line(err)
+    assert_cannot_write(line, ws.dir / "state.sqlite", "the disk is full")
+    assert "nothing was recorded" in line
+    monkeypatch.undo()
+    assert export_files(ws.dir) == files  # no batch-0002.* of a batch that does not exist
+    assert digest(ws.dir) == before
+
+
+def test_disk_full_while_writing_exports(tmp_path, capsys, monkeypatch):
+    """ENOSPC on the second export file: the first is removed again, no batch, one line naming the file."""
+    import mmal.utils as utils
+
+    ws = make_ws(tmp_path)
+    before = digest(ws.dir)
+    real, calls = utils.atomic_write_bytes, []
+
+    def enospc(path, data):
+        calls.append(Path(path).name)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(path, data)
+
+    monkeypatch.setattr(utils, "atomic_write_bytes", enospc)
+    code, out, err = cli(capsys, "select", ws.dir, "--strategy", "entropy", "--budget", "3")
+    assert code == 2, (out, err)
+    assert_cannot_write(one_line(err), ws.dir / "exports", "the disk is full")
+    assert calls[:2] == ["batch-0001.csv", "batch-0001.jsonl"]
+    monkeypatch.undo()
+    assert export_files(ws.dir) == [] and digest(ws.dir) == before
+
+
+def test_disk_full_while_saving_the_checkpoint(tmp_path, capsys, monkeypatch):
+    """A short write of torch.save with no errno (as on a full disk): one line naming model.pt and the
+    free space, no temp file left, the previous checkpoint kept."""
+    from mmal.loop.workspace_round import train_workspace
+
+    ws = fake_feature_ws(tmp_path)
+    train_workspace(ws, learner="linear", progress=False)
+    model = ws / "rounds" / "0" / "model.pt"
+    old = model.read_bytes()
+    import torch
+
+    import mmal.utils as utils
+
+    def short_write(obj, f, *a, **k):
+        Path(f).write_bytes(b"x" * 10)
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")
+
+    monkeypatch.setattr(torch, "save", short_write)
+    monkeypatch.setattr(utils, "LOW_SPACE", shutil.disk_usage(ws).free + (1 << 30), raising=False)  # "almost no space left"
+    code, out, err = cli(capsys, "train", ws, "--learner", "linear")
+    assert code == 2, (out, err)
+    assert_cannot_write(one_line(err), model, "the disk is full")
+    monkeypatch.undo()
+    assert model.read_bytes() == old
+    assert sorted(p.name for p in model.parent.iterdir() if p.name.startswith(".")) == []
+
+
+def fake_feature_ws(tmp_path: Path, n: int = 14) -> Path:
+    """init (text only, binary) + synthetic text features under the recorded text:minilm fingerprint."""
+    from conftest import write_items
+    from mmal.features.cache import FeatureCache, remember_fingerprint
+    from mmal.workspace import init_workspace
+
+    rows = [{"id": f"i{k:02d}", "label": (k % 2) if k % 4 else None, "split": "train" if k % 4 else "pool",
+             "text": f"item {k}"} for k in range(n)]
+    ws = init_workspace(tmp_path / "ws", write_items(tmp_path / "src", rows)).dir
+    cache = FeatureCache(ws / "features")
+    remember_fingerprint(cache, "text:minilm", {}, "fake0000")
+    rng = np.random.default_rng(0)
+    pooled = rng.normal(size=(n, 8)).astype(np.float32) + 2.0 * (np.arange(n) % 2)[:, None]
+    cache.write_chunk("fake0000", "text", [r["id"] for r in rows], pooled, [np.stack([p, p]) for p in pooled],
+                      np.ones(n, bool))
+    return ws
+
+
+# ---- the same on a real small disk ----------------------------------------------------------------
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 4 MiB tmpfs at tmp_path/disk (skipped where `mount` is not permitted)."""
+    d = tmp_path / "disk"
+    d.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(d)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}); the in-process tests cover the paths")
+    try:
+        yield d
+    finally:
+        subprocess.run(["mount", "-o", "remount,rw", str(d)], capture_output=True)
+        subprocess.run(["umount", "-l", str(d)], capture_output=True)
+
+
+def fill(disk: Path, leave: int) -> None:
+    """Fill ``disk`` until ``leave`` bytes are free."""
+    (disk / "filler").unlink(missing_ok=True)
+    free = shutil.disk_usage(disk).free
+    with open(disk / "filler", "wb") as f:
+        f.write(b"\0" * max(0, free - leave))
+
+
+def remount(disk: Path, mode: str) -> None:
+    subprocess.run(["mount", "-o", f"remount,{mode}", str(disk)], check=True, capture_output=True)
+
+
+def test_real_full_disk_select_append(tmp_path, small_disk):
+    """`select --append` with 0 to 100 KiB free: it succeeds whole, or fails with one line naming the file
+    and the free space; never a traceback, never "damaged", never export files of an unrecorded batch."""
+    from mmal.loop.workspace_round import select_workspace
+
+    ws = make_ws(tmp_path)
+    select_workspace(ws.dir, "entropy", 4)
+    outcomes = set()
+    for leave_kib in (0, 16, 40, 64, 80, 100):
+        ws_on_disk = small_disk / "ws"
+        shutil.rmtree(ws_on_disk, ignore_errors=True)
+        (small_disk / "filler").unlink(missing_ok=True)
+        shutil.copytree(ws.dir, ws_on_disk)
+        before = db_rows(ws_on_disk)
+        fill(small_disk, leave_kib * 1024)
+        r = run_cli("select", ws_on_disk, "--strategy", "entropy", "--budget", "3", "--append")
+        (small_disk / "filler").unlink()
+        after = db_rows(ws_on_disk)
+        batches = {b[0] for b in after["batches"]}
+        files = export_files(ws_on_disk)
+        assert all(int(f[6:10]) in batches for f in files), (leave_kib, files, batches)  # no orphan export
+        if r.returncode == 0:
+            outcomes.add("ok")
+            assert batches == {1, 2} and len(files) == 8
+        else:
+            outcomes.add("refused")
+            assert r.returncode == 2, r.stderr
+            line = one_line(r.stderr)
+            assert "cannot write" in line and "the disk is full" in line and "free of" in line, (leave_kib, line)
+            assert "damaged" not in line and "mmal init" not in line
+            assert after == before, leave_kib
+    assert outcomes == {"ok", "refused"}  # the sizes cover both sides of "enough room"
+
+
+def test_real_full_disk_init(tmp_path, small_disk):
+    from conftest import write_items
+
+    rng = np.random.default_rng(0)  # text that does not compress away: the workspace needs more than 8 KiB
+    rows = [{"id": f"i{k}", "label": k % 2, "text": " ".join(f"w{w}" for w in rng.integers(0, 10**6, 60))} for k in range(300)]
+    items = write_items(tmp_path / "src", rows)
+    fill(small_disk, 8 * 1024)
+    r = run_cli("init", small_disk / "ws", "--items", items)
+    assert r.returncode == 2
+    line = one_line(r.stderr)
+    assert_cannot_write(line, small_disk / "ws", "the disk is full")
+    assert "nothing was created" in line
+    assert sorted(p.name for p in small_disk.iterdir()) == ["filler"]  # no half-built workspace left
+
+
+def test_real_read_only_mount(tmp_path, small_disk):
+    ws = make_ws(tmp_path)
+    shutil.copytree(ws.dir, small_disk / "ws")
+    before = digest(small_disk / "ws")
+    remount(small_disk, "ro")
+    labels = labels_file(tmp_path)
+    for args in (("info",), ("label", labels, "--allow-unbatched"), ("select", "--strategy", "entropy", "--budget", "2"),
+                 ("config",)):
+        r = run_cli(args[0], small_disk / "ws", *args[1:])
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert_cannot_write(one_line(r.stderr), small_disk / "ws" / "state.sqlite", "the file system is read-only")
+    r = run_cli("init", small_disk / "new", "--items", ws.config["task"]["items_source"])
+    assert_cannot_write(one_line(r.stderr), small_disk / "new", "the file system is read-only")
+    remount(small_disk, "rw")
+    assert digest(small_disk / "ws") == before
