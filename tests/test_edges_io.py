@@ -253,19 +253,24 @@ def test_disk_full_while_saving_the_checkpoint(tmp_path, capsys, monkeypatch):
     assert sorted(p.name for p in model.parent.iterdir() if p.name.startswith(".")) == []
 
 
-def fake_feature_ws(tmp_path: Path, n: int = 14) -> Path:
-    """init (text only, binary) + synthetic text features under the recorded text:minilm fingerprint."""
+def fake_feature_ws(tmp_path: Path, n: int = 16) -> Path:
+    """init (text only, binary: train, pool and test items) + synthetic text features, separable by class,
+    under the recorded text:minilm fingerprint."""
     from conftest import write_items
     from mmal.features.cache import FeatureCache, remember_fingerprint
     from mmal.workspace import init_workspace
 
-    rows = [{"id": f"i{k:02d}", "label": (k % 2) if k % 4 else None, "split": "train" if k % 4 else "pool",
-             "text": f"item {k}"} for k in range(n)]
+    rows = []
+    for k in range(n):
+        split = ("pool", "train", "train", "test")[k % 4]
+        cls = (k // 4) % 2 if split == "test" else k % 2
+        rows.append({"id": f"i{k:02d}", "label": None if split == "pool" else cls, "split": split, "text": f"item {k}",
+                     "cls": cls})
     ws = init_workspace(tmp_path / "ws", write_items(tmp_path / "src", rows)).dir
     cache = FeatureCache(ws / "features")
     remember_fingerprint(cache, "text:minilm", {}, "fake0000")
     rng = np.random.default_rng(0)
-    pooled = rng.normal(size=(n, 8)).astype(np.float32) + 2.0 * (np.arange(n) % 2)[:, None]
+    pooled = rng.normal(size=(n, 8)).astype(np.float32) + 2.0 * np.array([r["cls"] for r in rows])[:, None]
     cache.write_chunk("fake0000", "text", [r["id"] for r in rows], pooled, [np.stack([p, p]) for p in pooled],
                       np.ones(n, bool))
     return ws
@@ -480,3 +485,179 @@ def test_two_processes_writing_chunks_lose_none(tmp_path, cache_script):
     feats = FeatureCache(root).load("fp", "text")
     want = sorted([f"i{k:05d}" for k in range(400)] + [f"i{k:05d}" for k in range(100000, 100400)])
     assert sorted(feats.ids.tolist()) == want
+
+
+# ---- 3. documented commands and mmal.toml keys on a fresh workspace --------------------------------
+def edit_toml(ws: Path, fn) -> None:
+    cfg = tomllib.loads((ws / "mmal.toml").read_text())
+    fn(cfg)
+    (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
+
+
+def learner_cases():
+    from mmal.learners import LEARNERS
+    from mmal.tasks import get_task
+
+    binary = get_task("binary")
+    out = []
+    for name in LEARNERS:
+        try:
+            binary.check_learner(name)
+            out.append(pytest.param(name, id=name))
+        except Exception:  # noqa: BLE001 - a relevance learner
+            out.append(pytest.param(name, id=name, marks=pytest.mark.skip(
+                reason=f"'{name}' is a relevance learner: its inputs (keyword text and query states from the MiniLM "
+                       "tower, visual tokens) need an encoder model; tests/test_relevance_cli.py trains it")))
+    return out
+
+
+@pytest.mark.parametrize("name", learner_cases())
+def test_every_learner_trains_on_a_fresh_workspace(tmp_path, name):
+    """`mmal train WS --learner NAME` then `mmal score WS` on a fresh workspace whose mmal.toml sets documented
+    [train] and [model] keys: settings that the chosen learner does not read are not forwarded to it."""
+    ws = fake_feature_ws(tmp_path)
+    edit_toml(ws, lambda c: (c.setdefault("train", {}).update(epochs=3, lr=0.01), c.setdefault("model", {}).update(heads="fused")))
+    r = run_cli("train", ws, "--learner", name)
+    assert r.returncode == 0, r.stderr
+    import json
+
+    assert json.loads(r.stdout.strip().splitlines()[-1])["learner"] == name
+    r = run_cli("score", ws)
+    assert r.returncode == 0, r.stderr
+    probs = np.load(ws / "rounds" / "0" / "pool" / "probs.npy")
+    assert probs.shape == (16, 2) and np.allclose(probs.sum(1), 1, atol=1e-4)
+
+
+def test_epochs_flag_on_a_learner_without_epochs(tmp_path):
+    ws = fake_feature_ws(tmp_path)
+    r = run_cli("train", ws, "--learner", "linear", "--epochs", "3")
+    line = one_line(r.stderr)
+    assert r.returncode == 2 and "--epochs" in line and "'linear'" in line
+    assert not (ws / "rounds" / "0" / "model.pt").exists()
+
+
+@pytest.mark.parametrize("learner", ["late-fusion", "fusion"])
+def test_train_on_cuda_without_cuda(tmp_path, learner):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: [train] device = 'cuda' is valid here")
+    ws = fake_feature_ws(tmp_path)
+    edit_toml(ws, lambda c: c.setdefault("train", {}).update(device="cuda"))
+    r = run_cli("train", ws, "--learner", learner)
+    assert r.returncode == 2, r.stdout
+    line = one_line(r.stderr)
+    assert str(ws / "mmal.toml") in line and "[train] device" in line and "CUDA is not available" in line
+    assert not (ws / "rounds" / "0" / "model.pt").exists()
+
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+#: README commands this test cannot run as written, and why (each is tested elsewhere)
+README_SKIP = {
+    "encode": "loads the encoder towers; the workspace has synthetic cached features instead (tests/test_feature_cache.py)",
+    "serve": "starts a server (tests/test_serve.py)",
+    "simulate": "encodes its items with the towers (tests/test_workflow.py)",
+    "dataset": "needs Debian's Tux Paint stamps (tests/test_datasets.py)",
+}
+
+
+def test_readme_quick_start_on_a_fresh_workspace(tmp_path):
+    """Every `mmal ...` line of the README's quick start runs on a fresh workspace (exit 0, no traceback),
+    in the written order, except the ones in README_SKIP."""
+    import csv
+    import re
+    import shlex
+
+    block = re.search(r"```(?:bash|sh|console)?\n((?:mmal .*\n)+)", README.read_text())
+    assert block, "README has no block of mmal commands"
+    ws = fake_feature_ws(tmp_path)
+    edit_toml(ws, lambda c: c.setdefault("train", {}).update(epochs=3))
+    items = Path(tomllib.loads((ws / "mmal.toml").read_text())["task"]["items_source"])
+    shutil.rmtree(ws)
+    ran = []
+    for line in block.group(1).splitlines():
+        args = shlex.split(line.split("#", 1)[0])[1:]
+        if not args or args[0] in README_SKIP:
+            continue
+        if args[0] == "label":  # label what the select before exported
+            rows = list(csv.DictReader(open(ws / "exports" / "batch-0001.csv", newline="")))
+            (tmp_path / "labels.csv").write_text("id,label\n" + "".join(f"{r['id']},{k % 2}\n" for k, r in enumerate(rows)))
+        sub = {"ws": ws, "items.parquet": items, "labels.csv": tmp_path / "labels.csv"}
+        r = run_cli(*[sub.get(a, a) for a in args])
+        assert r.returncode == 0 and "Traceback" not in r.stderr, (line, r.stderr)
+        if args[0] == "init":  # synthetic features instead of `mmal encode`
+            shutil.rmtree(ws)
+            shutil.copytree(fake_feature_ws(tmp_path / "fresh"), ws)
+            edit_toml(ws, lambda c: c.setdefault("train", {}).update(epochs=3))
+        ran.append(args[0])
+    assert {"init", "config", "train", "score", "evaluate", "select", "label", "report"} <= set(ran), ran
+
+
+def wrong_type(key) -> object:
+    return {"int": "abc", "float": "fast", "str": 12, "bool": "yes", "str-list": 3, "float-list": "x",
+            "int-table": 5, "table": 5}[key.kind]
+
+
+def schema_keys():
+    from mmal.workspace.schema import SCHEMA
+
+    return [pytest.param(section, name, id=f"{section}.{name}") for section in SCHEMA for name in SCHEMA[section]]
+
+
+@pytest.fixture(scope="module")
+def toml_ws(tmp_path_factory):
+    return make_ws(tmp_path_factory.mktemp("toml")).dir
+
+
+@pytest.mark.parametrize("section,name", schema_keys())
+def test_every_schema_key_with_a_wrong_type(toml_ws, tmp_path, capsys, section, name):
+    """Each `[section] key` of the schema set to a value of the wrong type: `mmal info` refuses it with one
+    line naming mmal.toml, the section and the key, and changes nothing."""
+    from mmal.workspace.schema import SCHEMA
+
+    ws = tmp_path / "ws"
+    shutil.copytree(toml_ws, ws)
+    bad = wrong_type(SCHEMA[section][name])
+    edit_toml(ws, lambda c: c.setdefault(section, {}).__setitem__(name, bad))
+    before = digest(ws)
+    code, out, err = cli(capsys, "info", ws)
+    assert code == 2, (out, err)
+    line = one_line(err)
+    assert str(ws / "mmal.toml") in line and f"[{section}]" in line and name in line, line
+    assert digest(ws) == before
+
+
+# ---- 4. config errors found when a value is used also name the file and the key ---------------------
+USE_TIME = {
+    "select-strategy": (lambda c: c.setdefault("select", {}).update(strategy="rm -rf"),
+                        ("select", "{ws}", "--budget", "2"), "[select] strategy"),
+    "select-mix": (lambda c: c.setdefault("select", {}).update(strategy="entropy:0.5,bogus:0.5"),
+                   ("select", "{ws}", "--budget", "2"), "[select] strategy"),
+    "encoder-unknown": (lambda c: c["encoders"].update(text="text:nope"), ("encode", "{ws}"), "[encoders] text"),
+    "encoder-wrong-modality": (lambda c: c["encoders"].update(text="audio:whisper-base"), ("train", "{ws}"), "[encoders] text"),
+    "media-url-field": (lambda c: c.setdefault("export", {}).update(media_url="/data/{file}"),
+                        ("select", "{ws}", "--strategy", "entropy", "--budget", "2"), "[export] media_url"),
+    "learner-of-another-task": (lambda c: c.setdefault("model", {}).update(learner="probe"), ("train", "{ws}"), "[model]"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(USE_TIME))
+def test_config_error_names_file_and_section(tmp_path, case):
+    ws = make_ws(tmp_path).dir
+    edit, args, words = USE_TIME[case]
+    edit_toml(ws, edit)
+    before = digest(ws)
+    r = run_cli(*[a.format(ws=ws) for a in args])
+    assert r.returncode == 2, r.stdout
+    line = one_line(r.stderr)
+    assert str(ws / "mmal.toml") in line and words in line, line
+    assert digest(ws) == before
+
+
+def test_strategy_flag_errors_name_the_flag(tmp_path):
+    ws = make_ws(tmp_path).dir
+    line = one_line(run_cli("select", ws, "--strategy", "rm -rf", "--budget", "2").stderr)
+    assert line.startswith("mmal: error: --strategy 'rm -rf': unknown strategy 'rm -rf'"), line
+    line = one_line(run_cli("export", ws, "--round", "1", "--media-url", "{nope}").stderr)
+    assert "--media-url" in line and "'nope'" in line, line
+

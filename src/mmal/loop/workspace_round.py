@@ -166,15 +166,25 @@ def train_workspace(directory, *, learner: str | None = None, model: dict | None
     learner and the encoder towers end to end from the raw items and saves the towers next to
     the checkpoint (``rounds/<n>/towers.pt``); slow on CPU.
     """
+    from mmal.learners import LEARNERS
     from mmal.loop.pretrain import pretraining_for
     from mmal.train.checkpoint import save_learner, write_payload
+    from mmal.train.config import check_device
 
     ws = Workspace(directory)
     task = ws.task
     ids, split, labels = workspace_arrays(ws)
     model_cfg = {**dict(ws.config.get("model", {})), **{k: v for k, v in (model or {}).items() if v is not None}}
     name = task.check_learner(learner or model_cfg.get("learner"))
-    tcfg = {**dict(ws.config.get("train", {})), **{k: v for k, v in (train or {}).items() if v is not None}}
+    file_train = dict(ws.config.get("train", {}))
+    if LEARNERS[name].train_defaults is None:  # not trained by the torch loop: mmal.toml's [train] is not for it
+        ignored = sorted(k for k in file_train if k not in ROUND_TRAIN_KEYS)
+        if ignored and log is not None:
+            log(f"learner '{name}' is not trained by the torch loop; mmal.toml [train] {', '.join(ignored)} ignored")
+        file_train = {k: v for k, v in file_train.items() if k in ROUND_TRAIN_KEYS}
+    tcfg = {**file_train, **{k: v for k, v in (train or {}).items() if v is not None}}
+    if LEARNERS[name].train_defaults is not None and "device" in file_train:
+        check_device(file_train["device"], where=f"{ws.dir / 'mmal.toml'}: [train] device = {file_train['device']!r}")
     seed = int(ws.setting("train", "seed") if seed is None else seed)
     finetune = bool(ws.setting("train", "finetune_towers") if finetune_towers is None else finetune_towers)
     labeled = np.flatnonzero((labels >= 0) & (split != "test"))

@@ -132,6 +132,10 @@ def media_settings(ws: Workspace, media_root=None, media_url=None) -> tuple[Path
     if root is None:
         src = ws.config.get("task", {}).get("items_source")
         root = Path(src).parent if src else ws.dir
+    if media_url is not None:  # the [export] media_url of mmal.toml was checked when the workspace was opened
+        from mmal.workspace.schema import check_value
+
+        check_value("export", "media_url", str(media_url), where="--media-url")
     url = media_url if media_url is not None else ws.setting("export", "media_url")
     return Path(root).resolve(), explicit, str(url)
 
@@ -282,6 +286,7 @@ def export_round(ws_dir, round_: int, *, media_root=None, media_url=None, out_di
     ws = Workspace(ws_dir)
     if isinstance(round_, bool) or not isinstance(round_, int):
         raise WorkspaceError(f"--round must be an integer, got {round_!r}")
+    media_settings(ws, media_root, media_url)  # a bad --media-url fails before anything else
     with workspace_lock(ws.dir, f"export --round {round_}"):
         ids = [b.batch_id for b in state.batches(ws, round_)]
         if not ids:
