@@ -661,3 +661,111 @@ def test_strategy_flag_errors_name_the_flag(tmp_path):
     line = one_line(run_cli("export", ws, "--round", "1", "--media-url", "{nope}").stderr)
     assert "--media-url" in line and "'nope'" in line, line
 
+
+# ---- 5. limits: the review page's request body, the CSV formula guard -------------------------------
+def _labels_of(ws_dir: Path, rnd: int = 1) -> dict:
+    con = sqlite3.connect(ws_dir / "state.sqlite")
+    try:
+        return dict(con.execute("SELECT item_id, label FROM labels WHERE round = ?", (rnd,)).fetchall())
+    finally:
+        con.close()
+
+
+@pytest.fixture(scope="module")
+def serve_ws(tmp_path_factory):
+    from serve_support import build_workspace
+
+    return build_workspace(tmp_path_factory.mktemp("serve-limits"), n_pool=8, n_batch=4)
+
+
+def test_review_page_caps_the_request_body(serve_ws):
+    """A 50 MB label post is refused with 413 and a JSON error (also without a Content-Length, as soon as
+    the limit is passed); a post at the limit is still read; nothing is stored by the refused ones."""
+    httpx = pytest.importorskip("httpx")
+    from starlette.testclient import TestClient
+
+    from mmal.serve.app import MAX_BODY_BYTES, create_app
+
+    assert MAX_BODY_BYTES == 1 << 20
+    item = sorted(_batch_items(serve_ws))[0]
+    before = _labels_of(serve_ws)
+    client = TestClient(create_app(serve_ws, token="t0k", require_token=False), base_url="http://127.0.0.1")
+    head = {"X-MMAL-Token": "t0k", "Content-Type": "application/json"}
+    big = b'{"item_id": "%s", "label": 1, "annotator": "' % item.encode() + b"x" * (50 << 20) + b'"}'
+    r = client.post("/api/label", content=big, headers=head)
+    assert r.status_code == 413 and "larger than 1048576 bytes" in r.json()["error"]
+
+    def chunks():  # no Content-Length: chunked
+        for _ in range(3):
+            yield b" " * (600 << 10)
+    r = client.post("/api/label", content=chunks(), headers=head)
+    assert r.status_code == 413 and "error" in r.json()
+    assert _labels_of(serve_ws) == before
+    # just under the limit (whitespace padding): read, and the label is stored
+    body = b'{"item_id": "%s", "label": 2}' % item.encode()
+    r = client.post("/api/label", content=body + b" " * (MAX_BODY_BYTES - len(body)), headers=head)
+    assert r.status_code == 200, r.text
+    assert _labels_of(serve_ws)[item] == 2
+    small = TestClient(create_app(serve_ws, token="t0k", require_token=False, max_body_bytes=16), base_url="http://127.0.0.1")
+    assert small.post("/api/label", content=body, headers=head).status_code == 413
+
+
+def _batch_items(ws_dir: Path) -> list[str]:
+    con = sqlite3.connect(ws_dir / "state.sqlite")
+    try:
+        return [r[0] for r in con.execute("SELECT item_id FROM batch_items WHERE batch_id = 1")]
+    finally:
+        con.close()
+
+
+def test_real_server_refuses_a_huge_body_without_reading_it(serve_ws):
+    """The server answers 413 as soon as it has the headers of a post announcing 50 MB: it does not wait for
+    (or buffer) the body."""
+    import socket
+
+    pytest.importorskip("httpx")
+    from serve_support import server
+
+    with server(serve_ws) as (proc, base, token):
+        host, port = base[len("http://"):].split(":")
+        s = socket.create_connection((host, int(port)), timeout=15)
+        try:
+            s.sendall((f"POST /api/label HTTP/1.1\r\nHost: {host}:{port}\r\nOrigin: {base}\r\n"
+                       f"Content-Type: application/json\r\nContent-Length: {50 << 20}\r\n\r\n").encode() + b'{"item_id": ')
+            reply = b""
+            while b"\r\n\r\n" not in reply or b'"error"' not in reply:
+                got = s.recv(65536)  # a timeout here: the server waits for the 50 MB
+                if not got:
+                    break
+                reply += got
+            reply = reply.decode("latin-1")
+        finally:
+            s.close()
+    assert reply.startswith("HTTP/1.1 413"), reply[:200]
+    assert '"error"' in reply
+
+
+@pytest.mark.parametrize("cell", ["  =1+1", " \t=HYPERLINK(\"http://x\")", "\n+1", "  -2+3", " @SUM(A1)", "\r\n=1"])
+def test_formula_guard_sees_through_leading_whitespace(tmp_path, cell):
+    """A text cell whose formula starts after spaces, tabs or line breaks is still quoted in the CSV export
+    (spreadsheets skip the whitespace and evaluate it), and the import gives back the text as it was."""
+    import csv
+
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace.annotate import neutralise_cell, unneutralise_cell
+
+    assert neutralise_cell(cell) == "'" + cell and unneutralise_cell("'" + cell) == cell
+    assert neutralise_cell("  plain text") == "  plain text"
+    ws = make_ws(tmp_path, n_pool=3, n_test=1, text={k: cell for k in range(3)})
+    res = select_workspace(ws.dir, "entropy", 3)
+    rows = list(csv.DictReader(open(res["exports"]["csv"], newline="")))
+    assert [r["text"] for r in rows] == ["'" + cell] * 3  # nothing a spreadsheet would run
+    labels = tmp_path / "back.csv"
+    with open(labels, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        for r in rows:
+            w.writerow({**r, "label": "1"})
+    r = run_cli("label", ws.dir, labels)
+    assert r.returncode == 0, r.stderr
+    assert _labels_of(ws.dir) == {r["id"]: 1 for r in rows}

@@ -110,16 +110,25 @@ def batch_rows(ws: Workspace, batch_id: int, con=None) -> list[dict]:
 
 
 # ---- exports ---------------------------------------------------------------------------------
+#: what a spreadsheet skips before it looks for a formula's first character
+FORMULA_LEAD = " \t\r\n"
+
+
+def _formula_like(v: str) -> bool:
+    return v.startswith(FORMULA_PREFIXES) or v.lstrip(FORMULA_LEAD).startswith(FORMULA_PREFIXES)
+
+
 def neutralise_cell(v):
-    """OWASP CSV-injection defence: a string cell starting with ``= + - @ TAB CR`` gets a
-    leading ``'`` so spreadsheets show it as text. The importer strips that quote again."""
-    if isinstance(v, str) and v.startswith(FORMULA_PREFIXES):
+    """OWASP CSV-injection defence: a string cell starting with ``= + - @ TAB CR``, also after
+    leading spaces, tabs or line breaks (``"  =1+1"``, which spreadsheets still evaluate), gets
+    a leading ``'`` so spreadsheets show it as text. The importer strips that quote again."""
+    if isinstance(v, str) and _formula_like(v):
         return "'" + v
     return v
 
 
 def unneutralise_cell(v):
-    if isinstance(v, str) and len(v) > 1 and v[0] == "'" and v[1:].startswith(FORMULA_PREFIXES):
+    if isinstance(v, str) and len(v) > 1 and v[0] == "'" and _formula_like(v[1:]):
         return v[1:]
     return v
 
