@@ -63,6 +63,14 @@ class WorkspaceError(MmalError):
     """A workspace directory is missing, corrupt, or used wrongly."""
 
 
+class StorageError(WorkspaceError):
+    """The disk refused a write (full, read-only, no permission): the environment, not the input.
+
+    The message names the path, the cause and the free space; it never advises ``mmal init``
+    (the workspace is not damaged, and re-creating it would lose its labels).
+    """
+
+
 class LabelImportError(MmalError):
     """A label file has a bad row; nothing from it was imported."""
 

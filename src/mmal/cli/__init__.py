@@ -19,7 +19,9 @@ simulate, demo), :mod:`mmal.cli.review` (serve, report).
 
 from __future__ import annotations
 
+import errno
 import os
+import sqlite3
 import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -40,6 +42,10 @@ from mmal.cli._common import app  # noqa: E402
 from mmal.errors import MmalError  # noqa: E402
 
 __all__ = ["app", "main"]
+
+
+#: OSError numbers that mean the disk refused a write (named with the free space)
+_DISK_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EROFS)
 
 
 def _one_line(text: str) -> str:
@@ -83,8 +89,16 @@ def main(argv=None) -> int:
     except OSError as e:  # disk full, permission denied, a file vanishing: the environment, not the input
         if debug:
             raise
+        from mmal.utils import storage_error
+
         where = f"{e.filename}: " if getattr(e, "filename", None) else ""
-        print(f"mmal: error: {where}{_one_line(e.strerror or e)}", file=sys.stderr)
+        full = storage_error(e, e.filename) if e.filename and e.errno in _DISK_ERRNOS else None
+        print(f"mmal: error: {_one_line(full) if full else where + _one_line(e.strerror or e)}", file=sys.stderr)
+        return 2
+    except sqlite3.Error as e:  # the workspace layer names the file; this is the last resort, still one line
+        if debug:
+            raise
+        print(f"mmal: error: SQLite: {_one_line(e)}", file=sys.stderr)
         return 2
 
 

@@ -55,6 +55,7 @@ def select(
     positive(budget, "--budget")
     params = _parse_params(param)
     ws = Workspace(directory)
+    where = "--strategy" if strategy is not None else f"{ws.dir / 'mmal.toml'}: [select] strategy"
     strategy = strategy if strategy is not None else ws.setting("select", "strategy")
     budget = budget if budget is not None else ws.setting("select", "budget")
     if not strategy:
@@ -63,6 +64,14 @@ def select(
         raise ConfigError(f"no budget: pass --budget N or set [select] budget in {ws.dir / 'mmal.toml'}")
     from mmal.loop.pretrain import cold_select_workspace, workspace_has_labels
     from mmal.select import shares_note
+    from mmal.select.spec import parse_spec
+
+    try:  # the spec's own errors, named where the spec came from
+        parse_spec(strategy)
+    except ConfigError as e:
+        if where == "--strategy":
+            raise ConfigError(f"--strategy {strategy!r}: {e}") from None
+        raise ConfigError(f"{where} = {strategy!r}: {e}; fix the value or pass --strategy") from None
 
     cold = not workspace_has_labels(directory)
     if not cold:

@@ -77,6 +77,8 @@ def train(
                 built.check_settings(ws.modalities)
             except ConfigError as e:
                 raise ConfigError(f"{flag} {value!r}: {e}") from None
+    if epochs is not None and LEARNERS[name].train_defaults is None:
+        raise ConfigError(f"--epochs does not apply to the '{name}' learner (it is not trained by the torch loop)")
     if pretrain is not None and LEARNERS[name].pretraining != "hcmrm":
         raise ConfigError(f"--pretrain applies to learners that start from a stored pre-training (hcmrm), not '{name}'")
     note(f"train: {ws.dir}: fitting the round's {name} model")

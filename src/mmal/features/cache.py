@@ -3,24 +3,40 @@
 Layout under ``root`` (a workspace's ``features/``)::
 
     <fingerprint>/<modality>/chunks/chunk-000000.npz   ids, pooled, lengths, seq, present
-    <fingerprint>/<modality>/pooled.npy, seq.npy, offsets.npy, present.npy, ids.json  (consolidated)
+    <fingerprint>/<modality>/view-<token>/pooled.npy, seq.npy, offsets.npy, present.npy, ids.json
+    <fingerprint>/<modality>/view.json                 {"view": "view-<token>", "n": ..., "dim": ...}
+    <fingerprint>/<modality>/.lock                     taken by writers (chunks, consolidation), never by readers
 
 ``ids.json`` is a JSON list of the item ids (any string is stored safely; it replaced a
-newline-joined ``ids.txt``, which an id containing a newline broke). It is written last,
-so its presence marks a complete consolidation. A truncated or damaged chunk or
-consolidated array is reported as one :class:`~mmal.errors.WorkspaceError` naming the file
-and the fix, and nothing is changed.
+newline-joined ``ids.txt``, which an id containing a newline broke). A truncated or damaged
+chunk or consolidated array is reported as one :class:`~mmal.errors.WorkspaceError` naming
+the file and the fix, and nothing is changed.
 
 Chunks are written atomically (temp file + rename) after each batch, so an interrupted
 run keeps everything it finished and a re-run encodes only the missing ids. Items that
 lack the modality are recorded as absent (``present = False``) and never re-tried.
 ``load`` consolidates the chunks into memmappable ``.npy`` files once and then maps them.
+
+Concurrent readers (docs/reliability.md, "Feature cache"): a consolidated view is never
+changed once it is complete. Consolidation writes a new ``view-<token>/`` folder beside the
+old one (``.view-<token>.tmp`` while it is written), renames it into place, then replaces
+``view.json`` (temp file + rename), and only then deletes older views. A reader resolves
+``view.json`` once and maps that view's files; a process that has them mapped keeps them
+(unlinked, not truncated: no bus error), and one that finds its view deleted between reading
+``view.json`` and opening the files reads ``view.json`` again. Writers of one modality (a
+chunk, a consolidation) take ``.lock`` (``flock``, released by the kernel when a process
+dies), so two encoders never pick the same chunk name and a consolidation never misses a
+chunk written while it ran: writing a chunk removes ``view.json`` under the lock.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
+import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -28,12 +44,33 @@ import numpy as np
 from mmal.errors import WorkspaceError
 
 IDS_FILE = "ids.json"
-#: consolidated views from older versions (removed whenever the cache changes)
-LEGACY_IDS_FILES = ("ids.txt",)
+VIEW_FILE = "view.json"
+LOCK_FILE = ".lock"
+#: the consolidated arrays of a view
+VIEW_ARRAYS = ("pooled.npy", "offsets.npy", "seq.npy", "present.npy")
+#: consolidated views from older versions, directly in the modality folder (removed on the next consolidation)
+LEGACY_IDS_FILES = ("ids.txt", IDS_FILE)
 from mmal.features.types import SequenceFeatures
-from mmal.utils import atomic_write_bytes, progress_bar
+from mmal.utils import atomic_write_bytes, guard_write, progress_bar
 
 SEQ_DTYPE = np.float16
+#: how often a reader re-reads ``view.json`` when the view it named was replaced meanwhile
+VIEW_RETRIES = 20
+
+
+@contextlib.contextmanager
+def _writer_lock(folder: Path):
+    """Exclusive ``flock`` on ``folder/.lock`` (waits; released when the process ends, also on ``kill -9``)."""
+    import fcntl
+
+    with guard_write(folder / LOCK_FILE):
+        folder.mkdir(parents=True, exist_ok=True)
+        f = open(folder / LOCK_FILE, "a+b")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        yield
+    finally:
+        f.close()  # releases the lock
 
 
 class FeatureCache:
@@ -60,10 +97,8 @@ class FeatureCache:
     # ---- writing ----------------------------------------------------------------------
     def write_chunk(self, fingerprint: str, modality: str, ids, pooled, seqs, present) -> Path:
         """Atomically store one batch. ``seqs``: list of [T_i, d] (empty for absent items)."""
-        folder = self.folder(fingerprint, modality) / "chunks"
-        folder.mkdir(parents=True, exist_ok=True)
-        existing = sorted(folder.glob("chunk-*.npz"))
-        nxt = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+        base = self.folder(fingerprint, modality)
+        folder = base / "chunks"
         dim = int(pooled.shape[1])
         lengths = np.array([len(s) for s in seqs], dtype=np.int64)
         seq = np.concatenate([np.asarray(s, SEQ_DTYPE) for s in seqs if len(s)], 0) if lengths.sum() else np.zeros((0, dim), SEQ_DTYPE)
@@ -76,18 +111,34 @@ class FeatureCache:
             seq=seq,
             present=np.asarray(present, bool),
         )
-        path = folder / f"chunk-{nxt:06d}.npz"
-        atomic_write_bytes(path, buf.getvalue())
-        for name in (IDS_FILE, *LEGACY_IDS_FILES):
-            (self.folder(fingerprint, modality) / name).unlink(missing_ok=True)  # consolidated view is out of date
+        with _writer_lock(base):
+            with guard_write(folder):
+                folder.mkdir(parents=True, exist_ok=True)
+            existing = sorted(folder.glob("chunk-*.npz"))
+            nxt = int(existing[-1].stem.split("-")[1]) + 1 if existing else 0
+            path = folder / f"chunk-{nxt:06d}.npz"
+            atomic_write_bytes(path, buf.getvalue())
+            (base / VIEW_FILE).unlink(missing_ok=True)  # the consolidated view is out of date
         return path
 
     # ---- reading ----------------------------------------------------------------------
     def consolidate(self, fingerprint: str, modality: str) -> Path:
+        """Build a new consolidated view of every chunk and point ``view.json`` at it; returns the view folder.
+
+        Under the writer lock; a view that another process completed meanwhile is used as it is."""
         folder = self.folder(fingerprint, modality)
+        if not sorted((folder / "chunks").glob("chunk-*.npz")):
+            raise WorkspaceError(f"no cached features for {modality} ({fingerprint}); run `mmal encode` first")
+        with _writer_lock(folder):
+            current = _current_view(folder)
+            if current is not None:
+                return current
+            return self._build_view(folder)
+
+    def _build_view(self, folder: Path) -> Path:
         chunks = sorted((folder / "chunks").glob("chunk-*.npz"))
         if not chunks:
-            raise WorkspaceError(f"no cached features for {modality} ({fingerprint}); run `mmal encode` first")
+            raise WorkspaceError(f"no cached features for {folder.name} ({folder.parent.name}); run `mmal encode` first")
         ids, pooled, lengths, present, seq_parts = [], [], [], [], []
         for c in chunks:
             z = _read_chunk(c, ("ids", "pooled", "lengths", "present", "seq"))
@@ -97,52 +148,58 @@ class FeatureCache:
             present.append(z["present"])
             seq_parts.append(z["seq"])
         ids_a = np.concatenate(ids)
-        dim = pooled[0].shape[1]
+        dim = int(pooled[0].shape[1])
         total = int(sum(len(s) for s in seq_parts))
-        np.save(folder / "pooled.npy", np.concatenate(pooled).astype(np.float32))
-        np.save(folder / "present.npy", np.concatenate(present))
-        lens = np.concatenate(lengths)
-        offsets = np.zeros(len(lens) + 1, np.int64)
-        np.cumsum(lens, out=offsets[1:])
-        np.save(folder / "offsets.npy", offsets)
-        seq = np.lib.format.open_memmap(folder / "seq.npy", mode="w+", dtype=SEQ_DTYPE, shape=(total, dim))
-        pos = 0
-        for s in seq_parts:
-            seq[pos : pos + len(s)] = s
-            pos += len(s)
-        seq.flush()
-        del seq
-        atomic_write_bytes(folder / IDS_FILE, json.dumps(ids_a.tolist()).encode())
-        return folder
+        name = f"view-{secrets.token_hex(6)}"
+        tmp, view = folder / f".{name}.tmp", folder / name
+        with guard_write(folder, cleanup=[tmp], done="the cached features are unchanged"):
+            tmp.mkdir()
+            np.save(tmp / "pooled.npy", np.concatenate(pooled).astype(np.float32))
+            np.save(tmp / "present.npy", np.concatenate(present))
+            lens = np.concatenate(lengths)
+            offsets = np.zeros(len(lens) + 1, np.int64)
+            np.cumsum(lens, out=offsets[1:])
+            np.save(tmp / "offsets.npy", offsets)
+            seq = np.lib.format.open_memmap(tmp / "seq.npy", mode="w+", dtype=SEQ_DTYPE, shape=(total, dim))
+            pos = 0
+            for s in seq_parts:
+                seq[pos : pos + len(s)] = s
+                pos += len(s)
+            seq.flush()
+            del seq
+            (tmp / IDS_FILE).write_text(json.dumps(ids_a.tolist()))
+            for p in tmp.iterdir():
+                fd = os.open(p, os.O_RDONLY)
+                try:
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+            os.replace(tmp, view)  # complete and never changed again
+        with guard_write(folder, cleanup=[view], done="the cached features are unchanged"):
+            atomic_write_bytes(folder / VIEW_FILE, json.dumps({"view": name, "n": int(len(ids_a)), "dim": dim}).encode())
+        for old in folder.iterdir():  # older views (a reader that has one mapped keeps its files) and leftovers
+            if old.name != name and (old.name.startswith("view-") or (old.name.startswith(".view-") and old.name.endswith(".tmp"))):
+                shutil.rmtree(old, ignore_errors=True)
+            elif old.name in LEGACY_IDS_FILES or old.name in VIEW_ARRAYS:  # the flat view of older versions
+                old.unlink(missing_ok=True)
+        return view
 
     def load(self, fingerprint: str, modality: str, ids=None) -> SequenceFeatures:
         """Memory-mapped features; with ``ids``, reordered to that order (missing -> error)."""
-        from mmal.utils import npy_problem
-
         folder = self.folder(fingerprint, modality)
-        if not (folder / IDS_FILE).exists():
-            self.consolidate(fingerprint, modality)
-        fix = f"delete {folder / IDS_FILE} so that it is rebuilt from the chunks, and run the command again"
-        try:
-            listed = json.loads((folder / IDS_FILE).read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise WorkspaceError(f"{folder / IDS_FILE}: damaged id list ({e}); {fix}") from None
-        if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
-            raise WorkspaceError(f"{folder / IDS_FILE}: expected a JSON list of ids; {fix}")
-        cached_ids = np.array(listed, dtype=object).astype(str) if listed else np.zeros(0, str)
-        for name in ("pooled.npy", "offsets.npy", "seq.npy", "present.npy"):
-            problem = npy_problem(folder / name) if (folder / name).exists() else "missing"
-            if problem:
-                raise WorkspaceError(f"{folder / name}: {problem}; {fix}")
-        feats = SequenceFeatures(
-            ids=cached_ids,
-            pooled=np.load(folder / "pooled.npy", mmap_mode="r"),
-            offsets=np.load(folder / "offsets.npy"),
-            seq=np.load(folder / "seq.npy", mmap_mode="r"),
-            present=np.load(folder / "present.npy"),
-        )
+        for _ in range(VIEW_RETRIES):
+            view = _current_view(folder) or self.consolidate(fingerprint, modality)
+            try:
+                feats = _open_view(view)
+                break
+            except FileNotFoundError:  # replaced by a newer view since view.json was read: read it again
+                continue
+        else:
+            raise WorkspaceError(f"{folder}: the consolidated features kept changing while being read "
+                                 f"({VIEW_RETRIES} tries); run the command again")
         if ids is None:
             return feats
+        cached_ids = feats.ids
         pos = {k: i for i, k in enumerate(cached_ids.tolist())}
         want = [str(i) for i in ids]
         absent = [i for i in want if i not in pos]
@@ -154,6 +211,52 @@ class FeatureCache:
         if np.array_equal(idx, np.arange(len(cached_ids))):
             return feats
         return feats.take(idx)
+
+
+def _current_view(folder: Path) -> Path | None:
+    """The view folder ``view.json`` names, or None (no consolidation yet, or out of date)."""
+    try:
+        meta = json.loads((folder / VIEW_FILE).read_text(encoding="utf-8"))
+        name = meta["view"]
+    except FileNotFoundError:
+        return None
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError) as e:
+        raise WorkspaceError(f"{folder / VIEW_FILE}: damaged ({type(e).__name__}: {e}); delete it so that the view "
+                             "is rebuilt from the chunks, and run the command again") from None
+    if not isinstance(name, str) or not name.startswith("view-") or "/" in name:
+        raise WorkspaceError(f"{folder / VIEW_FILE}: names no view folder; delete it so that the view is rebuilt "
+                             "from the chunks, and run the command again")
+    return folder / name
+
+
+def _open_view(view: Path) -> SequenceFeatures:
+    """Map one complete view (FileNotFoundError if it was deleted meanwhile: the caller retries)."""
+    from mmal.utils import npy_problem
+
+    if not view.is_dir():
+        raise FileNotFoundError(view)
+    fix = (f"delete {view.parent / VIEW_FILE} so that the view is rebuilt from the chunks, and run the command again")
+    try:
+        listed = json.loads((view / IDS_FILE).read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise WorkspaceError(f"{view / IDS_FILE}: damaged id list ({e}); {fix}") from None
+    if not isinstance(listed, list) or not all(isinstance(x, str) for x in listed):
+        raise WorkspaceError(f"{view / IDS_FILE}: expected a JSON list of ids; {fix}")
+    cached_ids = np.array(listed, dtype=object).astype(str) if listed else np.zeros(0, str)
+    for name in VIEW_ARRAYS:
+        problem = npy_problem(view / name)
+        if problem:
+            if not (view / name).exists():  # deleted meanwhile (a newer view replaced this one)
+                raise FileNotFoundError(view / name)
+            raise WorkspaceError(f"{view / name}: {problem}; {fix}")
+    pooled = np.load(view / "pooled.npy", mmap_mode="r")
+    offsets = np.load(view / "offsets.npy")
+    seq = np.load(view / "seq.npy", mmap_mode="r")
+    present = np.load(view / "present.npy")
+    n = len(cached_ids)
+    if not (pooled.shape[0] == n == present.shape[0] and offsets.shape == (n + 1,) and int(offsets[-1]) == seq.shape[0]):
+        raise WorkspaceError(f"{view}: consolidated arrays of different lengths ({n} ids); {fix}")
+    return SequenceFeatures(ids=cached_ids, pooled=pooled, offsets=offsets, seq=seq, present=present)
 
 
 def _read_chunk(path: Path, keys) -> dict:

@@ -238,9 +238,11 @@ def prepare_relevance(
             tok, pooled = z["tokens"], z["pooled"]
     if tok is None:
         tok, pooled = encode_visual(media, n_frames=n_frames, grid=grid)
-        if cache is not None:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            np.savez(cache, tokens=tok, pooled=pooled)
+        if cache is not None:  # temp file + rename: a concurrent reader never sees half a file
+            from mmal.utils import atomic_output
+
+            with atomic_output(cache, suffix=".npz") as tmp:
+                np.savez(tmp, tokens=tok, pooled=pooled)
     ts = TextStates("contextual" if text_states == "joint" else text_states)
     vtext = ts.encode(kws)
     tp = np.stack([s.states.mean(0).numpy() for s in vtext])

@@ -12,13 +12,15 @@ tests which task it runs.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
-from mmal.errors import ConfigError, MmalError, WorkspaceError
+from mmal.errors import ConfigError, MmalError, StorageError, WorkspaceError
 from mmal.loop.core import DEFAULT_VAL_FRACTION, build_learner, load_learner, score_pool, train_model
 from mmal.workspace import Workspace
 from mmal.workspace import state
@@ -164,15 +166,25 @@ def train_workspace(directory, *, learner: str | None = None, model: dict | None
     learner and the encoder towers end to end from the raw items and saves the towers next to
     the checkpoint (``rounds/<n>/towers.pt``); slow on CPU.
     """
+    from mmal.learners import LEARNERS
     from mmal.loop.pretrain import pretraining_for
     from mmal.train.checkpoint import save_learner, write_payload
+    from mmal.train.config import check_device
 
     ws = Workspace(directory)
     task = ws.task
     ids, split, labels = workspace_arrays(ws)
     model_cfg = {**dict(ws.config.get("model", {})), **{k: v for k, v in (model or {}).items() if v is not None}}
     name = task.check_learner(learner or model_cfg.get("learner"))
-    tcfg = {**dict(ws.config.get("train", {})), **{k: v for k, v in (train or {}).items() if v is not None}}
+    file_train = dict(ws.config.get("train", {}))
+    if LEARNERS[name].train_defaults is None:  # not trained by the torch loop: mmal.toml's [train] is not for it
+        ignored = sorted(k for k in file_train if k not in ROUND_TRAIN_KEYS)
+        if ignored and log is not None:
+            log(f"learner '{name}' is not trained by the torch loop; mmal.toml [train] {', '.join(ignored)} ignored")
+        file_train = {k: v for k, v in file_train.items() if k in ROUND_TRAIN_KEYS}
+    tcfg = {**file_train, **{k: v for k, v in (train or {}).items() if v is not None}}
+    if LEARNERS[name].train_defaults is not None and "device" in file_train:
+        check_device(file_train["device"], where=f"{ws.dir / 'mmal.toml'}: [train] device = {file_train['device']!r}")
     seed = int(ws.setting("train", "seed") if seed is None else seed)
     finetune = bool(ws.setting("train", "finetune_towers") if finetune_towers is None else finetune_towers)
     labeled = np.flatnonzero((labels >= 0) & (split != "test"))
@@ -203,7 +215,9 @@ def train_workspace(directory, *, learner: str | None = None, model: dict | None
         (rdir / TOWERS_FILE).unlink(missing_ok=True)  # a stale tuned tower must not be used by `score`
     path = rdir / "model.pt"
     save_learner(path, fitted, extra=extra)
-    (rdir / "history.json").write_text(json.dumps(history, indent=1, default=float))
+    from mmal.utils import atomic_write_bytes
+
+    atomic_write_bytes(rdir / "history.json", json.dumps(history, indent=1, default=float).encode())
     invalidated = _invalidate_derived(rdir)
     warn = unlabeled_batch_warning(ws)
     return {"round": rnd, "model": str(path), "task": task.name, "learner": name, "n_labeled": int(len(labeled)),
@@ -440,14 +454,30 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
         remove_orphan_exports(ws)
         out, sel, target = _select_compute(ws, spec, budget, seed, params, append=append, dry_run=False, pool=pool,
                                                    select_fn=select_fn)
-        paths = {}
+        paths, pending = {}, []
 
         def write_exports(con, batch_id):  # inside the batch's transaction: no batch without its files
+            pending.append(batch_id)
             paths.update(export_batch(ws, batch_id, con=con))
 
-        batch_id = state.record_batch(ws, sel, budget=budget, round_=target, info={"spec": spec, **(sel.info or {})},
-                                      before_commit=write_exports)
-        _write_round_selection(ws, target)
+        try:
+            batch_id = state.record_batch(ws, sel, budget=budget, round_=target, info={"spec": spec, **(sel.info or {})},
+                                          before_commit=write_exports)
+        except BaseException:
+            # not committed (a full disk at COMMIT, an interrupt): no export files of a batch that does not
+            # exist (where the database cannot tell, the next select removes them: remove_orphan_exports)
+            with contextlib.suppress(Exception):
+                if pending and pending[0] not in state.batch_ids(ws):
+                    for p in paths.values():
+                        Path(p).unlink(missing_ok=True)
+            raise
+        try:
+            _write_round_selection(ws, target)
+        except StorageError as e:  # derived data after the commit: the batch and its exports stand
+            (ws.round_dir(target) / "selection.parquet").unlink(missing_ok=True)  # never a stale copy
+            out["warnings"].append(f"batch {batch_id} is recorded with its exports, but {e} (rounds/{target}/"
+                                   "selection.parquet is derived from the database and is written again by the "
+                                   "next select)")
     from mmal.workspace.annotate import predictions_info
 
     out.update(batch=batch_id, exports={k: str(v) for k, v in paths.items()}, **predictions_info(ws))
@@ -456,8 +486,6 @@ def select_workspace(directory, spec: str, budget: int, *, seed: int = 0, params
 
 def _write_round_selection(ws: Workspace, round_: int) -> None:
     """``rounds/<n>/selection.parquet``: every batch item of the round (derived from the DB)."""
-    import os
-
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -465,11 +493,10 @@ def _write_round_selection(ws: Workspace, round_: int) -> None:
     t = pa.table({"id": [r[0] for r in rows], "strategy": [r[1] for r in rows],
                   "score": pa.array([r[2] for r in rows], pa.float64()), "reason": [r[3] for r in rows],
                   "batch": [r[4] for r in rows], "round": [round_] * len(rows)})
-    d = ws.round_dir(round_)
-    d.mkdir(parents=True, exist_ok=True)
-    tmp = d / f".selection.parquet.{os.getpid()}.tmp"
-    pq.write_table(t, tmp)
-    os.replace(tmp, d / "selection.parquet")
+    from mmal.utils import atomic_output
+
+    with atomic_output(ws.round_dir(round_) / "selection.parquet") as tmp:
+        pq.write_table(t, tmp)
 
 
 def _select_compute(ws: Workspace, spec, budget, seed, params, *, append: bool, dry_run: bool, pool=None,

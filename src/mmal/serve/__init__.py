@@ -31,17 +31,18 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def serve(directory, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: str | None = None,
-          annotator: str | None = None, log_level: str = "warning", out=None) -> None:
+          annotator: str | None = None, log_level: str = "warning", out=None, max_body_bytes: int | None = None) -> None:
     """Serve the review page of the workspace at ``directory`` until interrupted.
 
     ``host`` defaults to loopback. Any other host requires a token: ``token`` if given,
     else one generated with :func:`secrets.token_urlsafe`; the URL carrying it is printed.
     ``port=0`` picks a free port (the printed URL names it). ``annotator`` is the default
-    provenance name for posts that carry none (else the OS user name).
+    provenance name for posts that carry none (else the OS user name). ``max_body_bytes``: the
+    largest POST body read (default :data:`mmal.serve.app.MAX_BODY_BYTES`, 1 MiB; larger: 413).
     """
     import uvicorn
 
-    from mmal.serve.app import create_app, is_loopback
+    from mmal.serve.app import MAX_BODY_BYTES, create_app, is_loopback
 
     import getpass
 
@@ -53,7 +54,8 @@ def serve(directory, host: str = "127.0.0.1", port: int = DEFAULT_PORT, token: s
             annotator = None
     require = not is_loopback(host) or token is not None
     token = token or secrets.token_urlsafe(24)
-    app = create_app(directory, token=token, require_token=require, annotator=annotator)
+    app = create_app(directory, token=token, require_token=require, annotator=annotator,
+                     max_body_bytes=MAX_BODY_BYTES if max_body_bytes is None else int(max_body_bytes))
     sock = _bind(host, port)
     real_port = sock.getsockname()[1]
     shown = f"[{host}]" if ":" in host else host

@@ -8,7 +8,12 @@ Routes (anything else is 404):
   items table names for that item, or ``frames`` (a strip of a video's frames). The file
   path is looked up by item id, never taken from the request;
 - ``GET /api/state``: progress and labels of the current batch (JSON);
-- ``POST /api/label`` ``{"item_id", "label", "annotator"}`` and ``POST /api/undo``.
+- ``POST /api/label`` ``{"item_id", "label", "annotator"}`` and ``POST /api/undo``. A body
+  larger than ``max_body_bytes`` (default :data:`MAX_BODY_BYTES`, 1 MiB; a label post is
+  about 100 bytes) is refused with 413 and a JSON ``{"error"}`` without being read: by its
+  ``Content-Length``, or as soon as a body without one passes the limit. A label that
+  cannot be stored because the disk refuses the write is 507 (a locked or damaged database
+  503), with the one-line error as ``{"error"}``.
 
 Security model (docs/serve.md): on a loopback host every GET is open and a POST needs the
 session token (header ``X-MMAL-Token``, which the page sends) or a same-origin header
@@ -32,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from mmal.errors import LabelImportError
+from mmal.errors import LabelImportError, StorageError, WorkspaceError
 from mmal.serve.batch import MEDIA, ItemCatalog, batch_cards, labels_in_round, latest_batch, round_pool
 from mmal.serve.labels import class_names, import_label_rows, parse_label, undo_label
 from mmal.workspace.workspace import Workspace
@@ -41,6 +46,8 @@ HERE = Path(__file__).resolve().parent
 SOURCE = "serve"
 COOKIE = "mmal_token"
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
+#: largest request body the review page reads (``create_app(max_body_bytes=...)``)
+MAX_BODY_BYTES = 1 << 20
 CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; media-src 'self'; "
        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 
@@ -126,12 +133,18 @@ def _frames_jpeg(path: str, n_frames: int) -> bytes:
     return buf.getvalue()
 
 
-def create_app(directory, *, token: str, require_token: bool, annotator: str | None = None) -> Starlette:
+class BodyTooLarge(Exception):
+    pass
+
+
+def create_app(directory, *, token: str, require_token: bool, annotator: str | None = None,
+               max_body_bytes: int = MAX_BODY_BYTES) -> Starlette:
     """The review app for the workspace at ``directory``.
 
     ``token``: the session token (always set; the page embeds it for its own posts).
     ``require_token``: every request needs it (non-loopback hosts). ``annotator``: the
-    default name recorded as provenance when a post names none.
+    default name recorded as provenance when a post names none. ``max_body_bytes``: the
+    largest POST body read (larger: 413).
     """
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -191,9 +204,21 @@ def create_app(directory, *, token: str, require_token: bool, annotator: str | N
     def api_state(request: Request):
         return JSONResponse(state(latest_batch(ws)))
 
+    async def _read_capped(request: Request) -> bytes:
+        length = request.headers.get("content-length", "")
+        if length.strip().isdigit() and int(length) > max_body_bytes:
+            raise BodyTooLarge  # refused unread
+        chunks, n = [], 0
+        async for chunk in request.stream():
+            n += len(chunk)
+            if n > max_body_bytes:
+                raise BodyTooLarge
+            chunks.append(chunk)
+        return b"".join(chunks)
+
     async def _body(request: Request) -> dict:
         try:
-            body = json.loads(await request.body())
+            body = json.loads(await _read_capped(request))
         except (json.JSONDecodeError, UnicodeDecodeError):
             raise LabelImportError("request body is not JSON") from None
         if not isinstance(body, dict):
@@ -246,13 +271,27 @@ def create_app(directory, *, token: str, require_token: bool, annotator: str | N
         return JSONResponse({"ok": True, "item_id": item_id, "label": None if now is None else now["label"],
                              "labeled": st["labeled"], "total": st["total"]})
 
+    def posting(handler):
+        """413 for a body over the limit; the one-line error of a write the workspace refused as JSON."""
+        async def wrapped(request: Request):
+            try:
+                return await handler(request)
+            except BodyTooLarge:
+                return JSONResponse({"error": f"request body larger than {max_body_bytes} bytes (the review page's "
+                                              "limit; a label post is about 100 bytes)"}, 413)
+            except StorageError as e:
+                return JSONResponse({"error": str(e)}, 507)
+            except WorkspaceError as e:
+                return JSONResponse({"error": str(e)}, 503)
+        return wrapped
+
     routes = [
         Route("/", page, methods=["GET"]),
         Route("/static/{name}", static, methods=["GET"]),
         Route("/media/{rest:path}", media, methods=["GET"]),
         Route("/api/state", api_state, methods=["GET"]),
-        Route("/api/label", api_label, methods=["POST"]),
-        Route("/api/undo", api_undo, methods=["POST"]),
+        Route("/api/label", posting(api_label), methods=["POST"]),
+        Route("/api/undo", posting(api_undo), methods=["POST"]),
     ]
     app = Starlette(routes=routes)
     return Guard(app, token=token, require_token=require_token)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
@@ -16,11 +15,11 @@ FORMAT = "mmal-classifier/1"
 
 def write_payload(path, payload: dict) -> Path:
     """``torch.save`` a plain payload atomically (temp file + rename)."""
+    from mmal.utils import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:  # a full disk: one line naming the file and the free space, no temp file left
+        torch.save(payload, tmp)
     return path
 
 

@@ -80,3 +80,22 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"TrainConfig: unknown fields {sorted(unknown)}; expected a subset of {sorted(known)}")
         return cls(**dict(d))
+
+
+def check_device(device: str, *, where: str = "device") -> None:
+    """ConfigError (one line starting with ``where``) unless torch can run on ``device`` here.
+
+    ``"cpu"`` always can; ``"cuda"`` / ``"cuda:N"`` need a CUDA build of torch, a visible GPU
+    and, for ``N``, that many devices. Checked before training starts, instead of a traceback
+    from deep inside the first ``.to(device)``.
+    """
+    if device == "cpu":
+        return
+    import torch
+
+    fix = 'set device = "cpu" (or remove the key), or run on a machine with a GPU'
+    if not torch.cuda.is_available():
+        why = ("this torch build has no CUDA" if not torch.backends.cuda.is_built() else "no CUDA device is visible")
+        raise ConfigError(f"{where}: CUDA is not available ({why}; torch {torch.__version__}); {fix}")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"{where}: no CUDA device {device[5:]} (this machine has {torch.cuda.device_count()}); {fix}")

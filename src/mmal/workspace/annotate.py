@@ -110,16 +110,25 @@ def batch_rows(ws: Workspace, batch_id: int, con=None) -> list[dict]:
 
 
 # ---- exports ---------------------------------------------------------------------------------
+#: what a spreadsheet skips before it looks for a formula's first character
+FORMULA_LEAD = " \t\r\n"
+
+
+def _formula_like(v: str) -> bool:
+    return v.startswith(FORMULA_PREFIXES) or v.lstrip(FORMULA_LEAD).startswith(FORMULA_PREFIXES)
+
+
 def neutralise_cell(v):
-    """OWASP CSV-injection defence: a string cell starting with ``= + - @ TAB CR`` gets a
-    leading ``'`` so spreadsheets show it as text. The importer strips that quote again."""
-    if isinstance(v, str) and v.startswith(FORMULA_PREFIXES):
+    """OWASP CSV-injection defence: a string cell starting with ``= + - @ TAB CR``, also after
+    leading spaces, tabs or line breaks (``"  =1+1"``, which spreadsheets still evaluate), gets
+    a leading ``'`` so spreadsheets show it as text. The importer strips that quote again."""
+    if isinstance(v, str) and _formula_like(v):
         return "'" + v
     return v
 
 
 def unneutralise_cell(v):
-    if isinstance(v, str) and len(v) > 1 and v[0] == "'" and v[1:].startswith(FORMULA_PREFIXES):
+    if isinstance(v, str) and len(v) > 1 and v[0] == "'" and _formula_like(v[1:]):
         return v[1:]
     return v
 
@@ -132,6 +141,10 @@ def media_settings(ws: Workspace, media_root=None, media_url=None) -> tuple[Path
     if root is None:
         src = ws.config.get("task", {}).get("items_source")
         root = Path(src).parent if src else ws.dir
+    if media_url is not None:  # the [export] media_url of mmal.toml was checked when the workspace was opened
+        from mmal.workspace.schema import check_value
+
+        check_value("export", "media_url", str(media_url), where="--media-url")
     url = media_url if media_url is not None else ws.setting("export", "media_url")
     return Path(root).resolve(), explicit, str(url)
 
@@ -242,13 +255,18 @@ def export_batch(ws: Workspace, batch_id: int, out_dir=None, *, media_root=None,
         "labelstudio": json.dumps(tasks, indent=1),
         "labelstudio_config": ws.task.labelstudio_config(present, class_choices(ws)),
     }
-    from mmal.utils import atomic_write_bytes
+    from mmal.utils import atomic_write_bytes, storage_error
 
+    new = [p for p in paths.values() if not p.exists()]
     try:
         for k, p in paths.items():
-            atomic_write_bytes(p, contents[k].encode("utf-8"))
-    except OSError as e:
-        raise WorkspaceError(f"{out_dir}: cannot write exports ({e.strerror or e})") from None
+            atomic_write_bytes(p, contents[k].encode("utf-8"))  # a full disk: StorageError naming the file
+    except BaseException as e:
+        for p in new:  # no partial set of a batch's files (a re-export keeps the old complete ones)
+            p.unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise (storage_error(e, out_dir) or WorkspaceError(f"{out_dir}: cannot write exports ({e.strerror or e})")) from None
+        raise
     return paths
 
 
@@ -277,6 +295,7 @@ def export_round(ws_dir, round_: int, *, media_root=None, media_url=None, out_di
     ws = Workspace(ws_dir)
     if isinstance(round_, bool) or not isinstance(round_, int):
         raise WorkspaceError(f"--round must be an integer, got {round_!r}")
+    media_settings(ws, media_root, media_url)  # a bad --media-url fails before anything else
     with workspace_lock(ws.dir, f"export --round {round_}"):
         ids = [b.batch_id for b in state.batches(ws, round_)]
         if not ids:

@@ -49,11 +49,14 @@ def replace_pool(pool: ScoredPool, folder) -> Path:
     import os
     import shutil
 
+    from mmal.utils import guard_write
+
     folder = Path(folder)
     tmp = folder.with_name(f".{folder.name}.new.{os.getpid()}")
     old = folder.with_name(f".{folder.name}.old.{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    save_pool(pool, tmp)
+    with guard_write(folder, cleanup=[tmp], done="the previous pool is kept"):  # a full disk: one line, no half pool left
+        save_pool(pool, tmp)
     if folder.exists():
         os.replace(folder, old)
     os.replace(tmp, folder)

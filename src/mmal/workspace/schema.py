@@ -259,6 +259,18 @@ def value_problem(section: str, name: str, v) -> str | None:
             return f"{v!r} is out of range: expected {key.describe()}"
     if section == "train" and name == "device" and not (v == "cpu" or v == "cuda" or (v.startswith("cuda:") and v[5:].isdigit())):
         return f"{v!r} is not 'cpu', 'cuda' or 'cuda:N'"
+    if section == "encoders":
+        from mmal.encoders import KNOWN_SPECS
+
+        if v not in KNOWN_SPECS:
+            return f"{v!r} is not a known encoder (known: {', '.join(KNOWN_SPECS)})"
+        if v.split(":", 1)[0] != name:
+            return f"{v!r} is not a {name} encoder (known: {', '.join(k for k in KNOWN_SPECS if k.startswith(name + ':'))})"
+    if section == "export" and name == "media_url":
+        try:
+            v.format(path="p", id="i", column="c")
+        except (KeyError, IndexError, ValueError, AttributeError) as e:
+            return f"{v!r} is not a URL template: {type(e).__name__} {e} (fields: {{path}}, {{id}}, {{column}}; write {{{{ }}}} for a brace)"
     if key.kind == "str-list" and name == "label_names":
         if any(not x.strip() or x != x.strip() for x in v):
             return "names must be non-empty without surrounding spaces"
@@ -275,7 +287,7 @@ def check_value(section: str, name: str, v, *, where: str) -> None:
         raise ConfigError(f"{where}: {problem}")
 
 
-FIX = "fix the value or restore mmal.toml from a backup (or re-run `mmal init`)"
+FIX = "fix the value (or restore mmal.toml from a backup)"
 
 
 def validate_config(cfg: dict, path: Path) -> None:

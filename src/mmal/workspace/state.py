@@ -27,6 +27,7 @@ call leaves the state as it was before.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 import threading
@@ -67,13 +68,18 @@ def write(ws, fn, *, retries: int = 20, busy_timeout_s: float = 30.0):
                     out = fn(con)
                     con.execute("COMMIT")
                 except BaseException:
-                    if con.in_transaction:
-                        con.execute("ROLLBACK")
+                    # SQLite may already have rolled back (a full disk at COMMIT): a failing ROLLBACK
+                    # must not hide the error that caused it
+                    with contextlib.suppress(sqlite3.Error):
+                        if con.in_transaction:
+                            con.execute("ROLLBACK")
                     raise
                 return out
         except sqlite3.OperationalError as e:
             if "locked" not in str(e) and "busy" not in str(e):
-                raise
+                from mmal.workspace.workspace import db_error
+
+                raise db_error(ws.dir / "state.sqlite", e, done="nothing was recorded") from None
             if attempt == retries:
                 raise WorkspaceError(f"{ws.dir / 'state.sqlite'}: the workspace database stayed locked by another "
                                      "process; try again") from None

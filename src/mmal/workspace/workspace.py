@@ -154,8 +154,15 @@ def init_workspace(directory, items_file, *, task: str | None = None, force: boo
     modalities = modalities_of(table)
     cfg = default_config(chosen.name, modalities, int(n_classes), str(items_file), label_names)
 
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init.", dir=directory.parent))
+    from mmal.errors import MmalError
+    from mmal.utils import guard_write, storage_error
+
+    # a full or read-only disk: one line naming the folder and the free space; nothing is left behind
+    # and an existing workspace is untouched
+    done = "nothing was created" if not directory.exists() else "the existing workspace was not changed"
+    with guard_write(directory, done=done):
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.init.", dir=directory.parent))
     try:
         (tmp / "mmal.toml").write_text(tomli_w.dumps(cfg))
         pq.write_table(table, tmp / "items.parquet")
@@ -191,21 +198,68 @@ def init_workspace(directory, items_file, *, task: str | None = None, force: boo
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, directory)
-    except BaseException:
+    except BaseException as e:
+        # ask the disk why before removing what the failed write took
+        err = None if isinstance(e, MmalError) or not isinstance(e, Exception) else storage_error(e, directory, done=done)
         shutil.rmtree(tmp, ignore_errors=True)
+        if err is not None:
+            raise err from None
         raise
     return Workspace(directory)
 
 
-RESTORE = "restore it from a backup or re-run `mmal init`"
+#: what to do about a missing or damaged database when nobody can tell what labels it held:
+#: never "re-run `mmal init`" alone, which would throw away every label imported since
+RESTORE = ("restore it from a backup (re-running `mmal init` would start again from the items file and lose "
+           "every label imported since)")
 #: tables every workspace database has (SCHEMA above)
 TABLES = ("meta", "items", "rounds", "batches", "batch_items", "labels")
 
 
-def _sqlite_uri(path: Path) -> str:
+def _sqlite_uri(path: Path, mode: str = "rw") -> str:
     from urllib.parse import quote
 
-    return "file:" + quote(str(path)) + "?mode=rw"
+    return "file:" + quote(str(path)) + f"?mode={mode}"
+
+
+def labels_since_init(db: Path) -> int | None:
+    """How many stored labels did not come from the items file (``mmal init`` would lose them),
+    or None when the database cannot be read."""
+    try:
+        con = sqlite3.connect(_sqlite_uri(Path(db), "ro"), uri=True, timeout=5)
+        try:
+            return int(con.execute("SELECT COUNT(*) FROM labels WHERE source != 'items-file'").fetchone()[0])
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return None
+
+
+def restore_advice(db: Path) -> str:
+    """What to do about a damaged part of a workspace whose database ``db`` is intact: re-running
+    ``mmal init`` is offered only when every stored label came from the items file."""
+    n = labels_since_init(db)
+    if n == 0:
+        return "restore it from a backup or re-run `mmal init --force` (every stored label came from the items file)"
+    if n is None:
+        return RESTORE
+    return (f"restore it from a backup (re-running `mmal init` would lose the {n} label{'s' * (n != 1)} "
+            "imported since the workspace was created)")
+
+
+def db_error(path: Path, e: sqlite3.Error, *, done: str = "") -> WorkspaceError:
+    """The one line for a SQLite error on the workspace database ``path``: locked by another
+    command, cannot write (a full or read-only disk: :func:`mmal.utils.storage_error`, naming
+    the free space), or damaged (restore it)."""
+    from mmal.utils import storage_error
+
+    msg = str(e)
+    if "locked" in msg or "busy" in msg:
+        return WorkspaceError(f"{path}: the workspace database is locked by another mmal command; try again")
+    err = storage_error(e, path, done=done)
+    if err is not None:
+        return err
+    return WorkspaceError(f"{path}: workspace database is damaged ({e}); {RESTORE}")
 
 
 _CHECKED: set[tuple] = set()  # databases that passed check_database in this process
@@ -215,7 +269,10 @@ def check_database(path: Path) -> None:
     """WorkspaceError (one line, naming the file) unless ``path`` is an intact workspace database.
 
     Opens with ``mode=rw`` (never creates a file) and writes nothing: a missing, empty,
-    zeroed, truncated or foreign file is refused before any command touches it.
+    zeroed, truncated or foreign file is refused before any command touches it. A database
+    that cannot be opened because of its disk (read-only, full: SQLite needs room for its
+    ``-wal`` / ``-shm`` files even to read) says so, with the free space, instead of calling
+    it damaged.
     ``PRAGMA quick_check`` reads the whole file (about 0.5 s for 200 000 items and labels),
     so it runs once per process and database file (inode); later opens only check that the
     file is still there.
@@ -227,10 +284,11 @@ def check_database(path: Path) -> None:
     key = (str(path.resolve()), st.st_dev, st.st_ino)
     if key in _CHECKED:
         return
+    reading = "SQLite writes its -wal and -shm files beside the database even to read it"
     try:
         con = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=30)
     except sqlite3.Error as e:
-        raise WorkspaceError(f"{path}: cannot open the workspace database ({e}); {RESTORE}") from None
+        raise db_error(path, e, done=reading) from None
     try:
         rows = con.execute("PRAGMA quick_check").fetchall()
         if [r[0] for r in rows] != ["ok"]:
@@ -240,12 +298,8 @@ def check_database(path: Path) -> None:
         if missing:
             raise WorkspaceError(f"{path}: not a workspace database (no table {missing[0]!r}); {RESTORE}")
         _CHECKED.add(key)
-    except sqlite3.OperationalError as e:
-        if "locked" in str(e) or "busy" in str(e):
-            raise WorkspaceError(f"{path}: the workspace database is locked by another mmal command; try again") from None
-        raise WorkspaceError(f"{path}: workspace database is damaged ({e}); {RESTORE}") from None
-    except sqlite3.DatabaseError as e:
-        raise WorkspaceError(f"{path}: workspace database is damaged ({e}); {RESTORE}") from None
+    except sqlite3.Error as e:
+        raise db_error(path, e, done=reading) from None
     finally:
         con.close()
 
@@ -297,14 +351,15 @@ class Workspace:
         except tomllib.TOMLDecodeError as e:
             raise WorkspaceError(f"{toml_path}: invalid TOML ({e}); fix it or restore it from a backup") from None
         except UnicodeDecodeError:
-            raise WorkspaceError(f"{toml_path}: not UTF-8 text; restore it from a backup or re-run `mmal init`") from None
+            raise WorkspaceError(f"{toml_path}: not UTF-8 text; restore it from a backup") from None
         validate_config(self.config, toml_path)
         if check_db:
             check_database(self.dir / "state.sqlite")
         elif not (self.dir / "state.sqlite").is_file():
             raise WorkspaceError(f"{self.dir / 'state.sqlite'}: workspace database is missing; {RESTORE}")
         if not (self.dir / "items.parquet").is_file():
-            raise WorkspaceError(f"{self.dir / 'items.parquet'}: the workspace's items table is missing; {RESTORE}")
+            raise WorkspaceError(f"{self.dir / 'items.parquet'}: the workspace's items table is missing; "
+                                 f"{restore_advice(self.dir / 'state.sqlite')}")
         self._items = None
 
     # ---- paths ----------------------------------------------------------------------
@@ -323,12 +378,15 @@ class Workspace:
             try:
                 table = pq.ParquetFile(path).read()  # (read_table would import pyarrow.dataset + pandas: ~1 s)
             except FileNotFoundError:
-                raise WorkspaceError(f"{path}: the workspace's items table is missing; {RESTORE}") from None
+                raise WorkspaceError(f"{path}: the workspace's items table is missing; "
+                                     f"{restore_advice(self.dir / 'state.sqlite')}") from None
             except (pa.ArrowException, OSError, ValueError) as e:
-                raise WorkspaceError(f"{path}: unreadable items table ({type(e).__name__}: {e}); {RESTORE}") from None
+                raise WorkspaceError(f"{path}: unreadable items table ({type(e).__name__}: {e}); "
+                                     f"{restore_advice(self.dir / 'state.sqlite')}") from None
             for col in ("id", "split", "label"):
                 if col not in table.column_names:
-                    raise WorkspaceError(f"{path}: items table has no '{col}' column; {RESTORE}")
+                    raise WorkspaceError(f"{path}: items table has no '{col}' column; "
+                                         f"{restore_advice(self.dir / 'state.sqlite')}")
             self._items = table
         return self._items
 
@@ -375,15 +433,15 @@ class Workspace:
         path = self.dir / "state.sqlite"
         try:
             con = sqlite3.connect(_sqlite_uri(path), uri=True, timeout=30)
-        except sqlite3.OperationalError as e:
-            raise WorkspaceError(f"{path}: cannot open the workspace database ({e}); {RESTORE}") from None
+        except sqlite3.Error as e:
+            raise db_error(path, e) from None
         try:
             try:
                 con.execute("PRAGMA journal_mode=WAL")
                 con.execute("PRAGMA foreign_keys=ON")
                 con.execute("PRAGMA synchronous=FULL")
-            except sqlite3.DatabaseError as e:
-                raise WorkspaceError(f"{path}: workspace database is damaged ({e}); {RESTORE}") from None
+            except sqlite3.Error as e:
+                raise db_error(path, e) from None
             yield con
         finally:
             con.close()
@@ -405,4 +463,4 @@ class Workspace:
         from mmal.workspace.schema import validate_config
 
         validate_config(self.config, self.dir / "mmal.toml")
-        atomic_write_bytes(self.dir / "mmal.toml", tomli_w.dumps(self.config).encode())
+        atomic_write_bytes(self.dir / "mmal.toml", tomli_w.dumps(self.config).encode())  # a full disk: one line, old file kept
