@@ -260,17 +260,17 @@ def fake_feature_ws(tmp_path: Path, n: int = 16) -> Path:
     from mmal.features.cache import FeatureCache, remember_fingerprint
     from mmal.workspace import init_workspace
 
-    rows = []
+    rows, classes = [], []
     for k in range(n):
         split = ("pool", "train", "train", "test")[k % 4]
-        cls = (k // 4) % 2 if split == "test" else k % 2
-        rows.append({"id": f"i{k:02d}", "label": None if split == "pool" else cls, "split": split, "text": f"item {k}",
-                     "cls": cls})
+        classes.append((k // 4) % 2 if split == "test" else k % 2)
+        rows.append({"id": f"i{k:02d}", "label": None if split == "pool" else classes[-1], "split": split,
+                     "text": f"item {k}"})
     ws = init_workspace(tmp_path / "ws", write_items(tmp_path / "src", rows)).dir
     cache = FeatureCache(ws / "features")
     remember_fingerprint(cache, "text:minilm", {}, "fake0000")
     rng = np.random.default_rng(0)
-    pooled = rng.normal(size=(n, 8)).astype(np.float32) + 2.0 * np.array([r["cls"] for r in rows])[:, None]
+    pooled = rng.normal(size=(n, 8)).astype(np.float32) + 2.0 * np.array(classes)[:, None]
     cache.write_chunk("fake0000", "text", [r["id"] for r in rows], pooled, [np.stack([p, p]) for p in pooled],
                       np.ones(n, bool))
     return ws
@@ -568,21 +568,24 @@ def test_readme_quick_start_on_a_fresh_workspace(tmp_path):
     import re
     import shlex
 
-    block = re.search(r"```(?:bash|sh|console)?\n((?:mmal .*\n)+)", README.read_text())
-    assert block, "README has no block of mmal commands"
+    blocks = [b for b in re.findall(r"```(?:bash|sh|console)\n(.*?)```", README.read_text(), flags=re.S)
+              if "mmal init" in b and "mmal train" in b]
+    assert blocks, "README has no block of mmal commands"
     ws = fake_feature_ws(tmp_path)
     edit_toml(ws, lambda c: c.setdefault("train", {}).update(epochs=3))
     items = Path(tomllib.loads((ws / "mmal.toml").read_text())["task"]["items_source"])
     shutil.rmtree(ws)
     ran = []
-    for line in block.group(1).splitlines():
+    for line in blocks[0].splitlines():
+        if not line.startswith("mmal "):
+            continue  # a comment continuing the line above
         args = shlex.split(line.split("#", 1)[0])[1:]
         if not args or args[0] in README_SKIP:
             continue
         if args[0] == "label":  # label what the select before exported
             rows = list(csv.DictReader(open(ws / "exports" / "batch-0001.csv", newline="")))
             (tmp_path / "labels.csv").write_text("id,label\n" + "".join(f"{r['id']},{k % 2}\n" for k, r in enumerate(rows)))
-        sub = {"ws": ws, "items.parquet": items, "labels.csv": tmp_path / "labels.csv"}
+        sub = {"ws": ws, "items.parquet": items, "labels.csv": tmp_path / "labels.csv", "ITEM_ID": "i01"}
         r = run_cli(*[sub.get(a, a) for a in args])
         assert r.returncode == 0 and "Traceback" not in r.stderr, (line, r.stderr)
         if args[0] == "init":  # synthetic features instead of `mmal encode`
@@ -769,3 +772,4 @@ def test_formula_guard_sees_through_leading_whitespace(tmp_path, cell):
     r = run_cli("label", ws.dir, labels)
     assert r.returncode == 0, r.stderr
     assert _labels_of(ws.dir) == {r["id"]: 1 for r in rows}
+

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 from typing import Optional
 
@@ -176,13 +178,16 @@ def config_(directory: Path = typer.Argument(...), as_json: bool = typer.Option(
         echo_json(eff, indent=2)
         return
 
-    def clean(d):  # TOML has no null: unset optional values are shown as comments
+    def clean(d):  # TOML has no null: unset optional values (and lists holding one) are shown as comments
         out, unset = {}, []
         for k, v in d.items():
             if isinstance(v, dict):
                 out[k] = clean(v)[0]
             elif v is None:
-                unset.append(k)
+                unset.append(f"# {k} = (not set)")
+            elif isinstance(v, (list, tuple)) and any(x is None for x in v):
+                shown = ", ".join("none" if x is None else json.dumps(x) for x in v)
+                unset.append(f"# {k} = [{shown}] (none: not set; see `mmal config --json`)")
             else:
                 out[k] = list(v) if isinstance(v, tuple) else v
         return out, unset
@@ -190,6 +195,6 @@ def config_(directory: Path = typer.Argument(...), as_json: bool = typer.Option(
     for section, body in eff.items():
         values, unset = clean(body)
         typer.echo(tomli_w.dumps({section: values}).rstrip())
-        for k in unset:
-            typer.echo(f"# {k} = (not set)")
+        for line in unset:
+            typer.echo(line)
         typer.echo("")
