@@ -773,3 +773,15 @@ def test_formula_guard_sees_through_leading_whitespace(tmp_path, cell):
     assert r.returncode == 0, r.stderr
     assert _labels_of(ws.dir) == {r["id"]: 1 for r in rows}
 
+
+def test_init_over_a_workspace_with_labels_does_not_advise_force(tmp_path):
+    """`init` over an existing workspace suggests --force only when that loses no label."""
+    ws = make_ws(tmp_path)
+    items = ws.config["task"]["items_source"]
+    line = one_line(run_cli("init", ws.dir, "--items", items).stderr)
+    assert "already a workspace" in line and "use --force to replace it" in line  # only the items file's labels
+    assert run_cli("label", ws.dir, labels_file(tmp_path), "--allow-unbatched").returncode == 0
+    before = digest(ws.dir)
+    line = one_line(run_cli("init", ws.dir, "--items", items).stderr)
+    assert "already a workspace" in line and "lose its 2 labels imported since" in line and "use --force" not in line, line
+    assert digest(ws.dir) == before

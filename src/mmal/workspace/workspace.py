@@ -123,7 +123,12 @@ def init_workspace(directory, items_file, *, task: str | None = None, force: boo
     chosen = None if task is None else get_task(task)
     directory = Path(directory).resolve()
     if (directory / "mmal.toml").exists() and not force:
-        raise WorkspaceError(f"{directory} is already a workspace (use --force to replace it)")
+        n = labels_since_init(directory / "state.sqlite")  # --force starts again from the items file
+        if n == 0:
+            raise WorkspaceError(f"{directory} is already a workspace (use --force to replace it)")
+        lose = "every label imported since it was created" if n is None else f"its {n} label{'s' * (n != 1)} imported since"
+        raise WorkspaceError(f"{directory} is already a workspace; choose another folder (--force would replace it and "
+                             f"lose {lose})")
     if directory.exists() and not directory.is_dir():
         raise WorkspaceError(f"{directory} exists and is not a directory")
     if directory.exists() and any(directory.iterdir()) and not (directory / "mmal.toml").exists():
@@ -225,8 +230,14 @@ def _sqlite_uri(path: Path, mode: str = "rw") -> str:
 def labels_since_init(db: Path) -> int | None:
     """How many stored labels did not come from the items file (``mmal init`` would lose them),
     or None when the database cannot be read."""
+    db = Path(db)
+    # read only, creating nothing: without a -wal file every committed row is in the main file, which
+    # SQLite then reads as immutable (no -shm / -wal of its own); with one, a plain read-only open
+    mode = "ro" if db.with_name(db.name + "-wal").exists() else "ro&immutable=1"
     try:
-        con = sqlite3.connect(_sqlite_uri(Path(db), "ro"), uri=True, timeout=5)
+        if not db.is_file():
+            return None
+        con = sqlite3.connect(_sqlite_uri(db, mode), uri=True, timeout=5)
         try:
             return int(con.execute("SELECT COUNT(*) FROM labels WHERE source != 'items-file'").fetchone()[0])
         finally:
