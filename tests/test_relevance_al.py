@@ -27,9 +27,10 @@ def _tiny_relevance_data(seed=0, n_videos=10, n_pairs=60, dim=16):
     from mmal.features.hcmrm import RelevanceData, Segment
 
     rng = np.random.default_rng(seed)
+    gen = torch.Generator().manual_seed(seed)  # the data must not depend on the tests that ran before
 
     def seg(n):
-        return Segment(torch.arange(n), torch.arange(n), torch.randn(n, dim))
+        return Segment(torch.arange(n), torch.arange(n), torch.randn(n, dim, generator=gen))
 
     tp = rng.normal(size=(n_videos, dim)).astype(np.float32)
     tp /= np.linalg.norm(tp, axis=1, keepdims=True)
