@@ -3,7 +3,7 @@
     .venv/bin/python bench/learner.py                       # default vs scikit-learn -> bench/results/learner.json
     .venv/bin/python bench/learner.py --variants            # mmal's learner variants -> learner_variants.json
     .venv/bin/python bench/learner.py --datasets tuxpaint --seeds 0,1
-    .venv/bin/python bench/learner.py --timing              # fit seconds at 200 labels -> learner_timing.json
+    .venv/bin/python bench/learner.py --timing              # fit seconds (--timing-budgets 200,2000) -> learner_timing.json
     .venv/bin/python bench/learner.py --learners late-fusion/vlmae --merge   # re-run some, keep the others' results
 
 Default run (``versus_sklearn``): per dataset, 5 seeds, budgets 50/100/200/400 (and 800
@@ -439,31 +439,48 @@ def versus_cosine(args) -> dict:
 
 
 def timing(args) -> dict:
-    """Fit seconds of each learner at one budget, alternating learners, in this process.
+    """Fit seconds of each learner at each ``--timing-budget``, alternating learners, in this process.
 
     Separate from the accuracy run so it can be repeated on a quiet machine
-    (``--timing``): the accuracy numbers do not depend on load, the seconds do.
+    (``--timing``): the accuracy numbers do not depend on load, the seconds do. The
+    scikit-learn baselines (``lr-*`` keys) are timed as a user runs them (library thread
+    defaults). A budget above the dataset's non-test items draws from all its items (a
+    timing of the fit only; recorded as ``drawn_from``).
     """
     import torch
 
     from mmal.learners import make_learner
 
     torch.set_num_threads(args.threads)
-    out = {"budget": args.timing_budget, "threads": args.threads, "load_avg_start": os.getloadavg(), "datasets": {}}
+    out = {"budgets": args.timing_budgets, "threads": args.threads, "seeds": args.seeds,
+           "load_avg_start": os.getloadavg(), "datasets": {}}
     for ds in args.datasets:
         feats, gold, _, cand = dataset(ds)
-        make_learner("late-fusion", model={"fusion": "none"}, train={"epochs": 1}).fit(feats, gold, cand[:20])  # imports, warm caches
+        C = int(gold.max()) + 1
+        x_all = unit_pooled(feats, np.arange(len(gold)))
+        make_learner("linear").fit(feats, gold, cand[:20])  # imports, warm caches
         keys = args.learners or list(LEARNERS)
-        res = {k: [] for k in keys}
-        for si, seed in enumerate(args.seeds):
-            lab = np.random.default_rng(seed).choice(cand, args.timing_budget, replace=False)
-            for k in keys[si % len(keys):] + keys[: si % len(keys)]:
-                name, params = learner_params(k, "audio" in feats)
-                L = make_learner(name, seed=seed, **params)
-                t0 = time.perf_counter()
-                L.fit(feats, gold, lab)
-                res[k].append(time.perf_counter() - t0)
-        out["datasets"][ds] = {k: {"seconds": v, "median": float(np.median(v))} for k, v in res.items()}
+        per = {}
+        for b in args.timing_budgets:
+            pool = cand if b <= len(cand) else np.arange(len(gold))
+            res = {k: [] for k in keys}
+            loads = []
+            for si, seed in enumerate(args.seeds):
+                lab = np.random.default_rng(seed).choice(pool, b, replace=False)
+                for k in keys[si % len(keys):] + keys[: si % len(keys)]:
+                    t0 = time.perf_counter()
+                    if k in SK_BASELINES:
+                        sk_probs(k, x_all[lab], gold[lab], x_all[:1], C, seed)
+                    else:
+                        name, params = learner_params(k, "audio" in feats) if k in LEARNERS else (k, {})
+                        make_learner(name, seed=seed, **params).fit(feats, gold, lab)
+                    res[k].append(time.perf_counter() - t0)
+                    loads.append(os.getloadavg()[0])
+                    print(f"{ds} n={b} seed {seed} {k:<16} {res[k][-1]:.2f} s (load {loads[-1]:.2f})", flush=True)
+            per[str(b)] = {"drawn_from": "non-test items" if pool is cand else "all items (timing only)",
+                           "load_avg_1min": [min(loads), max(loads)],
+                           "learners": {k: {"seconds": v, "median": float(np.median(v))} for k, v in res.items()}}
+        out["datasets"][ds] = per
     out["load_avg_end"] = os.getloadavg()
     return out
 
@@ -502,8 +519,8 @@ def main(argv=None):
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", default=None)
-    ap.add_argument("--timing", action="store_true", help="only time fits at --timing-budget (bench/results/learner_timing.json)")
-    ap.add_argument("--timing-budget", type=int, default=200)
+    ap.add_argument("--timing", action="store_true", help="only time fits at --timing-budgets (bench/results/learner_timing.json)")
+    ap.add_argument("--timing-budgets", default="200", help="comma list of label counts to time (--timing)")
     ap.add_argument("--learners", default=None, help="comma list of LEARNERS keys (default all)")
     ap.add_argument("--head-scale", action="store_true", help="only record the cross-validated audio scale of each "
                     "default fit (bench/results/learner_head_scale.json)")
@@ -514,6 +531,7 @@ def main(argv=None):
     a.budgets = [int(x) for x in a.budgets.split(",")]
     a.seeds = [int(x) for x in a.seeds.split(",")]
     a.learners = a.learners.split(",") if a.learners else None
+    a.timing_budgets = [int(x) for x in a.timing_budgets.split(",")]
     a.out = a.out or str(ROOT / "bench" / "results" / ("learner_timing.json" if a.timing else
                                                        "learner_head_scale.json" if a.head_scale else
                                                        "learner_variants.json" if a.variants else
@@ -531,8 +549,9 @@ def main(argv=None):
         Path(a.out).write_text(json.dumps(res, indent=1, default=float))
         print(a.out)
         return
-    if a.learners and set(a.learners) - set(LEARNERS):
-        raise SystemExit(f"--learners: unknown {sorted(set(a.learners) - set(LEARNERS))}; known: {list(LEARNERS)}")
+    known = set(LEARNERS) | ({"auto", *SK_BASELINES} if a.timing else set())
+    if a.learners and set(a.learners) - known:
+        raise SystemExit(f"--learners: unknown {sorted(set(a.learners) - known)}; known: {sorted(known)}")
     res = timing(a) if a.timing else head_scales(a) if a.head_scale else run(a)
     if a.merge and not a.timing and Path(a.out).exists():
         res = merge(json.loads(Path(a.out).read_text()), res, a.budgets)

@@ -9,7 +9,7 @@ from mmal.features.types import SequenceFeatures
 from mmal.learners import make_learner
 
 
-def _features(n=120, c=3, seed=0, pos_rate=None):
+def _features(n=120, c=3, seed=0, pos_rate=None, dims=(6, 5)):
     rng = np.random.default_rng(seed)
     if pos_rate is None:
         y = np.arange(n) % c
@@ -17,7 +17,7 @@ def _features(n=120, c=3, seed=0, pos_rate=None):
         y = (rng.random(n) < pos_rate).astype(int)
         y[:6] = 1  # enough positives for 3 folds
     ids = np.array([f"i{i}" for i in range(n)])
-    centres = {"text": rng.normal(size=(max(c, 2), 6)), "image": rng.normal(size=(max(c, 2), 5))}
+    centres = {"text": rng.normal(size=(max(c, 2), dims[0])), "image": rng.normal(size=(max(c, 2), dims[1]))}
     feats = {m: SequenceFeatures.from_list(ids, [(centres[m][y[i]] + 1.3 * rng.normal(size=centres[m].shape[1]))[None]
                                                  for i in range(n)], centres[m].shape[1]) for m in centres}
     return feats, y
@@ -44,9 +44,11 @@ def _folds(y, k, seed):
     return fold
 
 
-@pytest.mark.parametrize("pos_rate", [None, 0.15])
-def test_choice_is_the_best_held_out_probe_computed_here_with_sklearn(pos_rate):
-    feats, y = _features(pos_rate=pos_rate)
+@pytest.mark.parametrize("pos_rate,dims", [(None, (6, 5)), (0.15, (6, 5)), (None, (70, 60)), (0.15, (70, 60))])
+def test_choice_is_the_best_held_out_probe_computed_here_with_sklearn(pos_rate, dims):
+    # (70, 60): more dimensions than labeled rows, where auto solves its folds on kernel coordinates
+    # with warm-started C paths; here each fold is a cold full-width scikit-learn fit
+    feats, y = _features(pos_rate=pos_rate, dims=dims)
     train = np.arange(0, 90)
     C_grid = (0.1, 1.0, 10.0)
     L = make_learner("auto", seed=4, candidates=("linear",), C_grid=C_grid, smooth_grid=())

@@ -10,7 +10,8 @@ from sklearn.linear_model import LogisticRegression
 
 from mmal.features.types import SequenceFeatures
 from mmal.learners import make_learner
-from mmal.learners.late_fusion import choose_head_scale, fit_probe, stratified_folds
+from mmal.learners.late_fusion import choose_head_scale, stratified_folds
+from mmal.learners.linear import fit_probe
 
 
 def _blocks(n=48, seed=0, audio_signal=True):

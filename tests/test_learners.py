@@ -155,6 +155,35 @@ def test_checkpoint_round_trip(tmp_path, name, params):
     np.testing.assert_allclose(L.score(feats)["probs"], L2.score(feats)["probs"], atol=1e-6)
 
 
+@pytest.mark.parametrize("weight", [None, "balanced"])
+def test_probe_c_path_with_warm_starts_reaches_each_cold_sklearn_solution(weight):
+    from sklearn.linear_model import LogisticRegression
+
+    from mmal.learners.linear import LinearProbe
+
+    rng = np.random.default_rng(5)
+    y = np.array([0] * 30 + [1] * 20 + [2] * 10)
+    x = rng.normal(size=(60, 12)) + 1.5 * np.eye(3)[y] @ rng.normal(size=(3, 12))
+    Cs = [0.1, 1.0, 10.0, 100.0]
+    path = LinearProbe(4, 0, class_weight=weight).fit_path(x, y, 4, Cs, tol=1e-10)
+    assert len(path) == len(Cs)
+    sw = np.ones(len(y)) if weight is None else (len(y) / (3 * np.bincount(y)))[y]  # "balanced", written out
+
+    def objective(C, w, b):  # scikit-learn's: C * sum of weighted log-losses + ||w||^2 / 2
+        lg = x @ w.T + b
+        lg = lg - lg.max(1, keepdims=True)
+        return -C * (sw * (lg[np.arange(len(y)), y] - np.log(np.exp(lg).sum(1)))).sum() + 0.5 * (w ** 2).sum()
+
+    for C, (coef, icpt) in zip(Cs, path):
+        ref = LogisticRegression(C=C, class_weight=weight, tol=1e-10, max_iter=10000).fit(x, y)
+        # the same optimum: equal objectives (relative 1e-9) and the same decisions on the rows
+        assert objective(C, coef[:3], icpt[:3]) == pytest.approx(objective(C, ref.coef_, ref.intercept_), rel=1e-9)
+        np.testing.assert_allclose(x @ coef[:3].T + icpt[:3], ref.decision_function(x), atol=1e-3)
+        assert icpt[3] == -30.0 and not coef[3].any()  # class 3 has no label
+    # the path really moves with C (a warm start that did not refit would repeat the first solution)
+    assert np.abs(path[0][0]).sum() < 0.5 * np.abs(path[-1][0]).sum()
+
+
 def test_unknown_learner_and_parameters_are_config_errors():
     with pytest.raises(ConfigError, match="unknown learner 'svm'"):
         make_learner("svm")
@@ -162,6 +191,8 @@ def test_unknown_learner_and_parameters_are_config_errors():
         make_learner("late-fusion", model={"d_model": 8})
     with pytest.raises(ConfigError, match="unknown parameters"):
         make_learner("linear", foo=1)
+    with pytest.raises(ConfigError, match="threads = 0"):
+        make_learner("linear", threads=0)
     with pytest.raises(ConfigError, match="TrainConfig"):
         make_learner("late-fusion", train={"lr": -1})
 

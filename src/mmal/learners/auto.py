@@ -29,6 +29,16 @@ pooled. A candidate replaces the ``C = 10`` probe only when it beats it in at le
 ``confidence`` (0.9) of ``n_boot`` (200) bootstrap resamples of those held-out items
 (:func:`weighted_scores`); among such candidates the best held-out score wins.
 
+The probe candidates' fold fits are cheap by construction. Probes with the same inputs
+and class weighting are one ``C`` path per fold, fitted in increasing ``C``, each fit
+warm-started from the previous one. When there are fewer labeled rows than dimensions
+(a few hundred labels over the towers' 2,048) they are solved on kernel coordinates of
+their inputs: ``A`` with ``A Aᵀ = X Xᵀ`` over the labeled rows, ``r <= n`` columns instead
+of ``D``. An L2-penalised linear model reads its rows only through inner products
+(representer theorem), so a fold's fit and its held-out logits are those of the probe on
+the full-width rows, up to the solver's tolerance. The chosen candidate is then refitted
+on the full-width rows of every label, as ``linear`` fits.
+
 With fewer than two classes holding ``cv_folds`` labels there is nothing to cross-validate
 on and the learner is the ``C = 10`` probe. What was chosen, and every
 candidate's held-out score, is in the fit history (``history["auto"]``) and the
@@ -38,14 +48,15 @@ checkpoint (``state()["cv"]``).
 from __future__ import annotations
 
 import time
+import warnings
 from typing import Mapping
 
 import numpy as np
 
 from mmal.errors import ConfigError
-from mmal.learners.base import Learner
+from mmal.learners.base import Learner, softmax
 from mmal.learners.late_fusion import TRAIN_DEFAULTS, LateFusionLearner
-from mmal.learners.linear import LinearProbe
+from mmal.learners.linear import LinearProbe, kernel_coordinates
 from mmal.models.late_fusion import LateFusionConfig
 from mmal.train.engine import as_index, check_labels
 
@@ -233,6 +244,40 @@ class AutoLearner(Learner):
         return LateFusionLearner(n_classes, self.seed, model=model, train=self.params["train"],
                                  cv_folds=self.params["cv_folds"], **common, **params)
 
+    def _probe_oofs(self, features, rows: np.ndarray, y: np.ndarray, folds, probes, n_classes: int):
+        """Out-of-fold probabilities ``{key: [n, C]}`` and seconds ``{key: s}`` of the probe candidates.
+
+        Probes that share their inputs (smoothing) and class weighting form one ``C`` path per fold,
+        fitted in increasing ``C`` with warm starts (:meth:`LinearProbe.fit_path`), on the kernel
+        coordinates of the inputs when there are fewer labeled rows than dimensions (module doc).
+        """
+        groups: dict = {}
+        for key, _, params in probes:
+            groups.setdefault((params.get("smooth", 0.0), params["class_weight"]), []).append((float(params["C"]), key))
+        coords: dict = {}
+        oofs = {key: np.zeros((len(rows), n_classes), np.float64) for key, _, _ in probes}
+        seconds = {key: 0.0 for key, _, _ in probes}
+        for (alpha, weight), members in groups.items():
+            t1 = time.perf_counter()
+            if alpha not in coords:
+                x = self._build("linear", {"smooth": alpha}, n_classes).design(features, rows)
+                coords[alpha] = (kernel_coordinates(x.astype(np.float64) @ x.T.astype(np.float64))[0]
+                                 if x.shape[0] < x.shape[1] else x)
+            A = coords[alpha]
+            members.sort()
+            probe = self._build("linear", {"class_weight": weight}, n_classes)
+            for f in folds:
+                fit_rows = np.setdiff1d(np.arange(len(rows)), f)
+                with warnings.catch_warnings():  # 1-2 labels per class in a fold is expected here
+                    warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
+                    path = probe.fit_path(A[fit_rows], y[fit_rows], n_classes, [c for c, _ in members])
+                for (_, key), (coef, icpt) in zip(members, path):
+                    oofs[key][f] = softmax(A[f] @ coef.T + icpt)
+            dt = (time.perf_counter() - t1) / len(members)
+            for _, key in members:
+                seconds[key] = dt
+        return oofs, seconds
+
     def criterion_for(self, n_classes: int) -> str:
         c = self.params["criterion"]
         return ("average_precision" if n_classes == 2 else "macro_f1") if c == "auto" else c
@@ -259,18 +304,18 @@ class AutoLearner(Learner):
             reason = f"fewer than two classes with {k} labels: no cross-validation, the C={BASELINE_C:g} probe"
         else:
             folds = stratified_folds(y, k, self.seed)
-            oofs = {}
+            oofs, seconds = self._probe_oofs(features, rows, y, folds, [c for c in menu if c[1] == "linear"], C)
             for key, kind, params in menu:
-                t1 = time.perf_counter()
-                oof = np.zeros((len(rows), C), np.float64)
-                for f in folds:
-                    fit_rows = np.setdiff1d(np.arange(len(rows)), f)
-                    cand = self._build(kind, params, C)
-                    cand.fit(features, labels, rows[fit_rows], log=None)
-                    oof[f] = cand.predict_proba(features, rows[f])
-                oofs[key] = oof
-                scores[key] = cv_criterion(crit, y, oof)
-                seconds[key] = time.perf_counter() - t1
+                if kind != "linear":
+                    t1 = time.perf_counter()
+                    oof = np.zeros((len(rows), C), np.float64)
+                    for f in folds:
+                        cand = self._build(kind, params, C)
+                        cand.fit(features, labels, rows[np.setdiff1d(np.arange(len(rows)), f)], log=None)
+                        oof[f] = cand.predict_proba(features, rows[f])
+                    oofs[key] = oof
+                    seconds[key] = time.perf_counter() - t1
+                scores[key] = cv_criterion(crit, y, oofs[key])
             # a candidate replaces the baseline only when it beats it in at least `confidence` of the
             # bootstrap resamples of the held-out items (a one-sided paired test; the winner's curse
             # of picking the best of many noisy scores is what this guards against)

@@ -25,7 +25,7 @@ import torch
 from mmal.errors import ConfigError
 from mmal.learners.base import Learner
 from mmal.pool import coalition_key, coalition_subsets
-from mmal.learners.linear import pooled_means
+from mmal.learners.linear import fit_probe, kernel_coordinates, pooled_means
 from mmal.models.late_fusion import LateFusionClassifier, LateFusionConfig, bucket_frames, late_fusion_loss, unit_frames
 from mmal.train.config import TrainConfig
 from mmal.train.engine import as_index, check_labels, class_weights, seeded, torch_threads, train_epochs
@@ -87,44 +87,6 @@ def _take(batch: dict, rows: np.ndarray) -> dict:
 
 
 INITS = ("zero", "probe")
-
-
-def kernel_coordinates(K: np.ndarray, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Coordinates ``A [n, r]`` with ``A Aᵀ = K`` for a Gram matrix ``K [n, n]``.
-
-    From ``K = U Λ Uᵀ``: ``A = U Λ^½`` over the ``r`` eigenvalues above ``rtol · λ_max``.
-    Returns ``(A, U_r, λ_r)``. An L2-penalised linear model depends on its training rows only
-    through inner products (representer theorem), so fitting it on ``A`` instead of the
-    ``D``-wide rows gives the same objective, the same predictions and the same weight norm,
-    at ``O(n² r)`` instead of ``O(n D)`` per iteration when ``n < D``.
-    """
-    lam, U = np.linalg.eigh(np.asarray(K, np.float64))
-    keep = lam > rtol * max(float(lam.max(initial=0.0)), 1e-300)
-    lam, U = lam[keep], U[:, keep]
-    return U * np.sqrt(lam), U, lam
-
-
-def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int, tol: float = 1e-4) -> tuple[np.ndarray, np.ndarray]:
-    """The ``linear`` learner's logistic regression (``C``; lbfgs stopping tolerance ``tol``, scikit-learn's
-    default) on rows ``x [n, D]`` -> ``(coef [C, D], intercept [C])``.
-
-    When ``n < D`` it is solved on kernel coordinates (:func:`kernel_coordinates` of ``x xᵀ``)
-    and mapped back exactly: with ``A = U Λ^½`` the weights ``w'`` on ``A`` correspond to
-    ``w = xᵀ U Λ^-½ w'`` (same logits on every training row, same ``||w||``).
-    """
-    import warnings
-
-    from mmal.learners.linear import LinearProbe
-
-    probe = LinearProbe(n_classes, seed, C=C)
-    x = np.asarray(x, np.float64)
-    with warnings.catch_warnings():  # 1-2 labels per class (cold start, CV folds) is expected here
-        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-        if x.shape[0] >= x.shape[1]:
-            return probe._fit_lr(x, y, n_classes, tol)
-        A, U, lam = kernel_coordinates(x @ x.T)
-        coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
-    return (coef_a / np.sqrt(lam)) @ U.T @ x, icpt
 
 
 def stratified_folds(y: np.ndarray, folds: int, seed: int) -> np.ndarray:
