@@ -159,7 +159,10 @@ def test_webhook_annotation_errors_name_the_field(ws_dir):
 
 # ---- predict -------------------------------------------------------------------------------
 def test_predict_serves_the_scored_pool_in_batch_order(ws_dir):
+    from annot_ws import digest
+
     c = client(ws_dir)
+    before = digest(ws_dir)
     ranks = batch_ranks(ws_dir)
     assert sorted(ranks.values()) == list(range(BUDGET))
     pool_items = [r[0] for r in sql(ws_dir, "SELECT id FROM items WHERE split = 'pool' ORDER BY id")]
@@ -178,6 +181,7 @@ def test_predict_serves_the_scored_pool_in_batch_order(ws_dir):
         assert res["score"] == (ranks[item] / BUDGET if item in ranks else 1.0)
     ordered = [t["data"]["item_id"] for t, _ in sorted(zip(tasks, body["results"]), key=lambda p: p[1]["score"])]
     assert ordered[:BUDGET] == sorted(ranks, key=ranks.get)  # ascending score = mmal's order, batch first
+    assert digest(ws_dir) == before  # /predict reads; it never trains or writes
 
 
 def test_predict_unknown_tasks(ws_dir):
@@ -258,6 +262,21 @@ def test_annotation_created_updated_deleted(ws_dir):
     put_labels(Workspace(ws_dir), [(b, 1, 1)], source="serve")
     c.post("/webhook", headers=AUTH, json={"action": "ANNOTATIONS_DELETED", "project": {"id": 7}, "annotations": [{"id": 22}]})
     assert sql(ws_dir, "SELECT label, source FROM labels WHERE item_id = ? AND round = 1", (b,)) == [(1, "serve")]
+
+
+def test_bulk_annotations_created(ws_dir):
+    c = client(ws_dir)
+    names = class_names(ws_dir)
+    items = list(batch_ranks(ws_dir))[:2]
+    evs = [choice_event("ANNOTATIONS_CREATED", 60 + k, 70 + k, i, names[k]) for k, i in enumerate(items)]
+    body = {"action": "ANNOTATIONS_CREATED", "project": {"id": 7}, "annotation": [e["annotation"] for e in evs],
+            "task": [e["task"] for e in evs]}
+    r = c.post("/webhook", headers=AUTH, json=body)
+    assert r.status_code == 200 and r.json()["stored"] == 2, r.text
+    got = sql(ws_dir, "SELECT item_id, label, source FROM labels WHERE source LIKE 'label-studio%' ORDER BY item_id")
+    assert got == sorted((i, k, f"label-studio project 7 annotation {70 + k}") for k, i in enumerate(items))
+    body["task"] = body["task"][:1]
+    assert "2 annotations but 1 tasks" in one_line_error(c.post("/webhook", headers=AUTH, json=body), 400)
 
 
 def test_skipped_annotation_clears_its_label(ws_dir):
@@ -384,13 +403,11 @@ def test_round_trip_with_real_label_studio(ws_dir, tmp_path, monkeypatch):
 
     import labelstudio_server as lss
 
+    data = tmp_path / "ls-data"
     try:
-        exe = lss.ensure_venv()
+        exe = lss.fresh_data_dir(data)
     except lss.RegistryUnreachable as e:
         pytest.skip(str(e))
-    tpl = lss.ensure_template(exe)
-    data = tmp_path / "ls-data"
-    shutil.copytree(tpl, data)
     # Label Studio refuses an ML backend (ML_BLOCK_LOCAL_IP) and a webhook (SSRF_PROTECTION_ENABLED)
     # on a loopback address unless told otherwise (docs/labelstudio.md)
     monkeypatch.setenv("ML_BLOCK_LOCAL_IP", "false")

@@ -33,7 +33,7 @@ import time
 import xml.etree.ElementTree as ET
 
 from mmal.data import labelstudio as ls
-from mmal.errors import LabelImportError, MmalError
+from mmal.errors import ConfigError, LabelImportError, MmalError
 from mmal.workspace import annotate, state
 from mmal.workspace.lock import workspace_lock
 from mmal.workspace.workspace import Workspace
@@ -172,7 +172,7 @@ class LabelStudioBackend:
         except MmalError as e:
             raise type(e)(f"--strategy {self.strategy!r}: {e}") from None
         if self.budget < 1:
-            raise RequestError(400, f"--budget must be >= 1, got {self.budget}")
+            raise ConfigError(f"--budget must be >= 1, got {self.budget}")
         if job is None:
             def job(on_stage):
                 return run_round(self.ws.dir, learner=self.learner, strategy=self.strategy, budget=self.budget,
@@ -249,9 +249,8 @@ class LabelStudioBackend:
             raise RequestError(409, f"{self.ws.dir}: no scored pool yet, so no predictions; run `mmal train` and "
                                     "`mmal score` (or Start Training in Label Studio) first")
         if all(p is None for p in preds):
-            k = 0
-            raise RequestError(404, f"tasks[{k}] (Label Studio task {tasks[k].get('id')!r}): data.item_id "
-                                    f"{item_ids[k]!r} is not an item of the workspace's scored pool"
+            raise RequestError(404, f"tasks[0] (Label Studio task {tasks[0].get('id')!r}): data.item_id "
+                                    f"{item_ids[0]!r} is not an item of the workspace's scored pool"
                                     + (f" (nor are the other {len(tasks) - 1} tasks)" if len(tasks) > 1 else ""))
         results = [p if p is not None else {"result": [], "score": None, "model_version": version} for p in preds]
         return 200, {"results": results, "model_version": version}
