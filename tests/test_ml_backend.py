@@ -400,6 +400,7 @@ def test_round_trip_with_real_label_studio(ws_dir, tmp_path, monkeypatch):
     import os
     import subprocess
     import sys
+    import urllib.parse
 
     import labelstudio_server as lss
 
@@ -490,6 +491,14 @@ def test_round_trip_with_real_label_studio(ws_dir, tmp_path, monkeypatch):
             assert p["score"] == pytest.approx(second[item] / BUDGET if item in second else 1.0)
         ordered = sorted(new, key=lambda i: new[i]["score"])
         assert ordered[:BUDGET] == sorted(second, key=second.get)  # ascending score: the new batch, in mmal's order
+        # the Data Manager's "Prediction score" averages the predictions of the project's model version:
+        # switched to the new round, its ascending order is the new batch in mmal's order, then the rest
+        c.request("PATCH", f"/api/projects/{pid}", {"model_version": "mmal-round-1"})
+        q = urllib.parse.quote(json.dumps({"ordering": ["tasks:predictions_score"], "selectedItems": {"all": True, "excluded": []}}))
+        dm = c.request("GET", f"/api/tasks?project={pid}&page_size=100&fields=all&query={q}")
+        dm = dm["tasks"] if isinstance(dm, dict) else dm
+        assert [item_of[t["id"]] for t in dm][:BUDGET] == sorted(second, key=second.get)
+        assert [t["predictions_score"] for t in dm] == pytest.approx(sorted(new[i]["score"] for i in new))
     finally:
         srv.stop()
         backend.terminate()
