@@ -31,8 +31,8 @@ def labelstudio_backend(
                                             help="the password of basic auth, or a Bearer token (default: $MMAL_BACKEND_TOKEN, else generated and printed)"),
         user: str = typer.Option("mmal", "--user", help="the user name of basic auth"),
         learner: Optional[str] = typer.Option(None, "--learner", help="learner Start Training trains (default: the workspace's)"),
-        strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy of the batch Start Training selects (default: [select] strategy)"),
-        budget: Optional[int] = typer.Option(None, "--budget", help="size of that batch (default: [select] budget)"),
+        strategy: Optional[str] = typer.Option(None, "--strategy", help="strategy of the batch Start Training selects (default: the strategy of mmal.toml's select section)"),
+        budget: Optional[int] = typer.Option(None, "--budget", help="size of that batch (default: the budget of mmal.toml's select section)"),
         max_body_bytes: int = typer.Option(16 << 20, "--max-body-bytes", help="largest request body read (larger: 413)")):
     """Label Studio ML backend: /predict serves the scored pool, /webhook stores annotations and trains (docs/labelstudio.md)."""
     from mmal.cli._common import positive
