@@ -135,6 +135,14 @@ def ensure_template(exe: Path, timeout=900) -> Path:
     return tpl
 
 
+def fresh_data_dir(dest: Path) -> Path:
+    """A copy of the migrated template data dir at ``dest``; returns the ``label-studio``
+    executable (:class:`RegistryUnreachable` when the venv cannot be made)."""
+    exe = ensure_venv()
+    shutil.copytree(ensure_template(exe), dest)
+    return exe
+
+
 class Client:
     """Session-authenticated JSON client for the Label Studio API."""
 

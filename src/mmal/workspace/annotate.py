@@ -188,9 +188,17 @@ def batch_predictions(ws: Workspace, rows: list[dict]) -> tuple[list[dict | None
     row's rank scaled into [0, 1) (``rank / len(rows)``): Label Studio's ordering by
     prediction score, ascending, shows the batch in mmal's order.
     """
+    n = len(rows)
+    return scored_predictions(ws, [(r["id"], r["rank"] / n) for r in rows])
+
+
+def scored_predictions(ws: Workspace, items: list[tuple[str, float]]) -> tuple[list[dict | None], str | None]:
+    """Per ``(item id, score)``, a Label Studio prediction (:func:`mmal.data.labelstudio.prediction`)
+    of the latest scored pool's most probable class, carrying ``score`` (None for an item the
+    pool lacks), and the ``model_version`` used (None when nothing is scored yet)."""
     rnd = latest_scored_round(ws)
-    if rnd is None or not rows:
-        return [None] * len(rows), None
+    if rnd is None or not items:
+        return [None] * len(items), None
     from mmal.workspace.pool_io import load_pool
 
     pool = load_pool(ws.round_dir(rnd) / "pool")
@@ -198,15 +206,14 @@ def batch_predictions(ws: Workspace, rows: list[dict]) -> tuple[list[dict | None
     names = class_choices(ws)
     present = [c for c in EXPORT_MEDIA if c in ws.items.column_names]
     version = model_version(rnd)
-    n = len(rows)
     out = []
-    for r in rows:
-        i = pos.get(r["id"])
+    for item_id, score in items:
+        i = pos.get(item_id)
         if i is None:
             out.append(None)
             continue
         k = int(np.argmax(np.asarray(pool.probs[i], dtype=np.float64)))
-        out.append(ls.prediction(names[k] if k < len(names) else str(k), r["rank"] / n, version, present))
+        out.append(ls.prediction(names[k] if k < len(names) else str(k), score, version, present))
     return out, version
 
 
@@ -481,6 +488,19 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
                                  allow_new_classes=allow_new_classes, lock=False, on_row=on_row)
     problems: list = []
     rows = _parse_rows(path, problems)
+    return import_rows(ws, rows, where=path, source=source or str(path), problems=problems,
+                       allow_unbatched=allow_unbatched, allow_new_classes=allow_new_classes, on_row=on_row)
+
+
+def import_rows(ws: Workspace, rows: list[tuple[int, dict]], *, where, source: str, problems: list | None = None,
+                allow_unbatched: bool = False, allow_new_classes: bool = False, on_row=None) -> dict:
+    """The checks and the store of :func:`import_labels` for rows already parsed, e.g. by
+    :func:`mmal.data.labelstudio.from_task` from a Label Studio webhook: ``rows`` =
+    ``[(row number, {"id", "label", "round", "annotator", "_id_field"})]``, ``where`` names
+    their origin in errors (a file, a request). The caller holds the workspace lock.
+    Returns what :func:`import_labels` returns."""
+    path = where
+    problems = [] if problems is None else problems
     names = label_names(ws)
     n_classes = int(ws.n_classes)
     new_names: list[str] = []
@@ -508,7 +528,7 @@ def import_labels(ws: Workspace, path, *, source: str | None = None, allow_unbat
         if top > n_classes:
             new_int_classes = top
     res = state.put_labels(ws, [(item_id, rnd, label, annotator) for (item_id, rnd), (label, _, annotator) in parsed.items()],
-                           source=source or str(path), on_row=on_row)
+                           source=source, on_row=on_row)
     for k in ("inserted", "updated", "unchanged"):
         stats[k] = res[k]
     gold = gold_replaced(ws, res["replaced"], split)

@@ -4,7 +4,7 @@ Every SQL statement of mmal lives in :mod:`mmal.workspace` (this module, the sch
 initial load in :mod:`mmal.workspace.workspace`). Other layers call these functions:
 
 - **the one label writer** :func:`put_labels` (``mmal label``, the review page, Label Studio
-  imports) and its inverse :func:`undo_label`: one ``BEGIN IMMEDIATE`` transaction per call,
+  imports) and its inverses :func:`undo_label` and :func:`remove_labels`: one ``BEGIN IMMEDIATE`` transaction per call,
   all rows or none, ``(item id, round)`` upserts that leave an identical label untouched;
 - **label history**: every change either of them makes (and every label of the items file at
   ``mmal init``) adds a ``label_history`` row in the same transaction: item, round, old
@@ -220,6 +220,24 @@ def undo_label(ws, item_id: str, rnd: int, *, label: int, source: str, previous:
     return write(ws, txn, retries=retries, busy_timeout_s=busy_timeout_s)
 
 
+def remove_labels(ws, source: str, *, by: str, retries: int = 20, busy_timeout_s: float = 30.0) -> list[dict]:
+    """Delete every label row whose ``source`` is ``source`` (the labels one writer stored, e.g.
+    one Label Studio annotation), in one transaction; each deletion adds a ``label_history``
+    row (new value NULL) with source ``by``. A row that another writer has changed since has
+    another source and is kept. Returns the removed rows ``[{"id", "round", "label"}]``."""
+    def txn(con):
+        rows = con.execute("SELECT item_id, round, label, annotator FROM labels WHERE source = ? ORDER BY item_id, round",
+                           (str(source),)).fetchall()
+        if not rows:
+            return []
+        ensure_history(con)
+        con.execute("DELETE FROM labels WHERE source = ?", (str(source),))
+        record_history(con, [(r[0], int(r[1]), int(r[2]), str(source), None, r[3]) for r in rows], source=by, at=time.time())
+        return [{"id": r[0], "round": int(r[1]), "label": int(r[2])} for r in rows]
+
+    return write(ws, txn, retries=retries, busy_timeout_s=busy_timeout_s)
+
+
 def current_labels(ws) -> dict[str, int]:
     """Latest label per item (highest round wins)."""
     return labels_as_of(ws, None)
@@ -406,6 +424,6 @@ def batch_counts(ws) -> dict:
     return {"items": n_items, "splits": by_split, "labeled": n_labeled, "rounds": n_rounds, "batches": n_batches}
 
 
-__all__ = ["put_labels", "undo_label", "label_history", "record_history", "ensure_history", "HISTORY_SCHEMA", "current_labels", "labels_as_of", "labels_in_round", "round_labels", "item_splits",
+__all__ = ["put_labels", "undo_label", "remove_labels", "label_history", "record_history", "ensure_history", "HISTORY_SCHEMA", "current_labels", "labels_as_of", "labels_in_round", "round_labels", "item_splits",
            "current_round", "rounds", "latest_batch", "batches", "get_batch", "batch_items", "round_batch_items",
            "batched_items", "batch_ids", "insert_batch", "record_batch", "batch_counts", "Batch", "write"]
