@@ -295,11 +295,14 @@ def sample_rows(n: int, k: int | None = None, seed: int = 0) -> np.ndarray:
 def pca_2d(x) -> tuple[np.ndarray, np.ndarray]:
     """Project ``x`` [M, D] on its first two principal axes: ``(xy [M, 2], explained [2])``.
 
-    Centred, then the thin SVD ``x - mean = U S Vt``; the axes are the first two rows of
-    ``Vt`` and ``xy = (x - mean) @ Vt[:2].T``; ``explained`` = ``S[:2]^2 / sum(S^2)``. The
-    sign of an axis is arbitrary in the SVD; it is fixed here so that the axis's entry of
-    largest magnitude is positive (deterministic across runs and machines). With fewer than
-    two axes (``M < 2`` or ``D < 2``) the missing coordinates are 0.
+    Centred (``xc = x - mean``); the axes are the two leading right singular vectors of ``xc``
+    (the top eigenvectors of the scatter matrix ``xc^T xc`` [D, D], or when ``D > M`` obtained
+    from the Gram matrix ``xc xc^T`` [M, M] as ``xc^T u / s``: one symmetric eigenproblem of
+    the smaller side instead of a full SVD, which matters for a page request); ``xy = xc @
+    axes.T`` and ``explained`` = eigenvalue / trace (the share of the variance). The sign of
+    an axis is arbitrary; it is fixed here so that the axis's entry of largest magnitude is
+    positive (deterministic across runs and machines). With fewer than two axes (``M < 2``
+    or ``D < 2``) the missing coordinates are 0.
     """
     x = np.asarray(x, np.float64)
     if x.ndim != 2:
@@ -307,18 +310,28 @@ def pca_2d(x) -> tuple[np.ndarray, np.ndarray]:
     if not np.isfinite(x).all():
         bad = int((~np.isfinite(x).all(axis=1)).sum())
         raise ConfigError(f"pca_2d: {bad} embedding rows are not finite")
-    m = x.shape[0]
+    m, d = x.shape
     xy, explained = np.zeros((m, 2)), np.zeros(2)
-    if m < 2 or x.shape[1] == 0:
+    if m < 2 or d == 0:
         return xy, explained
     xc = x - x.mean(axis=0)
-    _, s, vt = np.linalg.svd(xc, full_matrices=False)
-    k = min(2, vt.shape[0])
-    axes = vt[:k]  # [k, D]
-    big = np.abs(axes).argmax(axis=1)
-    axes = axes * np.sign(axes[np.arange(k), big])[:, None]
-    xy[:, :k] = xc @ axes.T  # [M, D] -> [M, k]
-    total = float((s ** 2).sum())
+    k = min(2, m, d)
+    if d <= m:
+        w, v = np.linalg.eigh(xc.T @ xc)  # [D, D], ascending eigenvalues
+        w, axes = w[::-1][:k], v[:, ::-1][:, :k].T  # [k], [k, D]
+    else:
+        w, u = np.linalg.eigh(xc @ xc.T)  # [M, M]
+        w, u = w[::-1][:k], u[:, ::-1][:, :k]
+        keep = w > 0
+        w, u = w[keep], u[:, keep]
+        axes = (xc.T @ u / np.sqrt(w)).T  # [k, D] unit right singular vectors
+        k = len(w)
+    w = np.clip(w, 0.0, None)
+    if k:
+        big = np.abs(axes).argmax(axis=1)
+        axes = axes * np.sign(axes[np.arange(k), big])[:, None]
+        xy[:, :k] = xc @ axes.T  # [M, D] -> [M, k]
+    total = float((xc ** 2).sum())  # = trace of the scatter matrix = sum of all eigenvalues
     if total > 0:
-        explained[:k] = s[:k] ** 2 / total
+        explained[:k] = w / total
     return xy, explained

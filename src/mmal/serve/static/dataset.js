@@ -6,7 +6,9 @@
   var names = JSON.parse(document.body.dataset.names || "[]");
   var statusEl = document.getElementById("status");
   var annotator = document.getElementById("annotator");
-  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#7f7f7f"];
+  // 20 distinguishable colours (matplotlib's tab20 reordered: dark shades first); classes beyond 20 repeat them
+  var PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#393b79",
+                 "#aec7e8", "#ffbb78", "#98df8a", "#ff9896", "#c5b0d5", "#c49c94", "#f7b6d2", "#9edae5", "#dbdb8d", "#637939"];
   var NONE = "#c8c8c8";
   var pending = 0;
 
