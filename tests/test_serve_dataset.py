@@ -389,3 +389,28 @@ def test_pages_render_with_class_names(client, ws):
         assert names == NAMES
     assert all(f'<option value="{n}">{n}</option>' in client.get("/dataset").text for n in NAMES)
     assert client.get("/static/dataset.js").status_code == 200 and client.get("/static/other.js").status_code == 404
+
+
+def test_token_mode_covers_the_new_routes(ws):
+    from starlette.testclient import TestClient
+
+    from mmal.serve.app import create_app
+
+    with TestClient(create_app(ws, token=TOKEN, require_token=True), base_url="http://10.0.0.5") as c:
+        for path in ("/dataset", "/suspects", "/batch/1", "/api/items", "/api/suspects", "/api/map", "/api/batches"):
+            assert c.get(path).status_code == 401, path
+            assert c.get(path, headers={"X-MMAL-Token": TOKEN}).status_code == 200, path
+        assert c.get("/api/items", params={"token": TOKEN, "limit": 3}).json()["limit"] == 3  # ?token= is not a filter
+        r = c.post("/api/label", json={"item_id": "it0001", "label": 0, "scope": "dataset"}, headers={"Origin": "http://10.0.0.5"})
+        assert r.status_code == 401  # no token: nothing stored
+    assert _db(ws, "SELECT COUNT(*) FROM labels WHERE source = 'serve'") == [(0,)]
+
+
+def test_a_torn_pool_is_503_with_one_line(client, ws):
+    assert client.get("/api/items").status_code == 200
+    (ws / "rounds" / "1" / "pool" / "probs.npy").write_bytes(b"not an npy file")
+    for path in ("/api/items", "/api/suspects", "/api/map"):
+        r = client.get(path)
+        assert r.status_code == 503 and "unreadable scored pool" in r.json()["error"] and "\n" not in r.json()["error"], path
+    r = client.get("/dataset")
+    assert r.status_code == 503 and "mmal score" in r.text

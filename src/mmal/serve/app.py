@@ -215,7 +215,10 @@ def create_app(directory, *, token: str, require_token: bool, annotator: str | N
 
     def view_page(template: str, view: str):
         def handler(request: Request):
-            pv = dataset.pool()
+            try:
+                pv = dataset.pool()
+            except MmalError as e:
+                return PlainTextResponse(str(e), 503)
             bs = nav_batches()
             html = env.get_template(template).render(
                 names=names_for(pv), batches=bs, rounds=sorted({b.round for b in bs}), pool=pv, n_items=len(dataset),

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmal.errors import WorkspaceError
+from mmal.errors import MmalError, WorkspaceError
 from mmal.select.registry import reason_is_seed
 from mmal.workspace import state
 from mmal.workspace.workspace import Workspace
@@ -208,7 +208,14 @@ class DatasetIndex:
         key = (rnd, pool_version(folder))
         with self._lock:
             if key != self._pool_key:
-                pool = load_pool(folder)
+                try:
+                    pool = load_pool(folder)
+                    pool.probs.shape  # noqa: B018 - touch the arrays: a torn file fails here, not mid-request
+                except MmalError:
+                    raise
+                except (OSError, ValueError, EOFError) as e:  # pyarrow's errors are ValueError / OSError subclasses
+                    raise WorkspaceError(f"{folder}: unreadable scored pool ({type(e).__name__}: {e}); run "
+                                         f"`mmal score {self.ws.dir}` again") from None
                 where = {k: i for i, k in enumerate(pool.ids.tolist())}
                 prow = np.array([where.get(k, -1) for k in self.catalog.ids], np.int64)
                 have = prow >= 0
