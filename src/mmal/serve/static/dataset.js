@@ -42,6 +42,7 @@
   }
   function fail(e) { statusEl.textContent = e.message; }
   function pct(p) { return p === null || p === undefined ? "–" : Math.round(100 * p) + "%"; }
+  function pct1(p) { return p === null || p === undefined ? "–" : (100 * p).toFixed(1) + "%"; }
   function thumb(it) {
     var q = encodeURIComponent(it.id);
     if (it.media.image) { return el("img", {"class": "thumb", src: "/media/" + q + "/image", alt: "image of " + it.id, loading: "lazy"}); }
@@ -270,9 +271,10 @@
           var lab = el("td", {"class": "lab-name"}, it.label_name);
           tr.appendChild(lab);
           tr.appendChild(el("td", {}, it.judged_pred_name + " (" + pct(it.judged_conf) + ")"));
-          tr.appendChild(el("td", {}, pct(it.self_confidence)));
+          tr.appendChild(el("td", {}, pct1(it.self_confidence)));
           tr.appendChild(el("td", {title: it.source_text}, it.source + (it.split === "test" ? " (test)" : "")));
-          var bt = el("td", {"class": "buttons"});
+          var cell = el("td");
+          var bt = cell.appendChild(el("div", {"class": "buttons"}));
           if (it.split === "test") {
             bt.appendChild(el("span", {"class": "muted"}, "gold test label: not changed here"));
           } else {
@@ -300,7 +302,7 @@
               bt.appendChild(b);
             });
           }
-          tr.appendChild(bt);
+          tr.appendChild(cell);
           tbody.appendChild(tr);
         });
         pager(j.total, j.offset, j.limit, load);
