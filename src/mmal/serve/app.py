@@ -374,7 +374,7 @@ def create_app(directory, *, token: str, require_token: bool, annotator: str | N
 
     def api_map(request: Request):
         try:
-            dv._check_known(request.query_params, ())
+            dv.check_params(request.query_params, ())
         except dv.QueryError as e:
             return _bad(e)
         pv = dataset.pool()

@@ -67,7 +67,9 @@ class ItemQuery:
     limit: int = DEFAULT_LIMIT
 
 
-def _check_known(params: Mapping[str, str], known) -> dict:
+def check_params(params: Mapping[str, str], known) -> dict:
+    """The non-empty values of ``params`` (stripped); QueryError for a name not in ``known``
+    (``token``, the token mode's, is allowed everywhere)."""
     unknown = sorted(k for k in params if k not in known and k != "token")
     if unknown:
         known_s = f"known: {', '.join(known)}" if known else "this route takes none"
@@ -121,7 +123,7 @@ def parse_item_query(params: Mapping[str, str], names: list[str], *, batch_ids=(
     that exist. Empty values are "not set" (an HTML form sends every field). ``limit`` is
     capped at :data:`MAX_LIMIT` (a larger one is an error, not silently cut).
     """
-    p = _check_known(params, ITEM_PARAMS)
+    p = check_params(params, ITEM_PARAMS)
     kw: dict = {}
     if "id" in p:
         kw["item_id"] = p["id"]
@@ -166,7 +168,7 @@ def parse_page(p: Mapping[str, str]) -> tuple[int, int]:
 
 def parse_suspect_query(params: Mapping[str, str]) -> tuple[bool, int, int]:
     """``(in_sample, offset, limit)`` of ``GET /api/suspects``."""
-    p = _check_known(params, SUSPECT_PARAMS)
+    p = check_params(params, SUSPECT_PARAMS)
     in_sample = _bool("in_sample", p["in_sample"]) if "in_sample" in p else False
     return (in_sample, *parse_page(p))
 
