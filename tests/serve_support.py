@@ -7,6 +7,7 @@ import re
 import signal
 import subprocess
 import sys
+import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -63,6 +64,34 @@ def build_workspace(root: Path, *, n_pool: int, n_batch: int, media_dir: Path | 
                     score=np.linspace(1, 0, len(pool_ids)), reason=np.array(reason, dtype=object))
     record_batch(ws, sel, budget=n_batch, round_=1, info=info or {"spec": "entropy:0.5,lsb-knn:0.5"})
     return ws_dir
+
+
+def scored_pool(ws_dir, rnd, *, seed, labeled_at_scoring, with_at_selection=True):
+    """Save a round-``rnd`` scored pool with an embedding, the labels it was scored with and
+    at-selection probabilities for the round-1 batch items."""
+    import pyarrow.parquet as pq
+
+    from mmal.pool import ScoredPool
+    from mmal.workspace.pool_io import replace_pool
+
+    t = pq.read_table(ws_dir / "items.parquet").to_pylist()
+    ids = np.array([r["id"] for r in t])
+    rng = np.random.default_rng(seed)
+    probs = rng.dirichlet(np.ones(3) * 0.6, size=len(ids)).astype(np.float32)
+    emb = (rng.normal(size=(len(ids), 8)) @ rng.normal(size=(8, 8))).astype(np.float32)
+    labels = np.array([labeled_at_scoring.get(i, -1) for i in ids], np.int64)
+    extras = {}
+    if with_at_selection:
+        at = np.full((len(ids), 3), np.nan, np.float32)
+        con = sqlite3.connect(ws_dir / "state.sqlite")
+        batched = [r[0] for r in con.execute("SELECT item_id FROM batch_items WHERE batch_id = 1")]
+        con.close()
+        pos = {k: i for i, k in enumerate(ids.tolist())}
+        for k in batched[:4]:
+            at[pos[k]] = rng.dirichlet(np.ones(3) * 0.6)
+        extras["at_selection_probs"] = at
+    pool = ScoredPool(ids, probs, embedding=emb, labels=labels, split=np.array([r["split"] for r in t]), extras=extras)
+    replace_pool(pool, ws_dir / "rounds" / str(rnd) / "pool")
 
 
 def _env():

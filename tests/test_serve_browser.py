@@ -1,6 +1,7 @@
 """`mmal serve` in real Chromium (Debian's chromium + chromium-driver, driven by selenium):
 label 5 items with the keyboard, undo one, label it again; state.sqlite holds exactly those
-labels with provenance."""
+labels with provenance. The data-set view: filter, open an item from the embedding map, then
+relabel a suspect label; state.sqlite holds the new label."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import time
 
 import pytest
 
-from serve_support import NAMES, build_workspace, server
+from serve_support import NAMES, build_workspace, scored_pool, server
 
 webdriver = pytest.importorskip("selenium.webdriver")
 
@@ -116,3 +117,66 @@ def test_token_mode_page_works_in_chromium(tmp_path, media_dir):
     first = con.execute("SELECT item_id FROM batch_items WHERE batch_id = 1 ORDER BY rank LIMIT 1").fetchone()[0]
     con.close()
     assert rows == [(first, 2, "serve", "bob")]
+
+
+def test_dataset_view_filter_map_and_relabel_a_suspect(tmp_path, media_dir):
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from mmal.workspace import Workspace, state
+
+    ws = build_workspace(tmp_path, n_pool=20, n_batch=6, media_dir=media_dir)
+    w = Workspace(ws)
+    con = sqlite3.connect(ws / "state.sqlite")
+    b1 = [r[0] for r in con.execute("SELECT item_id FROM batch_items WHERE batch_id = 1 ORDER BY rank")]
+    con.close()
+    state.put_labels(w, [(k, 1, j % 3) for j, k in enumerate(b1[:4])], source="test")
+    scored_pool(ws, 1, seed=7, labeled_at_scoring=w.current_labels())
+    dogs = sorted(k for k, v in w.current_labels().items() if v == NAMES.index("dog"))
+    with server(ws) as (proc, base, _):
+        drv = chromium_driver(1400, 1000)
+        try:
+            drv.get(base + "/dataset")
+            _wait(lambda: drv.execute_script("return document.body.dataset.ready === '1'"))
+            assert drv.execute_script("return document.getElementById('map').dataset.ready") == "1"
+            assert all(n in drv.find_element(By.ID, "legend").text for n in NAMES)
+            Select(drv.find_element(By.NAME, "label")).select_by_visible_text("dog")
+            drv.find_element(By.ID, "apply").click()
+            _wait(lambda: drv.execute_script("return document.body.dataset.pending === '0' && "
+                                             f"document.body.dataset.total === '{len(dogs)}'"))
+            rows = drv.find_elements(By.CSS_SELECTOR, "#items tbody tr")
+            assert sorted(r.get_attribute("data-item") for r in rows) == dogs
+            assert {r.find_element(By.CSS_SELECTOR, ".lab-name").text for r in rows} == {"dog"}
+            assert "label=dog" in drv.current_url  # the filter is in the address, so it can be linked
+            # a click on an item's point in the map opens that item
+            target = dogs[0]
+            x, y = drv.execute_script("return window.mmalMap.pixelOf(arguments[0])", target)
+            canvas = drv.find_element(By.ID, "map")
+            ActionChains(drv).move_to_element_with_offset(canvas, int(x - 280), int(y - 220)).click().perform()
+            _wait(lambda: drv.find_element(By.ID, "detail").get_attribute("data-item") == target)
+            assert drv.find_element(By.ID, "d-id").text == target
+            # the suspect view: relabel the top suspect with the class the model says
+            drv.find_element(By.LINK_TEXT, "suspect labels").click()
+            _wait(lambda: drv.execute_script("return document.body.dataset.ready === '1'"))
+            ann = drv.find_element(By.ID, "annotator")
+            ann.clear()
+            ann.send_keys("carol")
+            rows = drv.find_elements(By.CSS_SELECTOR, "#suspects tbody tr")
+            assert any("gold test label" in r.text for r in rows)  # held-out test items are shown, not relabeled
+            first = next(r for r in rows if r.find_elements(By.CSS_SELECTOR, ".lab.suggested"))
+            item = first.get_attribute("data-item")
+            button = first.find_element(By.CSS_SELECTOR, ".lab.suggested")
+            new = button.get_attribute("data-name")
+            assert new != first.find_element(By.CSS_SELECTOR, ".lab-name").text
+            button.click()
+            _wait(lambda: "done" in first.get_attribute("class"))
+            assert first.find_element(By.CSS_SELECTOR, ".lab-name").text == new
+            assert drv.find_element(By.ID, "status").text == "" or "gold" in drv.find_element(By.ID, "status").text
+        finally:
+            drv.quit()
+    assert Workspace(ws).current_labels()[item] == NAMES.index(new)
+    con = sqlite3.connect(ws / "state.sqlite")
+    row = con.execute("SELECT round, source, annotator FROM labels WHERE item_id = ? ORDER BY round DESC LIMIT 1", (item,)).fetchone()
+    con.close()
+    assert row == (1, "serve", "carol")

@@ -2,6 +2,8 @@
 (function () {
   "use strict";
   var token = document.querySelector('meta[name="mmal-token"]').content;
+  var batchMeta = document.querySelector('meta[name="mmal-batch"]');  // an earlier batch: posts name it
+  var batchId = batchMeta ? Number(batchMeta.content) : null;
   var cards = Array.prototype.slice.call(document.querySelectorAll(".card"));
   var names = Array.prototype.map.call(cards.length ? cards[0].querySelectorAll(".lab") : [], function (b) {
     return b.dataset.name;
@@ -19,7 +21,7 @@
     return fetch(url, {
       method: "POST", credentials: "same-origin",
       headers: {"Content-Type": "application/json", "X-MMAL-Token": token},
-      body: JSON.stringify(body)
+      body: JSON.stringify(batchId === null ? body : Object.assign({batch: batchId}, body))
     }).then(function (r) {
       return r.json().then(function (j) { if (!r.ok) { throw new Error(j.error || r.statusText); } return j; });
     });
