@@ -48,6 +48,7 @@ import numpy as np
 
 from mmal.errors import LabelImportError, MmalError, StorageError, WorkspaceError
 from mmal.serve import dataset_view as dv
+from mmal.serve.body import BadBody, BodyTooLarge, json_object, read_capped
 from mmal.serve.batch import (MEDIA, DatasetIndex, ItemCatalog, batch_cards, batch_info, labels_in_round, latest_batch,
                               round_pool)
 from mmal.serve.labels import class_names, import_label_rows, parse_label, undo_label
@@ -145,10 +146,6 @@ def _frames_jpeg(path: str, n_frames: int) -> bytes:
     buf = io.BytesIO()
     strip.save(buf, format="JPEG", quality=85)
     return buf.getvalue()
-
-
-class BodyTooLarge(Exception):
-    pass
 
 
 class NotFound(Exception):
@@ -403,26 +400,11 @@ def create_app(directory, *, token: str, require_token: bool, annotator: str | N
                              "label": [int(v) for v in labels], "pred": [int(v) for v in pv.pred[rows]]})
 
     # ---- label posts ---------------------------------------------------------------------
-    async def _read_capped(request: Request) -> bytes:
-        length = request.headers.get("content-length", "")
-        if length.strip().isdigit() and int(length) > max_body_bytes:
-            raise BodyTooLarge  # refused unread
-        chunks, n = [], 0
-        async for chunk in request.stream():
-            n += len(chunk)
-            if n > max_body_bytes:
-                raise BodyTooLarge
-            chunks.append(chunk)
-        return b"".join(chunks)
-
     async def _body(request: Request) -> dict:
         try:
-            body = json.loads(await _read_capped(request))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise LabelImportError("request body is not JSON") from None
-        if not isinstance(body, dict):
-            raise LabelImportError("request body must be a JSON object")
-        return body
+            return json_object(await read_capped(request, max_body_bytes))
+        except BadBody as e:
+            raise LabelImportError(str(e)) from None
 
     def _annotator(body) -> str | None:
         a = body.get("annotator") or default_annotator
