@@ -1,4 +1,4 @@
-"""``mmal serve DIR``: a local review page for the current batch.
+"""``mmal serve DIR``: a local review page for the current batch, earlier batches, the data set and suspect labels.
 
 :func:`serve` starts a uvicorn server on :func:`mmal.serve.app.create_app`. Labels go
 through the transaction of ``mmal label`` (:mod:`mmal.serve.labels`), with
