@@ -82,6 +82,25 @@ def relevance(res: dict) -> list[str]:
     return out
 
 
+def fit_time(res: dict) -> list[str]:
+    """Median fit seconds per (dataset, label count) from ``bench/learner.py --timing``."""
+    if "budgets" not in res:  # an older file (one budget, another layout)
+        return []
+    out = [f"`bench/learner.py --timing --timing-budgets {','.join(str(b) for b in res['budgets'])}`, seeds "
+           f"{res['seeds']}, learners alternating in one process; load average (1 min) {res['load_avg_start'][0]:.1f} "
+           f"at the start, {res['load_avg_end'][0]:.1f} at the end.", ""]
+    for ds, per in res["datasets"].items():
+        keys = list(next(iter(per.values()))["learners"])
+        out += [f"{ds}:", "", "| labels | drawn from | load (1 min) | " + " | ".join(keys) + " |",
+                "|---|---|---|" + "---|" * len(keys)]
+        for b, cell in per.items():
+            lo, hi = cell["load_avg_1min"]
+            out.append(f"| {b} | {cell['drawn_from']} | {lo:.1f}–{hi:.1f} | "
+                       + " | ".join(f"{cell['learners'][k]['median']:.2f} s" for k in keys) + " |")
+        out.append("")
+    return out
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", default=None)
@@ -95,6 +114,10 @@ def main(argv=None):
     if f.exists():
         lines += ["## Relevance: against the untrained MiniLM cosine", ""]
         lines += relevance(json.loads(f.read_text()))
+    f = ROOT / "bench" / "results" / "learner_timing.json"
+    if f.exists() and fit_time(json.loads(f.read_text())):
+        lines += ["## Fit time", ""]
+        lines += fit_time(json.loads(f.read_text()))
     text = "\n".join(lines) + "\n"
     if a.out:
         keep = ""

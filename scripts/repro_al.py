@@ -5,9 +5,12 @@ Usage:
         [--strategies random,entropy,...] [--out demo/NAME-sim] [--results docs/results]
 
 Writes docs/results/al_NAME.md (both tables + config) and copies results.json beside it.
-The learner is the default one (``late-fusion``; ``--learner`` to change it). Each strategy
-is compared with random on AUBC and final accuracy, paired by seed (same initial set and
-round-0 model), with a paired t-test.
+The learner is the task's default (``auto`` for classification; ``--learner`` to change
+it). Each strategy is compared with random on AUBC and the final value of the task's
+headline metric (macro-F1 for classes, R@P80 for rare positives), paired by seed (same
+initial set and round-0 model), with a paired t-test. ``--efficiency-rounds N`` (binary
+sets) also runs random to N rounds and reports how many random labels reach each
+strategy's final R@P80.
 """
 
 from __future__ import annotations
@@ -21,8 +24,18 @@ from pathlib import Path
 DEFAULT_STRATEGIES = "random|entropy|entropy:0.5,margin:0.5|lsb-knn|entropy:0.8,lsb-lt:0.2"
 
 
+def _final(run: dict, metric: str) -> float:
+    """The last round's test value of ``metric`` (R@P never reached with positives present: 0, as simulate's curve)."""
+    import math
+
+    t = run["rounds"][-1]["test"]
+    v = float(t.get(metric, float("nan")))
+    return 0.0 if metric.startswith("r_at_p") and math.isnan(v) and t.get("n_positive") else v
+
+
 def markdown_vs_random(res: dict, baseline: str = "random") -> str:
-    """Per strategy: AUBC and final accuracy minus the baseline's, paired by seed, with a paired t-test."""
+    """Per strategy: AUBC and the final value of the task's headline metric minus the baseline's,
+    paired by seed, with a paired t-test."""
     import numpy as np
     from scipy.stats import ttest_rel
 
@@ -30,15 +43,17 @@ def markdown_vs_random(res: dict, baseline: str = "random") -> str:
     if baseline not in S:
         return f"(no '{baseline}' run to compare with)\n"
     seeds = sorted(S[baseline]["per_seed"])
+    metric = res["config"]["metric"]
 
     def vals(name, what):
         out = []
         for s in seeds:
             run = S[name]["per_seed"][s]
-            out.append(run["aubc"] if what == "aubc" else run["rounds"][-1]["test"]["accuracy"])
+            out.append(run["aubc"] if what == "aubc" else _final(run, metric))
         return np.array(out, float)
 
-    lines = ["| strategy | AUBC | Δ AUBC vs random | p | final accuracy | Δ final vs random | p | verdict |",
+    lines = [f"AUBC and final value of `{metric}` (the task's headline).", "",
+             f"| strategy | AUBC | Δ AUBC vs random | p | final {metric} | Δ final vs random | p | verdict |",
              "|---|---|---|---|---|---|---|---|"]
     for name in S:
         cells, verdict = [], []
@@ -54,6 +69,39 @@ def markdown_vs_random(res: dict, baseline: str = "random") -> str:
         v = "baseline" if name == baseline else f"AUBC: {verdict[0]}; final: {verdict[1]}"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {v} |")
     return "\n".join(lines) + f"\n\n{len(seeds)} seeds; paired t-test (scipy.stats.ttest_rel), p < 0.05 called significant.\n"
+
+
+def label_efficiency(res: dict, random_res: dict, baseline: str = "random") -> str:
+    """How many random labels reach each strategy's final mean headline value.
+
+    ``random_res`` is a longer random run (same initial sets and seeds): its mean curve over
+    seeds is interpolated linearly between rounds; a value it never reaches is "> N".
+    """
+    import numpy as np
+
+    metric = res["config"]["metric"]
+    S, R = res["strategies"], random_res["strategies"][baseline]
+    seeds = sorted(R["per_seed"])
+    n_lab = [r["n_labeled"] for r in R["per_seed"][seeds[0]]["rounds"]]
+    curve = np.mean([[(_final({"rounds": [r]}, metric)) for r in R["per_seed"][s]["rounds"]] for s in seeds], 0)
+    best = np.maximum.accumulate(curve)  # the labels at which random first reaches a value
+    lines = [f"Random labeling run to {n_lab[-1]} labels (same seeds and initial sets); mean `{metric}` over seeds "
+             "at " + ", ".join(f"{n}: {v:.3f}" for n, v in zip(n_lab, curve)) + ".", "",
+             f"| strategy | labels | final {metric} (mean) | random labels to reach it | labels saved |", "|---|---|---|---|---|"]
+    for name, d in S.items():
+        runs = [d["per_seed"][s] for s in sorted(d["per_seed"])]
+        final = float(np.mean([_final(r, metric) for r in runs]))
+        n_final = runs[0]["rounds"][-1]["n_labeled"]
+        if final <= curve[0]:
+            need = float(n_lab[0])
+        else:
+            j = int(np.argmax(best >= final)) if (best >= final).any() else None
+            need = None if j is None else float(n_lab[j - 1] + (n_lab[j] - n_lab[j - 1]) * (final - best[j - 1])
+                                                 / max(best[j] - best[j - 1], 1e-12))
+        cell = f"> {n_lab[-1]}" if need is None else f"{need:.0f}"
+        saved = "—" if need is None else f"{need - n_final:+.0f}"
+        lines.append(f"| {name} | {n_final} | {final:.3f} | {cell} | {saved} |")
+    return "\n".join(lines) + "\n"
 
 
 def main(argv=None):
@@ -77,6 +125,8 @@ def main(argv=None):
     ap.add_argument("--heads", default=None)
     ap.add_argument("--modalities", default=None, help="comma list, e.g. image,text")
     ap.add_argument("--mc-samples", type=int, default=10, help="MC-dropout passes for BALD")
+    ap.add_argument("--efficiency-rounds", type=int, default=0, help="binary sets: also run random for this many "
+                    "rounds and report how many random labels reach each strategy's final headline value")
     a = ap.parse_args(argv)
     out = Path(a.out or f"demo/{a.name}-sim")
     model = {}
@@ -90,6 +140,12 @@ def main(argv=None):
     res = simulate(a.items, parse_strategies(a.strategies), init=a.init, budget=a.budget, rounds=a.rounds,
                    seeds=[int(s) for s in a.seeds.split(",")], out=out, learner=a.learner, model=model, progress=False,
                    modalities=a.modalities.split(",") if a.modalities else None, mc_samples=a.mc_samples)
+    eff = ""
+    if a.efficiency_rounds > a.rounds:
+        long = simulate(a.items, parse_strategies("random"), init=a.init, budget=a.budget, rounds=a.efficiency_rounds,
+                        seeds=[int(s) for s in a.seeds.split(",")], out=out / "random-long", learner=a.learner,
+                        model=model, progress=False, modalities=a.modalities.split(",") if a.modalities else None)
+        eff = "\n## Label efficiency against random\n\n" + label_efficiency(res, long)
     dst = Path(a.results)
     dst.mkdir(parents=True, exist_ok=True)
     shutil.copy(out / "results.json", dst / f"al_{a.name}.json")
@@ -102,7 +158,7 @@ def main(argv=None):
             f"(load average {load0[0]:.1f} at the start, {os.getloadavg()[0]:.1f} at the end).\n\n"
             "Table 1 analog (first table): mean batch multi-class loss (000 eq. 11) of the selected batches; "
             "Table 2 analog (second): test metrics after the last round, mean ± std over seeds.\n\n" + markdown_tables(res)
-            + "\n## Against random (paired by seed)\n\n" + markdown_vs_random(res)
+            + "\n## Against random (paired by seed)\n\n" + markdown_vs_random(res) + eff
             + "\n## Pairwise win matrix (002 Fig. 3.4)\n\n" + markdown_win_matrix(res)
             + "\n## Per round\n\n" + markdown_rounds(res))
     (dst / f"al_{a.name}.md").write_text(text)

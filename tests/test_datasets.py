@@ -33,7 +33,7 @@ def _read(path):
 def test_registry_names_and_errors(tmp_path):
     assert set(DATASETS) == {"tuxpaint", "synthetic-video", "synthetic-embeddings", "tuxpaint-relevance",
                              "synthetic-video-relevance", "oxygen-icons", "tuxpaint-binary", "oxygen-icons-binary",
-                             "tuxpaint-scenes"}
+                             "tuxpaint-scenes", "oxygen-icons-relevance"}
     assert all(spec.description for spec in DATASETS.values())
     with pytest.raises(ConfigError, match="unknown dataset 'nope'"):
         build("nope", tmp_path)

@@ -71,3 +71,54 @@ def test_rare_positive_variant_counts_and_paths(icons, tmp_path):
         rare_positive_variant(icons, tmp_path / "bad", positive="nonexistent-context")
     with pytest.raises(ConfigError, match="pos_rate"):
         rare_positive_variant(icons, tmp_path / "bad", positive=ctx, pos_rate=0.7)
+
+
+def _level_here(source, query, anchor_text, anchor_ctx, ctx, text, family_ctx):
+    """The relevance rule of docs/datasets.md, written out for one pair."""
+    fam = text.split()[0]
+    if source == "name":
+        words = text.split()
+        if words[: len(query.split())] == query.split():
+            return 3
+        return 2 if fam == anchor_text.split()[0] else (1 if ctx == anchor_ctx else 0)
+    if source == "family":
+        return 2 if fam == query else (1 if ctx == family_ctx else 0)
+    return 1 if ctx == query else 0
+
+
+def test_relevance_pairs_follow_the_level_rule_and_split_by_query(tmp_path):
+    from collections import Counter
+
+    path = build("oxygen-icons-relevance", tmp_path / "rel", n_icons=80, seed=1, progress=False)
+    rows = pq.read_table(path).to_pylist()
+    icons = {r["video_id"]: (r["context"], r["text"]) for r in rows}
+    by_query = {}
+    for r in rows:
+        by_query.setdefault(r["query_id"], []).append(r)
+    # one query per text and one split per query
+    texts = [rs[0]["query"] for rs in by_query.values()]
+    assert len(texts) == len(set(texts))
+    assert all(len({r["split"] for r in rs}) == 1 for rs in by_query.values())
+    assert {r["split"] for r in rows} == {"train", "pool", "test"}
+    chosen_icons = {v: c for v, c in icons.items()}
+    for rs in by_query.values():
+        q, source = rs[0]["query"], rs[0]["query_source"]
+        if source == "name":  # the anchor: an icon whose text gives the query (all its words, or all but the last)
+            anchors = [(c, t) for c, t in chosen_icons.values()
+                       if (" ".join(t.split()[:-1]) if len(t.split()) >= 3 else t) == q]
+            assert anchors, q
+            anchor_ctx, anchor_text = anchors[0]
+        else:
+            anchor_ctx, anchor_text = (q, None) if source == "context" else (None, q)
+        fam_ctx = None
+        if source == "family":
+            fam_ctx = Counter(c for c, t in chosen_icons.values() if t.split()[0] == q).most_common(1)[0][0]
+        for r in rs:
+            ctx, text = icons[r["video_id"]]
+            want = _level_here(source, q, anchor_text or "", anchor_ctx, ctx, text, fam_ctx)
+            assert r["label"] == want, (q, source, text)
+        # every level-3 icon of a name query is a candidate
+        if source == "name":
+            threes = {v for v, (c, t) in chosen_icons.items() if t.split()[: len(q.split())] == q.split()}
+            assert threes <= {r["video_id"] for r in rs}
+    assert {r["label"] for r in rows} == {0, 1, 2, 3}

@@ -4,6 +4,7 @@ never picks a learner below the cosine on held-out, query-grouped folds."""
 import numpy as np
 import pytest
 from scipy.stats import spearmanr
+from sklearn.metrics import roc_auc_score
 
 from test_relevance_al import _tiny_relevance_data
 
@@ -65,11 +66,14 @@ def test_auto_relevance_takes_the_probe_only_when_it_beats_the_cosine_on_held_ou
     m = make_learner("auto-relevance", seed=0, train={"epochs": 150})
     h = m.fit(d, d.labels, rows)
     sc = h["auto"]["scores"]
-    # the cosine's held-out Spearman needs no training: the pooled out-of-fold scores are the cosine
-    cos_oof = spearmanr(_cos_direct(d, rows), d.labels[rows]).statistic
-    assert sc["cosine"] == pytest.approx(cos_oof, abs=1e-9)
-    sure = h["auto"]["p_better_than_cosine"] >= 0.9
-    assert h["auto"]["chosen"] == ("probe" if sc["probe"] > sc["cosine"] and sure else "cosine")
+    # the cosine's held-out criteria need no training: the pooled out-of-fold scores are the cosine
+    cos = _cos_direct(d, rows)
+    assert sc["cosine"]["spearman"] == pytest.approx(spearmanr(cos, d.labels[rows]).statistic, abs=1e-9)
+    assert sc["cosine"]["auc"] == pytest.approx(roc_auc_score(d.labels[rows] >= 2, cos), abs=1e-9)
+    # the probe needs both: above the cosine on Spearman and on AUC, each in >= 90 % of the resamples
+    wins = all(sc["probe"][c] > sc["cosine"][c] and h["auto"]["p_better_than_cosine"][c] >= 0.9
+               for c in ("spearman", "auc"))
+    assert h["auto"]["chosen"] == ("probe" if wins else "cosine")
     if h["auto"]["chosen"] == "cosine":
         np.testing.assert_allclose(m.score(d)["scores"], _cos_direct(d, range(len(d.labels))), atol=1e-6)
     if signal > 0:  # a planted direction the probe can learn and the cosine cannot
@@ -109,3 +113,8 @@ def test_query_bootstrap_share_on_cases_decided_by_hand():
     a = query_bootstrap_p_better(other, y + 2.0 * noise, y, groups, 60, seed=1)
     b = query_bootstrap_p_better(y + 2.0 * noise, other, y, groups, 60, seed=1)
     assert a + b == pytest.approx(1.0)
+    # by AUC of "relevant" (level >= 2): a scorer that orders relevant above the rest but scrambles the
+    # levels inside each side has AUC 1: it wins every AUC resample against noise and noise never wins
+    split_only = (y >= 2) + 0.1 * rng.random(120)
+    assert query_bootstrap_p_better(split_only, noise, y, groups, 40, metric="auc") == 1.0
+    assert query_bootstrap_p_better(noise, split_only, y, groups, 40, metric="auc") == 0.0

@@ -364,17 +364,31 @@ def _spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic)
 
 
+def _auc_relevant(a, y) -> float:
+    """ROC AUC of scores ``a`` for "relevant" (level >= 2, as the task's AUC reads it); NaN with one class."""
+    from sklearn.metrics import roc_auc_score
+
+    t = np.asarray(y) >= 2
+    return float(roc_auc_score(t, a)) if 0 < t.sum() < len(t) else float("nan")
+
+
+#: held-out criteria auto-relevance can require: the task's Spearman and its AUC of "relevant"
+RELEVANCE_CRITERIA = {"spearman": _spearman, "auc": _auc_relevant}
+
+
 def query_bootstrap_p_better(a: np.ndarray, b: np.ndarray, y: np.ndarray, groups: np.ndarray, n_boot: int,
-                             seed: int = 0) -> float:
+                             seed: int = 0, metric: str = "spearman") -> float:
     """Share of ``n_boot`` bootstrap resamples of the queries (all of a drawn query's pairs, drawn
-    with replacement) in which scores ``a`` have a higher Spearman with ``y`` than scores ``b``."""
+    with replacement) in which scores ``a`` have a higher ``metric`` (:data:`RELEVANCE_CRITERIA`)
+    against ``y`` than scores ``b``."""
+    fn = RELEVANCE_CRITERIA[metric]
     uq, inv = np.unique(groups, return_inverse=True)
     members = [np.flatnonzero(inv == g) for g in range(len(uq))]
     rng = np.random.default_rng([seed, 11])
     wins = 0
     for _ in range(int(n_boot)):
         rows = np.concatenate([members[g] for g in rng.integers(0, len(uq), len(uq))])
-        sa, sb = _spearman(a[rows], y[rows]), _spearman(b[rows], y[rows])
+        sa, sb = fn(a[rows], y[rows]), fn(b[rows], y[rows])
         wins += bool(np.isfinite(sa) and (not np.isfinite(sb) or sa > sb))
     return wins / int(n_boot)
 
@@ -384,13 +398,15 @@ class AutoRelevance(RelevanceLearner):
 
     ``cv_folds``-fold cross-validation on the fit's own labeled pairs, grouped by query (a
     query's pairs stay in one fold: a new query is what the model meets at test time). The
-    criterion is the task's headline, Spearman between the out-of-fold scores and the
-    levels; the probe is chosen only when its pooled out-of-fold Spearman is above the
-    cosine's by more than ``margin`` (0) **and** it is above the cosine's in at least
+    criteria (``criteria``) are the task's two headline metrics, Spearman between the
+    out-of-fold scores and the levels and the AUC of "relevant" (level >= 2); the probe is
+    chosen only when, on **each** criterion, its pooled out-of-fold value is above the
+    cosine's by more than ``margin`` (0) **and** above the cosine's in at least
     ``confidence`` (0.9) of ``n_boot`` (200) bootstrap resamples of the held-out queries
     (each resample draws queries with replacement, with all their pairs), so a learner
-    worse than the cosine on held-out folds is never the default and a noisy win on a few
-    queries does not replace it. Fewer than ``cv_folds`` queries with labels: the cosine.
+    worse than the cosine on held-out folds by either metric is never the default and a
+    noisy win on a few queries does not replace it. Fewer than ``cv_folds`` queries with
+    labels: the cosine.
     The record is ``history["auto"]`` and ``state()["cv"]``.
     """
 
@@ -398,7 +414,12 @@ class AutoRelevance(RelevanceLearner):
     train_defaults = PROBE_TRAIN
 
     def __init__(self, n_classes: int = 4, seed: int = 0, *, cv_folds: int = 3, margin: float = 0.0,
-                 confidence: float = 0.9, n_boot: int = 200, head: str = "hsoftmax", train: dict | None = None):
+                 confidence: float = 0.9, n_boot: int = 200, head: str = "hsoftmax", train: dict | None = None,
+                 criteria=("spearman", "auc")):
+        crits = [str(c) for c in (criteria or ())]
+        if not crits or set(crits) - set(RELEVANCE_CRITERIA):
+            raise ConfigError(f"relevance auto learner: criteria = {list(criteria or ())}: expected a non-empty subset "
+                              f"of {list(RELEVANCE_CRITERIA)}")
         if int(cv_folds) < 2:
             raise ConfigError(f"relevance auto learner: cv_folds = {cv_folds}: expected >= 2")
         if not 0.5 <= float(confidence) < 1.0 or int(n_boot) < 10:
@@ -406,7 +427,7 @@ class AutoRelevance(RelevanceLearner):
                               "0.5 <= confidence < 1 and n_boot >= 10")
         super().__init__(n_classes=4, seed=seed, cv_folds=int(cv_folds), margin=float(margin),
                          confidence=float(confidence), n_boot=int(n_boot), head=check_head(head),
-                         train=dict(train or {}))
+                         train=dict(train or {}), criteria=crits)
         self.inner = None
         self.cv: dict = {}
 
@@ -420,8 +441,9 @@ class AutoRelevance(RelevanceLearner):
         k = self.params["cv_folds"]
         groups = np.asarray(data.query_ids)[rows]
         uq = np.unique(groups)
-        scores = {}
-        p_better = None
+        scores: dict = {}
+        p_better: dict | None = None
+        crits = self.params.get("criteria", ["spearman"])
         if len(uq) >= k and len(np.unique(y)) > 1:
             perm = np.random.default_rng(self.seed).permutation(len(uq))
             fold_of = {q: int(i % k) for i, q in zip(range(len(uq)), uq[perm])}
@@ -435,23 +457,29 @@ class AutoRelevance(RelevanceLearner):
                     m.fit(data, labels, tr)
                     oof[te] = m.score(data, rows[te])["scores"]
                 oofs[name] = oof
-                scores[name] = _spearman(oof, y)
-            p_better = query_bootstrap_p_better(oofs["probe"], oofs["cosine"], y, groups, self.params["n_boot"],
-                                                seed=self.seed)
-            better = np.isfinite(scores["probe"]) and (not np.isfinite(scores["cosine"]) or (
-                scores["probe"] > scores["cosine"] + self.params["margin"] and p_better >= self.params["confidence"]))
+                scores[name] = {c: RELEVANCE_CRITERIA[c](oof, y) for c in crits}
+            p_better = {c: query_bootstrap_p_better(oofs["probe"], oofs["cosine"], y, groups, self.params["n_boot"],
+                                                    seed=self.seed, metric=c) for c in crits}
+
+            def beats(c):
+                sp, sc = scores["probe"][c], scores["cosine"][c]
+                return bool(np.isfinite(sp) and (not np.isfinite(sc) or (
+                    sp > sc + self.params["margin"] and p_better[c] >= self.params["confidence"])))
+
+            better = all(beats(c) for c in crits)
             chosen, reason = ("probe" if better else "cosine"), (
-                f"held-out Spearman of {k} query-grouped folds; the probe only where it beats the cosine in "
-                f">= {self.params['confidence']:.0%} of {self.params['n_boot']} query bootstrap resamples")
+                f"held-out {' and '.join(crits)} of {k} query-grouped folds; the probe only where it beats the cosine "
+                f"on each in >= {self.params['confidence']:.0%} of {self.params['n_boot']} query bootstrap resamples")
         else:
             chosen, reason = "cosine", f"fewer than {k} labeled queries: no cross-validation, the cosine"
         self.inner = self._candidates()[chosen]()
         hist = dict(self.inner.fit(data, labels, rows, progress=progress, log=log))
-        self.cv = {"chosen": chosen, "scores": scores, "criterion": "spearman", "folds": k, "reason": reason,
+        self.cv = {"chosen": chosen, "scores": scores, "criteria": list(crits), "folds": k, "reason": reason,
                    "p_better_than_cosine": p_better}
         hist["auto"] = self.cv
         if log is not None:
-            log(f"auto: {chosen} ({reason}; " + ", ".join(f"{a}: {b:.3f}" for a, b in scores.items()) + ")")
+            log(f"auto: {chosen} ({reason}; " + ", ".join(
+                f"{a}: " + "/".join(f"{c} {v:.3f}" for c, v in b.items()) for a, b in scores.items()) + ")")
         return hist
 
     def score(self, data, idx=None, *, coalitions=False, progress: bool = False) -> dict:
@@ -461,7 +489,8 @@ class AutoRelevance(RelevanceLearner):
 
     def state(self) -> dict:
         return {"chosen": self.cv["chosen"], "inner": self.inner.state(),
-                "cv": {"chosen": self.cv["chosen"], "scores": {k: float(v) for k, v in self.cv["scores"].items()},
+                "cv": {"chosen": self.cv["chosen"],
+                       "scores": {k: {c: float(x) for c, x in v.items()} for k, v in self.cv["scores"].items()},
                        "reason": self.cv["reason"]}}
 
     def load_state(self, state) -> None:

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from mmal.data.datasets.synthetic_embeddings import build_synthetic_embeddings, load_synthetic_embeddings
 from mmal.data.datasets.synthetic_video import build_synthetic_video
 from mmal.data.datasets.oxygen_icons import build_oxygen_icons
+from mmal.data.datasets.oxygen_icons_relevance import build_oxygen_icons_relevance
 from mmal.data.datasets.rare_positive import build_oxygen_icons_binary, build_tuxpaint_binary
 from mmal.data.datasets.tuxpaint import build_tuxpaint
 from mmal.data.datasets.tuxpaint_relevance import build_tuxpaint_relevance
@@ -65,6 +66,9 @@ DATASETS: dict[str, DatasetSpec] = {
         DatasetSpec("tuxpaint-relevance", build_tuxpaint_relevance,
                     "(query, stamp) pairs with relevance levels 0..3 from the Tux Paint category tree; "
                     "caption / other-locale captions / pocketsphinx ASR text fields"),
+        DatasetSpec("oxygen-icons-relevance", build_oxygen_icons_relevance,
+                    "(query, icon) pairs with relevance levels 0..3 from Oxygen icon names, families and "
+                    "contexts (Debian oxygen-icon-theme); held-out data for the relevance defaults"),
         DatasetSpec("synthetic-video-relevance", build_synthetic_video_relevance,
                     "(query, clip) pairs with relevance levels 0..3 over the synthetic videos; title + "
                     "pocketsphinx ASR text fields"),
@@ -114,4 +118,4 @@ def build(name: str, out_dir: str | os.PathLike, *, n: int | None = None, seed: 
 __all__ = ["DATASETS", "DatasetSpec", "build", "build_tuxpaint", "build_synthetic_video",
            "build_synthetic_embeddings", "load_synthetic_embeddings",
            "build_tuxpaint_relevance", "build_synthetic_video_relevance", "build_oxygen_icons",
-           "build_tuxpaint_binary", "build_oxygen_icons_binary"]
+           "build_tuxpaint_binary", "build_oxygen_icons_binary", "build_oxygen_icons_relevance"]
