@@ -302,3 +302,60 @@ def test_items_file_form_still_needs_out_and_refuses_gold_flags(tmp_path, towers
     assert cli("simulate", items, "--out", tmp_path / "o", "--gold-column", "gold", *SIM) == 2
     assert "--gold-column applies to a workspace" in _one_error(capsys)
     assert not (tmp_path / "o").exists()
+
+
+def test_cache_read_writes_nothing_and_returns_what_was_written(tmp_path):
+    from mmal.features.cache import FeatureCache
+
+    cache = FeatureCache(tmp_path / "features")
+    rng = np.random.default_rng(0)
+    ids = ["a", "b", "c", "d", "e"]
+    pooled = rng.normal(size=(5, 4)).astype(np.float32)
+    seqs = [rng.normal(size=(t, 4)).astype(np.float32) for t in (2, 0, 3, 1, 2)]
+    present = np.array([True, False, True, True, True])
+    cache.write_chunk("fp", "text", ids[:2], pooled[:2], seqs[:2], present[:2])
+    cache.write_chunk("fp", "text", ids[2:], pooled[2:], seqs[2:], present[2:])
+    tree = files(tmp_path)
+    want = ["d", "a", "c"]
+    for _ in range(2):  # first from the chunks (no view yet), then from the view `load` consolidated
+        got = cache.read("fp", "text", want)
+        assert files(tmp_path) == tree
+        assert got.ids.tolist() == want
+        for j, i in enumerate(ids.index(w) for w in want):
+            np.testing.assert_array_equal(got.pooled[j], pooled[i])
+            np.testing.assert_allclose(got.seq[got.offsets[j]:got.offsets[j + 1]], seqs[i], atol=2e-3)  # float16 on disk
+            assert got.present[j] == present[i]
+        cache.load("fp", "text")
+        tree = files(tmp_path)
+        assert (tmp_path / "features" / "fp" / "text" / "view.json").exists()
+
+
+def test_relevance_features_read_only_refuse_to_encode(tmp_path, monkeypatch):
+    from conftest import _png
+
+    import mmal.features.hcmrm as hcmrm
+    from mmal.errors import WorkspaceError
+
+    calls = []
+    monkeypatch.setattr(hcmrm, "encode_visual", lambda *a, **k: calls.append(1))
+    _png(tmp_path / "a.png")
+    f = tmp_path / "items.csv"
+    f.write_text("id,query,label,image,text\na,red cat,2,a.png,a red cat\nb,dog,1,a.png,a dog\n")
+    ws = tmp_path / "ws"
+    with pytest.raises(WorkspaceError, match=re.escape(f"run `mmal encode {ws}` first")):
+        hcmrm.prepare_relevance(f, cache_dir=ws / "features" / "relevance", cache_only=True)
+    assert calls == [] and not ws.exists()
+
+
+def test_class_id_of_a_gold_value():
+    from mmal.loop.simulate import class_id
+
+    names = ["cat", "dog"]
+    for v in (None, float("nan"), "", "  "):
+        assert class_id(v, names, 2) is None
+    assert [class_id(v, names, 2) for v in (1, 1.0, "1", " dog ", np.int64(0))] == [1, 1, 1, 1, 0]
+    assert "did you mean 'dog'" in class_id("dgo", names, 2)
+    for v, words in ((True, "boolean"), (1.5, "not a class id"), (-1, "negative"), (2, "out of range 0..1")):
+        assert words in class_id(v, names, 2)
+    assert class_id(7, None, 2) == 7  # integer classes: a class with no label yet in the workspace
+    assert "largest class id" in class_id(10 ** 9, None, 2)

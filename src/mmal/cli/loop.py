@@ -138,7 +138,7 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 @app.command()
 def simulate(
-    items: Path = typer.Argument(..., help="a workspace folder (made by `mmal init` + `mmal encode`; read only), or an items file with gold labels"),
+    items: Path = typer.Argument(..., metavar="WS_OR_ITEMS", help="a workspace folder (made by `mmal init` + `mmal encode`; read only), or an items file with gold labels"),
     strategies: str = typer.Option(..., "--strategies", help='runs separated by "|", the parts of a mix by ",", e.g. "random|entropy|entropy:0.8,lsb-lt:0.2"'),
     init: int = typer.Option(..., "--init"),
     budget: int = typer.Option(..., "--budget"),
@@ -147,7 +147,7 @@ def simulate(
     out: Optional[Path] = typer.Option(None, "--out", help="output folder (an items file needs it; a workspace's default is DIR/simulations/<UTC time>)"),
     gold_column: Optional[str] = typer.Option(None, "--gold-column", help="workspace: the column of its items holding the gold labels (class ids or names), e.g. one kept with `mmal init --extra-columns`"),
     gold: Optional[Path] = typer.Option(None, "--gold", help="workspace: a label file with the gold labels (CSV or JSONL: id,label)"),
-    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the task (binary / multiclass: auto, late-fusion, linear, fusion; relevance: auto-relevance, cosine, probe, hcmrm); default the workspace's [model] learner, else the task's (auto, auto-relevance)"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the task (binary / multiclass: auto, late-fusion, linear, fusion; relevance: auto-relevance, cosine, probe, hcmrm); default the workspace's learner (mmal.toml model.learner), else the task's (auto, auto-relevance)"),
     init_strategy: Optional[str] = typer.Option(None, "--init-strategy", help="cold-start strategy for the initial set (kmeans, typiclust, probcover, activeft, mmcsal, ...; default random)"),
     fusion: Optional[str] = typer.Option(None, "--fusion"),
     heads: Optional[str] = typer.Option(None, "--heads"),
@@ -158,11 +158,9 @@ def simulate(
     top_up: str = typer.Option("random", "--top-up", help="strategy that fills a batch returned short of --budget, so every strategy is compared at equal label counts (default random); 'none' leaves it short"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar and no status lines on stderr (warnings still shown); same as MMAL_PROGRESS=0"),
 ):
-    """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html.
+    """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html (docs/simulate.md).
 
-    On a workspace the cached features are reused (nothing is encoded) and the workspace is
-    only read; the gold labels come from --gold-column or --gold. On an items file its
-    `label` column is the gold label, and OUT/workspace is made and encoded first."""
+    A workspace is only read: its cached features are reused, the gold labels come from --gold-column or --gold. An items file gives them in its label column; OUT/workspace is made and encoded first."""
     if quiet:
         import os
 

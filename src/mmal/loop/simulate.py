@@ -43,7 +43,7 @@ def simulation_rows(items, split: np.ndarray, gold: np.ndarray, n_needed: int) -
     if len(test_idx) == 0:
         raise ConfigError(f"{items}: no labeled test items (split == 'test'); simulate needs a test set")
     if n_needed > len(cand):
-        raise ConfigError(f"init + budget x rounds = {n_needed} exceeds the {len(cand)} labeled non-test items")
+        raise ConfigError(f"{items}: init + budget x rounds = {n_needed} exceeds the {len(cand)} labeled non-test items")
     return test_idx, cand
 
 
@@ -277,6 +277,10 @@ def class_id(value, names, n_classes: int):
         return f"{value} is negative"
     if names and value >= len(names):
         return f"{value} is out of range 0..{len(names) - 1}"
+    from mmal.data.items import MAX_CLASSES
+
+    if value >= MAX_CLASSES:
+        return f"{value} is above the largest class id a workspace takes ({MAX_CLASSES - 1})"
     return value
 
 
