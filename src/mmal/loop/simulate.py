@@ -10,6 +10,10 @@ the test metrics, the metric whose area under the budget curve ranks the strateg
 (``--metric``, default the task's headline) and the batch badness (000 eq. 11 on ordered
 labels, ``1 - p_y`` on classes). Writes ``results.json`` (strict JSON; ``null`` where a value
 is undefined) and ``report.html``.
+
+Two forms, one core (:func:`run_simulation`): :func:`simulate` makes ``OUT/workspace`` from an
+items file and encodes it; :func:`simulate_workspace` reads an existing workspace without
+changing it (cached features, gold labels from a column or a label file). ``docs/simulate.md``.
 """
 
 from __future__ import annotations
