@@ -138,28 +138,50 @@ def _int_list(text: str, flag: str) -> list[int]:
 
 @app.command()
 def simulate(
-    items: Path = typer.Argument(..., help="items file with gold labels"),
+    items: Path = typer.Argument(..., metavar="WS_OR_ITEMS", help="a workspace folder (made by `mmal init` + `mmal encode`; read only), or an items file with gold labels"),
     strategies: str = typer.Option(..., "--strategies", help='runs separated by "|", the parts of a mix by ",", e.g. "random|entropy|entropy:0.8,lsb-lt:0.2"'),
     init: int = typer.Option(..., "--init"),
     budget: int = typer.Option(..., "--budget"),
     rounds: int = typer.Option(..., "--rounds"),
     seeds: str = typer.Option("0,1,2", "--seeds"),
-    out: Path = typer.Option(..., "--out"),
-    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the task (binary / multiclass: auto, late-fusion, linear, fusion; relevance: auto-relevance, cosine, probe, hcmrm); default the task's (auto, auto-relevance)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="output folder (an items file needs it; a workspace's default is DIR/simulations/<UTC time>)"),
+    gold_column: Optional[str] = typer.Option(None, "--gold-column", help="workspace: the column of its items holding the gold labels (class ids or names), e.g. one kept with `mmal init --extra-columns`"),
+    gold: Optional[Path] = typer.Option(None, "--gold", help="workspace: a label file with the gold labels (CSV or JSONL: id,label)"),
+    learner: Optional[str] = typer.Option(None, "--learner", help="a learner of the task (binary / multiclass: auto, late-fusion, linear, fusion; relevance: auto-relevance, cosine, probe, hcmrm); default the workspace's learner (mmal.toml model.learner), else the task's (auto, auto-relevance)"),
     init_strategy: Optional[str] = typer.Option(None, "--init-strategy", help="cold-start strategy for the initial set (kmeans, typiclust, probcover, activeft, mmcsal, ...; default random)"),
     fusion: Optional[str] = typer.Option(None, "--fusion"),
     heads: Optional[str] = typer.Option(None, "--heads"),
-    encoders: Optional[str] = typer.Option(None, "--encoders"),
+    encoders: Optional[str] = typer.Option(None, "--encoders", help="items file only: encoder specs (a workspace uses the ones it was encoded with)"),
     epochs: Optional[int] = typer.Option(None, "--epochs"),
-    task: Optional[str] = typer.Option(None, "--task", help="binary | multiclass | relevance (default: inferred from the items)"),
+    task: Optional[str] = typer.Option(None, "--task", help="items file only: binary | multiclass | relevance (default: inferred from the items)"),
     metric: Optional[str] = typer.Option(None, "--metric", help="test metric of the AUBC (default: the task's headline: binary r_at_p80, multiclass macro_f1, relevance spearman)"),
     top_up: str = typer.Option("random", "--top-up", help="strategy that fills a batch returned short of --budget, so every strategy is compared at equal label counts (default random); 'none' leaves it short"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bar and no status lines on stderr (warnings still shown); same as MMAL_PROGRESS=0"),
 ):
-    """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html."""
-    from mmal.loop.simulate import simulate as run
+    """Simulated AL with an oracle; writes OUT/results.json and OUT/report.html (docs/simulate.md).
 
+    A workspace is only read: its cached features are reused, the gold labels come from --gold-column or --gold. An items file gives them in its label column; OUT/workspace is made and encoded first."""
+    if quiet:
+        import os
+
+        os.environ["MMAL_PROGRESS"] = "0"
     for flag, v in (("--init", init), ("--budget", budget), ("--rounds", rounds), ("--epochs", epochs)):
         positive(v, flag)
+    on_ws = items.is_dir()
+    if on_ws and not (items / "mmal.toml").exists():
+        raise ConfigError(f"{items} is a folder but not a workspace (no mmal.toml); give a workspace made by "
+                          "`mmal init` + `mmal encode`, or an items file")
+    if on_ws:
+        for flag, v in (("--encoders", encoders), ("--task", task)):
+            if v is not None:
+                raise ConfigError(f"{flag} applies to an items file; the workspace {items} keeps its own (see `mmal config {items}`)")
+    else:
+        for flag, v in (("--gold-column", gold_column), ("--gold", gold)):
+            if v is not None:
+                raise ConfigError(f"{flag} applies to a workspace folder; the items file {items} gives its gold labels in "
+                                  "its 'label' column")
+        if out is None:
+            raise ConfigError("--out is needed with an items file (the folder for its workspace, results and report)")
     if task is not None:
         from mmal.tasks import get_task
 
@@ -171,17 +193,28 @@ def simulate(
     for s in specs:
         if note := shares_note(s):
             typer.echo(f"mmal: note: {note}", err=True)
-    res = run(items, specs, init=init, budget=budget, rounds=rounds, seeds=seed_list, out=out,
-              encoders=encoders, model={"fusion": fusion, "heads": heads}, train={"epochs": epochs}, task=task,
-              metric=metric, learner=learner, init_strategy=init_strategy,
-              top_up=None if top_up.strip().lower() == "none" else top_up.strip(), progress=progress_enabled(), log=_log)
+    common = dict(init=init, budget=budget, rounds=rounds, seeds=seed_list, model={"fusion": fusion, "heads": heads},
+                  train={"epochs": epochs}, metric=metric, learner=learner, init_strategy=init_strategy,
+                  top_up=None if top_up.strip().lower() == "none" else top_up.strip(), progress=progress_enabled(),
+                  log=_log)
+    if on_ws:
+        from mmal.loop.simulate import simulate_workspace
+
+        res = simulate_workspace(items, specs, out=out, gold_column=gold_column, gold_file=gold, **common)
+    else:
+        from mmal.loop.simulate import simulate as run
+
+        res = run(items, specs, out=out, encoders=encoders, task=task, **common)
     _print_aubc(res)
-    typer.echo(str(Path(out) / "report.html"))
+    typer.echo(str(Path(res["config"]["out"]) / "report.html"))
 
 
 def _log(msg: str) -> None:
     from mmal.cli._common import note
 
+    if msg.startswith("[simulate] warning"):  # warnings are shown under --quiet / MMAL_PROGRESS=0 too
+        print(f"mmal: {msg}", file=sys.stderr, flush=True)
+        return
     note(msg)
 
 

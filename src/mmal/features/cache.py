@@ -136,17 +136,7 @@ class FeatureCache:
             return self._build_view(folder)
 
     def _build_view(self, folder: Path) -> Path:
-        chunks = sorted((folder / "chunks").glob("chunk-*.npz"))
-        if not chunks:
-            raise WorkspaceError(f"no cached features for {folder.name} ({folder.parent.name}); run `mmal encode` first")
-        ids, pooled, lengths, present, seq_parts = [], [], [], [], []
-        for c in chunks:
-            z = _read_chunk(c, ("ids", "pooled", "lengths", "present", "seq"))
-            ids.append(z["ids"])
-            pooled.append(z["pooled"])
-            lengths.append(z["lengths"])
-            present.append(z["present"])
-            seq_parts.append(z["seq"])
+        ids, pooled, lengths, present, seq_parts = _read_chunks(folder)
         ids_a = np.concatenate(ids)
         dim = int(pooled[0].shape[1])
         total = int(sum(len(s) for s in seq_parts))
@@ -197,20 +187,72 @@ class FeatureCache:
         else:
             raise WorkspaceError(f"{folder}: the consolidated features kept changing while being read "
                                  f"({VIEW_RETRIES} tries); run the command again")
-        if ids is None:
-            return feats
-        cached_ids = feats.ids
-        pos = {k: i for i, k in enumerate(cached_ids.tolist())}
-        want = [str(i) for i in ids]
-        absent = [i for i in want if i not in pos]
-        if absent:
-            raise WorkspaceError(
-                f"{len(absent)} items have no cached {modality} features (e.g. {absent[0]!r}); run `mmal encode`"
-            )
-        idx = np.array([pos[i] for i in want], dtype=np.int64)
-        if np.array_equal(idx, np.arange(len(cached_ids))):
-            return feats
-        return feats.take(idx)
+        return _aligned(feats, modality, ids)
+
+    def read(self, fingerprint: str, modality: str, ids=None) -> SequenceFeatures:
+        """Like :meth:`load`, but writes nothing: maps the consolidated view when ``view.json``
+        names one, else assembles the chunks in memory (no view, no lock file is created).
+        ``mmal simulate WS`` reads a workspace this way and leaves it byte-identical."""
+        folder = self.folder(fingerprint, modality)
+        for _ in range(VIEW_RETRIES):
+            view = _current_view(folder)
+            if view is None:
+                feats = _chunks_in_memory(folder)
+                break
+            try:
+                feats = _open_view(view)
+                break
+            except FileNotFoundError:  # replaced by a newer view since view.json was read: read it again
+                continue
+        else:
+            raise WorkspaceError(f"{folder}: the consolidated features kept changing while being read "
+                                 f"({VIEW_RETRIES} tries); run the command again")
+        return _aligned(feats, modality, ids)
+
+
+def _read_chunks(folder: Path):
+    """``(ids, pooled, lengths, present, seq)`` lists, one entry per chunk of ``folder``, in chunk order."""
+    chunks = sorted((folder / "chunks").glob("chunk-*.npz"))
+    if not chunks:
+        raise WorkspaceError(f"no cached features for {folder.name} ({folder.parent.name}); run `mmal encode` first")
+    ids, pooled, lengths, present, seq_parts = [], [], [], [], []
+    for c in chunks:
+        z = _read_chunk(c, ("ids", "pooled", "lengths", "present", "seq"))
+        ids.append(z["ids"])
+        pooled.append(z["pooled"])
+        lengths.append(z["lengths"])
+        present.append(z["present"])
+        seq_parts.append(z["seq"])
+    return ids, pooled, lengths, present, seq_parts
+
+
+def _chunks_in_memory(folder: Path) -> SequenceFeatures:
+    """The features of every chunk of ``folder`` as in-memory arrays (what a view would hold)."""
+    ids, pooled, lengths, present, seq_parts = _read_chunks(folder)
+    lens = np.concatenate(lengths)
+    offsets = np.zeros(len(lens) + 1, np.int64)
+    np.cumsum(lens, out=offsets[1:])
+    return SequenceFeatures(ids=np.concatenate(ids).astype(str), pooled=np.concatenate(pooled).astype(np.float32),
+                            offsets=offsets, seq=np.concatenate(seq_parts).astype(SEQ_DTYPE),
+                            present=np.concatenate(present))
+
+
+def _aligned(feats: SequenceFeatures, modality: str, ids=None) -> SequenceFeatures:
+    """``feats`` reordered to ``ids`` (all of them when None); an id without features is an error."""
+    if ids is None:
+        return feats
+    cached_ids = feats.ids
+    pos = {k: i for i, k in enumerate(cached_ids.tolist())}
+    want = [str(i) for i in ids]
+    absent = [i for i in want if i not in pos]
+    if absent:
+        raise WorkspaceError(
+            f"{len(absent)} items have no cached {modality} features (e.g. {absent[0]!r}); run `mmal encode`"
+        )
+    idx = np.array([pos[i] for i in want], dtype=np.int64)
+    if np.array_equal(idx, np.arange(len(cached_ids))):
+        return feats
+    return feats.take(idx)
 
 
 def _current_view(folder: Path) -> Path | None:

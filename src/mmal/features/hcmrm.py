@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from mmal.errors import ConfigError, ItemsError
+from mmal.errors import ConfigError, ItemsError, WorkspaceError
 from mmal.data.keywords import extract_keywords
 
 TEXT_STATES = ("joint", "contextual", "static")
@@ -196,11 +196,13 @@ def prepare_relevance(
     grid: int = 2,
     text_states: str = "joint",
     cache_dir=None,
+    cache_only: bool = False,
 ) -> RelevanceData:
     """Read a relevance items file and build :class:`RelevanceData` (see module docstring).
 
     Fields absent from the file are skipped (their weights too). Visual tokens are cached
-    under ``cache_dir`` (keyed by the items file's content hash, ``n_frames`` and ``grid``).
+    under ``cache_dir`` (keyed by the items file's content hash, ``n_frames`` and ``grid``);
+    ``cache_only`` refuses to encode them when they are not cached there (WorkspaceError).
     """
     from mmal.data.relevance import read_relevance_items
 
@@ -236,6 +238,9 @@ def prepare_relevance(
         if cache.exists():
             z = np.load(cache)
             tok, pooled = z["tokens"], z["pooled"]
+    if tok is None and cache_only:  # read-only callers (`mmal simulate WS`) never encode into the workspace
+        where = pathlib.Path(cache_dir).parent.parent if cache_dir is not None else path
+        raise WorkspaceError(f"{where}: no cached visual features; run `mmal encode {where}` first")
     if tok is None:
         tok, pooled = encode_visual(media, n_frames=n_frames, grid=grid)
         if cache is not None:  # temp file + rename: a concurrent reader never sees half a file

@@ -53,8 +53,11 @@ def encode_workspace(ws, *, encoders: str | None = None, batch_size: int | None 
     return out
 
 
-def load_features(ws, ids=None) -> dict:
-    """modality -> SequenceFeatures for the workspace's encoders, aligned to ``ids``."""
+def load_features(ws, ids=None, *, read_only: bool = False) -> dict:
+    """modality -> SequenceFeatures for the workspace's encoders, aligned to ``ids``.
+
+    ``read_only``: write nothing into the workspace (:meth:`FeatureCache.read`: no
+    consolidated view is built); ``mmal simulate WS`` reads the features this way."""
     from mmal.errors import WorkspaceError
     from mmal.features.cache import resolve_fingerprint
 
@@ -65,5 +68,5 @@ def load_features(ws, ids=None) -> dict:
         fp = resolve_fingerprint(cache, spec, encoder_params(ws, modality))
         if fp is None:
             raise WorkspaceError(f"{ws.dir}: no cached {modality} features for {spec}; run `mmal encode {ws.dir}` first")
-        out[modality] = cache.load(fp, modality, ids)
+        out[modality] = (cache.read if read_only else cache.load)(fp, modality, ids)
     return out

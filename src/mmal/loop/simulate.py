@@ -10,11 +10,16 @@ the test metrics, the metric whose area under the budget curve ranks the strateg
 (``--metric``, default the task's headline) and the batch badness (000 eq. 11 on ordered
 labels, ``1 - p_y`` on classes). Writes ``results.json`` (strict JSON; ``null`` where a value
 is undefined) and ``report.html``.
+
+Two forms, one core (:func:`run_simulation`): :func:`simulate` makes ``OUT/workspace`` from an
+items file and encodes it; :func:`simulate_workspace` reads an existing workspace without
+changing it (cached features, gold labels from a column or a label file). ``docs/simulate.md``.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,7 +47,7 @@ def simulation_rows(items, split: np.ndarray, gold: np.ndarray, n_needed: int) -
     if len(test_idx) == 0:
         raise ConfigError(f"{items}: no labeled test items (split == 'test'); simulate needs a test set")
     if n_needed > len(cand):
-        raise ConfigError(f"init + budget x rounds = {n_needed} exceeds the {len(cand)} labeled non-test items")
+        raise ConfigError(f"{items}: init + budget x rounds = {n_needed} exceeds the {len(cand)} labeled non-test items")
     return test_idx, cand
 
 
@@ -86,7 +91,11 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
              modalities=None, learner: str | None = None, init_strategy: str | None = None,
              task: str | None = None, metric: str | None = None, top_up: str | None = "random",
              progress: bool = True, log=print) -> dict:
-    """Run the simulation and write ``out/results.json`` and ``out/report.html``.
+    """Run the simulation on an items file and write ``out/results.json`` and ``out/report.html``.
+
+    The items file form: ``out/workspace/`` is made from the file (its ``label`` column is the
+    gold label the oracle reveals), encoded, then run by the same core as
+    :func:`simulate_workspace` (:func:`run_simulation`).
 
     Parameters
     ----------
@@ -122,20 +131,12 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
         labels actually used (``n_labeled``) and each AUBC is normalised over its own label
         range. Either way a short batch is in the round's ``warnings`` and in the log.
     """
-    from mmal.select import spec_params
     from mmal.workspace import Workspace, init_workspace
 
+    t_start = time.time()
+    strategies = check_run(strategies, strategy_params, top_up, init, budget, rounds)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    strategies = list(strategies)
-    if not strategies:
-        raise ConfigError("--strategies: give at least one strategy")
-    for spec in strategies:  # fail on a bad spec or params before any encoding or training
-        spec_params(spec, strategy_params)
-    check_top_up(top_up, strategy_params)
-    if init < 1 or budget < 1 or rounds < 1:
-        raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
-    t_start = time.time()
     items = Path(items).resolve()
     wsdir = out / "workspace"
     ws = None
@@ -156,14 +157,247 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     metric = tk.check_metric(metric)
     learner = tk.check_learner(learner)
     tk.encode(ws, progress=progress)
+    gold = np.array([-1 if v is None else v for v in ws.items.column("label").to_pylist()], np.int64)
+    features = tk.load_features(ws, progress=progress)
+    return run_simulation(ws, features, gold, strategies, source={"items": str(items)}, where=str(items),
+                          init=init, budget=budget, rounds=rounds, seeds=seeds, out=out, model=model, train=train,
+                          strategy_params=strategy_params, val_fraction=val_fraction, mc_samples=mc_samples,
+                          modalities=modalities, learner=learner, init_strategy=init_strategy, metric=metric,
+                          top_up=top_up, progress=progress, log=log, t_start=t_start)
+
+
+def simulate_workspace(directory, strategies, *, init: int, budget: int, rounds: int, seeds=(0, 1, 2), out=None,
+                       gold_column: str | None = None, gold_file=None, model: dict | None = None,
+                       train: dict | None = None, strategy_params: dict | None = None,
+                       val_fraction: float | None = None, mc_samples: int = 10, modalities=None,
+                       learner: str | None = None, init_strategy: str | None = None, metric: str | None = None,
+                       top_up: str | None = "random", progress: bool = True, log=print) -> dict:
+    """Simulate on an existing workspace (``mmal init`` + ``mmal encode``), reading it only.
+
+    The features are the workspace's feature cache, read without writing
+    (``Task.load_features(read_only=True)``: no encoder is built or called, no consolidated
+    view is written); the gold labels come from a column of the workspace's items
+    (``gold_column``, e.g. a metadata column kept with ``mmal init --extra-columns``) or from
+    a label file (``gold_file``, CSV / JSONL ``id,label``, read by the label import's reader:
+    every bad row named). Items without a gold label are left out (how many is logged and
+    recorded as ``n_no_gold``). The learner and its ``[model]`` / ``[train]`` settings are the
+    workspace's unless given. Nothing under the workspace changes except the output folder
+    ``out`` (default ``DIR/simulations/<UTC time>/``), created once every input is checked.
+    Other parameters as :func:`simulate`.
+    """
+    from mmal.workspace import Workspace
+
+    t_start = time.time()
+    strategies = check_run(strategies, strategy_params, top_up, init, budget, rounds)
+    if (gold_column is None) == (gold_file is None):
+        raise ConfigError("simulate on a workspace needs the gold labels: give --gold-column NAME (a column of its "
+                          "items) or --gold FILE (CSV / JSONL with id,label), not both")
+    ws = Workspace(directory)
+    tk = ws.task
+    metric = tk.check_metric(metric)
+    file_model = {k: v for k, v in dict(ws.config.get("model", {})).items() if k != "learner"}
+    learner = tk.check_learner(learner or ws.config.get("model", {}).get("learner"))
+    if gold_column is not None:
+        gold, source = gold_from_column(ws, gold_column), {"gold": f"column '{gold_column}'"}
+    else:
+        gold, source = gold_from_file(ws, gold_file), {"gold": str(Path(gold_file).resolve())}
+    n_no_gold = int((gold < 0).sum())
+    tk.check_n_classes(max(ws.n_classes, int(gold.max()) + 1 if len(gold) else 0), f"{ws.dir}: gold {source['gold']}")
+    features = tk.load_features(ws, progress=progress, read_only=True)
+    from mmal.learners import LEARNERS
+
+    file_train = dict(ws.config.get("train", {})) if LEARNERS[learner].train_defaults is not None else {}
+    file_train = {k: v for k, v in file_train.items() if k not in ("seed", "val_fraction", "tower_lr", "tower_mode",
+                                                                   "finetune_towers", "device")}
+    model = {**file_model, **{k: v for k, v in dict(model or {}).items() if v is not None}}
+    train = {**file_train, **{k: v for k, v in dict(train or {}).items() if v is not None}}
+    if val_fraction is None and ws.config.get("train", {}).get("val_fraction") is not None:
+        val_fraction = float(ws.config["train"]["val_fraction"])
+    if n_no_gold:
+        log(f"[simulate] {n_no_gold} of {len(gold)} items have no gold label ({source['gold']}); they are left out")
+    source = {"items": str(ws.dir), "workspace": str(ws.dir), **source, "n_no_gold": n_no_gold}
+    out = default_out(ws.dir) if out is None else Path(out)
+    return run_simulation(ws, features, gold, strategies, source=source, where=f"{ws.dir} (gold {source['gold']})",
+                          init=init, budget=budget, rounds=rounds, seeds=seeds, out=out, model=model, train=train,
+                          strategy_params=strategy_params, val_fraction=val_fraction, mc_samples=mc_samples,
+                          modalities=modalities, learner=learner, init_strategy=init_strategy, metric=metric,
+                          top_up=top_up, progress=progress, log=log, t_start=t_start, prepare_out=True)
+
+
+def check_run(strategies, strategy_params, top_up, init, budget, rounds) -> list[str]:
+    """The strategy list, once every spec, its params, ``top_up`` and the sizes are valid (before any work)."""
+    from mmal.select import spec_params
+
+    strategies = list(strategies)
+    if not strategies:
+        raise ConfigError("--strategies: give at least one strategy")
+    for spec in strategies:  # fail on a bad spec or params before any encoding or training
+        spec_params(spec, strategy_params)
+    check_top_up(top_up, strategy_params)
+    if init < 1 or budget < 1 or rounds < 1:
+        raise ConfigError(f"--init, --budget and --rounds must be >= 1 (got {init}, {budget}, {rounds})")
+    return strategies
+
+
+def default_out(ws_dir) -> Path:
+    """``DIR/simulations/<UTC time>`` (``-2``, ``-3``, ... when that folder exists already)."""
+    base = Path(ws_dir) / "simulations" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    out, k = base, 1
+    while out.exists():
+        k += 1
+        out = base.with_name(f"{base.name}-{k}")
+    return out
+
+
+def class_id(value, names, n_classes: int):
+    """A gold value as a class id: ``None`` for no label (null, NaN, empty), an int for a class id
+    or a class name of ``names``; a ``str`` is the reason the value is refused."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    if isinstance(value, bool):
+        return f"{value!r} is a boolean, not a class"
+    if isinstance(value, float):
+        if not value.is_integer():
+            return f"{value!r} is not a class id (an integer) or a class name"
+        value = int(value)
+    if isinstance(value, str):
+        s = value.strip()
+        if not s:
+            return None
+        try:
+            value = int(s)
+        except ValueError:
+            if names and s in names:
+                return names.index(s)
+            from mmal.data.items import suggest
+
+            hint = f" (did you mean {hint!r}?)" if names and (hint := suggest(s, names)) else ""
+            known = ", ".join(repr(n) for n in names) if names else f"integers 0..{n_classes - 1}"
+            return f"{s!r} is not a class of this workspace{hint} (classes: {known})"
+    if not isinstance(value, (int, np.integer)):
+        return f"{value!r} is not a class id or a class name"
+    value = int(value)
+    if value < 0:
+        return f"{value} is negative"
+    if names and value >= len(names):
+        return f"{value} is out of range 0..{len(names) - 1}"
+    from mmal.data.items import MAX_CLASSES
+
+    if value >= MAX_CLASSES:
+        return f"{value} is above the largest class id a workspace takes ({MAX_CLASSES - 1})"
+    return value
+
+
+def gold_from_column(ws, column: str) -> np.ndarray:
+    """Gold class ids ``[N]`` (-1 = none) from ``column`` of the workspace's items (class ids or names).
+
+    ConfigError for a column the items do not have (with a "did you mean") and for a value
+    that is not a class of the workspace (naming the item, its row and how many more)."""
+    from mmal.data.items import suggest
+
+    table = ws.items
+    cols = table.column_names
+    if column not in cols:
+        hint = f" (did you mean '{s}'?)" if (s := suggest(column, cols)) else ""
+        raise ConfigError(f"--gold-column '{column}': not a column of the items of {ws.dir}{hint} "
+                          f"(columns: {', '.join(cols)})")
+    names = ws.label_names
+    ids = table.column("id").to_pylist()
+    out = np.full(len(ids), -1, np.int64)
+    bad = []
+    for i, v in enumerate(table.column(column).to_pylist()):
+        c = class_id(v, names, ws.n_classes)
+        if isinstance(c, str):
+            bad.append((i, c))
+        elif c is not None:
+            out[i] = c
+    if bad:
+        i, why = bad[0]
+        more = f" (and {len(bad) - 1} more item(s))" if len(bad) > 1 else ""
+        raise ConfigError(f"{ws.dir}: item {ids[i]!r} (row {i + 1}), column '{column}': {why}{more}")
+    return out
+
+
+def gold_from_file(ws, path) -> np.ndarray:
+    """Gold class ids ``[N]`` (-1 = none) from a label file (CSV / JSONL ``id,label``; Label Studio
+    exports too), read by the label import's reader (:mod:`mmal.workspace.annotate`).
+
+    Every bad row is named in one ConfigError (file, row, field): an id that is not in the
+    workspace, a label that is not a class, two different labels for one item."""
+    from mmal.data.labelstudio import RowError
+    from mmal.workspace.annotate import MAX_REPORTED, _parse_rows
+
+    path = Path(path).resolve()
+    problems: list = []
+    rows = _parse_rows(path, problems)
+    ids = ws.items.column("id").to_pylist()
+    pos = {k: i for i, k in enumerate(ids)}
+    names = ws.label_names
+    out = np.full(len(ids), -1, np.int64)
+    first: dict[str, int] = {}
+    for i, r in rows:
+        fid = r.get("_id_field", "id")
+        item = r.get("id")
+        item = None if item is None or isinstance(item, (dict, list, bool, float)) else str(item).strip()
+        if not item:
+            problems.append(RowError(path, i, f"field '{fid}': expected an item id, got {r.get('id')!r}"))
+            continue
+        if item not in pos:
+            problems.append(RowError(path, i, f"field '{fid}': item id {item!r} is not in the workspace {ws.dir}"))
+            continue
+        c = class_id(r.get("label"), names, ws.n_classes)
+        if isinstance(c, str):
+            problems.append(RowError(path, i, f"field 'label': {c}"))
+            continue
+        if c is None:
+            continue
+        j = pos[item]
+        if out[j] >= 0 and out[j] != c:
+            problems.append(RowError(path, i, f"field 'label': item {item!r} already has label {int(out[j])} in row "
+                                              f"{first[item]}, now {c}; keep one row per item"))
+            continue
+        out[j] = c
+        first.setdefault(item, i)
+    if problems:
+        problems = sorted(problems, key=lambda e: e.row)
+        if len(problems) == 1:
+            raise ConfigError(f"{path}: row {problems[0].row}: {problems[0].detail}")
+        shown = " | ".join(f"row {e.row}: {e.detail}" for e in problems[:MAX_REPORTED])
+        more = f" | and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
+        raise ConfigError(f"{path}: {len(problems)} bad rows: {shown}{more}")
+    return out
+
+
+def non_default_params(learner: str, model: dict) -> dict:
+    """The ``[model]`` settings of ``model`` that ``learner`` reads and that differ from its defaults."""
+    from mmal.learners import LEARNERS
+
+    defaults = LEARNERS[learner].settings()
+
+    def same(a, b):
+        return (list(a) if isinstance(a, (list, tuple)) else a) == (list(b) if isinstance(b, (list, tuple)) else b)
+
+    return {k: v for k, v in model.items() if k in defaults and v is not None and not same(v, defaults[k])}
+
+
+def run_simulation(ws, features, gold, strategies, *, source: dict, where: str, init: int, budget: int, rounds: int,
+                   seeds, out, model=None, train=None, strategy_params=None, val_fraction=None, mc_samples: int = 10,
+                   modalities=None, learner: str, init_strategy=None, metric: str, top_up="random",
+                   progress: bool = True, log=print, t_start: float | None = None, prepare_out: bool = False) -> dict:
+    """The one core of both forms: the workspace ``ws`` gives the items, splits, classes and
+    task; ``features`` what the learner fits on; ``gold [N]`` the labels the oracle reveals
+    (-1 = none: such items are never candidates nor test items). ``source`` goes into the
+    results' config (where the items and gold labels came from); ``where`` names them in errors.
+    ``prepare_out``: create ``out`` here, after the checks (the workspace form)."""
+    t_start = time.time() if t_start is None else t_start
+    out = Path(out)
+    tk = ws.task
     table = ws.items
     ids = np.asarray(table.column("id").to_pylist())
-    gold = np.array([-1 if v is None else v for v in table.column("label").to_pylist()], np.int64)
     split = np.asarray(table.column("split").to_pylist())
-    features = tk.load_features(ws, progress=progress)
     if modalities:
         features = select_modalities(features, modalities)
-    test_idx, cand = simulation_rows(items, split, gold, init + budget * rounds)
+    test_idx, cand = simulation_rows(where, split, gold, init + budget * rounds)
     n_classes = max(ws.n_classes, int(gold.max()) + 1)
     names = ws.class_names(n_classes)
     groups = tk.groups(table)
@@ -172,13 +406,23 @@ def simulate(items, strategies, *, init: int, budget: int, rounds: int, seeds=(0
     needs = set().union(*(needs_of_spec(s) for s in strategies))
     model = {k: v for k, v in dict(model or {}).items() if v is not None}
     model = {**LEARNERS[learner].settings_for(needs, model), **model}  # e.g. unimodal heads, MC dropout
+    train = {k: v for k, v in dict(train or {}).items() if v is not None}
+    from mmal.loop.core import build_learner
+
+    build_learner(learner, max(2, n_classes), model=model, train=train)  # bad settings fail before any output
+    if prepare_out:
+        from mmal.utils import guard_write
+
+        with guard_write(out, done="nothing was simulated"):
+            out.mkdir(parents=True, exist_ok=True)
     results = {"strategies": {s: {"per_seed": {}} for s in strategies}, "config": {
-        "items": str(items), "task": tk.name, "metric": metric, "curve_metrics": list(tk.curve_metrics),
+        **source, "task": tk.name, "metric": metric, "curve_metrics": list(tk.curve_metrics),
         "strategies": strategies, "init": init, "budget": budget, "rounds": rounds, "seeds": list(seeds),
-        "encoders": ws.config.get("encoders"), "learner": learner, "model": model, "train": train or {},
+        "encoders": ws.config.get("encoders"), "learner": learner, "model": model,
+        "learner_params": non_default_params(learner, model), "train": train,
         "val_fraction": val_fraction, "n_items": len(ids), "n_test": int(len(test_idx)), "n_candidates": int(len(cand)),
         "n_classes": n_classes, "class_names": names, "modalities": feature_modalities(features),
-        "top_up": top_up,
+        "top_up": top_up, "out": str(out),
     }}
     if groups is not None:
         results["config"]["n_groups_test"] = int(len(set(groups[test_idx].tolist())))
@@ -298,9 +542,20 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
     n_classes = int(results["config"]["n_classes"])
     case_study = {}
     sp = strategy_params or {}
-    bar = ProgressTask(len(list(seeds)) * len(strategies) * rounds, "simulate (rounds)", progress)
+    seeds = list(seeds)
+    bar = ProgressTask(len(seeds) * len(strategies) * rounds, "simulate (rounds)", progress)
+
+    def line(k, seed, spec, r, n_labeled, met, t0):  # one progress line per round on the log
+        val = tk.curve_value(met, env.metric)
+        shown = "undefined" if not np.isfinite(val) else f"{val:.4f}"
+        log(f"[simulate] {spec} (strategy {k}/{len(strategies)}, seed {seed}): round {r}/{rounds}, "
+            f"{n_labeled} labels, {env.metric} {shown} ({time.time() - t0:.1f} s)")
+
     try:
-        for seed in seeds:
+        for i_seed, seed in enumerate(seeds, start=1):
+            log(f"[simulate] seed {seed} ({i_seed}/{len(seeds)}): initial {init} labels and the round-0 model, "
+                f"shared by {len(strategies)} strateg{'y' if len(strategies) == 1 else 'ies'}")
+            t_seed = time.time()
             lab0 = env.initial(seed)
             m0 = fit(lab0, seed)
             met0, uni0 = test_metrics(m0)
@@ -310,9 +565,11 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
                                         lab0, folds=2, seed=seed)
                 at_sel0 = np.full((len(ids), cf.shape[1]), np.nan)
                 at_sel0[lab0] = cf
-            for spec in strategies:
+            t_round0 = time.time() - t_seed  # the shared round 0 (initial set, model, cross-fit)
+            for k, spec in enumerate(strategies, start=1):
                 need = _needs(spec)
-                log(f"[simulate] seed {seed} strategy {spec}")
+                t_spec = time.time() - t_round0
+                line(k, seed, spec, 0, len(lab0), met0, t_spec)
                 labeled = np.zeros(len(ids), bool)
                 labeled[lab0] = True
                 mdl = m0
@@ -382,6 +639,7 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
                     if uni:
                         rec["unimodal_test_accuracy"] = uni
                     recs.append(rec)
+                    line(k, seed, spec, r, rec["n_labeled"], met, t_spec)
                     bar.advance()
                     if seed == list(seeds)[0] and spec not in case_study and any(s for s in sel.reason if s):
                         case_study[spec] = _case_rows(sel, pool, ids, gold, table, results["config"].get("class_names"))
@@ -390,6 +648,8 @@ def _run_rounds(env: SimEnv, strategies, seeds, init, budget, rounds, out, strat
                 results["strategies"][spec]["per_seed"][str(seed)] = {
                     "rounds": recs, "aubc": by[env.metric], "aubc_by_metric": by,
                     "n_top_up": int(sum(x.get("top_up", {}).get("n", 0) for x in recs))}
+                log(f"[simulate] {spec} (strategy {k}/{len(strategies)}, seed {seed}): done, AUBC({env.metric}) "
+                    + ("undefined" if not np.isfinite(by[env.metric]) else f"{by[env.metric]:.4f}"))
     finally:
         bar.close()
     for spec, d in results["strategies"].items():

@@ -267,16 +267,23 @@ def write_report(results, path, case_study=None) -> Path:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     curve_png = _png(fig)
-    model_desc = ", ".join(f"{k}={v}" for k, v in (cfg.get("model") or {}).items()) or "defaults"
+    params = cfg["learner_params"] if "learner_params" in cfg else (cfg.get("model") or {})  # older results: all
+    model_desc = ", ".join(f"{k}={v}" for k, v in params.items()) or "defaults"
+    if cfg.get("workspace"):
+        where = f"workspace: {html.escape(str(cfg['workspace']))}, gold labels from {html.escape(str(cfg.get('gold')))}"
+        if cfg.get("n_no_gold"):
+            where += f" ({cfg['n_no_gold']} items without one left out)"
+    else:
+        where = f"items: {html.escape(str(cfg.get('items')))}"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>mmal simulation report</title>",
         "<style>body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}th{background:#f4f4f4}td:first-child{text-align:left}"
         ".case td{text-align:left;vertical-align:top}.small{color:#666;font-size:90%}</style></head><body>",
         "<h1>mmal simulation report</h1>",
-        f"<p class='small'>task {html.escape(tk.name)}; items: {html.escape(str(cfg.get('items')))} — {cfg.get('n_items')} items, "
+        f"<p class='small'>task {html.escape(tk.name)}; {where} — {cfg.get('n_items')} items, "
         f"{cfg.get('n_candidates')} candidates, {cfg.get('n_test')} test; modalities {', '.join(cfg.get('modalities', []))}; "
-        f"init {cfg['init']}, budget {cfg['budget']} × {cfg['rounds']} rounds; seeds {cfg['seeds']}; learner "
+        f"{_classes_desc(cfg)}init {cfg['init']}, budget {cfg['budget']} × {cfg['rounds']} rounds; seeds {cfg['seeds']}; learner "
         f"{html.escape(str(cfg.get('learner')))} ({html.escape(model_desc)}); {cfg.get('seconds', '?')} s</p>",
         f"<h2>Learning curves (test {html.escape(metric)})</h2>", f"<img src='{curve_png}'>",
         "<h2>Batch badness by strategy (000 Table 1 analog)</h2>",
@@ -329,6 +336,14 @@ def write_report(results, path, case_study=None) -> Path:
     parts.append("</body></html>")
     path.write_text("\n".join(parts))
     return path
+
+
+def _classes_desc(cfg) -> str:
+    """``"classes cat, dog; "`` when the task names its classes (not only their numbers), else ``""``."""
+    names = [str(n) for n in cfg.get("class_names") or []]
+    if not names or names == [str(i) for i in range(len(names))]:
+        return ""
+    return f"classes {html.escape(', '.join(names))}; "
 
 
 def _item_html(it) -> str:

@@ -115,7 +115,10 @@ class Task:
     def encode(self, ws, *, encoders: str | None = None, batch_size: int | None = None, progress: bool = False) -> list[dict]:
         raise NotImplementedError
 
-    def load_features(self, ws, ids=None, *, progress: bool = False):
+    def load_features(self, ws, ids=None, *, progress: bool = False, read_only: bool = False):
+        """What a learner fits on. ``read_only``: from what ``mmal encode`` cached, writing
+        nothing into the workspace (a WorkspaceError telling to run ``mmal encode`` when it is
+        not cached)."""
         raise NotImplementedError
 
     def groups(self, table) -> np.ndarray | None:

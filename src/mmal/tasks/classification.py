@@ -37,10 +37,10 @@ class ClassificationTask(Task):
 
         return encode_workspace(ws, encoders=encoders, batch_size=batch_size, progress=progress)
 
-    def load_features(self, ws, ids=None, *, progress=False):
+    def load_features(self, ws, ids=None, *, progress=False, read_only=False):
         from mmal.features.pipeline import load_features
 
-        return load_features(ws, ids)
+        return load_features(ws, ids, read_only=read_only)
 
 
 class BinaryTask(ClassificationTask):

@@ -88,10 +88,11 @@ class RelevanceTask(Task):
         return [{"modality": "relevance", "videos": len(data.video_ids), "pairs": len(data.query_text),
                  "cache": str(ws.dir / "features" / "relevance")}]
 
-    def load_features(self, ws, ids=None, *, progress=False):
+    def load_features(self, ws, ids=None, *, progress=False, read_only=False):
         from mmal.features.hcmrm import prepare_relevance
 
         if ids is not None and list(ids) != ws.items.column("id").to_pylist():
             raise ConfigError("relevance features are built for every pair of the workspace, in items order")
         n_frames = 1 if "video" not in ws.items.column_names else int(ws.setting("encode", "n_frames"))
-        return prepare_relevance(ws.dir / "items.parquet", cache_dir=ws.dir / "features" / "relevance", n_frames=n_frames)
+        return prepare_relevance(ws.dir / "items.parquet", cache_dir=ws.dir / "features" / "relevance", n_frames=n_frames,
+                                 cache_only=read_only)
