@@ -219,7 +219,7 @@ def build_tuxpaint(
     media = out_dir / MEDIA_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     rows: dict[str, list] = {k: [] for k in (
-        "id", "label", "split", "text", "image", "audio", "category", "subcategory",
+        "id", "label", "label_name", "split", "text", "image", "audio", "category", "subcategory",
         "sfx", "audio_source", "desc_locales", "captions_json", "image_source", "source")}
     with progress_bar("tuxpaint: copying stamps", len(stamps), progress) as advance:
         for stamp, label, split in zip(stamps, labels, splits):
@@ -245,6 +245,7 @@ def build_tuxpaint(
                     break
             rows["id"].append(stamp.rel.replace("/", "."))
             rows["label"].append(int(label))
+            rows["label_name"].append(stamp.category)
             rows["split"].append(split)
             rows["text"].append(english)
             rows["image"].append(image.relative_to(out_dir).as_posix())
@@ -259,7 +260,7 @@ def build_tuxpaint(
             rows["source"].append(stamp.rel)
             advance()
     schema = pa.schema([
-        ("id", pa.string()), ("label", pa.int64()), ("split", pa.string()),
+        ("id", pa.string()), ("label", pa.int64()), ("label_name", pa.string()), ("split", pa.string()),
         ("text", pa.string()), ("image", pa.string()), ("audio", pa.string()),
         ("category", pa.string()), ("subcategory", pa.string()), ("sfx", pa.string()),
         ("audio_source", pa.string()), ("desc_locales", pa.string()),
