@@ -1,5 +1,6 @@
 """Items validation and the CLI's bad-input contract: one clear line, exit 2, workspace unchanged."""
 
+import json
 import shutil
 
 import pytest
@@ -133,3 +134,54 @@ def test_init_records_state(workspace):
     assert con.execute("SELECT COUNT(*) FROM items").fetchone()[0] == 3
     rows = con.execute("SELECT item_id, label, source FROM labels ORDER BY item_id").fetchall()
     assert rows == [("a", 0, "items-file"), ("b", 1, "items-file")]
+
+
+def _strip_label_names(ws):
+    """Remove ``[task] label_names`` from mmal.toml (a hand-written or older config); return them."""
+    import tomllib
+
+    import tomli_w
+
+    cfg = tomllib.loads((ws / "mmal.toml").read_text())
+    names = cfg["task"].pop("label_names")
+    (ws / "mmal.toml").write_text(tomli_w.dumps(cfg))
+    return names
+
+
+def _info_lines(ws):
+    r = run_cli("info", ws)
+    assert r.returncode == 0, r.stderr
+    return {line[:12].strip(): line[12:] for line in r.stdout.splitlines()}
+
+
+def test_info_names_the_task_levels_when_mmal_toml_has_none(tmp_path):
+    levels = [0, 3, 2, 3, None]
+    rows = [{"id": f"v{i}", "label": y, "split": "pool" if y is None else "train", "text": f"clip {i}",
+             "query": "a cat" if i % 2 else "a dog"} for i, y in enumerate(levels)]
+    ws = tmp_path / "ws"
+    assert run_cli("init", ws, "--items", write_items(tmp_path / "src", rows)).returncode == 0
+    names = _strip_label_names(ws)  # what init stored: the relevance task's level names
+    assert len(names) == 4 and all(n != str(i) for i, n in enumerate(names))
+    lines = _info_lines(ws)
+    assert lines["task"] == "relevance  classes 4 (" + ", ".join(f"{i} {n}" for i, n in enumerate(names)) + ")"
+    counts = [sum(y == k for y in levels) for k in range(4)]  # level 1 has no label: shown as 0
+    assert lines["labeled"] == "4  per class " + ", ".join(f"{n}={c}" for n, c in zip(names, counts))
+    r = run_cli("info", ws, "--json")
+    assert json.loads(r.stdout)["class_names"] == names
+
+
+def test_info_shows_class_names_and_ids_only_where_there_are_none(tmp_path):
+    rows = [{"id": i, "label": y, "split": "train", "text": i} for i, y in
+            [("a", "dog"), ("b", "cat"), ("c", "dog"), ("d", "bird")]]
+    named = tmp_path / "named"
+    assert run_cli("init", named, "--items", write_items(tmp_path / "s1", rows)).returncode == 0
+    lines = _info_lines(named)
+    order = sorted({"dog", "cat", "bird"})  # init numbers string classes in sorted order
+    assert lines["task"] == "multiclass  classes 3 (" + ", ".join(f"{i} {n}" for i, n in enumerate(order)) + ")"
+    assert lines["labeled"] == "4  per class bird=1, cat=1, dog=2"
+    ints = [{**r, "label": {"dog": 0, "cat": 1, "bird": 2}[r["label"]]} for r in rows]
+    bare = tmp_path / "bare"
+    assert run_cli("init", bare, "--items", write_items(tmp_path / "s2", ints)).returncode == 0
+    lines = _info_lines(bare)
+    assert lines["task"] == "multiclass  classes 3"
+    assert lines["labeled"] == "4  per class 0=2, 1=1, 2=1"

@@ -213,3 +213,60 @@ def test_export_settings_from_mmal_toml(media_ws):
     out = export_round(Workspace(media_ws.dir).dir, 1)
     by = {t["data"]["item_id"]: t["data"] for t in json.load(open(out["batches"][1]["labelstudio"]))}
     assert by["p1"]["audio"] == "http://127.0.0.1:9999/media/p1" and by["p3"]["audio"] == ""
+
+
+@pytest.fixture
+def relevance_ws(tmp_path):
+    """A relevance workspace: two queries, gold levels 0 and 3 on train, four pool pairs, a scored pool."""
+    from mmal.workspace import Workspace, init_workspace
+
+    rows = [{"id": "t0", "label": 0, "split": "train", "query": "a cat", "text": "a dog runs"},
+            {"id": "t1", "label": 3, "split": "train", "query": "a cat", "text": "a cat sleeps"}]
+    rows += [{"id": f"p{k}", "label": None, "split": "pool", "query": ("a cat", "a dog")[k % 2], "text": f"clip {k}"}
+             for k in range(4)]
+    ws = init_workspace(tmp_path / "ws", write_items(tmp_path / "src", rows))
+    save_pool(ws, 0, n_classes=4)
+    return Workspace(ws.dir)
+
+
+def test_relevance_config_names_each_level_and_imports_back_to_it(relevance_ws, tmp_path):
+    from annot_ws import db_rows
+    from mmal.loop.workspace_round import select_workspace
+    from mmal.workspace.annotate import import_labels
+
+    res = select_workspace(relevance_ws.dir, "entropy", 3)
+    root = ET.fromstring(open(res["exports"]["labelstudio_config"]).read())
+    choices = [c.get("value") for c in root.find("Choices")]
+    assert len(choices) == 4 and len(set(choices)) == 4 and not any(c.isdigit() for c in choices)
+    (header,) = root.findall("Header")  # the legend: every level number beside its name, in order
+    legend = header.get("value")
+    assert all(f"{k} {name}" in legend for k, name in enumerate(choices))
+    assert [legend.index(f"{k} {name}") for k, name in enumerate(choices)] == sorted(
+        legend.index(f"{k} {name}") for k, name in enumerate(choices))
+    tasks = json.load(open(res["exports"]["labelstudio"]))
+    picked = [t["data"]["item_id"] for t in tasks]
+    want = dict(zip(picked, (choices[2], choices[0], choices[3])))  # annotators click names
+    full, mini = _ls_exports(tasks, want)
+    (tmp_path / "full.json").write_text(json.dumps(full))
+    (tmp_path / "min.json").write_text(json.dumps(mini))
+    expect = {(i, 1, choices.index(name)) for i, name in want.items()}  # the level = the choice's place
+    for name in ("full.json", "min.json"):
+        import_labels(relevance_ws, tmp_path / name)
+        assert {r[:3] for r in db_rows(relevance_ws.dir)["labels"] if r[1] == 1} == expect, name
+
+
+def test_relevance_unknown_choice_is_one_line_naming_file_row_field(relevance_ws, tmp_path):
+    from conftest import run_cli
+    from mmal.loop.workspace_round import select_workspace
+
+    res = select_workspace(relevance_ws.dir, "entropy", 3)
+    tasks = json.load(open(res["exports"]["labelstudio"]))
+    first = tasks[0]["data"]["item_id"]
+    _, mini = _ls_exports(tasks, {first: "great"})
+    f = tmp_path / "min.json"
+    f.write_text(json.dumps(mini))
+    r = run_cli("label", relevance_ws.dir, f)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    (line,) = r.stderr.strip().splitlines()
+    assert str(f) in line and "row 1" in line and "field 'label'" in line and "'great'" in line
+    assert first not in relevance_ws.current_labels()

@@ -232,3 +232,37 @@ def test_cli_train_eval_filter(tmp_path, scenes, capsys):
                  "lowest", "--fraction", "0.2"]) == 0
     assert json.loads(capsys.readouterr().out)["kept"] == len(keep.read_text().split()) == 29
     assert main(["caption", "train", str(scenes.dir), "--out", str(model), "--keep", str(keep), "--epochs", "1"]) == 0
+
+
+def _stderr_lines(capsys):
+    return [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_cli_one_progress_bar_per_long_step(tmp_path, scenes, capsys, monkeypatch):
+    import json
+
+    monkeypatch.setenv("MMAL_PROGRESS", "1")  # stderr is captured: not a terminal, as in a log file or CI
+    monkeypatch.setenv("COLUMNS", "200")
+    epochs, n_train, n_test = 3, len(scenes.index("train")), len(scenes.index("test"))
+    steps = epochs * -(-n_train // CaptionTrainConfig().batch_size)  # epochs x batches of the default size
+    model = tmp_path / "m.pt"
+    assert main(["caption", "train", str(scenes.dir), "--out", str(model), "--epochs", str(epochs)]) == 0
+    out = capsys.readouterr()
+    assert json.loads(out.out)["total_steps"] == steps  # stdout stays the JSON result
+    (bar,) = [line for line in out.err.splitlines() if line.strip()]  # one bar, not a line per epoch
+    assert f"caption mle epoch {epochs}/{epochs}" in bar and f"{steps}/{steps}" in bar and "loss" not in bar
+    main(["caption", "eval", str(scenes.dir), "--model", str(model), "--decode", "vcd"])
+    (bar,) = _stderr_lines(capsys)
+    assert "decode vcd test" in bar and f"{n_test}/{n_test}" in bar
+    main(["caption", "filter", str(scenes.dir), "--model", str(model), "--out", str(tmp_path / "k.txt")])
+    (bar,) = _stderr_lines(capsys)
+    assert "score train pairs" in bar and f"{n_train}/{n_train}" in bar
+    for cmd in (["train", str(scenes.dir), "--out", str(model), "--epochs", "1"],
+                ["eval", str(scenes.dir), "--model", str(model)],
+                ["filter", str(scenes.dir), "--model", str(model), "--out", str(tmp_path / "k.txt")]):
+        assert main(["caption", *cmd, "--quiet"]) == 0
+        assert _stderr_lines(capsys) == []
+        monkeypatch.setenv("MMAL_PROGRESS", "0")
+        assert main(["caption", *cmd]) == 0
+        assert _stderr_lines(capsys) == []
+        monkeypatch.setenv("MMAL_PROGRESS", "1")

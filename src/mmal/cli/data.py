@@ -136,6 +136,20 @@ def _history(directory: Path, item_id: str, as_json: bool) -> None:
         typer.echo(f"{at}  round {r['round']}  {show(r['old'])} -> {show(r['new'])}  source {r['source']}{who}")
 
 
+def _class_list(names: list[str]) -> str:
+    """`` (0 bad, 1 less, …)``: each class id with its name; empty when the names are the ids."""
+    if all(n == str(i) for i, n in enumerate(names)):
+        return ""
+    return " (" + ", ".join(f"{i} {n}" for i, n in enumerate(names)) + ")"
+
+
+def _per_class(names: list[str], counts: dict) -> str:
+    """``bad=1, less=0, …``: every class in id order (0 when none is labeled), then any other label."""
+    shown = [f"{n}={counts.get(n, 0)}" for n in names]
+    shown += [f"{k}={v}" for k, v in counts.items() if k not in names]
+    return ", ".join(shown) if shown else "-"
+
+
 @app.command()
 def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(False, "--json"),
          history: Optional[str] = typer.Option(None, "--history", help="item id: print every change of its label (old, new, source, time) instead")):
@@ -145,17 +159,18 @@ def info(directory: Path = typer.Argument(...), as_json: bool = typer.Option(Fal
         return
     from mmal.loop.workspace_round import workspace_info
 
-    data = workspace_info(directory)
-    if as_json:
-        echo_json(data, indent=2)
-        return
-    typer.echo(f"workspace   {data['dir']}")
     from mmal.workspace import Workspace
 
-    names = Workspace(directory).label_names
-    typer.echo(f"task        {data['task']}  classes {data['n_classes']}" + (f" ({', '.join(names)})" if names else ""))
+    data = workspace_info(directory)
+    # The task's names (relevance: its levels) when mmal.toml has no [task] label_names.
+    names = Workspace(directory).class_names()
+    if as_json:
+        echo_json({**data, "class_names": names}, indent=2)
+        return
+    typer.echo(f"workspace   {data['dir']}")
+    typer.echo(f"task        {data['task']}  classes {data['n_classes']}" + _class_list(names))
     typer.echo(f"items       {data['counts']['items']}  splits {data['counts']['splits']}")
-    typer.echo(f"labeled     {data['counts']['labeled']}  per class {data['labels_per_class']}")
+    typer.echo(f"labeled     {data['counts']['labeled']}  per class {_per_class(names, data['labels_per_class'])}")
     typer.echo("modalities  " + ", ".join(f"{m} ({n} items)" for m, n in data["modality_counts"].items()))
     typer.echo(f"rounds      {data['counts']['rounds']}  batches {data['counts']['batches']}")
     for m, s in data["features"].items():

@@ -42,11 +42,17 @@ CONTROL_NAME = "label"
 META_KEYS = ("item_id", "round", "batch", "strategy", "reason")
 
 
-def labeling_config(modalities, class_names) -> str:
+def labeling_config(modalities, class_names, *, ordered: bool = False) -> str:
     """The XML labeling config: one object tag per modality present, one single-choice control.
 
     ``class_names`` are the choice values; each is XML-escaped (an attribute value), so a
-    name such as ``Tom & Jerry`` or ``"/><Script>`` stays a plain value.
+    name such as ``Tom & Jerry`` or ``"/><Script>`` stays a plain value. The value is what
+    Label Studio exports and what an import maps back to its index (the class id or level).
+
+    ``ordered`` (graded levels, e.g. the relevance task's 0 bad … 3 excellent of 003): a
+    ``<Header>`` above the choices names each level with its number
+    (:func:`level_legend`), so the annotator sees the grade behind each name; the choice
+    values stay the names, so exports, imports and pre-annotations are unchanged.
     """
     mods = [m for m in OBJECT_TAGS if m in set(modalities)]
     if not mods:
@@ -55,12 +61,20 @@ def labeling_config(modalities, class_names) -> str:
     for m in mods:
         lines.append(f"  <{OBJECT_TAGS[m]} name={quoteattr(m)} value={quoteattr('$' + m)}/>")
     to = control_target(mods)
+    if ordered:
+        lines.append(f"  <Header value={quoteattr(level_legend(class_names))}/>")
     lines.append(f"  <Choices name={quoteattr(CONTROL_NAME)} toName={quoteattr(to)} choice=\"single\" showInline=\"true\">")
     for c in class_names:
         lines.append(f"    <Choice value={quoteattr(str(c))}/>")
     lines.append("  </Choices>")
     lines.append("</View>")
     return "\n".join(lines) + "\n"
+
+
+def level_legend(level_names) -> str:
+    """``"Level, lowest to highest: 0 bad · 1 less · 2 good · 3 excellent"``: each level's
+    number (its integer label) with its name, in order."""
+    return "Level, lowest to highest: " + " · ".join(f"{k} {n}" for k, n in enumerate(level_names))
 
 
 def config_variables(modalities) -> list[str]:

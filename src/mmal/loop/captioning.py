@@ -289,30 +289,37 @@ def train_captioner(scenes: SceneSet, cfg: CaptionTrainConfig, *, seed: int = 0,
 # ----------------------------------------------------------------------------------------- evaluation
 def generate(model: Captioner, scenes: SceneSet, split: str = "test", *, method: str = "greedy",
              vcd_noise_step: int = 500, vcd_alpha: float = 1.0, vcd_beta: float = 0.1,
-             batch_size: int = 250) -> list[list[int]]:
-    """Decoded token ids (without EOS) for every ``split`` scene."""
+             batch_size: int = 250, progress: bool = False) -> list[list[int]]:
+    """Decoded token ids (without EOS) for every ``split`` scene; ``progress``: one bar for
+    the decoding (and one per feature cache it has to fill first)."""
+    from mmal.utils import progress_bar
+
     if method not in DECODES:
         raise ConfigError(f"--decode {method!r}: expected one of {', '.join(DECODES)}")
-    feats = scene_features(scenes, split, 0)
-    noisy = scene_features(scenes, split, vcd_noise_step) if method == "vcd" else None
+    feats = scene_features(scenes, split, 0, progress=progress)
+    noisy = scene_features(scenes, split, vcd_noise_step, progress=progress) if method == "vcd" else None
     v = scenes.vocab
     out = []
-    for s in range(0, len(feats), batch_size):
-        f = torch.from_numpy(np.asarray(feats[s:s + batch_size], np.float32))
-        nf = None if noisy is None else torch.from_numpy(np.asarray(noisy[s:s + batch_size], np.float32))
-        ids = decode(model, f, bos=v.bos, eos=v.eos, method=method, noisy_feats=nf, vcd_alpha=vcd_alpha,
-                     vcd_beta=vcd_beta)
-        for row in ids.tolist():
-            out.append(row[:row.index(v.eos)] if v.eos in row else row)
+    with progress_bar(progress, unit="captions") as bar:
+        task = bar.add_task(f"decode {method} {split}", total=len(feats))
+        for s in range(0, len(feats), batch_size):
+            f = torch.from_numpy(np.asarray(feats[s:s + batch_size], np.float32))
+            nf = None if noisy is None else torch.from_numpy(np.asarray(noisy[s:s + batch_size], np.float32))
+            ids = decode(model, f, bos=v.bos, eos=v.eos, method=method, noisy_feats=nf, vcd_alpha=vcd_alpha,
+                         vcd_beta=vcd_beta)
+            for row in ids.tolist():
+                out.append(row[:row.index(v.eos)] if v.eos in row else row)
+            bar.advance(task, len(f))
     return out
 
 
 def evaluate_captioner(model: Captioner, scenes: SceneSet, split: str = "test", *, method: str = "greedy",
-                       vcd_noise_step: int = 500, vcd_alpha: float = 1.0, vcd_beta: float = 0.1) -> dict:
+                       vcd_noise_step: int = 500, vcd_alpha: float = 1.0, vcd_beta: float = 0.1,
+                       progress: bool = False) -> dict:
     """CHAIR_S, CHAIR_I, recall, length (:func:`mmal.metrics.chair.chair`) of decoded captions,
     plus ``captions`` (words)."""
     ids = generate(model, scenes, split, method=method, vcd_noise_step=vcd_noise_step, vcd_alpha=vcd_alpha,
-                   vcd_beta=vcd_beta)
+                   vcd_beta=vcd_beta, progress=progress)
     words = [scenes.vocab.decode(r) for r in ids]
     gt = [scenes.objects[i] for i in scenes.index(split)]
     m = chair(words, gt, scenes.object_words)
@@ -396,25 +403,32 @@ def dependence_analysis(model: Captioner, scenes: SceneSet, captions_ids: list[l
             "noise_step": noise_step, "window": window}
 
 
-def score_training_pairs(model: Captioner, scenes: SceneSet, *, noise_step: int = 900) -> np.ndarray:
-    """``sum_t d(y_t)`` of every train pair under ``model`` (002 §5.4.5), ``[n_train]``."""
+def score_training_pairs(model: Captioner, scenes: SceneSet, *, noise_step: int = 900,
+                         progress: bool = False) -> np.ndarray:
+    """``sum_t d(y_t)`` of every train pair under ``model`` (002 §5.4.5), ``[n_train]``;
+    ``progress``: one bar for the scoring (and one per feature cache it has to fill first)."""
+    from mmal.utils import progress_bar
+
     tr = scenes.index("train")
-    feats = scene_features(scenes, "train", 0)
-    noisy = scene_features(scenes, "train", noise_step)
+    feats = scene_features(scenes, "train", 0, progress=progress)
+    noisy = scene_features(scenes, "train", noise_step, progress=progress)
     toks = token_arrays(scenes, tr, model.cfg.max_len)
     out = []
-    for s in range(0, len(tr), 250):
-        sl = slice(s, s + 250)
-        d = dependence_of(model, torch.from_numpy(np.asarray(feats[sl], np.float32)),
-                          torch.from_numpy(np.asarray(noisy[sl], np.float32)), toks["inp"][sl], toks["tgt"][sl])
-        out.append(sequence_dependence(d.numpy(), toks["mask"][sl].numpy()))
+    with progress_bar(progress, unit="pairs") as bar:
+        task = bar.add_task(f"score train pairs t={noise_step}", total=len(tr))
+        for s in range(0, len(tr), 250):
+            sl = slice(s, s + 250)
+            d = dependence_of(model, torch.from_numpy(np.asarray(feats[sl], np.float32)),
+                              torch.from_numpy(np.asarray(noisy[sl], np.float32)), toks["inp"][sl], toks["tgt"][sl])
+            out.append(sequence_dependence(d.numpy(), toks["mask"][sl].numpy()))  # [b]
+            bar.advance(task, len(out[-1]))
     return np.concatenate(out)
 
 
 def filter_training_pairs(model: Captioner, scenes: SceneSet, rule: str, fraction: float, *, seed: int = 0,
-                          noise_step: int = 900) -> tuple[np.ndarray, np.ndarray]:
+                          noise_step: int = 900, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """``(kept positions among the train scenes, scores)`` of the §5.4.5 filter."""
-    scores = score_training_pairs(model, scenes, noise_step=noise_step)
+    scores = score_training_pairs(model, scenes, noise_step=noise_step, progress=progress)
     keep = filter_by_visual_dependence(scores, rule, fraction, rng=np.random.default_rng(seed))
     return keep, scores
 

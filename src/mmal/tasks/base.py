@@ -154,7 +154,7 @@ class Task:
     def labelstudio_config(self, modalities, class_names) -> str:
         from mmal.data.labelstudio import labeling_config
 
-        return labeling_config(modalities, class_names)
+        return labeling_config(modalities, class_names, ordered=self.ordered)
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
