@@ -462,6 +462,9 @@ def timing(args) -> dict:
         keys = args.learners or list(LEARNERS)
         per = {}
         for b in args.timing_budgets:
+            if b > len(gold):
+                print(f"{ds}: {b} labels > its {len(gold)} items, not timed", flush=True)
+                continue
             pool = cand if b <= len(cand) else np.arange(len(gold))
             res = {k: [] for k in keys}
             loads = []

@@ -61,12 +61,6 @@ def finite_json(o):
     return o
 
 
-def epoch_lines() -> bool:
-    """One line per training epoch on stderr: when progress is on and stderr is not a terminal
-    (a log file or CI); in a terminal the progress bar shows the epochs live instead."""
-    return os.environ.get("MMAL_PROGRESS", "1") != "0" and not sys.stderr.isatty()
-
-
 def echo_json(obj, indent=None) -> None:
     """Print ``obj`` as strict JSON: NaN and infinity are ``null`` (:func:`finite_json`)."""
     typer.echo(json.dumps(finite_json(obj), indent=indent, default=_jsonable, allow_nan=False))
