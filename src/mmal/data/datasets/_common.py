@@ -120,6 +120,36 @@ def stratified_split(
     return out
 
 
+def pick_queries(qlist: list, n: int | None, fractions, rng: np.random.Generator) -> tuple[list, np.ndarray]:
+    """A relevance set's queries: ``n`` of ``qlist`` at random (``None`` = all, order kept) and
+    a split per query (``train`` / ``pool`` / ``test`` by largest remainder of ``fractions``)."""
+    from mmal.errors import ConfigError
+
+    if n is not None:
+        if not 1 <= int(n) <= len(qlist):
+            raise ConfigError(f"n (queries) must be in 1..{len(qlist)}, got {n}")
+        pick = np.sort(rng.choice(len(qlist), int(n), replace=False))
+        qlist = [qlist[i] for i in pick]
+    order = rng.permutation(len(qlist))
+    sizes = largest_remainder(len(qlist), fractions)
+    qsplit = np.empty(len(qlist), dtype=object)
+    qsplit[order[: sizes[0]]] = "train"
+    qsplit[order[sizes[0]: sizes[0] + sizes[1]]] = "pool"
+    qsplit[order[sizes[0] + sizes[1]:]] = "test"
+    return qlist, qsplit
+
+
+def candidates_by_level(levels: np.ndarray, per_level, rng: np.random.Generator) -> list[int]:
+    """A query's candidates, sorted: every level-3 video plus up to ``per_level[l]`` random ones of
+    each level ``l`` in 0, 1, 2."""
+    chosen = list(np.flatnonzero(levels == 3))
+    for lv, m in enumerate(per_level):
+        cand = np.flatnonzero(levels == lv)
+        if len(cand) and m:
+            chosen.extend(rng.choice(cand, min(int(m), len(cand)), replace=False).tolist())
+    return sorted(int(i) for i in chosen)
+
+
 def write_items(table: pa.Table, out_dir: pathlib.Path) -> pathlib.Path:
     """Write the items table as ``out_dir/items.parquet`` and return its path.
 

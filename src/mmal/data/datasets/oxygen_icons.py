@@ -48,6 +48,18 @@ def scan_icons(root: pathlib.Path = ICONS_DIR) -> dict[tuple[str, str], pathlib.
     return {k: v[1] for k, v in best.items()}
 
 
+def copy_icon(src: pathlib.Path, dst: pathlib.Path, size: int) -> None:
+    """Write icon ``src`` to ``dst`` flattened on a white background, resized to ``size`` x ``size`` RGB."""
+    from PIL import Image
+
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    with Image.open(src) as im:
+        im = im.convert("RGBA")
+        bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
+        bg.alpha_composite(im)
+        bg.convert("RGB").resize((int(size),) * 2, Image.LANCZOS).save(dst)
+
+
 def icon_text(name: str) -> str:
     return " ".join(name.replace("_", "-").split("-"))
 
@@ -78,8 +90,6 @@ def build_oxygen_icons(
 
     An icon name found in two contexts is kept in the first by name order (one label per item).
     """
-    from PIL import Image
-
     fractions = check_fractions(train_frac, pool_frac, test_frac)
     if int(min_per_class) < 1 or int(image_size) < 8:
         raise ConfigError(f"min_per_class must be >= 1 and image_size >= 8, got {min_per_class}, {image_size}")
@@ -109,12 +119,7 @@ def build_oxygen_icons(
     with progress_bar("oxygen-icons: copying icons", len(items), progress) as advance:
         for (ctx, name, path), y, split in zip(items, labels, splits):
             dst = out_dir / MEDIA_DIR / ctx / f"{name}.png"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with Image.open(path) as im:
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                bg.alpha_composite(im)
-                bg.convert("RGB").resize((int(image_size),) * 2, Image.LANCZOS).save(dst)
+            copy_icon(path, dst, image_size)
             rows["id"].append(f"{ctx}.{name}")
             rows["label"].append(int(y))
             rows["split"].append(split)

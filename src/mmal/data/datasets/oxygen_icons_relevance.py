@@ -39,8 +39,8 @@ from collections import Counter
 import numpy as np
 import pyarrow as pa
 
-from mmal.data.datasets._common import MEDIA_DIR, check_fractions, largest_remainder, progress_bar, write_items
-from mmal.data.datasets.oxygen_icons import ICONS_DIR, icon_text, scan_icons
+from mmal.data.datasets._common import MEDIA_DIR, candidates_by_level, check_fractions, pick_queries, progress_bar, write_items
+from mmal.data.datasets.oxygen_icons import ICONS_DIR, copy_icon, icon_text, scan_icons
 from mmal.errors import ConfigError, MmalError
 
 QUERY_SOURCES = ("name", "family", "context")
@@ -107,8 +107,6 @@ def build_oxygen_icons_relevance(
     train_frac, pool_frac, test_frac : split fractions over queries.
     icons_dir : root of the installed theme.
     """
-    from PIL import Image
-
     fractions = check_fractions(train_frac, pool_frac, test_frac)
     bad = set(query_sources) - set(QUERY_SOURCES)
     if bad or not query_sources:
@@ -150,18 +148,7 @@ def build_oxygen_icons_relevance(
     if "context" in query_sources:
         for c in sorted({ctx for ctx, _, _, _ in icons}):
             queries.setdefault(c, ("context", (c, None)))
-    qlist = list(queries.items())
-    if n is not None:
-        if not 1 <= int(n) <= len(qlist):
-            raise ConfigError(f"n (queries) must be in 1..{len(qlist)}, got {n}")
-        pick = np.sort(rng.choice(len(qlist), int(n), replace=False))
-        qlist = [qlist[i] for i in pick]
-    order = rng.permutation(len(qlist))
-    sizes = largest_remainder(len(qlist), fractions)
-    qsplit = np.empty(len(qlist), dtype=object)
-    qsplit[order[: sizes[0]]] = "train"
-    qsplit[order[sizes[0]: sizes[0] + sizes[1]]] = "pool"
-    qsplit[order[sizes[0] + sizes[1]:]] = "test"
+    qlist, qsplit = pick_queries(list(queries.items()), n, fractions, rng)
 
     # ---- media -------------------------------------------------------------------------------------
     out_dir = pathlib.Path(out_dir)
@@ -169,12 +156,7 @@ def build_oxygen_icons_relevance(
     with progress_bar("oxygen-icons-relevance: copying icons", len(icons), progress) as advance:
         for ctx, name, _, path in icons:
             dst = out_dir / MEDIA_DIR / ctx / f"{name}.png"
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            with Image.open(path) as im:
-                im = im.convert("RGBA")
-                bg = Image.new("RGBA", im.size, (255, 255, 255, 255))
-                bg.alpha_composite(im)
-                bg.convert("RGB").resize((int(image_size),) * 2, Image.LANCZOS).save(dst)
+            copy_icon(path, dst, image_size)
             images.append(dst.relative_to(out_dir).as_posix())
             advance()
 
@@ -185,12 +167,7 @@ def build_oxygen_icons_relevance(
         fc = fam_ctx.get(anchor[1]) if source == "family" else None
         levels = np.array([icon_relevance_level(source, anchor, (ctx, text), qtext, fc)
                            for ctx, _, text, _ in icons])
-        chosen = list(np.flatnonzero(levels == 3))
-        for lv, m in enumerate(per_level):
-            cand = np.flatnonzero(levels == lv)
-            if len(cand) and m:
-                chosen.extend(rng.choice(cand, min(int(m), len(cand)), replace=False).tolist())
-        for i in sorted(chosen):
+        for i in candidates_by_level(levels, per_level, rng):
             ctx, name, text, _ = icons[i]
             vid = f"{ctx}.{name}"
             rows["id"].append(f"q{k}|{vid}")

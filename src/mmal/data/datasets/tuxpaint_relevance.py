@@ -38,7 +38,7 @@ import shutil
 import numpy as np
 import pyarrow as pa
 
-from mmal.data.datasets._common import MEDIA_DIR, check_fractions, largest_remainder, progress_bar, write_items
+from mmal.data.datasets._common import MEDIA_DIR, candidates_by_level, check_fractions, pick_queries, progress_bar, write_items
 from mmal.data.datasets.tuxpaint import STAMPS_DIR, _render_svg, parse_caption, scan_stamps
 from mmal.errors import ConfigError, MmalError
 
@@ -153,18 +153,7 @@ def build_tuxpaint_relevance(
             queries.setdefault((name, "subcategory"), (s.subcategory, None))
         if "category" in query_sources:
             queries.setdefault((s.category.replace("_", " "), "category"), (s.category, None))
-    qlist = list(queries.items())
-    if n is not None:
-        if not 1 <= int(n) <= len(qlist):
-            raise ConfigError(f"n (queries) must be in 1..{len(qlist)}, got {n}")
-        pick = np.sort(rng.choice(len(qlist), int(n), replace=False))
-        qlist = [qlist[i] for i in pick]
-    order = rng.permutation(len(qlist))
-    sizes = largest_remainder(len(qlist), fractions)
-    qsplit = np.empty(len(qlist), dtype=object)
-    qsplit[order[: sizes[0]]] = "train"
-    qsplit[order[sizes[0] : sizes[0] + sizes[1]]] = "pool"
-    qsplit[order[sizes[0] + sizes[1] :]] = "test"
+    qlist, qsplit = pick_queries(list(queries.items()), n, fractions, rng)
 
     # ---- media + ASR ------------------------------------------------------------------------------
     out_dir = pathlib.Path(out_dir)
@@ -203,12 +192,7 @@ def build_tuxpaint_relevance(
         cap = clean_en if loc == "en" else clean_loc.get(loc)
         levels = np.array([relevance_level(source, anchor, s.rel, cap[i] if cap is not None else None, qtext)
                            for i, s in enumerate(stamps)])
-        chosen = list(np.flatnonzero(levels == 3))
-        for lv, m in enumerate(per_level):
-            cand = np.flatnonzero(levels == lv)
-            if len(cand) and m:
-                chosen.extend(rng.choice(cand, min(int(m), len(cand)), replace=False).tolist())
-        for i in sorted(chosen):
+        for i in candidates_by_level(levels, per_level, rng):
             s, (en, other) = stamps[i], captions[i]
             vid = s.rel.replace("/", ".")
             rows["id"].append(f"q{k}|{vid}")
