@@ -124,6 +124,11 @@ def test_threaded_length_batched_whisper_equals_one_clip_at_a_time():
     wavs = [load_audio(p) for p in oggs]
     assert len({len(w) for w in wavs}) > 1  # different lengths share a batch
     enc = E.load("audio:whisper-tiny.en", pad_to_30s=False)
+    frames = [-(-(-(-len(w) // 160)) // 2) for w in wavs]
+    groups = enc._batches([(None, n) for n in frames], 4)
+    assert sorted(j for g in groups for j in g) == list(range(6))
+    assert any(len({frames[j] for j in g}) > 1 for g in groups)  # one forward holds clips of different lengths
+    assert all(max(frames[j] for j in g) * len(g) <= 1.25 * sum(frames[j] for j in g) for g in groups)
     pooled, seqs = enc.encode(oggs, batch_size=4, workers=2)
 
     fe = WhisperFeatureExtractor(feature_size=80)

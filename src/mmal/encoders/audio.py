@@ -24,6 +24,8 @@ CHUNK_SECONDS = 30
 N_SAMPLES = SAMPLE_RATE * CHUNK_SECONDS  # 480000
 N_FRAMES = N_SAMPLES // HOP  # 3000 mel frames
 LOG_FLOOR_DB = 8.0  # dynamic range kept below the max (in log10 units)
+#: real-length batches: at most this many encoder frames computed (padding included) per real frame
+PAD_BUDGET = 1.25
 
 #: spec -> (list of (python module, PyPI package, path inside the package) for the weight file parts)
 WHISPER_MODELS = {
@@ -195,7 +197,7 @@ class WhisperAudioEncoder(Encoder):
         mel_filters(self.n_mels)  # built once here, not first by several worker threads
 
     def chunk_size(self, batch_size: int) -> int:
-        """Real length: 4 forward batches prepared together, so :meth:`_order` can group by length."""
+        """Real length: 4 forward batches prepared together, so :meth:`_batches` can group by length."""
         return int(batch_size) * (1 if self.pad_to_30s else 4)
 
     def _weight_files(self):
@@ -234,12 +236,22 @@ class WhisperAudioEncoder(Encoder):
         n = n_encoder_frames(wav.shape[0])
         return log_mel_spectrogram(wav, self.n_mels, N_FRAMES if self.pad_to_30s else 2 * n), n
 
-    def _order(self, prepared) -> list:
-        """Real length: forward batches of clips of similar length (shortest first), so a
-        batch pads to little more than its clips; padded 30 s windows are all one length."""
+    def _batches(self, prepared, batch_size: int) -> list:
+        """Real length: clips sorted by length, cut into forward batches of at most ``batch_size``
+        whose padded frames stay within :data:`PAD_BUDGET` of their real frames (a 8 s clip is
+        not padded into a batch of 0.5 s ones). Padded 30 s windows: consecutive batches."""
         if self.pad_to_30s:
-            return list(range(len(prepared)))
-        return sorted(range(len(prepared)), key=lambda j: prepared[j][1])
+            return super()._batches(prepared, batch_size)
+        order = sorted(range(len(prepared)), key=lambda j: prepared[j][1])
+        out, cur, real = [], [], 0
+        for j in order:
+            n = int(prepared[j][1])  # the longest so far (sorted): the batch would pad to it
+            if cur and (len(cur) >= batch_size or n * (len(cur) + 1) > PAD_BUDGET * (real + n)):
+                out.append(cur)
+                cur, real = [], 0
+            cur.append(j)
+            real += n
+        return out + ([cur] if cur else [])
 
     def _forward_torch(self, batch, module=None):
         """Whisper encoder over padded (3000) or real-length mel frames; mean over real frames.

@@ -177,25 +177,23 @@ class Encoder:
         """Items prepared together before their forward passes (a multiple of ``batch_size``).
 
         ``batch_size`` here; the real-length Whisper tower takes 4 batches so that
-        :meth:`_order` can put clips of similar length in one forward pass."""
+        :meth:`_batches` can put clips of similar length in one forward pass."""
         return int(batch_size)
 
-    def _order(self, prepared) -> list:
-        """Order in which :meth:`forward_prepared` feeds prepared inputs to the forward pass (identity)."""
-        return list(range(len(prepared)))
+    def _batches(self, prepared, batch_size: int) -> list:
+        """Index lists, one per forward pass, over the prepared inputs: consecutive runs of ``batch_size``."""
+        return [list(range(s, min(s + batch_size, len(prepared)))) for s in range(0, len(prepared), batch_size)]
 
     def forward_prepared(self, prepared: list, batch_size: int | None = None):
         """Forward passes over already prepared inputs (:meth:`_prepare`'s outputs), in batches.
 
-        Batches follow :meth:`_order`; the outputs come back in the input order.
+        Batches follow :meth:`_batches`; the outputs come back in the input order.
         Returns ``pooled [N, dim] float32`` and ``N`` sequences ``[T_i, dim] float32``.
         """
         bs = self._batch_size(batch_size)
-        order = self._order(prepared)
         pooled = np.zeros((len(prepared), self.dim), np.float32)
         seqs: list = [None] * len(prepared)
-        for s in range(0, len(order), bs):
-            idx = order[s : s + bs]
+        for idx in self._batches(prepared, bs):
             p, q = self._forward([prepared[j] for j in idx])  # [B, dim], list of [T_i, dim]
             for k, j in enumerate(idx):
                 pooled[j] = p[k]

@@ -287,8 +287,8 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
     Parameters
     ----------
     batch_size : int, optional
-        Items per chunk and per forward pass; default the tower's own
-        (``Encoder.default_batch_size``; the real-length Whisper chunk holds 4 batches).
+        Items per forward pass and per chunk (the real-length Whisper chunk holds 4
+        batches, grouped by length); default the tower's own ``Encoder.default_batch_size``.
     workers : int, optional
         Decode/preprocess threads (``0``: sequential; default one per core, at most 4).
     threads : int or None
@@ -322,7 +322,7 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
     if not todo:
         return stats
     bs = int(batch_size or enc.default_batch_size)
-    step = bs if batch_size else enc.chunk_size(bs)
+    step = enc.chunk_size(bs)
     chunks = [todo[s : s + step] for s in range(0, len(todo), step)]
     workers = default_workers() if workers is None else int(workers)
 
