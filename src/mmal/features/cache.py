@@ -409,14 +409,24 @@ def encode_batch(enc, sources: list, dim: int, n_frames: int = 3):
 def features_status(cache: FeatureCache, table, encoder_specs: dict[str, str], encoder_params: dict | None = None) -> dict:
     """For ``mmal info``: per modality, how many of the items that HAVE the modality are cached
     under the current encoder (``cached`` of ``total``; items without it are not counted:
-    an audio column filled on 102 of 204 rows gives ``total`` 102). ``fingerprint`` is None
-    until the first ``mmal encode`` records it."""
+    an audio column filled on 102 of 204 rows gives ``total`` 102). ``fingerprint`` is the one
+    ``mmal encode`` recorded, else the one it will use (:func:`mmal.encoders.fingerprint_of`,
+    no model loaded), else None (a weight package is missing or the parameters are bad)."""
+    from mmal.encoders import fingerprint_of
+    from mmal.errors import MmalError
+
     ids = table.column("id").to_pylist()
     out = {}
     for modality, spec in encoder_specs.items():
         source = item_sources(table, modality)
         has = [i for i in ids if source[i] is not None]
-        fp = resolve_fingerprint(cache, spec, (encoder_params or {}).get(modality, {}))
+        params = (encoder_params or {}).get(modality, {})
+        fp = resolve_fingerprint(cache, spec, params)
+        if fp is None:
+            try:
+                fp = fingerprint_of(spec, **params)
+            except MmalError:
+                fp = None
         if fp is None:
             out[modality] = {"encoder": spec, "fingerprint": None, "cached": 0, "total": len(has)}
             continue
