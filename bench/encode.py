@@ -20,6 +20,9 @@ For the image tower (``image:efficientnet-lite0``) and the audio tower
   ``e2e_over_forward`` = forward-only items/s / end-to-end items/s (1.0 = decoding fully hidden);
 - ``threads``: the forward pass with 1 and with 2 torch threads (alternating), the
   measurement behind :func:`mmal.encoders.stream.forward_threads`;
+- ``batch_size_sweep_forward_items_per_s``: forward-only items/s at batch 4, 8, 16, 32;
+- ``bf16_autocast``: the forward pass under bfloat16 autocast against float32, items/s and
+  the worst pooled cosine (a faster path is only worth having within 1e-3 of float32);
 - ``today``: ``mmal encode``'s ``encode_items`` from the main checkout before this change
   (``--main-src``), in a subprocess with its default torch threads, on the same files;
 - the Whisper padded (30 s) path against transformers' own ``WhisperEncoder.forward`` on
@@ -219,6 +222,16 @@ def forward_only(enc, prepared, bs, rounds):
     return {"runs_items_per_s": ips, "median_items_per_s": statistics.median(ips)}
 
 
+def batch_sweep(enc, prepared, sizes, rounds=2):
+    """Forward-only items/s per batch size (order reversed every other round): behind ``default_batch_size``."""
+    runs = {b: [] for b in sizes}
+    for k in range(rounds):
+        for b in (sizes if k % 2 == 0 else sizes[::-1]):
+            _, dt = timed(enc.forward_prepared, prepared, b)
+            runs[b].append(round(len(prepared) / dt, 2))
+    return {str(b): statistics.median(v) for b, v in runs.items()}
+
+
 def threads_ab(enc, prepared, bs, rounds):
     import torch
 
@@ -234,6 +247,42 @@ def threads_ab(enc, prepared, bs, rounds):
         torch.set_num_threads(old)
     return {f"{t}_threads_items_per_s": v for t, v in runs.items()} | {
         "median_ratio_1_over_2": round(statistics.median(runs[1]) / statistics.median(runs[2]), 2)}
+
+
+def bf16_probe(enc, prepared, bs, rounds=2):
+    """bfloat16 autocast (this CPU has AMX) against float32 on the same prepared batches:
+    items/s (alternating) and the worst pooled cosine. Kept only if the cosine stays >= 1 - 1e-3."""
+    import torch
+
+    def forward(bf):
+        pooled, seqs = [], []
+        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf):
+            for s in range(0, len(prepared), bs):
+                p, q = enc._forward_torch(prepared[s : s + bs])
+                pooled.append(p.float().numpy())
+                seqs.extend(t.float().numpy() for t in q)
+        return np.concatenate(pooled), seqs
+
+    def run(bf):
+        return timed(forward, bf)
+
+    def cos_rows(a, b):  # rows where float32 is not the zero vector (ReLU6 maps can be all zero)
+        a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+        na, nb = np.linalg.norm(a, axis=1), np.linalg.norm(b, axis=1)
+        ok = na > 1e-6
+        return ((a * b).sum(1)[ok] / na[ok] / np.maximum(nb[ok], 1e-12)).min()
+
+    runs = {"float32": [], "bfloat16": []}
+    outs = {}
+    for k in range(rounds):
+        for bf in ((False, True) if k % 2 == 0 else (True, False)):
+            out, dt = run(bf)
+            outs[bf] = out
+            runs["bfloat16" if bf else "float32"].append(round(len(prepared) / dt, 2))
+    pooled = float(cos_rows(outs[False][0], outs[True][0]))
+    tokens = float(min(cos_rows(a, b) for a, b in zip(outs[False][1], outs[True][1])))
+    return {"runs_items_per_s": runs, "min_pooled_cosine": round(pooled, 5), "min_token_cosine": round(tokens, 5),
+            "kept": bool(min(pooled, tokens) >= 1 - 1e-3)}
 
 
 TODAY_SCRIPT = r"""
@@ -285,6 +334,8 @@ def tower(spec, paths, args, tmp, fe=None):
     e2e = row["ab"]["median_items_per_s"]["threaded"]
     row["e2e_over_forward"] = round(row["forward_only"]["median_items_per_s"] / e2e, 2)
     row["threads"] = threads_ab(enc, prepared[: min(len(prepared), 64)], bs, 2)
+    row["batch_size_sweep_forward_items_per_s"] = batch_sweep(enc, prepared[: min(len(prepared), 64)], (4, 8, 16, 32))
+    row["bf16_autocast"] = bf16_probe(enc, prepared[: min(len(prepared), 64)], bs)
     if args.main_src:
         row["today"] = today(args.main_src, modality, spec, 16, params, paths)
         row["today"]["what"] = "main checkout's encode_items, batch 16 (mmal.toml default), its default torch threads"

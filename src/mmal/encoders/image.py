@@ -49,7 +49,7 @@ class EfficientNetLite0Encoder(Encoder):
     """
 
     modality = "image"
-    default_batch_size = 8  # CPU: 8 per forward was faster per image than 16-64 (bench/encode.py)
+    default_batch_size = 4  # CPU: 4 per forward was faster per image than 8-32 (bench/encode.py batch sweep)
 
     def __init__(self, input_size: int = 224, resize: str = "center_crop", crop_fraction: float = 0.875):
         super().__init__()
