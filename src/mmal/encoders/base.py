@@ -158,9 +158,10 @@ class Encoder:
             bar = Progress(transient=True)
             bar.start()
             task = bar.add_task(f"encode {self.name}", total=len(items))
+        stream = prefetch_map(lambda ix: self._prepare(ix[1], ix[0]), chunks, workers=workers)
         try:
             s = 0
-            for chunk in prefetch_map(lambda ix: self._prepare(ix[1], ix[0]), chunks, workers=workers):
+            for chunk in stream:
                 p, q = self.forward_prepared(chunk, bs)  # [B, dim], list of [T_i, dim]
                 pooled[s : s + len(chunk)] = p
                 seqs.extend(q)
@@ -168,6 +169,7 @@ class Encoder:
                 if bar is not None:
                     bar.advance(task, len(chunk))
         finally:
+            stream.close()  # cancels the preparation queued ahead on an error
             if bar is not None:
                 bar.stop()
         self._check(pooled, seqs)

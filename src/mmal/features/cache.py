@@ -329,13 +329,17 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
     def prepare(item_id):  # in a worker thread: decode the file(s), then the tower's preprocessing
         return [enc._prepare(x, j) for j, x in enumerate(decode_source(source[item_id], n_frames))]
 
-    with progress_bar(progress) as bar, torch_threads(encode_threads() if threads == -1 else threads):
-        task = bar.add_task(f"encode {modality} ({encoder_spec})", total=len(todo))
-        for batch, prepared in zip(chunks, prefetch_map(prepare, chunks, workers=workers)):
-            pooled, seqs, present = assemble(enc, prepared, enc.dim, bs)
-            cache.write_chunk(fp, modality, batch, pooled, seqs, present)
-            stats["encoded"] += int(present.sum())
-            bar.advance(task, len(batch))
+    stream = prefetch_map(prepare, chunks, workers=workers)
+    try:
+        with progress_bar(progress) as bar, torch_threads(encode_threads() if threads == -1 else threads):
+            task = bar.add_task(f"encode {modality} ({encoder_spec})", total=len(todo))
+            for batch, prepared in zip(chunks, stream):
+                pooled, seqs, present = assemble(enc, prepared, enc.dim, bs)
+                cache.write_chunk(fp, modality, batch, pooled, seqs, present)
+                stats["encoded"] += int(present.sum())
+                bar.advance(task, len(batch))
+    finally:
+        stream.close()  # on an error or Ctrl-C: cancel the decoding queued ahead, stop the threads
     return stats
 
 
