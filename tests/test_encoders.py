@@ -219,3 +219,25 @@ def test_fingerprint_depends_on_weights_and_preprocessing(tmp_path):
     assert file_identity(f)["size"] == 1000
     assert fp != make_fingerprint("text:x", [f], {"max_length": 64})
     assert fp.startswith("text-x-")
+
+
+def test_fingerprint_of_equals_the_loaded_encoders_without_loading(monkeypatch):
+    import mmal.encoders.ct2 as ct2
+
+    specs = [("text:minilm", {}), ("text:minilm", {"max_length": 32}), ("image:efficientnet-lite0", {"resize": "squash"}),
+             ("audio:whisper-tiny.en", {"pad_to_30s": False})]
+    loaded = {(s, tuple(p.items())): E.load(s, **p).fingerprint for s, p in specs}
+
+    def no_load(*a, **k):
+        raise AssertionError("fingerprint_of loaded weights")
+
+    monkeypatch.setattr(ct2, "load_whisper_encoder", no_load)
+    for s, p in specs:
+        assert E.fingerprint_of(s, **p) == loaded[(s, tuple(p.items()))]
+    assert E.fingerprint_of("text:minilm", max_length=32) != E.fingerprint_of("text:minilm")
+    with pytest.raises(ConfigError, match="max_length"):
+        E.fingerprint_of("text:minilm", max_length=1)
+    with pytest.raises(ConfigError, match="bad parameter"):
+        E.fingerprint_of("image:efficientnet-lite0", colour="red")
+    with pytest.raises(EncoderError, match="known specs"):
+        E.fingerprint_of("image:vit")

@@ -42,10 +42,12 @@ def test_encode_then_rerun_calls_no_encoder(ws_dir, monkeypatch):
         raise AssertionError("encoder loaded on a complete cache")
 
     monkeypatch.setattr(enc, "load", boom)
+    # each modality is missing on one of the 4 rows (b has no audio, c no image but a video
+    # the image tower reads, d no text nor image): only the 3 items that have it count as cached
     for s in encode_workspace(ws_dir, progress=False):
-        assert s["encoded"] == 0 and s["cached"] == 4
+        assert s["encoded"] == 0 and s["cached"] == 3 and s["absent"] == 1, s
     r = run_cli("info", ws_dir)
-    assert r.returncode == 0 and "4/4 cached" in r.stdout
+    assert r.returncode == 0 and r.stdout.count("3/3 cached") == 3 and "4/4" not in r.stdout, r.stdout
 
 
 def test_interrupted_encode_resumes_missing_only(ws_dir, monkeypatch):
@@ -73,7 +75,8 @@ def test_cli_encode_twice(ws_dir):
     r1 = run_cli("encode", ws_dir, "--encoders", "text:minilm")
     assert r1.returncode == 0, r1.stderr
     r2 = run_cli("encode", ws_dir, "--encoders", "text:minilm")
-    assert r2.returncode == 0 and "encoded      0" in r2.stdout and "cached      4" in r2.stdout
+    # item d has no text: 3 cached, 1 absent (it is not counted as cached)
+    assert r2.returncode == 0 and "encoded      0  cached      3  absent      1" in r2.stdout, r2.stdout
 
 
 def test_encoders_option_rejects_unknown_modality(ws_dir):

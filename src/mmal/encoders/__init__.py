@@ -97,10 +97,40 @@ def load(spec: str, **params) -> Encoder:
     return enc
 
 
+def fingerprint_of(spec: str, **params) -> str:
+    """The fingerprint :func:`load` ``(spec, **params)`` would have, without loading the model.
+
+    Same checks of ``spec`` and ``params`` and the same weight files (their identity is
+    hashed, :func:`mmal.encoders.base.make_fingerprint`); raises like :func:`load`
+    (``EncoderError``, ``ConfigError``, ``MissingPackageError``).
+    """
+    spec = str(spec).strip()
+    if spec not in KNOWN_SPECS:
+        raise EncoderError(f"unknown encoder spec '{spec}'; known specs: {', '.join(KNOWN_SPECS)}")
+    if spec == "text:minilm":
+        from mmal.encoders.text import MiniLMEncoder as cls
+    elif spec == "text:e5-multilingual":
+        from mmal.encoders.text import E5Encoder as cls
+    elif spec == "image:efficientnet-lite0":
+        from mmal.encoders.image import EfficientNetLite0Encoder as cls
+    else:
+        from mmal.encoders.audio import WhisperAudioEncoder as cls
+    shell = cls.__new__(cls)  # the parameters and files only: __init__ would load the weights
+    Encoder.__init__(shell)
+    try:
+        if spec.startswith("audio:"):
+            shell._configure(spec, **params)
+        else:
+            shell._configure(**params)
+    except TypeError as e:
+        raise ConfigError(f"encoder '{spec}': bad parameter ({e})") from None
+    return shell.fingerprint
+
+
 def clear_cache() -> None:
     """Forget every loaded encoder (frees their models once no one else holds them)."""
     with _LOCK:
         _CACHE.clear()
 
 
-__all__ = ["Encoder", "KNOWN_SPECS", "load", "clear_cache", "make_fingerprint"]
+__all__ = ["Encoder", "KNOWN_SPECS", "load", "clear_cache", "fingerprint_of", "make_fingerprint"]

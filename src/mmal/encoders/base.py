@@ -11,7 +11,9 @@ A subclass implements three small hooks:
   (end-to-end fine-tuning, :mod:`mmal.train.finetune`, passes a tuned copy as ``module``);
 - ``_preprocessing()``: the dict of preprocessing parameters that enters the fingerprint.
 
-The base class does batching, progress, shape/finiteness checks and the fingerprint.
+The base class does batching, progress, shape/finiteness checks and the fingerprint;
+``_prepare`` runs in worker threads (:mod:`mmal.encoders.stream`) while ``_forward`` runs
+the batch before, so ``_prepare`` must not touch shared mutable state.
 """
 
 from __future__ import annotations
@@ -118,7 +120,7 @@ class Encoder:
             self._fingerprint = make_fingerprint(self.name, self._weight_files(), self._preprocessing())
         return self._fingerprint
 
-    def encode(self, inputs, batch_size: int | None = None, progress: bool = False):
+    def encode(self, inputs, batch_size: int | None = None, progress: bool = False, workers: int | None = None):
         """Pooled vectors and token/patch/frame sequences from ONE forward pass per batch.
 
         Parameters
@@ -130,19 +132,25 @@ class Encoder:
             Items per forward pass (default: the encoder's ``default_batch_size``).
         progress : bool
             Show a ``rich`` progress bar over batches.
+        workers : int, optional
+            Threads that decode and preprocess the next batches while the forward pass
+            runs (:func:`mmal.encoders.stream.prefetch_map`); ``0`` = the plain sequential
+            loop; default one per core, at most 4. The numbers do not depend on it.
 
         Returns
         -------
         pooled : np.ndarray [N, dim] float32
         seqs : list of N np.ndarray [T_i, dim] float32
         """
+        from mmal.encoders.stream import default_workers, prefetch_map
+
         items = self._as_list(inputs)
-        bs = int(batch_size or self.default_batch_size)
-        if bs < 1:
-            raise EncoderError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
+        bs = self._batch_size(batch_size)
+        workers = default_workers() if workers is None else int(workers)
         pooled = np.zeros((len(items), self.dim), np.float32)
         seqs: list = []
-        starts = range(0, len(items), bs)
+        step = self.chunk_size(bs)
+        chunks = [list(enumerate(items[s : s + step], start=s)) for s in range(0, len(items), step)]
         bar = None
         if progress and len(items) > bs:
             from rich.progress import Progress
@@ -150,19 +158,55 @@ class Encoder:
             bar = Progress(transient=True)
             bar.start()
             task = bar.add_task(f"encode {self.name}", total=len(items))
+        stream = prefetch_map(lambda ix: self._prepare(ix[1], ix[0]), chunks, workers=workers)
         try:
-            for s in starts:
-                chunk = [self._prepare(x, s + j) for j, x in enumerate(items[s : s + bs])]
-                p, q = self._forward(chunk)  # [B, dim], list of [T_i, dim]
+            s = 0
+            for chunk in stream:
+                p, q = self.forward_prepared(chunk, bs)  # [B, dim], list of [T_i, dim]
                 pooled[s : s + len(chunk)] = p
-                seqs.extend(np.ascontiguousarray(t, dtype=np.float32) for t in q)
+                seqs.extend(q)
+                s += len(chunk)
                 if bar is not None:
                     bar.advance(task, len(chunk))
         finally:
+            stream.close()  # cancels the preparation queued ahead on an error
             if bar is not None:
                 bar.stop()
         self._check(pooled, seqs)
         return pooled, seqs
+
+    def chunk_size(self, batch_size: int) -> int:
+        """Items prepared together before their forward passes (a multiple of ``batch_size``).
+
+        ``batch_size`` here; the real-length Whisper tower takes 4 batches so that
+        :meth:`_batches` can put clips of similar length in one forward pass."""
+        return int(batch_size)
+
+    def _batches(self, prepared, batch_size: int) -> list:
+        """Index lists, one per forward pass, over the prepared inputs: consecutive runs of ``batch_size``."""
+        return [list(range(s, min(s + batch_size, len(prepared)))) for s in range(0, len(prepared), batch_size)]
+
+    def forward_prepared(self, prepared: list, batch_size: int | None = None):
+        """Forward passes over already prepared inputs (:meth:`_prepare`'s outputs), in batches.
+
+        Batches follow :meth:`_batches`; the outputs come back in the input order.
+        Returns ``pooled [N, dim] float32`` and ``N`` sequences ``[T_i, dim] float32``.
+        """
+        bs = self._batch_size(batch_size)
+        pooled = np.zeros((len(prepared), self.dim), np.float32)
+        seqs: list = [None] * len(prepared)
+        for idx in self._batches(prepared, bs):
+            p, q = self._forward([prepared[j] for j in idx])  # [B, dim], list of [T_i, dim]
+            for k, j in enumerate(idx):
+                pooled[j] = p[k]
+                seqs[j] = np.ascontiguousarray(q[k], dtype=np.float32)
+        return pooled, seqs
+
+    def _batch_size(self, batch_size) -> int:
+        bs = int(batch_size or self.default_batch_size)
+        if bs < 1:
+            raise EncoderError(f"{self.name}: batch_size must be >= 1, got {batch_size}")
+        return bs
 
     def embed(self, inputs, batch_size: int | None = None, progress: bool = False) -> np.ndarray:
         """Pooled embeddings ``[N, dim]`` float32 (see :meth:`encode`)."""

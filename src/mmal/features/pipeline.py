@@ -36,15 +36,22 @@ def workspace_encoders(ws, encoders: str | None = None) -> dict[str, str]:
 
 
 def encode_workspace(ws, *, encoders: str | None = None, batch_size: int | None = None, progress: bool = True) -> list[dict]:
-    """Encode every item of ``ws`` that the cache does not have yet, per modality; one result dict each."""
+    """Encode every item of ``ws`` that the cache does not have yet, per modality; one result dict each.
+
+    ``batch_size`` (or ``mmal.toml [encode] batch_size``) sets the items per chunk and per
+    forward pass for every tower; when neither is given each tower uses its own
+    (``Encoder.default_batch_size``). Decoding runs in threads beside the forward pass and
+    torch's thread count follows the cores and the load (:func:`mmal.features.cache.encode_items`).
+    """
     cache = FeatureCache(ws.features_dir)
     specs = workspace_encoders(ws, encoders)
+    configured = ws.config.get("encode", {}).get("batch_size")
     out = []
     for modality, spec in specs.items():
         out.append(
             encode_items(
                 cache, ws.items, modality, spec,
-                batch_size=int(batch_size or ws.setting("encode", "batch_size")),
+                batch_size=int(batch_size or configured) if (batch_size or configured) else None,
                 n_frames=int(ws.setting("encode", "n_frames")),
                 encoder_params=encoder_params(ws, modality),
                 progress=progress,
