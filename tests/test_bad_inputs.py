@@ -231,7 +231,7 @@ def test_class_names_stored_in_workspace(tmp_path):
 
     assert label_names(Workspace(ws)) == expected  # exports read the same table
     r = run_cli("info", ws)
-    assert r.returncode == 0 and f"classes 3 ({', '.join(expected)})" in r.stdout
+    assert r.returncode == 0 and f"classes 3 ({', '.join(f'{i} {n}' for i, n in enumerate(expected))})" in r.stdout
 
 
 def test_label_name_column_and_declared_class_count(tmp_path):
