@@ -170,10 +170,25 @@ class FaissIndex(Index):
         self._add_all(progress, acc)
         self.ntotal = int(index.ntotal)
         self.tune_history: list = []
+        self.train_iters, self.target_recall = int(train_iters), float(target_recall)
+        self.train_size = int(n_train) if nlist else 0
+        self.tune_queries = int(len(tune_rows))
+        self.nprobe_source = ("given" if nprobe else "tuned" if acc is not None else
+                              "default max(16, nlist // 64)") if nlist else None
         if acc is not None:
             npb, self.tune_history = tune_nprobe(self, acc.q, tune_rows, acc.best_r,
                                                  target_recall=float(target_recall), nlist=nlist, z=float(tune_z))
             self.nprobe = npb
+
+    def _describe_backend(self) -> dict:
+        out = {"nlist": self.nlist or None, "nprobe": self.nprobe, "nprobe_source": self.nprobe_source,
+               "target_recall": self.target_recall if self.nprobe_source == "tuned" else None,
+               "tune_history_(nprobe,recall,stderr)": [list(h) for h in self.tune_history],
+               "rerank_k_factor": self.k_factor if self.rerank else None}
+        if self.nlist:
+            out.update(train_size=self.train_size, train_iters=self.train_iters, tune_queries=self.tune_queries,
+                       spherical_kmeans=self.spherical)
+        return out
 
     # ---- building ---------------------------------------------------------------------
     def _prep(self, block) -> np.ndarray:

@@ -38,20 +38,22 @@ class TruthAccumulator:
         self.q_sq = np.einsum("ij,ij->i", self.q, self.q)
 
     def update(self, block: np.ndarray, start: int) -> None:
-        """Merge one prepared block of rows ``[start, start + len(block))``."""
-        s = self.q @ block.T  # [T, D] x [D, B] -> [T, B]
-        if self.metric == "l2":
-            s = np.maximum(self.q_sq[:, None] - 2.0 * s + np.einsum("ij,ij->i", block, block)[None, :], 0.0)
-        rows = np.arange(start, start + block.shape[0], dtype=np.int64)
-        own = (self.self_rows >= start) & (self.self_rows < start + block.shape[0])
-        if own.any():  # a query is not its own neighbour
-            s[np.flatnonzero(own), self.self_rows[own] - start] = -np.inf if self.larger else np.inf
-        kk = min(self.k, block.shape[0])
-        key = -s if self.larger else s
-        part = np.argpartition(key, kk - 1, axis=1)[:, :kk] if block.shape[0] > kk else \
-            np.broadcast_to(np.arange(block.shape[0]), (len(self.q), block.shape[0]))
-        cand_s = np.concatenate([self.best_s, np.take_along_axis(s, part, axis=1)], axis=1)
-        cand_r = np.concatenate([self.best_r, rows[part]], axis=1)
+        """Merge one prepared block of rows ``[start, start + len(block))``.
+
+        The block's top-``k + 1`` per query comes from FAISS's exhaustive ``knn`` (BLAS +
+        a C++ heap, threaded); the query's own row is then dropped, so ``k`` remain.
+        """
+        import faiss
+
+        block = np.ascontiguousarray(block, dtype=np.float32)
+        kk = min(self.k + 1, block.shape[0])
+        fmetric = faiss.METRIC_L2 if self.metric == "l2" else faiss.METRIC_INNER_PRODUCT
+        s, part = faiss.knn(self.q, block, kk, metric=fmetric)  # [T, kk] scores, block-local rows
+        rows = np.where(part >= 0, part + start, -1).astype(np.int64)
+        fill = -np.inf if self.larger else np.inf
+        s = np.where((rows == self.self_rows[:, None]) | (rows < 0), fill, s).astype(np.float32)  # not its own neighbour
+        cand_s = np.concatenate([self.best_s, s], axis=1)
+        cand_r = np.concatenate([self.best_r, np.where(np.isfinite(s), rows, -1)], axis=1)
         self.best_s, self.best_r = sort_topk(cand_s, cand_r, self.k, self.larger)
 
 
