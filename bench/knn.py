@@ -104,6 +104,10 @@ def exact_chunked(cand, queries: np.ndarray, k: int, chunk: int = 1_000_000) -> 
     return best_s, best_r
 
 
+class _BuildOverBudget(Exception):
+    """A baseline's build alone took longer than the default's whole run."""
+
+
 def tune_to_recall(index, queries: np.ndarray, truth: np.ndarray, target: float, k: int, steps, n_all: int,
                    give_up_s: float) -> tuple:
     """Smallest nprobe in ``steps`` whose recall@k on the tuning seeds reaches ``target``.
@@ -222,8 +226,24 @@ def run_size(n: int, args) -> dict:
             factory, _, kf = cfg.partition("@")
             l0 = loads()
             t0 = time.perf_counter()
-            index = FaissIndex(cand, factory, metric="cosine", train_iters=10, threads=args.threads, tune_queries=0,
-                               **({"k_factor": int(kf)} if kf else {}))
+            limit = args.give_up * ours_total
+
+            def over_budget(done, total, desc, t0=t0, limit=limit):  # called after every added block
+                if time.perf_counter() - t0 > limit:
+                    raise _BuildOverBudget(f"build still adding ({done}/{total} blocks) after "
+                                           f"{time.perf_counter() - t0:.1f} s > the default's total {limit:.1f} s")
+
+            try:
+                index = FaissIndex(cand, factory, metric="cosine", train_iters=10, threads=args.threads,
+                                   tune_queries=0, progress=over_budget, **({"k_factor": int(kf)} if kf else {}))
+            except _BuildOverBudget as e:
+                rec = {"system": f"faiss {cfg}", "backend": factory, "k_factor": int(kf) if kf else None,
+                       "repeat": rep, "nprobe": None, "build_s": f"> {round(time.perf_counter() - t0, 2)}",
+                       "reached_target": False, "stop_reason": f"{e}: cannot be faster than the default",
+                       "loadavg_before": l0, "loadavg_after": loads()}
+                out["runs"].append(rec)
+                print(json.dumps(rec), flush=True)
+                continue
             t_build = time.perf_counter() - t0
             t0 = time.perf_counter()
             npb, hist, reached, why = tune_to_recall(index, seeds[tu], truth_tu, target, k,
@@ -295,7 +315,8 @@ def main(argv=None):
                     help="above this many candidates, exact search runs chunk by chunk over the memmap")
     ap.add_argument("--repeats", type=int, default=2)
     ap.add_argument("--give-up", type=float, default=1.0,
-                    help="stop a baseline's nprobe sweep once build + scaled search exceeds this x the default's total")
+                    help="stop a baseline once its build, or build + search scaled from the tune seeds, exceeds "
+                         "this x the default's total (it cannot be faster)")
     ap.add_argument("--faiss", default=";".join([f"IVF{L},Flat" for L in (256, 512, 1024, 4096)]
                                                + [f"IVF{L},SQ8@4" for L in (256, 512, 1024, 4096)]),
                     help="';'-separated FAISS factories, '@k' = re-ranking shortlist factor")

@@ -305,14 +305,19 @@ def test_ivf_all_lists_equals_exact(metric, factory):
     np.testing.assert_allclose(s, exact_of_r, rtol=1e-3, atol=1e-3)
 
 
-def test_truth_accumulator_excludes_self_and_matches_bruteforce():
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_truth_accumulator_excludes_self_and_matches_bruteforce(metric):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1000, 8)).astype(np.float32)
-    rows = np.array([0, 17, 500, 999])
-    acc = TruthAccumulator(x[rows], rows, 3, "l2")
-    for a in range(0, 1000, 130):  # uneven blocks
+    if metric == "cosine":  # the accumulator takes prepared (unit) rows
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[601] = x[600]  # a duplicate row: query 600's nearest is 601 (itself excluded)
+    x[17] = x[520]  # a tie across blocks 0 and 4 for query 500's neighbours
+    rows = np.array([0, 17, 500, 600, 999])
+    acc = TruthAccumulator(x[rows], rows, 3, metric)
+    for a in range(0, 1000, 130):  # uneven blocks; after the first, only closer rows enter
         acc.update(x[a:a + 130], a)
-    _, full = brute(x, x[rows], 4, "l2")
+    _, full = brute(x, x[rows], 4, metric)
     assert not np.any(acc.best_r == rows[:, None])
     np.testing.assert_array_equal(acc.best_r, full[:, 1:])
 
