@@ -343,6 +343,26 @@ def test_nprobe_autotune_reaches_target_recall_and_is_minimal():
     assert recall(r2, er) > recall(r, er)
 
 
+def test_list_coverage_recall_equals_ivf_flat_search_recall():
+    """For IVF-Flat the tuner's one-coarse-search recall equals searching at every nprobe."""
+    rng = np.random.default_rng(14)
+    x = clustered(20_000, 24, 60, rng, noise=0.8)
+    idx = build_index(x, backend="IVF64,Flat", target_recall=0.99, tune_queries=200, train_iters=5)
+    hist = idx.describe()["tune_by_list_coverage_(nprobe,recall,stderr)"]
+    assert len(hist) >= 3 and hist == [list(h) for h in idx.tune_history]
+    from mmal.index.tuning import pick_tune_rows
+    rows = pick_tune_rows(20_000, 200, 0)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = xn[rows] @ xn.T
+    sims[np.arange(len(rows)), rows] = -np.inf  # a row is not its own neighbour
+    truth = np.argsort(-sims, axis=1, kind="stable")[:, :3]
+    for npb, rec, _ in hist:
+        idx.nprobe = npb
+        _, r = idx.search(x[rows], 4)
+        found = [[j for j in f if j != q][:3] for f, q in zip(r.tolist(), rows.tolist())]
+        assert recall(found, truth) == pytest.approx(rec, abs=1e-4), npb
+
+
 def test_ivf_sq8_memmap_and_errors(tmp_path):
     rng = np.random.default_rng(9)
     x = clustered(4000, 16, 20, rng)
