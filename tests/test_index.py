@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mmal.errors import ConfigError
-from mmal.index import ExactIndex, FaissIndex, auto_backend, auto_nlist, build_index
+from mmal.index import ExactIndex, FaissIndex, auto_backend, build_index, plan_index
 from mmal.index.tuning import TruthAccumulator
 
 
@@ -164,22 +164,127 @@ def test_faiss_ivf_nprobe_tuned_to_target_recall():
     assert fixed.nprobe == 5 and fixed.tune_history == []
 
 
-def test_auto_backend_thresholds_and_overrides():
-    assert auto_backend(49_999, 384) == "exact"
-    assert auto_backend(50_000, 384) == "IVF256,Flat"  # sqrt(50k) = 224 -> 2**8
-    assert auto_backend(1_000_000, 384) == "IVF1024,Flat"
-    assert auto_backend(2_000_000, 384) == "IVF1024,SQ8"  # sqrt = 1414 -> 2**10
-    assert auto_backend(10_000_000, 384) == "IVF1024,SQ8"  # 4096 clipped to nlist_max
-    assert auto_backend(10_000_000, 384, nlist_max=8192) == "IVF4096,SQ8"
-    assert auto_backend(10**6, 384, nlist=100) == "IVF100,Flat"
-    assert auto_nlist(10) == 10 and auto_nlist(300) == 16
+def test_auto_backend_small_sizes_and_overrides():
+    assert auto_backend(49_999, 384) == "exact"  # below exact_max: always exact
+    assert auto_backend(10**6, 384, nlist=1000, n_queries=10**6).startswith("IVF1000,")
     x = np.random.default_rng(0).standard_normal((300, 8)).astype(np.float32)
     assert build_index(x).backend == "exact"
-    idx = build_index(x, exact_max=100, nlist=8, nprobe=3)
-    assert isinstance(idx, FaissIndex) and idx.backend == "IVF8,Flat" and idx.nprobe == 3
+    with pytest.raises(ConfigError, match="auto chose exact.*nprobe"):  # IVF-only option, exact plan
+        build_index(x, exact_max=100, nprobe=3, n_queries=10)
+    idx = build_index(x, backend="IVF8,Flat", nprobe=3)
+    assert isinstance(idx, FaissIndex) and idx.nprobe == 3
     assert idx.tune_history == []  # nprobe given: no tuning
+    assert idx.describe()["nprobe_source"] == "given"
     with pytest.raises(ConfigError, match="removed"):  # the BLAS IVF is gone
         build_index(x, backend="IVF8,BLAS")
+
+
+# ---- the cost model (mmal.index.plan) -------------------------------------------------------
+
+def hand_cost(n, d, q, k, enc, nl, threads=1, kf=4, iters=10, tq=300, target=0.95):
+    """The documented cost formulas of mmal.index.plan, written out again from its docstring."""
+    gemm = 27e9 * threads
+    scan = {"Flat": 1.85e9, "SQ8": 3.7e9}[enc] * threads
+    npb = max(1, min(nl, int(np.ceil(12 * ((1 - 0.95) / (1 - target)) ** 0.75 * np.sqrt(k / 3) * (1024 / nl) ** 0.75))))
+    train = min(n, 40 * nl) * nl * d * iters / gemm
+    add = n * nl * d / gemm + n * d * 9e-9
+    tune = tq * n * d / gemm + tq * (nl * d / gemm + 2 * npb * (n / nl) * d / scan)
+    search = q * nl * d / gemm + q * npb * (n / nl) * d / scan
+    rerank = q * k * kf * d * 3e-9 if enc == "SQ8" else 0.0
+    return train + add + tune + search + rerank + 0.05
+
+
+def test_plan_is_deterministic_and_picks_the_cheapest_by_its_formulas():
+    a = plan_index(300_000, 384, n_queries=20_000, k=3, threads=2)
+    b = plan_index(300_000, 384, n_queries=20_000, k=3, threads=2)
+    assert a == b and a.as_dict() == b.as_dict()
+    # the candidates are every power-of-two nlist with >= 39 rows per list, both encodings, and exact
+    names = [c[0] for c in a.candidates]
+    want_nl = [2 ** e for e in range(4, 15) if 2 ** e * 39 <= 300_000]
+    assert sorted(names) == sorted(["exact"] + [f"IVF{L},{e}" for L in want_nl for e in ("Flat", "SQ8")])
+    # each IVF prediction equals the formulas recomputed here; the chosen one is the minimum
+    for name, s in a.candidates:
+        if name != "exact":
+            nl, enc = int(name[3:].split(",")[0]), name.split(",")[1]
+            assert s == pytest.approx(hand_cost(300_000, 384, 20_000, 3, enc, nl, threads=2), rel=1e-3)
+    assert a.predicted_s == min(s for _, s in a.candidates) and a.backend == a.candidates[0][0]
+    assert a.backend == "IVF1024,SQ8"  # by the formulas above
+    assert a.reason.startswith("predicted") and "next best" in a.reason
+
+
+def test_plan_follows_the_workload():
+    # few queries: one exact pass is cheaper than any index build, even at 1M rows
+    few = plan_index(1_000_000, 384, n_queries=50, threads=2)
+    assert few.backend == "exact"
+    exact_s = 50 * 1_000_000 * 384 / (27e9 * 2) + 50 * 1_000_000 * 2e-9 + 1_000_000 * 384 * 9e-9
+    assert few.predicted_s == pytest.approx(exact_s, rel=1e-3)
+    # many queries: IVF; a memory limit on Flat leaves SQ8; target 1 leaves exact
+    many = plan_index(1_000_000, 384, n_queries=50_000, threads=2)
+    assert many.backend.startswith("IVF")
+    many_nl = int(many.backend[3:].split(",")[0])
+    assert many.nprobe_prior == int(np.ceil(12 * (1024 / many_nl) ** 0.75))
+    assert plan_index(3_000_000, 128, n_queries=50_000).backend.endswith(",SQ8")  # > ivf_flat_max
+    assert plan_index(1_000_000, 384, n_queries=50_000, target_recall=1.0).backend == "exact"
+    only_flat = plan_index(1_000_000, 384, n_queries=50_000, encodings=["Flat"])
+    assert only_flat.backend.endswith(",Flat")
+    # a stricter recall target raises the nprobe prior
+    assert plan_index(10**6, 384, n_queries=50_000, target_recall=0.99).nprobe_prior > many.nprobe_prior
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"n_queries": 0}, "n_queries must be an integer >= 1"),
+    ({"k": 0}, "k must be an integer >= 1"),
+    ({"target_recall": 1.5}, r"target_recall must be in \(0, 1\]"),
+    ({"target_recall": 0.0}, r"target_recall must be in \(0, 1\]"),
+    ({"nlist_min": 64, "nlist_max": 32}, "nlist_min .64. is larger than nlist_max .32."),
+    ({"encodings": ["PQ8"]}, "encodings must be a non-empty subset"),
+    ({"k_factor": 0}, "k_factor must be an integer >= 1"),
+    ({"n_queries": 2.5}, "n_queries must be an integer"),
+])
+def test_plan_bad_parameters_are_one_line_config_errors(bad, match):
+    x = np.zeros((60_000, 4), np.float32)
+    with pytest.raises(ConfigError, match=match) as e:
+        build_index(x, **bad)
+    assert "\n" not in str(e.value)
+
+
+def test_auto_exact_branch_equals_numpy_bruteforce():
+    rng = np.random.default_rng(11)
+    x = clustered(20_000, 32, 50, rng)
+    q = clustered(40, 32, 50, rng)
+    idx = build_index(x, exact_max=0, n_queries=40, k=5)  # 40 queries: exact is the cheapest
+    assert idx.backend == "exact" and idx.describe()["plan"]["backend"] == "exact"
+    s, r = idx.search(q, 5)
+    bs, br = brute(x, q, 5, "cosine")
+    np.testing.assert_array_equal(r, br)
+    np.testing.assert_allclose(s, bs, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("encodings", [["Flat"], ["SQ8"]])
+def test_auto_ivf_branches_meet_the_recall_target_against_bruteforce(encodings):
+    rng = np.random.default_rng(12)
+    both = clustered(20_600, 32, 80, rng, noise=0.7)  # data and fresh queries share the centres
+    x, q = both[:20_000], both[20_000:]
+    idx = build_index(x, exact_max=0, n_queries=10**6, k=3, target_recall=0.9, encodings=encodings)
+    d = idx.describe()
+    assert idx.backend.startswith("IVF") and idx.backend.endswith(encodings[0])
+    assert d["plan"]["backend"] == idx.backend and d["nprobe_source"] == "tuned"
+    assert d["nprobe"] == d["tune_history_(nprobe,recall,stderr)"][-1][0]
+    _, r = idx.search(q, 3)
+    _, br = brute(x, q, 3, "cosine")
+    # fresh queries: the tuned target, less three standard errors of a 600-query mean
+    rec = recall(r, br)
+    assert rec >= 0.9 - 3 * np.sqrt(0.9 * 0.1 / 600), rec
+
+
+def test_user_overrides_of_planned_parameters_are_kept():
+    rng = np.random.default_rng(13)
+    x = clustered(20_000, 16, 40, rng)
+    idx = build_index(x, exact_max=0, n_queries=10**6, encodings=["SQ8"], nlist=64, k_factor=7,
+                      train_iters=3, tune_queries=100)
+    d = idx.describe()
+    assert idx.backend == "IVF64,SQ8" and d["rerank_k_factor"] == 7 and d["train_iters"] == 3
+    assert d["tune_queries"] == 100 and d["plan"]["k_factor"] == 7
 
 
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
@@ -200,14 +305,19 @@ def test_ivf_all_lists_equals_exact(metric, factory):
     np.testing.assert_allclose(s, exact_of_r, rtol=1e-3, atol=1e-3)
 
 
-def test_truth_accumulator_excludes_self_and_matches_bruteforce():
+@pytest.mark.parametrize("metric", ["l2", "cosine"])
+def test_truth_accumulator_excludes_self_and_matches_bruteforce(metric):
     rng = np.random.default_rng(7)
     x = rng.standard_normal((1000, 8)).astype(np.float32)
-    rows = np.array([0, 17, 500, 999])
-    acc = TruthAccumulator(x[rows], rows, 3, "l2")
-    for a in range(0, 1000, 130):  # uneven blocks
+    if metric == "cosine":  # the accumulator takes prepared (unit) rows
+        x /= np.linalg.norm(x, axis=1, keepdims=True)
+    x[601] = x[600]  # a duplicate row: query 600's nearest is 601 (itself excluded)
+    x[17] = x[520]  # a tie across blocks 0 and 4 for query 500's neighbours
+    rows = np.array([0, 17, 500, 600, 999])
+    acc = TruthAccumulator(x[rows], rows, 3, metric)
+    for a in range(0, 1000, 130):  # uneven blocks; after the first, only closer rows enter
         acc.update(x[a:a + 130], a)
-    _, full = brute(x, x[rows], 4, "l2")
+    _, full = brute(x, x[rows], 4, metric)
     assert not np.any(acc.best_r == rows[:, None])
     np.testing.assert_array_equal(acc.best_r, full[:, 1:])
 
@@ -231,6 +341,26 @@ def test_nprobe_autotune_reaches_target_recall_and_is_minimal():
     assert strict.nprobe > idx.nprobe
     _, r2 = strict.search(q, 3)
     assert recall(r2, er) > recall(r, er)
+
+
+def test_list_coverage_recall_equals_ivf_flat_search_recall():
+    """For IVF-Flat the tuner's one-coarse-search recall equals searching at every nprobe."""
+    rng = np.random.default_rng(14)
+    x = clustered(20_000, 24, 60, rng, noise=0.8)
+    idx = build_index(x, backend="IVF64,Flat", target_recall=0.99, tune_queries=200, train_iters=5)
+    hist = idx.describe()["tune_by_list_coverage_(nprobe,recall,stderr)"]
+    assert len(hist) >= 3 and hist == [list(h) for h in idx.tune_history]
+    from mmal.index.tuning import pick_tune_rows
+    rows = pick_tune_rows(20_000, 200, 0)
+    xn = x / np.linalg.norm(x, axis=1, keepdims=True)
+    sims = xn[rows] @ xn.T
+    sims[np.arange(len(rows)), rows] = -np.inf  # a row is not its own neighbour
+    truth = np.argsort(-sims, axis=1, kind="stable")[:, :3]
+    for npb, rec, _ in hist:
+        idx.nprobe = npb
+        _, r = idx.search(x[rows], 4)
+        found = [[j for j in f if j != q][:3] for f, q in zip(r.tolist(), rows.tolist())]
+        assert recall(found, truth) == pytest.approx(rec, abs=1e-4), npb
 
 
 def test_ivf_sq8_memmap_and_errors(tmp_path):
@@ -279,8 +409,8 @@ def test_auto_recall_at_3_on_200k_x_384():
         x[a:a + 50_000] = centers[lab] + 0.6 * rng.standard_normal((50_000, d)).astype(np.float32)
     q = x[rng.choice(n, 500, replace=False)] + 0.3 * rng.standard_normal((500, d)).astype(np.float32)
     t0 = time.perf_counter()
-    idx = build_index(x, metric="cosine", backend="auto")
-    assert idx.backend == "IVF512,Flat"  # sqrt(200k) = 447 -> 2**9
+    idx = build_index(x, metric="cosine", backend="auto", n_queries=500)
+    assert idx.backend == idx.describe()["plan"]["backend"]
     _, r = idx.search(q, 3)
     t_approx = time.perf_counter() - t0
     _, er = build_index(x, metric="cosine", backend="exact").search(q, 3)

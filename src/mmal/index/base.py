@@ -104,6 +104,18 @@ class Index:
     ntotal: int
     dim: int
     backend: str
+    #: the :class:`mmal.index.plan.IndexPlan` that ``build_index(backend="auto")`` chose, else None
+    plan = None
+
+    def describe(self) -> dict:
+        """The configuration in use and why: backend, sizes, backend options, the auto plan."""
+        out = {"backend": self.backend, "metric": self.metric, "ntotal": int(self.ntotal), "dim": int(self.dim)}
+        out.update(self._describe_backend())
+        out["plan"] = self.plan.as_dict() if self.plan is not None else None
+        return out
+
+    def _describe_backend(self) -> dict:
+        return {}
 
     @property
     def larger_is_closer(self) -> bool:

@@ -159,7 +159,7 @@ class FaissIndex(Index):
             index.nprobe = min(index.nprobe, nlist)
         self.nlist = nlist
         self.index = index
-        from mmal.index.tuning import TruthAccumulator, pick_tune_rows, tune_nprobe
+        from mmal.index.tuning import TruthAccumulator, pick_tune_rows
 
         if not 0.0 < float(target_recall) <= 1.0:
             raise ConfigError(f"target_recall must be in (0, 1], got {target_recall}")
@@ -170,10 +170,51 @@ class FaissIndex(Index):
         self._add_all(progress, acc)
         self.ntotal = int(index.ntotal)
         self.tune_history: list = []
+        self.train_iters, self.target_recall = int(train_iters), float(target_recall)
+        self.train_size = int(n_train) if nlist else 0
+        self.tune_queries = int(len(tune_rows))
+        self.nprobe_source = ("given" if nprobe else "tuned" if acc is not None else
+                              "default max(16, nlist // 64)") if nlist else None
+        self.tune_list_rank_history: list = []
         if acc is not None:
-            npb, self.tune_history = tune_nprobe(self, acc.q, tune_rows, acc.best_r,
-                                                 target_recall=float(target_recall), nlist=nlist, z=float(tune_z))
-            self.nprobe = npb
+            self.nprobe = self._tune(acc, tune_rows, float(target_recall), float(tune_z))
+
+    def _tune(self, acc, tune_rows: np.ndarray, target: float, z: float) -> int:
+        """nprobe for ``target`` recall on the held-out rows (:mod:`mmal.index.tuning`).
+
+        One coarse search of the tuning rows and the lists of their true neighbours give the
+        recall of every nprobe for IVF-Flat (:func:`tune_nprobe_by_list_rank`); quantised
+        lists (SQ8, PQ) start from that nprobe and check by searching, step by step.
+        """
+        from mmal.index.tuning import NPROBE_STEPS, tune_nprobe, tune_nprobe_by_list_rank
+
+        truth = acc.best_r  # [T, k]
+        uniq, inv = np.unique(np.maximum(truth, 0), return_inverse=True)
+        vecs = self._prep(self.vectors[uniq])  # the true neighbours' rows, as they were added
+        release_pages(self.vectors)
+        _, lists = self.index.quantizer.search(vecs, 1)  # [U, 1]: the list each was added to
+        truth_lists = np.where(truth >= 0, lists[inv.reshape(truth.shape), 0], -1)
+        max_np = min(self.nlist, max(NPROBE_STEPS))
+        _, query_lists = self.index.quantizer.search(acc.q, max_np)  # [T, P] nearest lists first
+        npb, self.tune_list_rank_history = tune_nprobe_by_list_rank(
+            query_lists, truth, truth_lists, target_recall=target, nlist=self.nlist, z=z)
+        if not (self.is_pq or self.is_sq8):  # IVF-Flat: list coverage is the search's recall
+            self.tune_history = self.tune_list_rank_history
+            return npb
+        npb, self.tune_history = tune_nprobe(self, acc.q, tune_rows, truth, target_recall=target, nlist=self.nlist,
+                                             steps=[s for s in NPROBE_STEPS if s >= npb] or [npb], z=z)
+        return npb
+
+    def _describe_backend(self) -> dict:
+        out = {"nlist": self.nlist or None, "nprobe": self.nprobe, "nprobe_source": self.nprobe_source,
+               "target_recall": self.target_recall if self.nprobe_source == "tuned" else None,
+               "tune_history_(nprobe,recall,stderr)": [list(h) for h in self.tune_history],
+               "tune_by_list_coverage_(nprobe,recall,stderr)": [list(h) for h in self.tune_list_rank_history],
+               "rerank_k_factor": self.k_factor if self.rerank else None}
+        if self.nlist:
+            out.update(train_size=self.train_size, train_iters=self.train_iters, tune_queries=self.tune_queries,
+                       spherical_kmeans=self.spherical)
+        return out
 
     # ---- building ---------------------------------------------------------------------
     def _prep(self, block) -> np.ndarray:

@@ -46,13 +46,45 @@ class TruthAccumulator:
         own = (self.self_rows >= start) & (self.self_rows < start + block.shape[0])
         if own.any():  # a query is not its own neighbour
             s[np.flatnonzero(own), self.self_rows[own] - start] = -np.inf if self.larger else np.inf
-        kk = min(self.k, block.shape[0])
-        key = -s if self.larger else s
-        part = np.argpartition(key, kk - 1, axis=1)[:, :kk] if block.shape[0] > kk else \
-            np.broadcast_to(np.arange(block.shape[0]), (len(self.q), block.shape[0]))
+        key = -s if self.larger else s  # smaller key = closer
+        thr = -self.best_s[:, -1] if self.larger else self.best_s[:, -1]  # key of the current k-th, inf if unfilled
+        if np.all(np.isfinite(thr)):  # running top-k full: only scores strictly better can enter
+            self._merge_better(s, key, thr, rows)
+            return
+        head = min(block.shape[0], max(4 * self.k, 1024))  # fill the top-k from the first columns, then filter
+        kk = min(self.k, head)
+        part = np.argpartition(key[:, :head], kk - 1, axis=1)[:, :kk] if head > kk else \
+            np.broadcast_to(np.arange(head), (len(self.q), head))
         cand_s = np.concatenate([self.best_s, np.take_along_axis(s, part, axis=1)], axis=1)
         cand_r = np.concatenate([self.best_r, rows[part]], axis=1)
         self.best_s, self.best_r = sort_topk(cand_s, cand_r, self.k, self.larger)
+        if head < block.shape[0]:
+            thr = -self.best_s[:, -1] if self.larger else self.best_s[:, -1]
+            if np.all(np.isfinite(thr)):
+                self._merge_better(s[:, head:], key[:, head:], thr, rows[head:])
+            else:  # pragma: no cover - fewer than k finite scores in the head (k > head rows)
+                self.best_s, self.best_r = sort_topk(np.concatenate([self.best_s, s[:, head:]], axis=1),
+                                                     np.concatenate([self.best_r, np.broadcast_to(
+                                                         rows[head:], (len(self.q), len(rows) - head))], axis=1),
+                                                     self.k, self.larger)
+
+    def _merge_better(self, s, key, thr, rows):
+        """Merge only the block entries closer than each query's current k-th (later rows lose ties).
+
+        After the first block almost every score fails this test, so the top-k selection runs
+        over a few candidates instead of the whole ``[T, B]`` block.
+        """
+        qi, cj = np.nonzero(key < thr[:, None])  # [M], [M]
+        if len(qi) == 0:
+            return
+        t, k = self.best_s.shape
+        all_q = np.concatenate([np.repeat(np.arange(t), k), qi])
+        all_s = np.concatenate([self.best_s.ravel(), s[qi, cj].astype(np.float32)])
+        all_r = np.concatenate([self.best_r.ravel(), rows[cj]])
+        order = np.lexsort((all_r, -all_s if self.larger else all_s, all_q))  # query, then score, then row
+        starts = np.concatenate([[0], np.cumsum(np.bincount(all_q, minlength=t))[:-1]])
+        take = order[starts[:, None] + np.arange(k)]  # [T, k]: the k best of every query
+        self.best_s, self.best_r = all_s[take], all_r[take]
 
 
 def pick_tune_rows(n: int, tune_queries: int, seed: int) -> np.ndarray:
@@ -103,3 +135,45 @@ def tune_nprobe(index, queries: np.ndarray, self_rows: np.ndarray, truth: np.nda
         if rec - z * se >= target_recall or rec >= 1.0:
             return int(npb), history
     return int(nlist), history
+
+
+def list_rank_recall(query_lists: np.ndarray, truth: np.ndarray, truth_lists: np.ndarray, nprobes) -> list:
+    """Recall@k of an IVF search at every ``nprobe``, from which lists the true neighbours live in.
+
+    ``query_lists [T, P]``: each tuning query's lists, nearest first (the coarse quantizer's
+    order, which IVF search probes); ``truth [T, k]`` the exact neighbours (``-1`` = none) and
+    ``truth_lists [T, k]`` the list each was added to. With exhaustive scanning inside the
+    probed lists (IVF-Flat), a true top-k neighbour is returned exactly when its list is among
+    the first ``nprobe`` -- so one coarse search gives the recall of every nprobe. Returns
+    ``[(nprobe, recall, stderr), ...]`` (stderr over the queries).
+    """
+    p = query_lists.shape[1]
+    match = query_lists[:, None, :] == truth_lists[:, :, None]  # [T, k, P]
+    rank = np.where(match.any(axis=2), match.argmax(axis=2), p)  # [T, k]; p = beyond the lists looked at
+    valid = truth >= 0
+    n_true = valid.sum(axis=1)
+    keep = n_true > 0
+    out = []
+    for npb in nprobes:
+        hits = ((rank < npb) & valid).sum(axis=1)[keep] / n_true[keep]  # [T']
+        mean = float(hits.mean()) if len(hits) else 1.0
+        se = float(hits.std(ddof=1) / np.sqrt(len(hits))) if len(hits) > 1 else 0.0
+        out.append((int(npb), round(mean, 4), round(se, 4)))
+    return out
+
+
+def tune_nprobe_by_list_rank(query_lists: np.ndarray, truth: np.ndarray, truth_lists: np.ndarray, *,
+                             target_recall: float, nlist: int, steps=NPROBE_STEPS, z: float = 1.0) -> tuple[int, list]:
+    """Smallest nprobe in ``steps`` whose list-coverage recall (:func:`list_rank_recall`) reaches the target.
+
+    Same rule as :func:`tune_nprobe` (``recall - z * stderr >= target_recall``), without an
+    index search per step. Exact for IVF-Flat; for quantised lists (SQ8, PQ) it is an upper
+    bound of the recall, so their tuner starts from the nprobe found here and checks by search.
+    Returns ``(nprobe, history)``; ``nprobe = nlist`` if no step reaches the target.
+    """
+    cands = sorted({min(int(s), nlist) for s in steps} | {nlist})
+    hist = list_rank_recall(query_lists, truth, truth_lists, cands)
+    for i, (npb, rec, se) in enumerate(hist):
+        if rec - z * se >= target_recall or rec >= 1.0:
+            return int(npb), hist[:i + 1]
+    return int(nlist), hist

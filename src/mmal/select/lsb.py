@@ -255,7 +255,8 @@ def lsb_expand(index_or_embedding, seeds, candidates=None, *, k: int = 3, metric
     if len(seeds) == 0 or not cand_mask.any():
         return empty
     if index is None:
-        index, index_rows = build_candidate_index(emb, cand_mask, metric=metric, backend=backend, **(index_params or {}))
+        index, index_rows = build_candidate_index(emb, cand_mask, metric=metric, backend=backend,
+                                                  **{"n_queries": len(seeds), **(index_params or {})})
     allowed = cand_mask[index_rows]  # [ntotal]
     sims, nbr = _search_allowed(index, np.asarray(queries, dtype=np.float32), int(k), allowed)  # [S, k]
     seed_rep = np.repeat(seeds, nbr.shape[1])  # [S*k]
@@ -381,7 +382,8 @@ def _lsb(pool, budget, *, labeled_mask, rng, name: str, lookalike: bool, order: 
         if index.ntotal != len(pool):
             raise ConfigError(f"{name}: a prebuilt index must cover the whole pool ({len(pool)} rows), has {index.ntotal}")
     elif isinstance(index, str):
-        idx, idx_rows = build_candidate_index(pool.embedding, cand_mask, metric=metric, backend=index, **(index_params or {}))
+        idx, idx_rows = build_candidate_index(pool.embedding, cand_mask, metric=metric, backend=index,
+                                              **{"n_queries": len(seeds), **(index_params or {})})
     else:
         raise ConfigError(f"{name}: index must be 'auto', a backend string or an mmal.index.Index")
     queries = np.asarray(pool.embedding[seeds], dtype=np.float32)  # [S, D]
