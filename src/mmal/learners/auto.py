@@ -48,7 +48,6 @@ checkpoint (``state()["cv"]``).
 from __future__ import annotations
 
 import time
-import warnings
 from typing import Mapping
 
 import numpy as np
@@ -268,9 +267,7 @@ class AutoLearner(Learner):
             probe = self._build("linear", {"class_weight": weight}, n_classes)
             for f in folds:
                 fit_rows = np.setdiff1d(np.arange(len(rows)), f)
-                with warnings.catch_warnings():  # 1-2 labels per class in a fold is expected here
-                    warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-                    path = probe.fit_path(A[fit_rows], y[fit_rows], n_classes, [c for c, _ in members])
+                path = probe.fit_path(A[fit_rows], y[fit_rows], n_classes, [c for c, _ in members])
                 for (_, key), (coef, icpt) in zip(members, path):
                     oofs[key][f] = softmax(A[f] @ coef.T + icpt)
             dt = (time.perf_counter() - t1) / len(members)

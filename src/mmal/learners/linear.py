@@ -10,6 +10,7 @@ blocks the logits read, and zeroing a block is dropping its term.
 
 from __future__ import annotations
 
+import warnings
 from typing import Mapping
 
 import numpy as np
@@ -148,7 +149,9 @@ class LinearProbe(Learner):
                                 random_state=self.seed, tol=tol, warm_start=len(Cs) > 1)
         for c in Cs:
             lr.set_params(C=float(c))
-            with threadpool_limits(self.params["threads"]):
+            with threadpool_limits(self.params["threads"]), warnings.catch_warnings():
+                # 1-2 labels per class (cold start, CV folds, 16 classes at 50 labels) is expected here
+                warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
                 lr.fit(x, y)
             coef = np.zeros((C_total, x.shape[1]), np.float64)
             icpt = np.full(C_total, ABSENT_CLASS_LOGIT)
@@ -264,14 +267,10 @@ def fit_probe(x: np.ndarray, y: np.ndarray, n_classes: int, C: float, seed: int,
     and mapped back exactly: with ``A = U Λ^½`` the weights ``w'`` on ``A`` correspond to
     ``w = xᵀ U Λ^-½ w'`` (same logits on every training row, same ``||w||``).
     """
-    import warnings
-
     probe = LinearProbe(n_classes, seed, C=C, class_weight=class_weight)
     x = np.asarray(x, np.float64)
-    with warnings.catch_warnings():  # 1-2 labels per class (cold start, CV folds) is expected here
-        warnings.filterwarnings("ignore", message="The number of unique classes is greater than 50%")
-        if x.shape[0] >= x.shape[1]:
-            return probe._fit_lr(x, y, n_classes, tol)
-        A, U, lam = kernel_coordinates(x @ x.T)
-        coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
+    if x.shape[0] >= x.shape[1]:
+        return probe._fit_lr(x, y, n_classes, tol)
+    A, U, lam = kernel_coordinates(x @ x.T)
+    coef_a, icpt = probe._fit_lr(A, y, n_classes, tol)
     return (coef_a / np.sqrt(lam)) @ U.T @ x, icpt
