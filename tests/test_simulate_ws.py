@@ -43,20 +43,17 @@ class Counter:
 
 @pytest.fixture
 def towers(monkeypatch):
-    """Every tower is the fake one; ``towers.built`` / ``towers.calls`` count constructions and encode calls."""
+    """Every tower is the fake one; ``towers.built`` / ``towers.calls`` count constructions and forward
+    passes (every encode path, whole-list ``encode`` or streamed ``forward_prepared``, ends in ``_forward``)."""
     import mmal.encoders
     from mmal.encoders.base import Encoder
 
     count = Counter()
-    real_init, real_encode = Encoder.__init__, Encoder.encode
+    real_init = Encoder.__init__
 
     def init(self, *a, **k):
         count.built += 1
         real_init(self, *a, **k)
-
-    def encode(self, *a, **k):
-        count.calls += 1
-        return real_encode(self, *a, **k)
 
     class FakeText(Encoder):
         name, modality, dim = "text:minilm", "text", 8
@@ -65,6 +62,7 @@ def towers(monkeypatch):
             return x
 
         def _forward(self, batch):  # a word's vector is seeded by its CRC: items share class words
+            count.calls += 1
             seqs = [np.stack([np.random.default_rng(zlib.crc32(w.encode())).normal(size=8) for w in s.split()])
                     for s in batch]
             return np.stack([q.mean(0) for q in seqs]), seqs
@@ -76,7 +74,6 @@ def towers(monkeypatch):
             return []
 
     monkeypatch.setattr(Encoder, "__init__", init)
-    monkeypatch.setattr(Encoder, "encode", encode)
     monkeypatch.setattr(mmal.encoders, "_build", lambda spec, params: FakeText())
     mmal.encoders.clear_cache()
     yield count

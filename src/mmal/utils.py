@@ -288,3 +288,19 @@ def npy_problem(p) -> str | None:
     if size != want:
         return f"truncated or damaged array file ({size} bytes, header says {want})"
     return None
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """Run the block with ``torch.set_num_threads(n)`` (``None``: unchanged); restores the old count."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

@@ -16,7 +16,6 @@ pass 3-30x slower than one (OpenMP threads waiting for each other on preempted c
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -45,22 +44,6 @@ def forward_threads(cores: int, load: float) -> int:
 def default_workers(cores: int | None = None) -> int:
     """Decode/preprocess threads: one per core, at most 4 (they wait whenever the window is full)."""
     return int(min(4, cores or available_cores()))
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Run the block with ``torch.set_num_threads(n)`` (``None``: unchanged); restores the old count."""
-    if n is None:
-        yield
-        return
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def encode_threads() -> int | None:

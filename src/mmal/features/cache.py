@@ -177,16 +177,7 @@ class FeatureCache:
     def load(self, fingerprint: str, modality: str, ids=None) -> SequenceFeatures:
         """Memory-mapped features; with ``ids``, reordered to that order (missing -> error)."""
         folder = self.folder(fingerprint, modality)
-        for _ in range(VIEW_RETRIES):
-            view = _current_view(folder) or self.consolidate(fingerprint, modality)
-            try:
-                feats = _open_view(view)
-                break
-            except FileNotFoundError:  # replaced by a newer view since view.json was read: read it again
-                continue
-        else:
-            raise WorkspaceError(f"{folder}: the consolidated features kept changing while being read "
-                                 f"({VIEW_RETRIES} tries); run the command again")
+        feats = _read_view(folder, consolidate=lambda: self.consolidate(fingerprint, modality))
         return _aligned(feats, modality, ids)
 
     def read(self, fingerprint: str, modality: str, ids=None) -> SequenceFeatures:
@@ -194,20 +185,7 @@ class FeatureCache:
         names one, else assembles the chunks in memory (no view, no lock file is created).
         ``mmal simulate WS`` reads a workspace this way and leaves it byte-identical."""
         folder = self.folder(fingerprint, modality)
-        for _ in range(VIEW_RETRIES):
-            view = _current_view(folder)
-            if view is None:
-                feats = _chunks_in_memory(folder)
-                break
-            try:
-                feats = _open_view(view)
-                break
-            except FileNotFoundError:  # replaced by a newer view since view.json was read: read it again
-                continue
-        else:
-            raise WorkspaceError(f"{folder}: the consolidated features kept changing while being read "
-                                 f"({VIEW_RETRIES} tries); run the command again")
-        return _aligned(feats, modality, ids)
+        return _aligned(_read_view(folder, in_memory=lambda: _chunks_in_memory(folder)), modality, ids)
 
 
 def _read_chunks(folder: Path):
@@ -269,6 +247,24 @@ def _current_view(folder: Path) -> Path | None:
         raise WorkspaceError(f"{folder / VIEW_FILE}: names no view folder; delete it so that the view is rebuilt "
                              "from the chunks, and run the command again")
     return folder / name
+
+
+def _read_view(folder, *, consolidate=None, in_memory=None):
+    """The features of the view ``view.json`` names; without one, the view ``consolidate()`` builds,
+    or ``in_memory()``'s features (a reader that writes nothing). A view replaced by a newer one
+    between reading ``view.json`` and opening it is read again (``VIEW_RETRIES`` tries)."""
+    for _ in range(VIEW_RETRIES):
+        view = _current_view(folder)
+        if view is None:
+            if consolidate is None:
+                return in_memory()
+            view = consolidate()
+        try:
+            return _open_view(view)
+        except FileNotFoundError:  # replaced by a newer view since view.json was read: read it again
+            continue
+    raise WorkspaceError(f"{folder}: the consolidated features kept changing while being read "
+                         f"({VIEW_RETRIES} tries); run the command again")
 
 
 def _open_view(view: Path) -> SequenceFeatures:
@@ -342,7 +338,8 @@ def encode_items(cache: FeatureCache, table, modality: str, encoder_spec: str, *
     ``absent`` the items without it (recorded once, never encoded).
     """
     from mmal import encoders
-    from mmal.encoders.stream import default_workers, encode_threads, prefetch_map, torch_threads
+    from mmal.encoders.stream import default_workers, encode_threads, prefetch_map
+    from mmal.utils import torch_threads
 
     encoder_params = dict(encoder_params or {})
     fp = resolve_fingerprint(cache, encoder_spec, encoder_params)

@@ -18,21 +18,7 @@ import torch
 
 from mmal.errors import ConfigError
 from mmal.train.config import TrainConfig
-from mmal.utils import progress_bar
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """Set torch's intra-op threads to ``n`` for the block (``None`` leaves them)."""
-    if n is None:
-        yield
-        return
-    old = torch.get_num_threads()
-    torch.set_num_threads(int(n))
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
+from mmal.utils import progress_bar, torch_threads
 
 
 def as_index(idx, n: int, what: str) -> np.ndarray:
