@@ -63,12 +63,15 @@ def test_prefetch_map_keeps_order_and_reraises_in_the_caller():
 def test_forward_threads_follow_free_cores():
     from mmal.encoders.stream import forward_threads
 
-    # free cores = round(cores - load), clipped to 1..cores (hand-computed)
+    # free cores = round(cores - max(0, load - own)), clipped to 1..cores; own = 1 by default (hand-computed)
     assert forward_threads(2, 0.0) == 2
     assert forward_threads(2, 0.4) == 2
-    assert forward_threads(2, 1.2) == 1
+    assert forward_threads(2, 1.2) == 2  # the load is mostly this process: both cores
+    assert forward_threads(2, 1.2, own=0.0) == 1
+    assert forward_threads(2, 2.6) == 1  # another busy process
     assert forward_threads(2, 6.0) == 1
-    assert forward_threads(16, 4.2) == 12
+    assert forward_threads(16, 4.2) == 13
+    assert forward_threads(16, 4.2, own=0.0) == 12
     assert forward_threads(1, 0.0) == 1
     with pytest.raises(ValueError):
         forward_threads(0, 0.0)
