@@ -325,7 +325,7 @@ def gold_from_file(ws, path) -> np.ndarray:
     Every bad row is named in one ConfigError (file, row, field): an id that is not in the
     workspace, a label that is not a class, two different labels for one item."""
     from mmal.data.labelstudio import RowError
-    from mmal.workspace.annotate import MAX_REPORTED, _parse_rows
+    from mmal.workspace.annotate import _parse_rows, bad_rows
 
     path = Path(path).resolve()
     problems: list = []
@@ -359,12 +359,9 @@ def gold_from_file(ws, path) -> np.ndarray:
         out[j] = c
         first.setdefault(item, i)
     if problems:
-        problems = sorted(problems, key=lambda e: e.row)
         if len(problems) == 1:
             raise ConfigError(f"{path}: row {problems[0].row}: {problems[0].detail}")
-        shown = " | ".join(f"row {e.row}: {e.detail}" for e in problems[:MAX_REPORTED])
-        more = f" | and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-        raise ConfigError(f"{path}: {len(problems)} bad rows: {shown}{more}")
+        raise ConfigError(f"{path}: {len(problems)} bad rows: {bad_rows(problems)}")
     return out
 
 

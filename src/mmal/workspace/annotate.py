@@ -342,10 +342,15 @@ def _refuse(path, problems: list) -> None:
         return
     if len(problems) == 1:
         raise problems[0]
+    raise LabelImportError(f"{path}: {len(problems)} bad rows; nothing imported: {bad_rows(problems)}")
+
+
+def bad_rows(problems: list) -> str:
+    """``row N: what | row M: what | ... | and J more``: the first :data:`MAX_REPORTED` of
+    ``problems`` (:class:`RowError`) in row order."""
     problems = sorted(problems, key=lambda e: e.row)
     shown = " | ".join(f"row {e.row}: {e.detail}" for e in problems[:MAX_REPORTED])
-    more = f" | and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else ""
-    raise LabelImportError(f"{path}: {len(problems)} bad rows; nothing imported: {shown}{more}")
+    return shown + (f" | and {len(problems) - MAX_REPORTED} more" if len(problems) > MAX_REPORTED else "")
 
 
 def _parse_csv(path: Path, text: str, problems: list) -> list[tuple[int, dict]]:
